@@ -1,0 +1,242 @@
+//! The WIT world seen from the host: generated bindings, and the imports implemented over one
+//! call's [`Transaction`].
+
+use std::sync::{Arc, Mutex};
+
+use minidom::Element;
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::storage::{Storage, StorageError, Tier as StoreTier, Transaction};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "muc-plugin",
+});
+
+use muc::plugin::logging::Level;
+use muc::plugin::routing::RouteError;
+use muc::plugin::storage::{Entry, StorageError as WitStorageError, Tier};
+
+/// The data of one plugin instance's wasmtime store.
+pub struct CallContext {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub memory: MemoryCap,
+    storage: Arc<Mutex<Storage>>,
+    /// The effects of the call in progress.
+    pub txn: Transaction,
+    /// The MUC domain: every stanza the plugin sends must come from it.
+    service: String,
+    /// Wall time, fixed for the duration of one call.
+    pub now_ms: u64,
+    plugin_name: String,
+}
+
+impl CallContext {
+    pub fn new(
+        storage: Arc<Mutex<Storage>>,
+        service: String,
+        plugin_name: String,
+        memory_cap: usize,
+    ) -> CallContext {
+        CallContext {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap::new(memory_cap),
+            storage,
+            txn: Transaction::default(),
+            service,
+            now_ms: 0,
+            plugin_name,
+        }
+    }
+
+    fn storage(&self) -> std::sync::MutexGuard<'_, Storage> {
+        self.storage.lock().expect("storage lock poisoned")
+    }
+
+    /// Parses and checks one outbound stanza: well-formed, and speaking only for the service.
+    fn outbound(&self, xml: &str) -> Result<Element, RouteError> {
+        let stanza: Element = xml
+            .parse()
+            .map_err(|e| RouteError::Malformed(format!("not XML: {e}")))?;
+        if !matches!(stanza.name(), "message" | "presence" | "iq") || stanza.ns() != "jabber:client"
+        {
+            return Err(RouteError::Malformed(format!(
+                "<{}/> in {} is not a jabber:client stanza",
+                stanza.name(),
+                stanza.ns()
+            )));
+        }
+        let from = stanza.attr("from").unwrap_or_default();
+        let from_domain = jid::Jid::new(from)
+            .map(|jid| jid.domain().to_string())
+            .map_err(|_| RouteError::NotPermitted(format!("from '{from}' is not a JID")))?;
+        if from_domain != self.service {
+            return Err(RouteError::NotPermitted(format!(
+                "from '{from}' is outside {}",
+                self.service
+            )));
+        }
+        Ok(stanza)
+    }
+}
+
+fn tier(tier: Tier) -> StoreTier {
+    match tier {
+        Tier::Durable => StoreTier::Durable,
+        Tier::Volatile => StoreTier::Volatile,
+    }
+}
+
+impl WasiView for CallContext {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl muc::plugin::types::Host for CallContext {}
+
+impl muc::plugin::storage::Host for CallContext {
+    fn get(&mut self, t: Tier, key: String) -> Option<Vec<u8>> {
+        let storage = self.storage();
+        self.txn.get(&storage, tier(t), &key)
+    }
+
+    fn put(&mut self, t: Tier, key: String, value: Vec<u8>) -> Result<(), WitStorageError> {
+        self.txn.put(tier(t), key, value).map_err(|error| match error {
+            StorageError::TooLarge(why) => WitStorageError::TooLarge(why),
+            StorageError::QuotaExceeded(why) => WitStorageError::QuotaExceeded(why),
+        })
+    }
+
+    fn delete(&mut self, t: Tier, key: String) {
+        self.txn.delete(tier(t), key)
+    }
+
+    fn scan(
+        &mut self,
+        t: Tier,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Vec<Entry> {
+        let storage = self.storage();
+        self.txn
+            .scan(&storage, tier(t), &prefix, start_after.as_deref(), limit as usize)
+            .into_iter()
+            .map(|(key, value)| Entry { key, value })
+            .collect()
+    }
+
+    fn delete_prefix(&mut self, t: Tier, prefix: String) -> u32 {
+        let storage = self.storage.clone();
+        let storage = storage.lock().expect("storage lock poisoned");
+        self.txn.delete_prefix(&storage, tier(t), &prefix)
+    }
+}
+
+impl muc::plugin::routing::Host for CallContext {
+    fn send(&mut self, stanza: String) -> Result<(), RouteError> {
+        let stanza = self.outbound(&stanza)?;
+        if stanza.attr("to").is_none_or(|to| jid::Jid::new(to).is_err()) {
+            return Err(RouteError::Malformed("a stanza without a valid 'to'".into()));
+        }
+        self.txn.outbound.push(stanza);
+        Ok(())
+    }
+
+    fn broadcast(&mut self, stanza: String, recipients: Vec<String>) -> Result<(), RouteError> {
+        let stanza = self.outbound(&stanza)?;
+        if let Some(bad) = recipients.iter().find(|to| jid::Jid::new(to).is_err()) {
+            return Err(RouteError::Malformed(format!("recipient '{bad}' is not a JID")));
+        }
+        for recipient in recipients {
+            let mut copy = stanza.clone();
+            copy.set_attr(
+                minidom::rxml::Namespace::NONE,
+                minidom::rxml::xml_ncname!("to").into(),
+                recipient,
+            );
+            self.txn.outbound.push(copy);
+        }
+        Ok(())
+    }
+}
+
+impl muc::plugin::timers::Host for CallContext {
+    fn set(&mut self, key: String, at: u64) {
+        self.txn.set_timer(key, at)
+    }
+
+    fn cancel(&mut self, key: String) {
+        self.txn.cancel_timer(key)
+    }
+}
+
+impl muc::plugin::clock::Host for CallContext {
+    fn now(&mut self) -> u64 {
+        self.now_ms
+    }
+}
+
+impl muc::plugin::logging::Host for CallContext {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = self.plugin_name.as_str();
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl muc::plugin::ids::Host for CallContext {
+    fn unique_id(&mut self) -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+}
+
+/// Caps an instance's linear memory, remembering whether the cap was what stopped a call so
+/// the fault can be reported as a resource constraint.
+pub struct MemoryCap {
+    limit: usize,
+    pub hit: bool,
+}
+
+impl MemoryCap {
+    fn new(limit: usize) -> MemoryCap {
+        MemoryCap { limit, hit: false }
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            wasmtime::bail!("memory cap of {} bytes reached", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

@@ -1,0 +1,132 @@
+//! The service core: takes stanzas from client sessions, stamps and routes them, hands the MUC's
+//! to the plugin runtime, and delivers what comes back. Sockets, if any, live outside it.
+
+use jid::{FullJid, Jid};
+use minidom::rxml::{xml_ncname, Namespace};
+use minidom::Element;
+
+use crate::router::{Destination, Router, SessionSink};
+use crate::runtime::{Fault, Inbound, PluginRuntime};
+use crate::server;
+
+const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+pub struct Service {
+    pub router: Router,
+    pub muc: PluginRuntime,
+}
+
+impl Service {
+    pub fn new(router: Router, muc: PluginRuntime) -> Service {
+        Service { router, muc }
+    }
+
+    pub fn connect(&mut self, jid: FullJid, sink: Box<dyn SessionSink>) {
+        for presence in self.router.bind(jid.clone(), sink) {
+            self.to_muc(&jid, presence);
+        }
+    }
+
+    /// The session ended: the rooms it was in hear an unavailable presence from it.
+    pub fn disconnect(&mut self, jid: &FullJid) {
+        for presence in self.router.unbind(jid) {
+            self.to_muc(jid, presence);
+        }
+    }
+
+    /// One stanza from a bound client session. Its `from` is what the session authenticated as,
+    /// whatever the client wrote (RFC 6120 §8.1.2.1).
+    pub fn from_client(&mut self, from: &FullJid, mut stanza: Element) {
+        stanza.set_attr(Namespace::NONE, xml_ncname!("from").into(), from.to_string());
+        let to = match stanza.attr("to").map(Jid::new) {
+            None => None,
+            Some(Ok(to)) => Some(to),
+            Some(Err(_)) => {
+                return self.reply_error(&stanza, "modify", "jid-malformed");
+            }
+        };
+        match self.router.destination(to.as_ref()) {
+            Destination::Muc => {
+                if stanza.name() == "presence" {
+                    let to = to.as_ref().expect("a MUC destination has a 'to'");
+                    self.router.note_directed_presence(from, to, &stanza);
+                }
+                self.to_muc(from, stanza);
+            }
+            Destination::Server => {
+                for reply in server::handle(self.router.domain(), self.router.muc_domain(), from, &stanza) {
+                    self.router.deliver(reply);
+                }
+            }
+            Destination::User(_) => {
+                if !self.router.deliver(stanza.clone()) && stanza.name() != "presence" {
+                    self.reply_error(&stanza, "cancel", "service-unavailable");
+                }
+            }
+            Destination::Unroutable => self.reply_error(&stanza, "cancel", "remote-server-not-found"),
+        }
+    }
+
+    /// Runs the plugin's due timers and delivers what they send.
+    pub fn run_due_timers(&mut self) {
+        for (_, outcome) in self.muc.run_due_timers() {
+            if let Ok(outbound) = outcome {
+                self.deliver_all(outbound);
+            }
+        }
+    }
+
+    /// The service is stopping: the plugin says goodbye to occupants.
+    pub fn shutdown(&mut self) {
+        if let Ok(outbound) = self.muc.on_shutdown() {
+            self.deliver_all(outbound);
+        }
+    }
+
+    fn to_muc(&mut self, from: &FullJid, stanza: Element) {
+        let from = from.to_string();
+        let to = stanza.attr("to").unwrap_or_default().to_string();
+        let outcome = self.muc.handle_stanza(Inbound {
+            stanza: &stanza,
+            from: &from,
+            to: &to,
+        });
+        match outcome {
+            Ok(outbound) => self.deliver_all(outbound),
+            Err(Fault::OverBudget(_)) => self.reply_error(&stanza, "wait", "resource-constraint"),
+            Err(_) => self.reply_error(&stanza, "cancel", "internal-server-error"),
+        }
+    }
+
+    fn deliver_all(&mut self, outbound: Vec<Element>) {
+        for stanza in outbound {
+            if !self.router.deliver(stanza) {
+                tracing::debug!("a MUC stanza found no session; dropped");
+            }
+        }
+    }
+
+    /// Bounces `stanza` to its sender with a stanza error, unless it is an error itself.
+    fn reply_error(&mut self, stanza: &Element, type_: &str, condition: &str) {
+        if stanza.attr("type") == Some("error") {
+            return;
+        }
+        self.router.deliver(error_reply(stanza, type_, condition));
+    }
+}
+
+/// The error form of `stanza`: addresses swapped, `type='error'`, the condition inside.
+pub fn error_reply(stanza: &Element, type_: &str, condition: &str) -> Element {
+    let mut reply = Element::builder(stanza.name(), "jabber:client")
+        .attr(xml_ncname!("type").into(), "error")
+        .attr(xml_ncname!("from").into(), stanza.attr("to"))
+        .attr(xml_ncname!("to").into(), stanza.attr("from"))
+        .attr(xml_ncname!("id").into(), stanza.attr("id"))
+        .build();
+    let error = Element::builder("error", "jabber:client")
+        .attr(xml_ncname!("type").into(), type_)
+        .append(Element::builder(condition, STANZAS_NS).build())
+        .build();
+    reply.append_child(error);
+    reply
+}

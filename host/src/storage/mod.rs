@@ -1,0 +1,187 @@
+//! The host's store: the truth for every plugin instance.
+//!
+//! Both tiers are kept in memory, where calls read them; the durable tier, the timers and the
+//! host's own bookkeeping are also written to SQLite, before any stanza of the call that wrote
+//! them leaves the host. A call's writes reach the store only through [`Transaction`], whole.
+
+mod sqlite;
+mod transaction;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+
+use anyhow::Result;
+
+pub use sqlite::Sqlite;
+pub use transaction::{Quota, StorageError, Transaction};
+
+/// Durability classes, as in the WIT `storage` interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    Durable,
+    Volatile,
+}
+
+pub type Map = BTreeMap<String, Vec<u8>>;
+
+/// The committed state.
+pub struct Storage {
+    durable: Map,
+    volatile: Map,
+    /// Timer key to due time (ms since the Unix epoch).
+    timers: BTreeMap<String, u64>,
+    /// The host's own records (e.g. which plugin version owns the data), never seen by plugins.
+    meta: BTreeMap<String, String>,
+    disk: Option<Sqlite>,
+}
+
+/// The host's bookkeeping key naming the plugin version whose layout the data is in.
+pub const DATA_OWNER_VERSION: &str = "data-owner-version";
+
+impl Storage {
+    /// A store that forgets everything when dropped: for the test host.
+    pub fn in_memory() -> Storage {
+        Storage {
+            durable: Map::new(),
+            volatile: Map::new(),
+            timers: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            disk: None,
+        }
+    }
+
+    /// Opens (or creates) the durable store in `dir` and loads it; the volatile tier starts
+    /// empty, as after any restart.
+    pub fn open(dir: &Path) -> Result<Storage> {
+        std::fs::create_dir_all(dir)?;
+        let disk = Sqlite::open(&dir.join("muc.sqlite3"))?;
+        let loaded = disk.load()?;
+        Ok(Storage {
+            durable: loaded.durable,
+            volatile: Map::new(),
+            timers: loaded.timers,
+            meta: loaded.meta,
+            disk: Some(disk),
+        })
+    }
+
+    pub fn map(&self, tier: Tier) -> &Map {
+        match tier {
+            Tier::Durable => &self.durable,
+            Tier::Volatile => &self.volatile,
+        }
+    }
+
+    fn map_mut(&mut self, tier: Tier) -> &mut Map {
+        match tier {
+            Tier::Durable => &mut self.durable,
+            Tier::Volatile => &mut self.volatile,
+        }
+    }
+
+    pub fn get(&self, tier: Tier, key: &str) -> Option<&[u8]> {
+        self.map(tier).get(key).map(Vec::as_slice)
+    }
+
+    /// Committed entries whose key starts with `prefix`, after `start_after` when given.
+    pub fn range<'a>(
+        &'a self,
+        tier: Tier,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        self.map(tier)
+            .range((start, Bound::Unbounded))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.durable.is_empty() && self.volatile.is_empty() && self.timers.is_empty()
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.meta.get(key).map(String::as_str)
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        if let Some(disk) = &mut self.disk {
+            disk.set_meta(key, value)?;
+        }
+        self.meta.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Timers due at or before `now`, earliest first.
+    pub fn due_timers(&self, now_ms: u64) -> Vec<String> {
+        let mut due: Vec<(&u64, &String)> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now_ms)
+            .map(|(key, at)| (at, key))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, key)| key.clone()).collect()
+    }
+
+    /// The earliest timer, if any.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.values().min().copied()
+    }
+
+    /// Applies a committed call's writes: first to disk (one SQLite transaction), then to the
+    /// in-memory view. If the disk refuses, nothing changes and the error is returned.
+    pub fn apply(&mut self, writes: Writes) -> Result<()> {
+        if let Some(disk) = &mut self.disk {
+            disk.apply(&writes.durable, &writes.timers)?;
+        }
+        for (tier, changes) in [(Tier::Durable, writes.durable), (Tier::Volatile, writes.volatile)] {
+            let map = self.map_mut(tier);
+            for (key, value) in changes {
+                match value {
+                    Some(value) => map.insert(key, value),
+                    None => map.remove(&key),
+                };
+            }
+        }
+        for (key, at) in writes.timers {
+            match at {
+                Some(at) => self.timers.insert(key, at),
+                None => self.timers.remove(&key),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Changes buffered by one call: `None` deletes.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub durable: BTreeMap<String, Option<Vec<u8>>>,
+    pub volatile: BTreeMap<String, Option<Vec<u8>>>,
+    pub timers: BTreeMap<String, Option<u64>>,
+}
+
+impl Writes {
+    pub fn tier(&self, tier: Tier) -> &BTreeMap<String, Option<Vec<u8>>> {
+        match tier {
+            Tier::Durable => &self.durable,
+            Tier::Volatile => &self.volatile,
+        }
+    }
+
+    pub fn tier_mut(&mut self, tier: Tier) -> &mut BTreeMap<String, Option<Vec<u8>>> {
+        match tier {
+            Tier::Durable => &mut self.durable,
+            Tier::Volatile => &mut self.volatile,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.durable.is_empty() && self.volatile.is_empty() && self.timers.is_empty()
+    }
+}

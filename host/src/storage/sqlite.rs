@@ -1,0 +1,99 @@
+//! The durable tier on disk: one SQLite database, written once per committed call.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection};
+
+use super::Map;
+
+pub struct Sqlite {
+    connection: Connection,
+}
+
+/// Everything the disk holds, read at start.
+pub struct Loaded {
+    pub durable: Map,
+    pub timers: BTreeMap<String, u64>,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Sqlite {
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        let connection =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // WAL with synchronous=FULL: a commit is on disk when it returns, which is what lets the
+        // call's stanzas leave.
+        connection.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS durable (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS timers (key TEXT PRIMARY KEY, due_ms INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+        )?;
+        Ok(Sqlite { connection })
+    }
+
+    pub fn load(&self) -> Result<Loaded> {
+        let durable = self
+            .connection
+            .prepare("SELECT key, value FROM durable")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<Map>>()?;
+        let timers = self
+            .connection
+            .prepare("SELECT key, due_ms FROM timers")?
+            .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let meta = self
+            .connection
+            .prepare("SELECT key, value FROM host_meta")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Loaded {
+            durable,
+            timers,
+            meta,
+        })
+    }
+
+    pub fn apply(
+        &mut self,
+        durable: &BTreeMap<String, Option<Vec<u8>>>,
+        timers: &BTreeMap<String, Option<u64>>,
+    ) -> Result<()> {
+        if durable.is_empty() && timers.is_empty() {
+            return Ok(());
+        }
+        let txn = self.connection.transaction()?;
+        {
+            let mut put = txn.prepare_cached("INSERT OR REPLACE INTO durable VALUES (?1, ?2)")?;
+            let mut delete = txn.prepare_cached("DELETE FROM durable WHERE key = ?1")?;
+            for (key, value) in durable {
+                match value {
+                    Some(value) => put.execute(params![key, value])?,
+                    None => delete.execute(params![key])?,
+                };
+            }
+            let mut set = txn.prepare_cached("INSERT OR REPLACE INTO timers VALUES (?1, ?2)")?;
+            let mut cancel = txn.prepare_cached("DELETE FROM timers WHERE key = ?1")?;
+            for (key, due) in timers {
+                match due {
+                    Some(due) => set.execute(params![key, *due as i64])?,
+                    None => cancel.execute(params![key])?,
+                };
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.connection.execute(
+            "INSERT OR REPLACE INTO host_meta VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! One call's buffered effects, read through on top of the committed [`Storage`].
+//!
+//! Nothing here touches the store: the call's writes become visible to others only when the
+//! runtime hands [`Transaction::writes`] to [`Storage::apply`] after the call returned `ok`.
+
+use std::cmp::Ordering;
+use std::iter::Peekable;
+
+use minidom::Element;
+
+use super::{Storage, Tier, Writes};
+
+/// Caps on what one call may write.
+#[derive(Clone, Copy, Debug)]
+pub struct Quota {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_call_bytes: usize,
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota {
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            max_call_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StorageError {
+    TooLarge(String),
+    QuotaExceeded(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Transaction {
+    pub writes: Writes,
+    /// Stanzas to deliver, in the order the call sent them.
+    pub outbound: Vec<Element>,
+    written_bytes: usize,
+    quota: Quota,
+}
+
+impl Transaction {
+    pub fn new(quota: Quota) -> Transaction {
+        Transaction {
+            quota,
+            ..Transaction::default()
+        }
+    }
+
+    /// True when the call changed nothing and sent nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.outbound.is_empty()
+    }
+
+    pub fn get(&self, storage: &Storage, tier: Tier, key: &str) -> Option<Vec<u8>> {
+        match self.writes.tier(tier).get(key) {
+            Some(buffered) => buffered.clone(),
+            None => storage.get(tier, key).map(<[u8]>::to_vec),
+        }
+    }
+
+    pub fn put(&mut self, tier: Tier, key: String, value: Vec<u8>) -> Result<(), StorageError> {
+        if key.len() > self.quota.max_key_bytes {
+            return Err(StorageError::TooLarge(format!(
+                "key of {} bytes, over {}",
+                key.len(),
+                self.quota.max_key_bytes
+            )));
+        }
+        if value.len() > self.quota.max_value_bytes {
+            return Err(StorageError::TooLarge(format!(
+                "value of {} bytes, over {}",
+                value.len(),
+                self.quota.max_value_bytes
+            )));
+        }
+        let size = key.len() + value.len();
+        if self.written_bytes + size > self.quota.max_call_bytes {
+            return Err(StorageError::QuotaExceeded(format!(
+                "more than {} bytes written in one call",
+                self.quota.max_call_bytes
+            )));
+        }
+        self.written_bytes += size;
+        self.writes.tier_mut(tier).insert(key, Some(value));
+        Ok(())
+    }
+
+    pub fn delete(&mut self, tier: Tier, key: String) {
+        self.writes.tier_mut(tier).insert(key, None);
+    }
+
+    /// Up to `limit` live entries under `prefix`, after `start_after`, merging the committed
+    /// entries with this call's writes in key order.
+    pub fn scan(
+        &self,
+        storage: &Storage,
+        tier: Tier,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(String, Vec<u8>)> {
+        let committed = storage
+            .range(tier, prefix, start_after)
+            .map(|(key, value)| (key.as_str(), Some(value)));
+        let buffered = self
+            .writes
+            .tier(tier)
+            .range(prefix.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, _)| start_after.is_none_or(|after| key.as_str() > after))
+            .map(|(key, value)| (key.as_str(), value.as_ref()));
+        Merge {
+            committed: committed.peekable(),
+            buffered: buffered.peekable(),
+        }
+        .filter_map(|(key, value)| value.map(|value| (key.to_string(), value.clone())))
+        .take(limit)
+        .collect()
+    }
+
+    pub fn delete_prefix(&mut self, storage: &Storage, tier: Tier, prefix: &str) -> u32 {
+        let live: Vec<String> = self
+            .scan(storage, tier, prefix, None, usize::MAX)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let count = live.len() as u32;
+        for key in live {
+            self.delete(tier, key);
+        }
+        count
+    }
+
+    pub fn set_timer(&mut self, key: String, at_ms: u64) {
+        self.writes.timers.insert(key, Some(at_ms));
+    }
+
+    pub fn cancel_timer(&mut self, key: String) {
+        self.writes.timers.insert(key, None);
+    }
+}
+
+type Entry<'a> = (&'a str, Option<&'a Vec<u8>>);
+
+/// Two key-ordered streams merged; on equal keys the call's own write wins.
+struct Merge<'a, C: Iterator<Item = Entry<'a>>, B: Iterator<Item = Entry<'a>>> {
+    committed: Peekable<C>,
+    buffered: Peekable<B>,
+}
+
+impl<'a, C: Iterator<Item = Entry<'a>>, B: Iterator<Item = Entry<'a>>> Iterator
+    for Merge<'a, C, B>
+{
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let order = match (self.committed.peek(), self.buffered.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((committed, _)), Some((buffered, _))) => committed.cmp(buffered),
+        };
+        match order {
+            Ordering::Less => self.committed.next(),
+            Ordering::Greater => self.buffered.next(),
+            Ordering::Equal => {
+                self.committed.next();
+                self.buffered.next()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(entries: &[(&str, &str)]) -> Storage {
+        let mut storage = Storage::in_memory();
+        let mut txn = Transaction::default();
+        for (key, value) in entries {
+            txn.put(Tier::Durable, key.to_string(), value.as_bytes().to_vec()).unwrap();
+        }
+        storage.apply(txn.writes).unwrap();
+        storage
+    }
+
+    fn keys(entries: Vec<(String, Vec<u8>)>) -> Vec<String> {
+        entries.into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn reads_see_the_calls_own_writes_and_deletes() {
+        let storage = committed(&[("a", "1"), ("b", "2")]);
+        let mut txn = Transaction::default();
+        txn.put(Tier::Durable, "a".into(), b"changed".to_vec()).unwrap();
+        txn.delete(Tier::Durable, "b".into());
+        assert_eq!(txn.get(&storage, Tier::Durable, "a"), Some(b"changed".to_vec()));
+        assert_eq!(txn.get(&storage, Tier::Durable, "b"), None);
+        assert_eq!(storage.get(Tier::Durable, "a"), Some(&b"1"[..]), "store untouched");
+    }
+
+    #[test]
+    fn scan_merges_in_key_order_and_pages() {
+        let storage = committed(&[("p/a", "1"), ("p/c", "3"), ("p/e", "5"), ("q/z", "x")]);
+        let mut txn = Transaction::default();
+        txn.put(Tier::Durable, "p/b".into(), b"2".to_vec()).unwrap();
+        txn.delete(Tier::Durable, "p/c".into());
+        txn.put(Tier::Durable, "p/e".into(), b"five".to_vec()).unwrap();
+        let all = txn.scan(&storage, Tier::Durable, "p/", None, 10);
+        assert_eq!(keys(all.clone()), ["p/a", "p/b", "p/e"]);
+        assert_eq!(all[2].1, b"five");
+        assert_eq!(keys(txn.scan(&storage, Tier::Durable, "p/", Some("p/a"), 1)), ["p/b"]);
+        assert!(txn.scan(&storage, Tier::Volatile, "p/", None, 10).is_empty());
+    }
+
+    #[test]
+    fn delete_prefix_counts_live_keys() {
+        let storage = committed(&[("r/1", ""), ("r/2", ""), ("s/1", "")]);
+        let mut txn = Transaction::default();
+        txn.put(Tier::Durable, "r/3".into(), vec![]).unwrap();
+        assert_eq!(txn.delete_prefix(&storage, Tier::Durable, "r/"), 3);
+        assert!(txn.scan(&storage, Tier::Durable, "r/", None, 10).is_empty());
+        assert_eq!(keys(txn.scan(&storage, Tier::Durable, "", None, 10)), ["s/1"]);
+    }
+
+    #[test]
+    fn oversized_writes_are_refused_and_not_buffered() {
+        let mut txn = Transaction::new(Quota {
+            max_key_bytes: 4,
+            max_value_bytes: 4,
+            max_call_bytes: 10,
+        });
+        assert!(matches!(txn.put(Tier::Durable, "long-key".into(), vec![]), Err(StorageError::TooLarge(_))));
+        assert!(matches!(txn.put(Tier::Durable, "k".into(), vec![0; 5]), Err(StorageError::TooLarge(_))));
+        txn.put(Tier::Durable, "k1".into(), vec![0; 4]).unwrap();
+        assert!(matches!(txn.put(Tier::Durable, "k2".into(), vec![0; 4]), Err(StorageError::QuotaExceeded(_))));
+        assert!(txn.writes.durable.contains_key("k1") && !txn.writes.durable.contains_key("k2"));
+    }
+}

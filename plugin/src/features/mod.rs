@@ -1,0 +1,3 @@
+//! Room features, one module each: its join check, form field, disco feature and behaviour.
+
+pub mod lock;

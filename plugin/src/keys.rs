@@ -1,0 +1,32 @@
+//! The storage layout (version 1), specified in `wit/STORAGE.md`. Every key the plugin uses is
+//! made here, so the layout can be read in one place.
+
+/// Durable key holding the layout version, as decimal text.
+pub const LAYOUT: &str = "meta/layout";
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The room record (configuration, lock, subject): durable for persistent rooms, volatile for
+/// temporary ones.
+pub fn room(room: &str) -> String {
+    format!("room/{room}/config")
+}
+
+/// A user's affiliation with a room (durable).
+pub fn affiliation(room: &str, bare_jid: &str) -> String {
+    format!("room/{room}/affiliation/{bare_jid}")
+}
+
+/// An occupant, by nickname (volatile).
+pub fn occupant(room: &str, nick: &str) -> String {
+    format!("room/{room}/occupant/{nick}")
+}
+
+/// Prefix of every occupant of a room (volatile).
+pub fn occupants(room: &str) -> String {
+    format!("room/{room}/occupant/")
+}
+
+/// Which nickname a client session (full JID) holds in a room (volatile).
+pub fn session(room: &str, full_jid: &str) -> String {
+    format!("room/{room}/session/{full_jid}")
+}

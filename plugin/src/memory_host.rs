@@ -1,0 +1,104 @@
+//! An in-memory [`Host`] for unit tests: everything is committed at once and sent stanzas are
+//! collected, with broadcasts expanded per recipient as the real host does.
+
+use std::collections::BTreeMap;
+
+use minidom::rxml::{xml_ncname, Namespace};
+use minidom::Element;
+
+use crate::host::{Fault, Host, Level, Tier};
+
+#[derive(Default)]
+pub struct MemoryHost {
+    pub durable: BTreeMap<String, Vec<u8>>,
+    pub volatile: BTreeMap<String, Vec<u8>>,
+    pub sent: Vec<Element>,
+    pub timers: BTreeMap<String, u64>,
+    pub now_ms: u64,
+    next_id: u64,
+}
+
+impl MemoryHost {
+    fn tier(&mut self, tier: Tier) -> &mut BTreeMap<String, Vec<u8>> {
+        match tier {
+            Tier::Durable => &mut self.durable,
+            Tier::Volatile => &mut self.volatile,
+        }
+    }
+
+    /// The stanzas sent so far, leaving none behind.
+    pub fn take_sent(&mut self) -> Vec<Element> {
+        std::mem::take(&mut self.sent)
+    }
+}
+
+impl Host for MemoryHost {
+    fn get(&mut self, tier: Tier, key: &str) -> Option<Vec<u8>> {
+        self.tier(tier).get(key).cloned()
+    }
+
+    fn put(&mut self, tier: Tier, key: &str, value: Vec<u8>) -> Result<(), Fault> {
+        self.tier(tier).insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn delete(&mut self, tier: Tier, key: &str) {
+        self.tier(tier).remove(key);
+    }
+
+    fn scan(
+        &mut self,
+        tier: Tier,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Vec<(String, Vec<u8>)> {
+        self.tier(tier)
+            .range(prefix.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, _)| start_after.is_none_or(|after| key.as_str() > after))
+            .take(limit as usize)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+
+    fn delete_prefix(&mut self, tier: Tier, prefix: &str) -> u32 {
+        let map = self.tier(tier);
+        let before = map.len();
+        map.retain(|key, _| !key.starts_with(prefix));
+        (before - map.len()) as u32
+    }
+
+    fn send(&mut self, stanza: Element) -> Result<(), Fault> {
+        self.sent.push(stanza);
+        Ok(())
+    }
+
+    fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault> {
+        for recipient in recipients {
+            let mut copy = stanza.clone();
+            copy.set_attr(Namespace::NONE, xml_ncname!("to").into(), recipient.as_str());
+            self.sent.push(copy);
+        }
+        Ok(())
+    }
+
+    fn set_timer(&mut self, key: &str, at_ms: u64) {
+        self.timers.insert(key.to_string(), at_ms);
+    }
+
+    fn cancel_timer(&mut self, key: &str) {
+        self.timers.remove(key);
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        self.now_ms
+    }
+
+    fn unique_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("id{}", self.next_id)
+    }
+
+    fn log(&mut self, _level: Level, _message: &str) {}
+}

@@ -1,0 +1,64 @@
+//! A room's stored record, and reading and writing it in the tier its persistence asks for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Fault, Host, Tier};
+use crate::keys;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Room {
+    /// The room's bare JID, normalised (see `jids::normalise_bare`).
+    pub jid: String,
+    /// A new room stays locked until its owner configures it (XEP-0045 §10.1.1).
+    pub locked: bool,
+    pub persistent: bool,
+    pub subject: Option<Subject>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    pub text: String,
+    /// The nickname that set it.
+    pub by: String,
+}
+
+impl Room {
+    pub fn new_locked(jid: &str) -> Room {
+        Room {
+            jid: jid.to_string(),
+            locked: true,
+            ..Room::default()
+        }
+    }
+
+    fn tier(&self) -> Tier {
+        if self.persistent {
+            Tier::Durable
+        } else {
+            Tier::Volatile
+        }
+    }
+
+    /// The live record: temporary rooms are looked up first, since they are where traffic is.
+    pub fn load(host: &mut dyn Host, jid: &str) -> Result<Option<Room>, Fault> {
+        let key = keys::room(jid);
+        let stored = host
+            .get(Tier::Volatile, &key)
+            .or_else(|| host.get(Tier::Durable, &key));
+        Ok(match stored {
+            Some(bytes) => Some(serde_json::from_slice(&bytes)?),
+            None => None,
+        })
+    }
+
+    pub fn save(&self, host: &mut dyn Host) -> Result<(), Fault> {
+        let other_tier = match self.tier() {
+            Tier::Durable => Tier::Volatile,
+            Tier::Volatile => Tier::Durable,
+        };
+        let key = keys::room(&self.jid);
+        host.delete(other_tier, &key);
+        host.put(self.tier(), &key, serde_json::to_vec(self)?)
+    }
+}
