@@ -12,7 +12,7 @@ use minidom::Element;
 
 use crate::clock::ManualClock;
 use crate::router::{QueueSink, Router};
-use crate::runtime::{CompiledPlugin, PluginRuntime, Settings};
+use crate::runtime::{CompiledPlugin, Limits, PluginRuntime, Settings};
 use crate::scansion::Harness;
 use crate::service::Service;
 use crate::storage::Storage;
@@ -35,11 +35,15 @@ pub struct TestHost {
 impl TestHost {
     /// A fresh service around `plugin`, with an empty store and the scripts' addresses.
     pub fn new(plugin: CompiledPlugin) -> Result<TestHost> {
+        TestHost::with_limits(plugin, Limits::default())
+    }
+
+    pub fn with_limits(plugin: CompiledPlugin, limits: Limits) -> Result<TestHost> {
         let clock = Arc::new(ManualClock::new());
         let settings = Settings {
             service: MUC_DOMAIN.to_string(),
             admins: vec![ADMIN.to_string()],
-            limits: Default::default(),
+            limits,
         };
         let storage = Arc::new(Mutex::new(Storage::in_memory()));
         let muc = PluginRuntime::start(plugin, storage, settings, clock.clone())?;

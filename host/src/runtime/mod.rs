@@ -168,6 +168,14 @@ impl PluginRuntime {
         &self.storage
     }
 
+    /// Discards the current instance and makes a fresh one, as after a fault; the store, and so
+    /// every room, is untouched.
+    pub fn replace_instance(&mut self) -> Result<()> {
+        self.instance = None;
+        self.instance = Some(self.instantiate()?);
+        Ok(())
+    }
+
     /// Hands one stanza to the plugin; on success, the stanzas to deliver.
     pub fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
         let stanza = types::Stanza {

@@ -1,0 +1,75 @@
+//! Volatile state survives replacing the plugin instance; durable state survives restarting the
+//! host, and volatile state does not.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use minidom::Element;
+use muc_host::clock::SystemClock;
+use muc_host::router::{QueueSink, Router};
+use muc_host::runtime::{PluginRuntime, Settings};
+use muc_host::scansion::Harness;
+use muc_host::service::Service;
+use muc_host::storage::{Storage, Tier};
+use muc_host::testhost::TestHost;
+use muc_tests::compile;
+
+fn join(host: &mut TestHost, client: &str, nick: &str) -> Vec<Element> {
+    let presence: Element = format!(
+        "<presence xmlns='jabber:client' to='room@conference.localhost/{nick}'>\
+         <x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    )
+    .parse()
+    .unwrap();
+    host.send(client, presence).unwrap();
+    std::iter::from_fn(|| host.next_stanza(client, Duration::ZERO)).collect()
+}
+
+#[test]
+fn rooms_and_occupants_survive_a_fresh_instance() {
+    let mut host = TestHost::new(compile("muc_plugin")).unwrap();
+    host.connect("owner", "owner@localhost/a", "").unwrap();
+    host.connect("other", "other@localhost/b", "").unwrap();
+    let created = join(&mut host, "owner", "boss");
+    assert!(String::from(&created[0]).contains("code='201'"));
+
+    host.service().muc.replace_instance().unwrap();
+
+    // The new instance knows the room is locked and who is in it.
+    let refused = join(&mut host, "other", "guest");
+    assert_eq!(refused.len(), 1);
+    assert!(String::from(&refused[0]).contains("item-not-found"));
+    assert!(
+        join(&mut host, "owner", "boss").is_empty(),
+        "the owner is still an occupant: a repeated presence does not join again"
+    );
+}
+
+fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
+    let storage = Arc::new(Mutex::new(Storage::open(dir).unwrap()));
+    let settings = Settings {
+        service: "conference.localhost".into(),
+        ..Settings::default()
+    };
+    let muc = PluginRuntime::start(compile("misbehaving_plugin"), storage, settings, Arc::new(SystemClock)).unwrap();
+    let mut service = Service::new(Router::new("localhost", "conference.localhost"), muc);
+    let sink = QueueSink::default();
+    service.connect("user@localhost/r".parse().unwrap(), Box::new(sink.clone()));
+    (service, sink)
+}
+
+#[test]
+fn durable_state_survives_a_restart_and_volatile_state_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut service, sink) = service_on(dir.path());
+        let message: Element =
+            "<message xmlns='jabber:client' to='room@conference.localhost' id='kept'/>".parse().unwrap();
+        service.from_client(&"user@localhost/r".parse().unwrap(), message);
+        assert!(sink.pop().is_some(), "answered before the restart");
+    }
+    let (service, _) = service_on(dir.path());
+    let storage = service.muc.storage().lock().unwrap();
+    assert_eq!(storage.get(Tier::Durable, "durable/kept"), Some(&b"kept"[..]));
+    assert_eq!(storage.get(Tier::Volatile, "volatile/kept"), None);
+}
