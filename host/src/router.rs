@@ -172,3 +172,77 @@ impl Router {
             .map(|(_, session)| session)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(router: &mut Router, jid: &str) -> QueueSink {
+        let sink = QueueSink::default();
+        router.bind(jid.parse().unwrap(), Box::new(sink.clone()));
+        sink
+    }
+
+    fn presence(to: &str, type_: Option<&str>) -> Element {
+        let type_ = type_.map(|t| format!(" type='{t}'")).unwrap_or_default();
+        format!("<presence xmlns='jabber:client' to='{to}'{type_}/>").parse().unwrap()
+    }
+
+    fn note(router: &mut Router, from: &str, to: &str, type_: Option<&str>) {
+        let to: Jid = to.parse().unwrap();
+        router.note_directed_presence(&from.parse().unwrap(), &to, &presence(&to.to_string(), type_));
+    }
+
+    #[test]
+    fn a_session_that_ends_leaves_the_rooms_it_is_still_in() {
+        let mut router = Router::new("localhost", "conference.localhost");
+        session(&mut router, "juliet@localhost/balcony");
+        note(&mut router, "juliet@localhost/balcony", "garden@conference.localhost/juliet", None);
+        note(&mut router, "juliet@localhost/balcony", "tomb@conference.localhost/juliet", None);
+        note(&mut router, "juliet@localhost/balcony", "tomb@conference.localhost/juliet", Some("unavailable"));
+        let left = router.unbind(&"juliet@localhost/balcony".parse().unwrap());
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].attr("to"), Some("garden@conference.localhost/juliet"));
+        assert_eq!(left[0].attr("from"), Some("juliet@localhost/balcony"));
+        assert_eq!(left[0].attr("type"), Some("unavailable"));
+        assert!(router.unbind(&"juliet@localhost/balcony".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn rebinding_a_full_jid_ends_the_older_session() {
+        let mut router = Router::new("localhost", "conference.localhost");
+        session(&mut router, "romeo@localhost/phone");
+        note(&mut router, "romeo@localhost/phone", "garden@conference.localhost/romeo", None);
+        let left = router.bind("romeo@localhost/phone".parse().unwrap(), Box::new(QueueSink::default()));
+        assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn delivery_to_a_full_jid_reaches_that_session_and_to_a_bare_jid_every_session() {
+        let mut router = Router::new("localhost", "conference.localhost");
+        let phone = session(&mut router, "romeo@localhost/phone");
+        let laptop = session(&mut router, "romeo@localhost/laptop");
+        let other = session(&mut router, "mercutio@localhost/x");
+        let message = |to: &str| -> Element {
+            format!("<message xmlns='jabber:client' to='{to}'/>").parse().unwrap()
+        };
+        assert!(router.deliver(message("romeo@localhost/phone")));
+        assert!(phone.pop().is_some() && laptop.pop().is_none());
+        assert!(router.deliver(message("romeo@localhost")));
+        assert!(phone.pop().is_some() && laptop.pop().is_some());
+        assert!(other.pop().is_none());
+        assert!(!router.deliver(message("romeo@localhost/gone")));
+    }
+
+    #[test]
+    fn destinations() {
+        let router = Router::new("localhost", "conference.localhost");
+        let to = |jid: &str| router.destination(Some(&jid.parse().unwrap()));
+        assert_eq!(router.destination(None), Destination::Server);
+        assert_eq!(to("localhost"), Destination::Server);
+        assert_eq!(to("room@conference.localhost/nick"), Destination::Muc);
+        assert_eq!(to("conference.localhost"), Destination::Muc);
+        assert!(matches!(to("juliet@localhost"), Destination::User(_)));
+        assert_eq!(to("someone@elsewhere.example"), Destination::Unroutable);
+    }
+}

@@ -17,7 +17,7 @@ use minidom::Element;
 use wasmtime::Store;
 
 use crate::clock::Clock;
-use crate::storage::{Quota, Storage, Transaction, DATA_OWNER_VERSION};
+use crate::storage::{Quota, Storage, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
 use bindings::muc::plugin::types;
 pub use bindings::{CallContext, MucPlugin};
@@ -195,10 +195,6 @@ impl PluginRuntime {
         self.call(|plugin, store| plugin.muc_plugin_guest().call_handle_stanza(store, &stanza))
     }
 
-    pub fn on_timer(&mut self, key: &str) -> Result<Vec<Element>, Fault> {
-        self.call(|plugin, store| plugin.muc_plugin_guest().call_on_timer(store, key))
-    }
-
     pub fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault> {
         self.call(|plugin, store| plugin.muc_plugin_guest().call_on_shutdown(store))
     }
@@ -218,15 +214,12 @@ impl PluginRuntime {
     }
 
     fn on_timer_once(&mut self, key: &str) -> Result<Vec<Element>, Fault> {
-        let mut cancel = Transaction::default();
-        cancel.cancel_timer(key.to_string());
-        let outcome = self.call_with(cancel.writes, |plugin, store| {
+        let outcome = self.call_with(timer_removal(key), |plugin, store| {
             plugin.muc_plugin_guest().call_on_timer(store, key)
         });
         if outcome.is_err() {
-            let mut cancel = Transaction::default();
-            cancel.cancel_timer(key.to_string());
-            if let Err(error) = self.storage.lock().expect("storage lock").apply(cancel.writes) {
+            let removed = self.storage.lock().expect("storage lock").apply(timer_removal(key));
+            if let Err(error) = removed {
                 tracing::error!(key, %error, "could not remove a failed timer");
             }
         }
@@ -243,7 +236,7 @@ impl PluginRuntime {
     /// One transaction: `preset` writes, then the call's own, committed together or not at all.
     fn call_with(
         &mut self,
-        preset: crate::storage::Writes,
+        preset: Writes,
         export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
     ) -> Result<Vec<Element>, Fault> {
         self.stats.calls += 1;
@@ -351,6 +344,13 @@ impl PluginRuntime {
             .expect("storage lock")
             .set_meta(DATA_OWNER_VERSION, &version)
     }
+}
+
+/// The writes that remove a timer.
+fn timer_removal(key: &str) -> Writes {
+    let mut writes = Writes::default();
+    writes.timers.insert(key.to_string(), None);
+    writes
 }
 
 fn classify(error: wasmtime::Error, budget: Duration) -> Fault {
