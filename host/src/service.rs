@@ -23,14 +23,14 @@ impl Service {
 
     pub fn connect(&mut self, jid: FullJid, sink: Box<dyn SessionSink>) {
         for presence in self.router.bind(jid.clone(), sink) {
-            self.to_muc(&jid, presence);
+            self.send_to_muc(&jid, presence);
         }
     }
 
     /// The session ended: the rooms it was in hear an unavailable presence from it.
     pub fn disconnect(&mut self, jid: &FullJid) {
         for presence in self.router.unbind(jid) {
-            self.to_muc(jid, presence);
+            self.send_to_muc(jid, presence);
         }
     }
 
@@ -51,7 +51,7 @@ impl Service {
                     let to = to.as_ref().expect("a MUC destination has a 'to'");
                     self.router.note_directed_presence(from, to, &stanza);
                 }
-                self.to_muc(from, stanza);
+                self.send_to_muc(from, stanza);
             }
             Destination::Server => {
                 for reply in server::handle(self.router.domain(), self.router.muc_domain(), from, &stanza) {
@@ -83,7 +83,7 @@ impl Service {
         }
     }
 
-    fn to_muc(&mut self, from: &FullJid, stanza: Element) {
+    fn send_to_muc(&mut self, from: &FullJid, stanza: Element) {
         let from = from.to_string();
         let to = stanza.attr("to").unwrap_or_default().to_string();
         let outcome = self.muc.handle_stanza(Inbound {
