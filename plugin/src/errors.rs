@@ -38,3 +38,15 @@ pub fn reply(
     }
     host.send(builder.append(Element::from(error)).build())
 }
+
+/// The `result` answering an IQ request, with an optional payload.
+pub fn result(request: &Envelope, payload: Option<Element>) -> Element {
+    let mut builder = Element::builder("iq", xmpp_parsers::ns::JABBER_CLIENT)
+        .attr(xml_ncname!("type").into(), "result")
+        .attr(xml_ncname!("from").into(), request.to.as_str())
+        .attr(xml_ncname!("to").into(), request.from.as_str());
+    if let Some(id) = &request.id {
+        builder = builder.attr(xml_ncname!("id").into(), id.as_str());
+    }
+    builder.append_all(payload).build()
+}

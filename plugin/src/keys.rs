@@ -30,3 +30,11 @@ pub fn occupants(room: &str) -> String {
 pub fn session(room: &str, full_jid: &str) -> String {
     format!("room/{room}/session/{full_jid}")
 }
+
+/// Prefix of everything stored about a room, in either tier.
+pub fn everything(room: &str) -> String {
+    format!("room/{room}/")
+}
+
+/// Durable key holding the secret that makes occupant ids unlinkable across services.
+pub const OCCUPANT_ID_SECRET: &str = "meta/occupant-id-secret";

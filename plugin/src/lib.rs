@@ -2,19 +2,29 @@
 //! a WebAssembly component by the thin binding layer in `bindings.rs`, and natively for tests.
 //!
 //! The plugin keeps no state of its own between calls: rooms, affiliations and occupants live in
-//! the host's store, in the layout `keys` defines (see `wit/STORAGE.md`).
+//! the host's store, in the layout `keys` defines (see `wit/STORAGE.md`). The core (`service`
+//! dispatch, `presence`, `groupchat`, `owner`...) fires events that the room features in
+//! `features/` answer, one module per feature.
 
 pub mod host;
 pub mod service;
 
 mod affiliation;
+mod announce;
+mod config;
+mod destroy;
+mod disco;
 mod errors;
 mod features;
-mod join;
+mod groupchat;
 mod keys;
 mod muc_user;
 mod occupant;
+mod owner;
+mod presence;
+mod private_message;
 mod room;
+mod xml;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;

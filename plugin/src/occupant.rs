@@ -29,11 +29,31 @@ impl Occupant {
         self.role.parse().unwrap_or(Role::None)
     }
 
+    /// Every client session's full JID.
+    pub fn full_jids(&self) -> impl Iterator<Item = &str> {
+        self.sessions.iter().map(|s| s.full_jid.as_str())
+    }
+
     pub fn load(host: &mut dyn Host, room: &str, nick: &str) -> Result<Option<Occupant>, Fault> {
         match host.get(Tier::Volatile, &keys::occupant(room, nick)) {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// The occupant a client session is, if it is in the room.
+    pub fn of_session(host: &mut dyn Host, room: &str, full_jid: &str) -> Result<Option<Occupant>, Fault> {
+        match host.get(Tier::Volatile, &keys::session(room, full_jid)) {
+            Some(nick) => Occupant::load(host, room, &String::from_utf8(nick)?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn all(host: &mut dyn Host, room: &str) -> Result<Vec<Occupant>, Fault> {
+        host.scan(Tier::Volatile, &keys::occupants(room), None, u32::MAX)
+            .into_iter()
+            .map(|(_, bytes)| serde_json::from_slice(&bytes).map_err(Fault::from))
+            .collect()
     }
 
     /// Stores the occupant and indexes each of its sessions.
@@ -45,11 +65,15 @@ impl Occupant {
                 self.nick.clone().into_bytes(),
             )?;
         }
-        host.put(
-            Tier::Volatile,
-            &keys::occupant(room, &self.nick),
-            serde_json::to_vec(self)?,
-        )
+        host.put(Tier::Volatile, &keys::occupant(room, &self.nick), serde_json::to_vec(self)?)
+    }
+
+    /// Removes the occupant and its session index.
+    pub fn remove(&self, host: &mut dyn Host, room: &str) {
+        for session in &self.sessions {
+            host.delete(Tier::Volatile, &keys::session(room, &session.full_jid));
+        }
+        host.delete(Tier::Volatile, &keys::occupant(room, &self.nick));
     }
 }
 

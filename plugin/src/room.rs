@@ -1,18 +1,20 @@
-//! A room's stored record, and reading and writing it in the tier its persistence asks for.
+//! A room's stored record, kept in the tier its persistence asks for.
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
+use crate::features::persistent;
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Room {
-    /// The room's bare JID, normalised (see `jids::normalise_bare`).
+    /// The room's bare JID, normalised.
     pub jid: String,
     /// A new room stays locked until its owner configures it (XEP-0045 §10.1.1).
     pub locked: bool,
-    pub persistent: bool,
+    pub config: Config,
     pub subject: Option<Subject>,
 }
 
@@ -32,8 +34,9 @@ impl Room {
         }
     }
 
-    fn tier(&self) -> Tier {
-        if self.persistent {
+    /// Where the room's record and history live.
+    pub fn tier(&self) -> Tier {
+        if persistent::is_persistent(self) {
             Tier::Durable
         } else {
             Tier::Volatile
@@ -53,12 +56,13 @@ impl Room {
     }
 
     pub fn save(&self, host: &mut dyn Host) -> Result<(), Fault> {
-        let other_tier = match self.tier() {
-            Tier::Durable => Tier::Volatile,
-            Tier::Volatile => Tier::Durable,
-        };
-        let key = keys::room(&self.jid);
-        host.delete(other_tier, &key);
-        host.put(self.tier(), &key, serde_json::to_vec(self)?)
+        host.put(self.tier(), &keys::room(&self.jid), serde_json::to_vec(self)?)
+    }
+
+    /// Forgets the room: its record, history and affiliations in both tiers.
+    pub fn delete(&self, host: &mut dyn Host) {
+        for tier in [Tier::Durable, Tier::Volatile] {
+            host.delete_prefix(tier, &keys::everything(&self.jid));
+        }
     }
 }

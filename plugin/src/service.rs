@@ -1,17 +1,33 @@
-//! The MUC service: entry points the binding layer calls, and dispatch of inbound stanzas.
+//! The MUC service: entry points the binding layer calls, and dispatch of inbound stanzas to the
+//! module that owns them.
 
 use jid::Jid;
 use minidom::Element;
+use xmpp_parsers::muc::user::{Affiliation, Status};
+use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::affiliation;
+use crate::announce::Presence;
+use crate::destroy;
+use crate::disco;
 use crate::errors;
-use crate::host::{Envelope, Fault, Host, StanzaKind};
-use crate::join;
+use crate::features::lock;
+use crate::groupchat;
+use crate::host::{Envelope, Fault, Host, Level, StanzaKind};
+use crate::occupant::Occupant;
+use crate::owner;
+use crate::presence;
+use crate::private_message;
+use crate::room::Room;
 
 pub const NAME: &str = "muc";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The version of `wit/muc-plugin.wit` this plugin is built against.
 pub const CONTRACT: &str = "1.0.0";
+
+/// Stanzas larger than this are refused with `policy-violation` before any work is done.
+const MAX_STANZA_BYTES: usize = 256 * 1024;
 
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
@@ -41,45 +57,106 @@ impl Muc {
         Muc { settings }
     }
 
-    pub fn handle_stanza(
-        &self,
-        host: &mut dyn Host,
-        envelope: &Envelope,
-        xml: &str,
-    ) -> Result<(), Fault> {
-        let element: Element = xml.parse()?;
+    pub fn handle_stanza(&self, host: &mut dyn Host, envelope: &Envelope, xml: &str) -> Result<(), Fault> {
+        let kind = kind_name(envelope.kind);
+        if xml.len() > MAX_STANZA_BYTES {
+            return errors::reply(host, envelope, kind, ErrorType::Modify, DefinedCondition::PolicyViolation, Some("stanza too large"));
+        }
+        let Ok(element) = xml.parse::<Element>() else {
+            return errors::reply(host, envelope, kind, ErrorType::Modify, DefinedCondition::BadRequest, None);
+        };
+        // An address failing resourceprep (e.g. a nickname with control characters).
         let (Ok(from), Ok(to)) = (Jid::new(&envelope.from), Jid::new(&envelope.to)) else {
-            return errors::reply(
-                host,
-                envelope,
-                kind_name(envelope.kind),
-                ErrorType::Modify,
-                DefinedCondition::JidMalformed,
-                None,
-            );
+            return errors::reply(host, envelope, kind, ErrorType::Modify, DefinedCondition::JidMalformed, None);
         };
-        let inbound = Inbound {
-            envelope,
-            element,
-            from,
-            to,
+        let inbound = Inbound { envelope, element, from, to };
+        if envelope.type_.as_deref() == Some("error") {
+            return remove_ghost(self, host, &inbound);
+        }
+        match (inbound.to.node().is_some(), inbound.to.resource().map(|r| r.to_string())) {
+            (false, _) => self.to_service(host, &inbound),
+            (true, None) => self.to_room(host, &inbound),
+            (true, Some(nick)) => self.to_occupant(host, &inbound, &nick),
+        }
+    }
+
+    fn to_service(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
+        let envelope = inbound.envelope;
+        match (envelope.kind, envelope.type_.as_deref(), query_ns(&inbound.element).as_deref()) {
+            (StanzaKind::Iq, Some("get"), Some(ns::DISCO_INFO)) => {
+                host.send(errors::result(envelope, Some(disco::service_info())))
+            }
+            (StanzaKind::Iq, Some("get"), Some(ns::DISCO_ITEMS)) => {
+                let items = disco::service_items(host)?;
+                host.send(errors::result(envelope, Some(items)))
+            }
+            (StanzaKind::Iq, Some("get"), Some(ns::PING)) => host.send(errors::result(envelope, None)),
+            (StanzaKind::Iq, Some("get" | "set"), _) => unsupported(host, envelope),
+            _ => Ok(()),
+        }
+    }
+
+    fn to_room(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
+        let envelope = inbound.envelope;
+        match envelope.kind {
+            StanzaKind::Message if envelope.type_.as_deref() == Some("groupchat") => groupchat::handle(host, inbound),
+            StanzaKind::Message => unsupported(host, envelope),
+            // A join must name a nickname (XEP-0045 §7.2.1).
+            StanzaKind::Presence if envelope.type_.is_none() => {
+                errors::reply(host, envelope, "presence", ErrorType::Modify, DefinedCondition::JidMalformed, None)
+            }
+            StanzaKind::Presence => Ok(()),
+            StanzaKind::Iq => self.room_iq(host, inbound),
+        }
+    }
+
+    fn room_iq(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
+        let envelope = inbound.envelope;
+        let Some(query) = inbound.element.children().next() else {
+            return errors::reply(host, envelope, "iq", ErrorType::Modify, DefinedCondition::BadRequest, None);
         };
-        match (envelope.kind, inbound.to.resource().is_some()) {
-            (StanzaKind::Presence, true) => join::handle_presence(self, host, &inbound),
-            _ => errors::reply(
-                host,
-                envelope,
-                kind_name(envelope.kind),
-                ErrorType::Cancel,
-                DefinedCondition::FeatureNotImplemented,
-                None,
-            ),
+        let room_jid = inbound.to.to_bare().to_string();
+        if query.is("query", owner::NS) {
+            return owner::handle(self, host, inbound, query);
+        }
+        let get = envelope.type_.as_deref() == Some("get");
+        let room = Room::load(host, &room_jid)?.filter(|room| !room.locked);
+        match (get, room, query.ns().as_str()) {
+            (true, Some(room), ns::DISCO_INFO) if query.attr("node").is_none() => {
+                let info = disco::room_info(host, &room)?;
+                host.send(errors::result(envelope, Some(info)))
+            }
+            (true, Some(_), ns::DISCO_ITEMS) => host.send(errors::result(envelope, Some(disco::room_items()))),
+            (true, Some(_), ns::PING) => host.send(errors::result(envelope, None)),
+            (_, None, ns::DISCO_INFO | ns::DISCO_ITEMS | ns::PING) => {
+                errors::reply(host, envelope, "iq", ErrorType::Cancel, DefinedCondition::ItemNotFound, None)
+            }
+            _ => unsupported(host, envelope),
+        }
+    }
+
+    fn to_occupant(&self, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
+        let envelope = inbound.envelope;
+        match envelope.kind {
+            StanzaKind::Presence => presence::handle(self, host, inbound, nick),
+            StanzaKind::Message if envelope.type_.as_deref() == Some("groupchat") => {
+                errors::reply(host, envelope, "message", ErrorType::Modify, DefinedCondition::BadRequest, None)
+            }
+            StanzaKind::Message => private_message::handle(host, inbound, nick),
+            StanzaKind::Iq => self_ping(host, inbound, nick),
         }
     }
 
     pub fn on_timer(&self, host: &mut dyn Host, key: &str) -> Result<(), Fault> {
-        host.log(crate::host::Level::Warn, &format!("unknown timer {key}"));
-        Ok(())
+        let Some(room_jid) = lock::timer_room(key) else {
+            host.log(Level::Warn, &format!("unknown timer {key}"));
+            return Ok(());
+        };
+        // A room still locked when its timer fires was never configured: it goes.
+        match Room::load(host, room_jid)? {
+            Some(room) if room.locked => destroy::destroy(host, &room, destroy::for_occupants(None)),
+            _ => Ok(()),
+        }
     }
 
     /// Layout 1 is the first: there is nothing older to migrate from.
@@ -91,9 +168,59 @@ impl Muc {
         Ok(())
     }
 
-    pub fn is_service_admin(&self, bare_jid: &str) -> bool {
-        self.settings.admins.iter().any(|admin| admin == bare_jid)
+    /// A user's affiliation with a room; service administrators own every room.
+    pub fn affiliation(&self, host: &mut dyn Host, room: &str, bare_jid: &str) -> Result<Affiliation, Fault> {
+        if self.settings.admins.iter().any(|admin| admin == bare_jid) {
+            return Ok(Affiliation::Owner);
+        }
+        affiliation::get(host, room, bare_jid)
     }
+}
+
+/// XEP-0410: a ping to one's own occupant JID is answered by the room, `not-acceptable` when
+/// the sender is not that occupant.
+fn self_ping(host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
+    let envelope = inbound.envelope;
+    if query_ns(&inbound.element).as_deref() != Some(ns::PING) || envelope.type_.as_deref() != Some("get") {
+        return unsupported(host, envelope);
+    }
+    let room_jid = inbound.to.to_bare().to_string();
+    match Occupant::of_session(host, &room_jid, &inbound.from.to_string())? {
+        Some(occupant) if occupant.nick == nick => host.send(errors::result(envelope, None)),
+        _ => errors::reply(host, envelope, "iq", ErrorType::Modify, DefinedCondition::NotAcceptable, None),
+    }
+}
+
+/// An error bounced by an occupant's client means it is gone: it leaves the room, announced
+/// with 333 (XEP-0045 §7.2.x, "ghost" occupants).
+fn remove_ghost(muc: &Muc, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
+    let room_jid = inbound.to.to_bare().to_string();
+    let Some(room) = Room::load(host, &room_jid)? else {
+        return Ok(());
+    };
+    let Some(ghost) = Occupant::of_session(host, &room_jid, &inbound.from.to_string())? else {
+        return Ok(());
+    };
+    let affiliation = muc.affiliation(host, &room_jid, &ghost.bare_jid)?;
+    ghost.remove(host, &room_jid);
+    let others = Occupant::all(host, &room_jid)?;
+    let mut gone = Presence::departure(&ghost, affiliation, Vec::new());
+    gone.statuses.push(Status::ServiceErrorKick);
+    gone.to_others(host, &room, &others)?;
+    if others.is_empty() && !crate::features::persistent::is_persistent(&room) {
+        presence::destroy_silently(host, &room);
+    }
+    Ok(())
+}
+
+fn unsupported(host: &mut dyn Host, envelope: &Envelope) -> Result<(), Fault> {
+    let kind = kind_name(envelope.kind);
+    errors::reply(host, envelope, kind, ErrorType::Cancel, DefinedCondition::ServiceUnavailable, None)
+}
+
+/// The namespace of an IQ's (or any stanza's) first child.
+fn query_ns(stanza: &Element) -> Option<String> {
+    stanza.children().next().map(Element::ns)
 }
 
 pub fn kind_name(kind: StanzaKind) -> &'static str {

@@ -76,7 +76,13 @@ pub fn run(script: &Script, harness: &mut dyn Harness, options: &Options) -> Res
         harness,
         wait: options.wait,
         sessions: HashMap::new(),
-        bound_jids: HashMap::new(),
+        // Scripts name a client's JID before it connects (to make it a member, say): until it
+        // binds, its JID is the one its `[Client]` block declares.
+        bound_jids: script
+            .clients
+            .iter()
+            .map(|client| (client.name.clone(), client.jid.clone()))
+            .collect(),
     };
     script.steps.iter().try_for_each(|step| runner.play(step))
 }
@@ -92,7 +98,8 @@ struct Runner<'a> {
     harness: &'a mut dyn Harness,
     wait: Duration,
     sessions: HashMap<String, Session>,
-    /// Client name -> bound full JID, kept after a disconnect for later placeholders.
+    /// Client name -> bound full JID (the declared JID until it connects), kept after a
+    /// disconnect for later placeholders.
     bound_jids: HashMap<String, String>,
 }
 

@@ -1,31 +1,63 @@
 //! Room lock (XEP-0045 §10.1.1): a new room refuses everyone but its owners until it is
-//! configured, answering `item-not-found` as if it did not exist yet.
+//! configured, answering `item-not-found` as if it did not exist yet. A room left locked is
+//! destroyed after [`TIMEOUT_MS`] by a timer set when it is created.
 
 use xmpp_parsers::muc::user::Affiliation;
-use xmpp_parsers::stanza_error::DefinedCondition;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use super::{Joiner, Refusal, RoomFeature};
 use crate::room::Room;
 
-pub fn refuse_join(room: &Room, affiliation: &Affiliation) -> Option<DefinedCondition> {
-    (room.locked && *affiliation != Affiliation::Owner).then_some(DefinedCondition::ItemNotFound)
+/// How long a new room waits for its owner's configuration.
+pub const TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+pub fn timer_key(room: &str) -> String {
+    format!("lock/{room}")
+}
+
+/// The room a lock timer is for.
+pub fn timer_room(key: &str) -> Option<&str> {
+    key.strip_prefix("lock/")
+}
+
+pub struct Lock;
+
+impl RoomFeature for Lock {
+    fn check_join(&self, room: &Room, joiner: &Joiner) -> Option<Refusal> {
+        (room.locked && *joiner.affiliation != Affiliation::Owner).then_some(Refusal {
+            type_: ErrorType::Cancel,
+            condition: DefinedCondition::ItemNotFound,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn joiner(affiliation: &Affiliation) -> Joiner<'_> {
+        Joiner { affiliation }
+    }
+
     #[test]
     fn a_locked_room_admits_only_owners() {
         let locked = Room::new_locked("r@muc.example");
-        assert_eq!(refuse_join(&locked, &Affiliation::Owner), None);
+        assert_eq!(Lock.check_join(&locked, &joiner(&Affiliation::Owner)), None);
         for other in [Affiliation::Admin, Affiliation::Member, Affiliation::None] {
-            assert_eq!(refuse_join(&locked, &other), Some(DefinedCondition::ItemNotFound));
+            let refusal = Lock.check_join(&locked, &joiner(&other)).unwrap();
+            assert_eq!(refusal.condition, DefinedCondition::ItemNotFound);
         }
     }
 
     #[test]
     fn an_unlocked_room_leaves_the_decision_to_other_features() {
         let open = Room { locked: false, ..Room::new_locked("r@muc.example") };
-        assert_eq!(refuse_join(&open, &Affiliation::None), None);
+        assert_eq!(Lock.check_join(&open, &joiner(&Affiliation::None)), None);
+    }
+
+    #[test]
+    fn timer_keys_name_their_room() {
+        assert_eq!(timer_room(&timer_key("r@muc.example")), Some("r@muc.example"));
+        assert_eq!(timer_room("other/r@muc.example"), None);
     }
 }

@@ -1,0 +1,171 @@
+//! Occupant presence as the room shows it, and sending it to each audience: the occupant's own
+//! sessions (with 110 and their real JID), occupants who may see real JIDs, and the rest. One
+//! broadcast per audience, so the boundary crossings do not grow with the room.
+
+use minidom::rxml::{xml_ncname, Namespace};
+use minidom::Element;
+use xmpp_parsers::muc::user::{Affiliation, Item, Role, Status};
+use xmpp_parsers::ns;
+
+use crate::features::{occupant_id, whois};
+use crate::host::{Fault, Host};
+use crate::muc_user;
+use crate::occupant::Occupant;
+use crate::room::Room;
+
+/// One change of an occupant's presence.
+pub struct Presence<'a> {
+    pub occupant: &'a Occupant,
+    pub affiliation: Affiliation,
+    /// The role on the item: the occupant's, or `none` when they leave the room.
+    pub role: Role,
+    pub unavailable: bool,
+    /// Status codes everyone gets (303, 307, ...).
+    pub statuses: Vec<Status>,
+    /// Status codes only the occupant's own sessions get (201, 100, 170...), beside 110.
+    pub self_statuses: Vec<Status>,
+    /// The presence children to show (show, status...): the client's own.
+    pub payload: Vec<Element>,
+    /// The `nick` on the item (a nickname change, 303).
+    pub new_nick: Option<String>,
+    /// A child of `<x>` before the statuses (`<destroy>`), and a reason inside the item.
+    pub destroy: Option<Element>,
+    pub reason: Option<String>,
+}
+
+impl<'a> Presence<'a> {
+    pub fn of(occupant: &'a Occupant, affiliation: Affiliation, payload: Vec<Element>) -> Presence<'a> {
+        Presence {
+            occupant,
+            affiliation,
+            role: occupant.role(),
+            unavailable: false,
+            statuses: Vec::new(),
+            self_statuses: Vec::new(),
+            payload,
+            new_nick: None,
+            destroy: None,
+            reason: None,
+        }
+    }
+
+    /// The occupant leaves the room: unavailable, role `none`.
+    pub fn departure(occupant: &'a Occupant, affiliation: Affiliation, payload: Vec<Element>) -> Presence<'a> {
+        Presence {
+            role: Role::None,
+            unavailable: true,
+            ..Presence::of(occupant, affiliation, payload)
+        }
+    }
+
+    /// The presence for one audience, without `to`.
+    pub fn render(&self, room: &Room, show_jid: bool, own: bool, occupant_id: &str) -> Element {
+        let mut item = Item::new(self.affiliation.clone(), self.role.clone());
+        if show_jid {
+            item.jid = self.occupant.sessions.first().and_then(|s| s.full_jid.parse().ok());
+        }
+        item.nick = self.new_nick.clone();
+        if let Some(reason) = &self.reason {
+            item = item.with_reason(reason.as_str());
+        }
+        let mut statuses = self.statuses.clone();
+        if own {
+            statuses.extend(self.self_statuses.iter().cloned());
+            statuses.push(Status::SelfPresence);
+        }
+        let mut x = muc_user::x(item, &statuses);
+        if let Some(destroy) = &self.destroy {
+            let children: Vec<Element> = x.children().cloned().collect();
+            x = Element::builder("x", ns::MUC_USER)
+                .append(destroy.clone())
+                .append_all(children)
+                .build();
+        }
+        let mut presence = Element::builder("presence", ns::JABBER_CLIENT)
+            .attr(xml_ncname!("from").into(), format!("{}/{}", room.jid, self.occupant.nick))
+            .append_all(self.payload.iter().cloned())
+            .append(x)
+            .build();
+        if self.unavailable {
+            presence.set_attr(Namespace::NONE, xml_ncname!("type").into(), "unavailable");
+        }
+        occupant_id::stamp(&mut presence, occupant_id);
+        presence
+    }
+
+    /// Sends the presence to the occupant's own sessions and to `others`.
+    pub fn broadcast(&self, host: &mut dyn Host, room: &Room, others: &[Occupant]) -> Result<(), Fault> {
+        let own: Vec<String> = self.occupant.full_jids().map(str::to_string).collect();
+        self.to_own_sessions(host, room, &own, None)?;
+        self.to_others(host, room, others)
+    }
+
+    /// The self-presence (110, real JID) to some of the occupant's sessions; a join's `id` is
+    /// reflected so the client can match them up.
+    pub fn to_own_sessions(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        sessions: &[String],
+        id: Option<&str>,
+    ) -> Result<(), Fault> {
+        let occupant_id = occupant_id::id(host, &room.jid, &self.occupant.bare_jid)?;
+        let mut presence = self.render(room, true, true, &occupant_id);
+        if let Some(id) = id {
+            presence.set_attr(Namespace::NONE, xml_ncname!("id").into(), id);
+        }
+        match sessions {
+            [] => Ok(()),
+            [one] => {
+                presence.set_attr(Namespace::NONE, xml_ncname!("to").into(), one.as_str());
+                host.send(presence)
+            }
+            many => host.broadcast(presence, many),
+        }
+    }
+
+    /// The presence to every occupant in `others` but this one, each seeing the real JID or not
+    /// as the room's `whois` says.
+    pub fn to_others(&self, host: &mut dyn Host, room: &Room, others: &[Occupant]) -> Result<(), Fault> {
+        let id = occupant_id::id(host, &room.jid, &self.occupant.bare_jid)?;
+        let (seeing, blind): (Vec<&Occupant>, Vec<&Occupant>) = others
+            .iter()
+            .filter(|other| other.nick != self.occupant.nick)
+            .partition(|other| whois::sees_real_jids(room, &other.role()));
+        self.send_to(host, room, &sessions(&seeing), true, false, &id)?;
+        self.send_to(host, room, &sessions(&blind), false, false, &id)
+    }
+
+    fn send_to(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        recipients: &[String],
+        show_jid: bool,
+        own: bool,
+        occupant_id: &str,
+    ) -> Result<(), Fault> {
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        host.broadcast(self.render(room, show_jid, own, occupant_id), recipients)
+    }
+}
+
+/// Every session of these occupants.
+pub fn sessions(occupants: &[&Occupant]) -> Vec<String> {
+    occupants
+        .iter()
+        .flat_map(|o| o.full_jids().map(str::to_string))
+        .collect()
+}
+
+/// A client presence's children worth showing others: everything but the MUC join element and
+/// ids the room sets itself.
+pub fn payload(presence: &Element) -> Vec<Element> {
+    presence
+        .children()
+        .filter(|child| !child.is("x", ns::MUC) && !child.is("occupant-id", occupant_id::NS))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,64 @@
+//! Name, description and language (XEP-0045 §10.1.3): shown in disco and `muc#roominfo`.
+
+use xmpp_parsers::data_forms::{Field, FieldType};
+
+use super::RoomFeature;
+use crate::config::{FieldSpec, Kind};
+use crate::room::Room;
+
+pub const NAME: FieldSpec = FieldSpec {
+    var: "muc#roomconfig_roomname",
+    label: "Title",
+    kind: Kind::Text(""),
+};
+pub const DESCRIPTION: FieldSpec = FieldSpec {
+    var: "muc#roomconfig_roomdesc",
+    label: "Description",
+    kind: Kind::Text(""),
+};
+pub const LANGUAGE: FieldSpec = FieldSpec {
+    var: "muc#roomconfig_lang",
+    label: "Language of discussion",
+    kind: Kind::Text(""),
+};
+
+/// The name to show for a room: its configured title, or its localpart (some clients misbehave
+/// on a nameless room).
+pub fn display_name(room: &Room) -> String {
+    match NAME.text(&room.config) {
+        "" => room.jid.split('@').next().unwrap_or_default().to_string(),
+        name => name.to_string(),
+    }
+}
+
+pub struct Naming;
+
+impl RoomFeature for Naming {
+    fn fields(&self) -> &'static [FieldSpec] {
+        &[NAME, DESCRIPTION, LANGUAGE]
+    }
+
+    fn room_info(&self, room: &Room) -> Vec<Field> {
+        vec![
+            info_field("muc#roominfo_description", DESCRIPTION.text(&room.config)),
+            info_field("muc#roominfo_lang", LANGUAGE.text(&room.config)),
+        ]
+    }
+}
+
+fn info_field(var: &str, value: &str) -> Field {
+    Field::new(var, FieldType::TextSingle).with_value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nameless_room_is_shown_by_its_localpart() {
+        let mut room = Room::new_locked("garden@muc.example");
+        assert_eq!(display_name(&room), "garden");
+        room.config.insert(NAME.var.into(), "The Garden".into());
+        assert_eq!(display_name(&room), "The Garden");
+    }
+}

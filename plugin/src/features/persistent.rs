@@ -1,0 +1,47 @@
+//! Persistent and temporary rooms (XEP-0045 §10.1.3): a temporary room is destroyed when its
+//! last occupant leaves and lives in the volatile tier; a persistent one is kept durably.
+
+use super::RoomFeature;
+use crate::host::{Fault, Host, Tier};
+use crate::keys;
+use crate::config::{FieldSpec, Kind};
+use crate::room::Room;
+
+pub const FIELD: FieldSpec = FieldSpec {
+    var: "muc#roomconfig_persistentroom",
+    label: "Make room persistent",
+    kind: Kind::Boolean(false),
+};
+
+pub fn is_persistent(room: &Room) -> bool {
+    FIELD.flag(&room.config)
+}
+
+pub struct Persistent;
+
+impl RoomFeature for Persistent {
+    fn fields(&self) -> &'static [FieldSpec] {
+        &[FIELD]
+    }
+
+    fn disco_features(&self, room: &Room) -> Vec<&'static str> {
+        vec![if is_persistent(room) { "muc_persistent" } else { "muc_temporary" }]
+    }
+}
+
+/// Moves a room's record and history to the tier its (changed) persistence asks for.
+pub fn move_to_own_tier(host: &mut dyn Host, room: &Room, from: Tier) -> Result<(), Fault> {
+    let to = room.tier();
+    if to == from {
+        return Ok(());
+    }
+    let record = keys::room(&room.jid);
+    let history = format!("room/{}/history", room.jid);
+    for prefix in [record, history] {
+        for (key, value) in host.scan(from, &prefix, None, u32::MAX) {
+            host.put(to, &key, value)?;
+            host.delete(from, &key);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! Public and hidden rooms (XEP-0045 §10.1.3): only public rooms are listed in the service's
+//! disco#items.
+
+use super::RoomFeature;
+use crate::config::{FieldSpec, Kind};
+use crate::room::Room;
+
+pub const FIELD: FieldSpec = FieldSpec {
+    var: "muc#roomconfig_publicroom",
+    label: "Make room publicly searchable",
+    kind: Kind::Boolean(true),
+};
+
+pub fn is_public(room: &Room) -> bool {
+    FIELD.flag(&room.config)
+}
+
+pub struct Public;
+
+impl RoomFeature for Public {
+    fn fields(&self) -> &'static [FieldSpec] {
+        &[FIELD]
+    }
+
+    fn disco_features(&self, room: &Room) -> Vec<&'static str> {
+        vec![if is_public(room) { "muc_public" } else { "muc_hidden" }]
+    }
+}

@@ -1,0 +1,73 @@
+//! The subject (XEP-0045 §8.1): sent to every joiner after the history (empty when unset), and
+//! changed by moderators, or by participants too when `changesubject` is on.
+
+use minidom::rxml::xml_ncname;
+use minidom::Element;
+use xmpp_parsers::muc::user::Role;
+use xmpp_parsers::ns;
+
+use super::RoomFeature;
+use crate::config::{FieldSpec, Kind};
+use crate::room::Room;
+
+pub const FIELD: FieldSpec = FieldSpec {
+    var: "muc#roomconfig_changesubject",
+    label: "Allow occupants to change the subject",
+    kind: Kind::Boolean(false),
+};
+
+pub fn may_change(room: &Room, role: &Role) -> bool {
+    match role {
+        Role::Moderator => true,
+        Role::Participant => FIELD.flag(&room.config),
+        _ => false,
+    }
+}
+
+pub struct ChangeSubject;
+
+impl RoomFeature for ChangeSubject {
+    fn fields(&self) -> &'static [FieldSpec] {
+        &[FIELD]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moderators_always_participants_when_allowed_visitors_never() {
+        let mut room = Room::new_locked("r@muc.example");
+        assert!(may_change(&room, &Role::Moderator));
+        assert!(!may_change(&room, &Role::Participant));
+        room.config.insert(FIELD.var.into(), true.into());
+        assert!(may_change(&room, &Role::Participant));
+        assert!(!may_change(&room, &Role::Visitor));
+    }
+}
+
+/// The subject message every joiner gets after the history: empty when none is set, from the
+/// nickname that set it otherwise.
+pub fn message(room: &Room, to: &str) -> Element {
+    let mut subject = Element::builder("subject", ns::JABBER_CLIENT);
+    let from = match &room.subject {
+        Some(current) => {
+            subject = subject.append(current.text.as_str());
+            format!("{}/{}", room.jid, current.by)
+        }
+        None => room.jid.clone(),
+    };
+    Element::builder("message", ns::JABBER_CLIENT)
+        .attr(xml_ncname!("type").into(), "groupchat")
+        .attr(xml_ncname!("from").into(), from)
+        .attr(xml_ncname!("to").into(), to)
+        .append(subject.build())
+        .build()
+}
+
+/// A groupchat message changes the subject when it has a `<subject/>` and no body
+/// (XEP-0045 §8.1).
+pub fn is_change(message: &Element) -> bool {
+    message.has_child("subject", ns::JABBER_CLIENT) && !message.has_child("body", ns::JABBER_CLIENT)
+}

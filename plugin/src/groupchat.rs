@@ -1,0 +1,61 @@
+//! Groupchat messages to the room (XEP-0045 §7.4, §8.1): sent to every occupant, the sender
+//! included, with the sender's id kept and the room's stanza-id and occupant-id added, and kept
+//! in the history; or, with a subject and no body, a subject change.
+
+use minidom::rxml::{xml_ncname, Namespace};
+use minidom::Element;
+use xmpp_parsers::ns;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::announce;
+use crate::errors;
+use crate::features::{history, occupant_id, stable_id, subject};
+use crate::host::{Fault, Host};
+use crate::occupant::Occupant;
+use crate::room::{Room, Subject};
+use crate::service::Inbound;
+
+pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
+    let room_jid = inbound.to.to_bare().to_string();
+    let refuse = |host: &mut dyn Host, condition| {
+        errors::reply(host, inbound.envelope, "message", ErrorType::Modify, condition, None)
+    };
+    let Some(mut room) = Room::load(host, &room_jid)? else {
+        return errors::reply(host, inbound.envelope, "message", ErrorType::Cancel, DefinedCondition::ItemNotFound, None);
+    };
+    let Some(sender) = Occupant::of_session(host, &room_jid, &inbound.from.to_string())? else {
+        return refuse(host, DefinedCondition::NotAcceptable);
+    };
+    let mut message = outgoing(&inbound.element, &room.jid, &sender.nick);
+    if subject::is_change(&message) {
+        if !subject::may_change(&room, &sender.role()) {
+            return errors::reply(host, inbound.envelope, "message", ErrorType::Auth, DefinedCondition::Forbidden, None);
+        }
+        let text = message
+            .get_child("subject", ns::JABBER_CLIENT)
+            .map(Element::text)
+            .unwrap_or_default();
+        room.subject = (!text.is_empty()).then(|| Subject { text, by: sender.nick.clone() });
+        room.save(host)?;
+    }
+    let stanza_id = host.unique_id();
+    stable_id::stamp(&mut message, &room.jid, &stanza_id);
+    let id = occupant_id::id(host, &room.jid, &sender.bare_jid)?;
+    occupant_id::stamp(&mut message, &id);
+    if message.has_child("body", ns::JABBER_CLIENT) {
+        history::record(host, &room, &message)?;
+    }
+    let occupants = Occupant::all(host, &room.jid)?;
+    let everyone = announce::sessions(&occupants.iter().collect::<Vec<_>>());
+    host.broadcast(message, &everyone)
+}
+
+/// The message as the room relays it: from `room/nick`, the client's id and payload kept.
+fn outgoing(received: &Element, room: &str, nick: &str) -> Element {
+    let mut message = received.clone();
+    for attribute in ["to", "from"] {
+        message.attrs_mut().remove(&Namespace::NONE, attribute);
+    }
+    message.set_attr(Namespace::NONE, xml_ncname!("from").into(), format!("{room}/{nick}"));
+    message
+}

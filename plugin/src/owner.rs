@@ -1,0 +1,137 @@
+//! The owner's `muc#owner` queries (XEP-0045 §10): the configuration form, submitting or
+//! cancelling it, and destroying the room.
+
+use minidom::rxml::xml_ncname;
+use minidom::Element;
+use xmpp_parsers::data_forms::{DataForm, DataFormType};
+use xmpp_parsers::muc::user::{Affiliation, MucUser, Status};
+use xmpp_parsers::ns;
+
+pub const NS: &str = "http://jabber.org/protocol/muc#owner";
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::config::Invalid;
+use crate::destroy;
+use crate::errors;
+use crate::features::{self, lock, naming, persistent};
+use crate::host::{Fault, Host};
+use crate::occupant::Occupant;
+use crate::room::Room;
+use crate::service::{Inbound, Muc};
+
+const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+
+pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, query: &Element) -> Result<(), Fault> {
+    let error = |host: &mut dyn Host, type_, condition| {
+        errors::reply(host, inbound.envelope, "iq", type_, condition, None)
+    };
+    let room_jid = inbound.to.to_bare().to_string();
+    let Some(room) = Room::load(host, &room_jid)? else {
+        return error(host, ErrorType::Cancel, DefinedCondition::ItemNotFound);
+    };
+    let bare_jid = inbound.from.to_bare().to_string();
+    if muc.affiliation(host, &room_jid, &bare_jid)? != Affiliation::Owner {
+        return error(host, ErrorType::Auth, DefinedCondition::Forbidden);
+    }
+    let kind = inbound.envelope.type_.as_deref();
+    let form = query.get_child("x", ns::DATA_FORMS);
+    let destroy_request = query.get_child("destroy", NS);
+    match (kind, form, destroy_request) {
+        (Some("get"), None, None) => reply(host, inbound, Some(config_form(&room))),
+        (Some("set"), Some(form), None) => submit(host, inbound, room, form),
+        (Some("set"), None, Some(request)) => {
+            destroy::destroy(host, &room, destroy::for_occupants(Some(request)))?;
+            reply(host, inbound, None)
+        }
+        _ => error(host, ErrorType::Modify, DefinedCondition::BadRequest),
+    }
+}
+
+fn submit(host: &mut dyn Host, inbound: &Inbound, mut room: Room, form: &Element) -> Result<(), Fault> {
+    let refuse = |host: &mut dyn Host, condition| {
+        errors::reply(host, inbound.envelope, "iq", ErrorType::Modify, condition, None)
+    };
+    let Ok(form) = DataForm::try_from(form.clone()) else {
+        return refuse(host, DefinedCondition::BadRequest);
+    };
+    match form.type_ {
+        // Cancelling the first configuration abandons the room (XEP-0045 §10.1.2).
+        DataFormType::Cancel if room.locked => {
+            destroy::destroy(host, &room, destroy::for_occupants(None))?;
+            return reply(host, inbound, None);
+        }
+        DataFormType::Cancel => return reply(host, inbound, None),
+        DataFormType::Submit => {}
+        _ => return refuse(host, DefinedCondition::BadRequest),
+    }
+    if form.form_type().is_some_and(|t| t != ROOMCONFIG) {
+        return refuse(host, DefinedCondition::BadRequest);
+    }
+    let before = room.config.clone();
+    let before_tier = room.tier();
+    match configured(&room, &form) {
+        Ok(config) => room.config = config,
+        Err(Invalid(why)) => {
+            return errors::reply(host, inbound.envelope, "iq", ErrorType::Modify, DefinedCondition::NotAcceptable, Some(&why));
+        }
+    }
+    room.locked = false;
+    host.cancel_timer(&lock::timer_key(&room.jid));
+    room.save(host)?;
+    persistent::move_to_own_tier(host, &room, before_tier)?;
+    reply(host, inbound, None)?;
+    if room.config != before {
+        announce_change(host, &room, &before)?;
+    }
+    Ok(())
+}
+
+/// The configuration a submitted form asks for: every known field must parse, or nothing
+/// changes. Fields no feature owns are ignored (XEP-0004 lets a service do so).
+fn configured(room: &Room, form: &DataForm) -> Result<crate::config::Config, Invalid> {
+    let mut config = room.config.clone();
+    for field in &form.fields {
+        let Some(var) = field.var.as_deref() else { continue };
+        if let Some(spec) = features::field(var) {
+            config.insert(var.to_string(), spec.parse(&field.values)?);
+        }
+    }
+    Ok(config)
+}
+
+/// XEP-0045 §10.2.1: occupants hear of a change with 104, and 170-174 where they apply.
+fn announce_change(host: &mut dyn Host, room: &Room, before: &crate::config::Config) -> Result<(), Fault> {
+    let mut statuses = vec![Status::ConfigNonPrivacyRelated];
+    statuses.extend(features::ALL.iter().flat_map(|f| f.change_statuses(before, &room.config)));
+    let notice = Element::builder("message", ns::JABBER_CLIENT)
+        .attr(xml_ncname!("type").into(), "groupchat")
+        .attr(xml_ncname!("from").into(), room.jid.as_str())
+        .append(Element::from(MucUser::new().with_statuses(statuses)))
+        .build();
+    let occupants = Occupant::all(host, &room.jid)?;
+    let everyone = crate::announce::sessions(&occupants.iter().collect::<Vec<_>>());
+    if everyone.is_empty() {
+        return Ok(());
+    }
+    host.broadcast(notice, &everyone)
+}
+
+fn config_form(room: &Room) -> Element {
+    let fields = features::ALL
+        .iter()
+        .flat_map(|feature| feature.fields().iter())
+        .map(|spec| spec.render(&room.config))
+        .collect();
+    let mut form = DataForm::new(DataFormType::Form, ROOMCONFIG, fields);
+    form.title = Some(format!("Configuration of {}", naming::display_name(room)));
+    form.instructions = Some(if room.locked {
+        "The room is locked until you submit this form; submit it empty to accept the defaults.".into()
+    } else {
+        "Change the room's settings.".into()
+    });
+    Element::builder("query", NS).append(Element::from(form)).build()
+}
+
+fn reply(host: &mut dyn Host, inbound: &Inbound, payload: Option<Element>) -> Result<(), Fault> {
+    host.send(crate::errors::result(inbound.envelope, payload))
+}

@@ -1,0 +1,282 @@
+//! Presence to `room/nick` (XEP-0045 §7.2-7.7): entering (and creating) a room, changing
+//! presence or nickname, leaving.
+
+use precis_profiles::precis_core::profile::PrecisFastInvocation;
+use xmpp_parsers::muc::muc::Muc as JoinRequest;
+use xmpp_parsers::muc::user::{Affiliation, Role, Status};
+use xmpp_parsers::ns;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::affiliation;
+use crate::announce::{self, Presence};
+use crate::errors;
+use crate::features::{self, history, lock, persistent, subject, Joiner};
+use crate::host::{Fault, Host, Tier};
+use crate::keys;
+use crate::occupant::{role_name, Occupant, Session};
+use crate::room::Room;
+use crate::service::{Inbound, Muc};
+
+pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
+    let room_jid = inbound.to.to_bare().to_string();
+    let full_jid = inbound.from.to_string();
+    let current = Occupant::of_session(host, &room_jid, &full_jid)?;
+    match (inbound.envelope.type_.as_deref(), current) {
+        (None, None) => join(muc, host, inbound, &room_jid, nick),
+        (None, Some(occupant)) if occupant.nick == nick => update(host, inbound, &room_jid, occupant),
+        (None, Some(occupant)) => change_nick(muc, host, inbound, &room_jid, occupant, nick),
+        (Some("unavailable"), Some(occupant)) => leave(host, inbound, &room_jid, occupant),
+        // Presence errors are handled as ghosts by the service; other types mean nothing here.
+        _ => Ok(()),
+    }
+}
+
+fn join(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, nick: &str) -> Result<(), Fault> {
+    if !valid_nick(nick) {
+        return refuse(host, inbound, ErrorType::Modify, DefinedCondition::JidMalformed);
+    }
+    let bare_jid = inbound.from.to_bare().to_string();
+    let request = inbound
+        .element
+        .get_child("x", ns::MUC)
+        .and_then(|x| JoinRequest::try_from(x.clone()).ok());
+    let (room, created) = match Room::load(host, room_jid)? {
+        Some(room) => (room, false),
+        None => (create(host, room_jid, &bare_jid)?, true),
+    };
+    let affiliation = muc.affiliation(host, room_jid, &bare_jid)?;
+    let others = Occupant::all(host, room_jid)?;
+    let holder = others.iter().find(|o| o.nick == nick);
+    if holder.is_some_and(|o| o.bare_jid != bare_jid) {
+        return refuse(host, inbound, ErrorType::Cancel, DefinedCondition::Conflict);
+    }
+    let joiner = Joiner { affiliation: &affiliation };
+    if let Some(refusal) = features::ALL.iter().find_map(|f| f.check_join(&room, &joiner)) {
+        return refuse(host, inbound, refusal.type_, refusal.condition);
+    }
+    let session = Session {
+        full_jid: inbound.from.to_string(),
+        presence_payload: announce::payload(&inbound.element).iter().map(String::from).collect(),
+    };
+    let occupant = match holder {
+        // Another client of the same user, under the same nickname (XEP-0045 §7.2.1).
+        Some(existing) => {
+            let mut occupant = existing.clone();
+            occupant.sessions.push(session);
+            occupant
+        }
+        None => Occupant {
+            nick: nick.to_string(),
+            bare_jid,
+            role: role_name(&default_role(&affiliation)).to_string(),
+            sessions: vec![session],
+        },
+    };
+    let joiner_sees_jids = features::whois::sees_real_jids(&room, &occupant.role());
+    let to = inbound.from.to_string();
+    for other in others.iter().filter(|o| o.nick != nick) {
+        let other_affiliation = muc.affiliation(host, room_jid, &other.bare_jid)?;
+        let presence = Presence::of(other, other_affiliation, stored_payload(other));
+        let id = features::occupant_id::id(host, room_jid, &other.bare_jid)?;
+        let mut element = presence.render(&room, joiner_sees_jids, false, &id);
+        element.set_attr(minidom::rxml::Namespace::NONE, minidom::rxml::xml_ncname!("to").into(), to.as_str());
+        host.send(element)?;
+    }
+    occupant.save(host, room_jid)?;
+    let mut presence = Presence::of(&occupant, affiliation, announce::payload(&inbound.element));
+    if created {
+        presence.self_statuses.push(Status::RoomHasBeenCreated);
+    }
+    presence.self_statuses.extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
+    presence.to_own_sessions(host, &room, std::slice::from_ref(&to), inbound.envelope.id.as_deref())?;
+    if holder.is_none() {
+        // A further client of a present user changes nothing others see.
+        presence.to_others(host, &room, &others)?;
+    }
+    for message in history::replay(host, &room, request.as_ref().and_then(|r| r.history.as_ref()), &to)? {
+        host.send(message)?;
+    }
+    host.send(subject::message(&room, &to))
+}
+
+/// Creates a locked room with the creator as its owner (XEP-0045 §10.1.1), and the timer that
+/// destroys it if it is never configured.
+fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fault> {
+    if host.get(Tier::Durable, keys::LAYOUT).is_none() {
+        let version = keys::LAYOUT_VERSION.to_string().into_bytes();
+        host.put(Tier::Durable, keys::LAYOUT, version)?;
+    }
+    let room = Room::new_locked(room_jid);
+    room.save(host)?;
+    affiliation::set(host, room_jid, creator, Affiliation::Owner)?;
+    let due = host.now_ms() + lock::TIMEOUT_MS;
+    host.set_timer(&lock::timer_key(room_jid), due);
+    Ok(room)
+}
+
+/// A status or `show` change: everyone, the occupant included, gets the new presence.
+fn update(host: &mut dyn Host, inbound: &Inbound, room_jid: &str, mut occupant: Occupant) -> Result<(), Fault> {
+    let Some(room) = Room::load(host, room_jid)? else {
+        return Ok(());
+    };
+    let payload = announce::payload(&inbound.element);
+    let full_jid = inbound.from.to_string();
+    if let Some(session) = occupant.sessions.iter_mut().find(|s| s.full_jid == full_jid) {
+        session.presence_payload = payload.iter().map(String::from).collect();
+    }
+    occupant.save(host, room_jid)?;
+    let affiliation = affiliation::get(host, room_jid, &occupant.bare_jid)?;
+    let others = Occupant::all(host, room_jid)?;
+    Presence::of(&occupant, affiliation, payload).broadcast(host, &room, &others)
+}
+
+/// XEP-0045 §7.6: the old nickname leaves with 303 naming the new one, then the new one arrives.
+fn change_nick(
+    muc: &Muc,
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room_jid: &str,
+    occupant: Occupant,
+    nick: &str,
+) -> Result<(), Fault> {
+    if !valid_nick(nick) {
+        return refuse(host, inbound, ErrorType::Modify, DefinedCondition::JidMalformed);
+    }
+    let Some(room) = Room::load(host, room_jid)? else {
+        return Ok(());
+    };
+    if Occupant::load(host, room_jid, nick)?.is_some() {
+        return refuse(host, inbound, ErrorType::Cancel, DefinedCondition::Conflict);
+    }
+    let affiliation = muc.affiliation(host, room_jid, &occupant.bare_jid)?;
+    let others = Occupant::all(host, room_jid)?;
+    // The old nickname goes unavailable with 303, keeping its role: the occupant stays.
+    let mut leaving = Presence::of(&occupant, affiliation.clone(), stored_payload(&occupant));
+    leaving.unavailable = true;
+    leaving.statuses.push(Status::NewNick);
+    leaving.new_nick = Some(nick.to_string());
+    leaving.broadcast(host, &room, &others)?;
+    occupant.remove(host, room_jid);
+    let renamed = Occupant { nick: nick.to_string(), ..occupant };
+    renamed.save(host, room_jid)?;
+    let others = Occupant::all(host, room_jid)?;
+    Presence::of(&renamed, affiliation, announce::payload(&inbound.element)).broadcast(host, &room, &others)
+}
+
+/// XEP-0045 §7.14: the occupant's sessions hear 110; everyone else the departure. A temporary
+/// room is gone with its last occupant.
+fn leave(host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occupant: Occupant) -> Result<(), Fault> {
+    let Some(room) = Room::load(host, room_jid)? else {
+        return Ok(());
+    };
+    let full_jid = inbound.from.to_string();
+    let affiliation = affiliation::get(host, room_jid, &occupant.bare_jid)?;
+    let payload = announce::payload(&inbound.element);
+    if occupant.sessions.len() > 1 {
+        // One of several clients leaves: the user stays; only that client hears it left.
+        let mut staying = occupant.clone();
+        staying.sessions.retain(|s| s.full_jid != full_jid);
+        host.delete(Tier::Volatile, &keys::session(room_jid, &full_jid));
+        staying.save(host, room_jid)?;
+        let gone = Presence::departure(&occupant, affiliation, payload);
+        return gone.to_own_sessions(host, &room, &[full_jid], None);
+    }
+    occupant.remove(host, room_jid);
+    let others = Occupant::all(host, room_jid)?;
+    Presence::departure(&occupant, affiliation, payload).broadcast(host, &room, &others)?;
+    if others.is_empty() && !persistent::is_persistent(&room) {
+        destroy_silently(host, &room);
+    }
+    Ok(())
+}
+
+/// Forgets an empty room and its lock timer.
+pub fn destroy_silently(host: &mut dyn Host, room: &Room) {
+    room.delete(host);
+    host.cancel_timer(&lock::timer_key(&room.jid));
+}
+
+/// The default role for an affiliation (XEP-0045 §5.1.2).
+fn default_role(affiliation: &Affiliation) -> Role {
+    match affiliation {
+        Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+        _ => Role::Participant,
+    }
+}
+
+/// XEP-0045 §7.2.1 with RFC 8266: a nickname must survive the PRECIS Nickname profile
+/// unchanged (the JID's resourceprep already ran).
+fn valid_nick(nick: &str) -> bool {
+    matches!(precis_profiles::Nickname::enforce(nick), Ok(enforced) if enforced == nick)
+}
+
+fn stored_payload(occupant: &Occupant) -> Vec<minidom::Element> {
+    occupant
+        .sessions
+        .first()
+        .map(|s| s.presence_payload.iter().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn refuse(host: &mut dyn Host, inbound: &Inbound, type_: ErrorType, condition: DefinedCondition) -> Result<(), Fault> {
+    errors::reply(host, inbound.envelope, "presence", type_, condition, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{Envelope, StanzaKind};
+    use crate::memory_host::MemoryHost;
+    use crate::service::Settings;
+    use xmpp_parsers::ns;
+
+    fn join_presence(host: &mut MemoryHost, from: &str, to: &str) -> Vec<minidom::Element> {
+        let envelope = Envelope {
+            kind: StanzaKind::Presence,
+            type_: None,
+            from: from.into(),
+            to: to.into(),
+            id: Some("j1".into()),
+        };
+        let xml = format!(
+            "<presence xmlns='jabber:client' from='{from}' to='{to}' id='j1'>\
+             <x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        );
+        Muc::new(Settings::default()).handle_stanza(host, &envelope, &xml).unwrap();
+        host.take_sent()
+    }
+
+    #[test]
+    fn first_presence_creates_a_locked_room_owned_by_its_creator() {
+        let mut host = MemoryHost::default();
+        let sent = join_presence(&mut host, "a@example.org/Spark", "room@conference.example.org/clientA");
+        assert_eq!(sent.len(), 2, "self-presence then subject");
+        let own = &sent[0];
+        assert_eq!(own.attr("from"), Some("room@conference.example.org/clientA"));
+        assert_eq!(own.attr("to"), Some("a@example.org/Spark"));
+        assert_eq!(own.attr("id"), Some("j1"));
+        let x = own.get_child("x", ns::MUC_USER).unwrap();
+        let codes: Vec<_> = x.children().filter_map(|c| c.attr("code")).collect();
+        assert_eq!(codes, ["201", "110"]);
+        let item = x.get_child("item", ns::MUC_USER).unwrap();
+        assert_eq!(item.attr("affiliation"), Some("owner"));
+        assert_eq!(item.attr("role"), Some("moderator"));
+        assert_eq!(item.attr("jid"), Some("a@example.org/Spark"));
+        assert!(sent[1].get_child("subject", ns::JABBER_CLIENT).is_some());
+        assert!(host.timers.contains_key(&lock::timer_key("room@conference.example.org")));
+        assert!(Room::load(&mut host, "room@conference.example.org").unwrap().unwrap().locked);
+    }
+
+    #[test]
+    fn a_locked_room_is_not_found_by_others_and_a_bad_nick_is_malformed() {
+        let mut host = MemoryHost::default();
+        join_presence(&mut host, "a@example.org/Spark", "room@conference.example.org/clientA");
+        let sent = join_presence(&mut host, "b@example.org/x", "room@conference.example.org/clientB");
+        assert_eq!(sent.len(), 1);
+        let error = sent[0].get_child("error", ns::JABBER_CLIENT).unwrap();
+        assert!(error.has_child("item-not-found", ns::XMPP_STANZAS));
+        let sent = join_presence(&mut host, "b@example.org/x", "other@conference.example.org/two  spaces");
+        let error = sent[0].get_child("error", ns::JABBER_CLIENT).unwrap();
+        assert!(error.has_child("jid-malformed", ns::XMPP_STANZAS));
+    }
+}
