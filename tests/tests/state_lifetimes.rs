@@ -39,10 +39,12 @@ fn rooms_and_occupants_survive_a_fresh_instance() {
     let refused = join(&mut host, "other", "guest");
     assert_eq!(refused.len(), 1);
     assert!(String::from(&refused[0]).contains("item-not-found"));
-    assert!(
-        join(&mut host, "owner", "boss").is_empty(),
-        "the owner is still an occupant: a repeated presence does not join again"
-    );
+    // The owner is still an occupant: a repeated presence is a presence update (their own
+    // presence back, no 201, no subject), not a second join.
+    let update = join(&mut host, "owner", "boss");
+    assert_eq!(update.len(), 1, "{update:?}");
+    let update = String::from(&update[0]);
+    assert!(update.contains("code='110'") && !update.contains("code='201'"), "{update}");
 }
 
 fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
