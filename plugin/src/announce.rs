@@ -61,19 +61,27 @@ impl<'a> Presence<'a> {
     /// The presence for one audience, without `to`.
     pub fn render(&self, room: &Room, show_jid: bool, own: bool, occupant_id: &str) -> Element {
         let mut item = Item::new(self.affiliation.clone(), self.role.clone());
-        if show_jid {
-            item.jid = self.occupant.sessions.first().and_then(|s| s.full_jid.parse().ok());
-        }
         item.nick = self.new_nick.clone();
         if let Some(reason) = &self.reason {
             item = item.with_reason(reason.as_str());
         }
+        // Those who see real JIDs see every client of the occupant, newest first.
+        let items: Vec<Item> = if show_jid {
+            self.occupant
+                .sessions
+                .iter()
+                .rev()
+                .map(|session| Item { jid: session.full_jid.parse().ok(), ..item.clone() })
+                .collect()
+        } else {
+            vec![item]
+        };
         let mut statuses = self.statuses.clone();
         if own {
             statuses.extend(self.self_statuses.iter().cloned());
             statuses.push(Status::SelfPresence);
         }
-        let mut x = muc_user::x(item, &statuses);
+        let mut x = muc_user::x(items, &statuses);
         if let Some(destroy) = &self.destroy {
             let children: Vec<Element> = x.children().cloned().collect();
             x = Element::builder("x", ns::MUC_USER)

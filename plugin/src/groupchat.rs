@@ -27,7 +27,8 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         return refuse(host, DefinedCondition::NotAcceptable);
     };
     let mut message = outgoing(&inbound.element, &room.jid, &sender.nick);
-    if subject::is_change(&message) {
+    let changes_subject = subject::is_change(&message);
+    if changes_subject {
         if !subject::may_change(&room, &sender.role()) {
             return errors::reply(host, inbound.envelope, "message", ErrorType::Auth, DefinedCondition::Forbidden, None);
         }
@@ -42,7 +43,8 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     stable_id::stamp(&mut message, &room.jid, &stanza_id);
     let id = occupant_id::id(host, &room.jid, &sender.bare_jid)?;
     occupant_id::stamp(&mut message, &id);
-    if message.has_child("body", ns::JABBER_CLIENT) {
+    let worth_keeping = message.has_child("body", ns::JABBER_CLIENT) || message.has_child("subject", ns::JABBER_CLIENT);
+    if worth_keeping && !changes_subject {
         history::record(host, &room, &message)?;
     }
     let occupants = Occupant::all(host, &room.jid)?;

@@ -7,15 +7,15 @@ use minidom::Element;
 use xmpp_parsers::muc::user::{Item, MucUser, Status};
 use xmpp_parsers::ns;
 
-/// `statuses` may include `Status::SelfPresence` (110); it is placed after the item.
-pub fn x(item: Item, statuses: &[Status]) -> Element {
+/// `statuses` may include `Status::SelfPresence` (110); it is placed after the items.
+pub fn x(items: Vec<Item>, statuses: &[Status]) -> Element {
     let (own, others): (Vec<Status>, Vec<Status>) = statuses
         .iter()
         .cloned()
         .partition(|status| *status == Status::SelfPresence);
     let x: Element = MucUser::new().with_statuses(others).into();
     let mut children: Vec<Element> = x.children().cloned().collect();
-    children.push(item_element(item));
+    children.extend(items.into_iter().map(item_element));
     children.extend(own.into_iter().map(Element::from));
     Element::builder("x", ns::MUC_USER)
         .append_all(children)
@@ -42,7 +42,7 @@ mod tests {
     #[test]
     fn creation_statuses_surround_the_item_as_prosody_orders_them() {
         let item = Item::new(Affiliation::Owner, Role::Moderator);
-        let x = x(item, &[Status::RoomHasBeenCreated, Status::SelfPresence]);
+        let x = x(vec![item], &[Status::RoomHasBeenCreated, Status::SelfPresence]);
         let names: Vec<String> = x
             .children()
             .map(|c| format!("{}{}", c.name(), c.attr("code").unwrap_or("")))
@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn none_affiliation_and_role_are_written() {
-        let x = x(Item::new(Affiliation::None, Role::None), &[]);
+        let x = x(vec![Item::new(Affiliation::None, Role::None)], &[]);
         let item = x.get_child("item", ns::MUC_USER).unwrap();
         assert_eq!(item.attr("affiliation"), Some("none"));
         assert_eq!(item.attr("role"), Some("none"));

@@ -2,8 +2,10 @@
 //! presence or nickname, leaving.
 
 use precis_profiles::precis_core::profile::PrecisFastInvocation;
+use minidom::rxml::{xml_ncname, Namespace};
 use xmpp_parsers::muc::muc::Muc as JoinRequest;
-use xmpp_parsers::muc::user::{Affiliation, Role, Status};
+use minidom::Element;
+use xmpp_parsers::muc::user::{Affiliation, Item, Role, Status};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -13,6 +15,7 @@ use crate::errors;
 use crate::features::{self, history, lock, persistent, subject, Joiner};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
+use crate::muc_user;
 use crate::occupant::{role_name, Occupant, Session};
 use crate::room::Room;
 use crate::service::{Inbound, Muc};
@@ -21,9 +24,15 @@ pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> 
     let room_jid = inbound.to.to_bare().to_string();
     let full_jid = inbound.from.to_string();
     let current = Occupant::of_session(host, &room_jid, &full_jid)?;
+    let rejoin = inbound.element.has_child("x", ns::MUC);
     match (inbound.envelope.type_.as_deref(), current) {
         (None, None) => join(muc, host, inbound, &room_jid, nick),
+        // A join from a client already in: it lost track, so it gets the join state again.
+        (None, Some(occupant)) if occupant.nick == nick && rejoin => {
+            resync(muc, host, inbound, &room_jid, occupant)
+        }
         (None, Some(occupant)) if occupant.nick == nick => update(host, inbound, &room_jid, occupant),
+        (Some("probe"), current) => probe(muc, host, inbound, &room_jid, current, nick),
         (None, Some(occupant)) => change_nick(muc, host, inbound, &room_jid, occupant, nick),
         (Some("unavailable"), Some(occupant)) => leave(host, inbound, &room_jid, occupant),
         // Presence errors are handled as ghosts by the service; other types mean nothing here.
@@ -72,31 +81,89 @@ fn join(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, nick:
             sessions: vec![session],
         },
     };
-    let joiner_sees_jids = features::whois::sees_real_jids(&room, &occupant.role());
-    let to = inbound.from.to_string();
-    for other in others.iter().filter(|o| o.nick != nick) {
-        let other_affiliation = muc.affiliation(host, room_jid, &other.bare_jid)?;
-        let presence = Presence::of(other, other_affiliation, stored_payload(other));
-        let id = features::occupant_id::id(host, room_jid, &other.bare_jid)?;
-        let mut element = presence.render(&room, joiner_sees_jids, false, &id);
-        element.set_attr(minidom::rxml::Namespace::NONE, minidom::rxml::xml_ncname!("to").into(), to.as_str());
-        host.send(element)?;
-    }
     occupant.save(host, room_jid)?;
     let mut presence = Presence::of(&occupant, affiliation, announce::payload(&inbound.element));
     if created {
         presence.self_statuses.push(Status::RoomHasBeenCreated);
     }
     presence.self_statuses.extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
-    presence.to_own_sessions(host, &room, std::slice::from_ref(&to), inbound.envelope.id.as_deref())?;
-    if holder.is_none() {
-        // A further client of a present user changes nothing others see.
-        presence.to_others(host, &room, &others)?;
+    send_join_state(muc, host, inbound, &room, &presence, &others, request.as_ref())?;
+    presence.to_others(host, &room, &others)
+}
+
+/// What a joining session gets, in XEP-0045 order: every other occupant's presence, its own
+/// (with the join's `id`), the history it asked for, the subject.
+fn send_join_state(
+    muc: &Muc,
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room: &Room,
+    presence: &Presence,
+    others: &[Occupant],
+    request: Option<&JoinRequest>,
+) -> Result<(), Fault> {
+    let occupant = presence.occupant;
+    let joiner_sees_jids = features::whois::sees_real_jids(room, &occupant.role());
+    let to = inbound.from.to_string();
+    for other in others.iter().filter(|o| o.nick != occupant.nick) {
+        let other_affiliation = muc.affiliation(host, &room.jid, &other.bare_jid)?;
+        let id = features::occupant_id::id(host, &room.jid, &other.bare_jid)?;
+        let mut element = Presence::of(other, other_affiliation, stored_payload(other)).render(room, joiner_sees_jids, false, &id);
+        element.set_attr(Namespace::NONE, xml_ncname!("to").into(), to.as_str());
+        host.send(element)?;
     }
-    for message in history::replay(host, &room, request.as_ref().and_then(|r| r.history.as_ref()), &to)? {
+    presence.to_own_sessions(host, room, std::slice::from_ref(&to), inbound.envelope.id.as_deref())?;
+    for message in history::replay(host, room, request.and_then(|r| r.history.as_ref()), &to)? {
         host.send(message)?;
     }
-    host.send(subject::message(&room, &to))
+    host.send(subject::message(room, &to))
+}
+
+/// A client already in the room sent a join again (it lost state): it gets the join state,
+/// others see nothing new.
+fn resync(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occupant: Occupant) -> Result<(), Fault> {
+    let Some(room) = Room::load(host, room_jid)? else {
+        return Ok(());
+    };
+    let request = inbound
+        .element
+        .get_child("x", ns::MUC)
+        .and_then(|x| JoinRequest::try_from(x.clone()).ok());
+    let affiliation = muc.affiliation(host, room_jid, &occupant.bare_jid)?;
+    let others = Occupant::all(host, room_jid)?;
+    let mut presence = Presence::of(&occupant, affiliation, stored_payload(&occupant));
+    presence.self_statuses.extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
+    send_join_state(muc, host, inbound, &room, &presence, &others, request.as_ref())
+}
+
+/// XEP-0045 §7.x (presence probes): an occupant may ask for another occupant's current presence
+/// (unavailable if absent); anyone else is refused.
+fn probe(
+    muc: &Muc,
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room_jid: &str,
+    prober: Option<Occupant>,
+    nick: &str,
+) -> Result<(), Fault> {
+    let (Some(prober), Some(room)) = (prober, Room::load(host, room_jid)?) else {
+        return refuse(host, inbound, ErrorType::Cancel, DefinedCondition::NotAcceptable);
+    };
+    let mut reply = match Occupant::load(host, room_jid, nick)? {
+        Some(probed) => {
+            let affiliation = muc.affiliation(host, room_jid, &probed.bare_jid)?;
+            let id = features::occupant_id::id(host, room_jid, &probed.bare_jid)?;
+            let sees_jids = features::whois::sees_real_jids(&room, &prober.role());
+            Presence::of(&probed, affiliation, stored_payload(&probed)).render(&room, sees_jids, false, &id)
+        }
+        None => Element::builder("presence", ns::JABBER_CLIENT)
+            .attr(xml_ncname!("type").into(), "unavailable")
+            .attr(xml_ncname!("from").into(), format!("{room_jid}/{nick}"))
+            .append(muc_user::x(vec![Item::new(Affiliation::None, Role::None)], &[]))
+            .build(),
+    };
+    reply.set_attr(Namespace::NONE, xml_ncname!("to").into(), inbound.from.to_string());
+    host.send(reply)
 }
 
 /// Creates a locked room with the creator as its owner (XEP-0045 §10.1.1), and the timer that
@@ -173,13 +240,13 @@ fn leave(host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occupant: Occup
     let affiliation = affiliation::get(host, room_jid, &occupant.bare_jid)?;
     let payload = announce::payload(&inbound.element);
     if occupant.sessions.len() > 1 {
-        // One of several clients leaves: the user stays; only that client hears it left.
-        let mut staying = occupant.clone();
-        staying.sessions.retain(|s| s.full_jid != full_jid);
-        host.delete(Tier::Volatile, &keys::session(room_jid, &full_jid));
-        staying.save(host, room_jid)?;
-        let gone = Presence::departure(&occupant, affiliation, payload);
-        return gone.to_own_sessions(host, &room, &[full_jid], None);
+        // One of several clients leaves: it hears it left, others see the user's remaining ones.
+        let staying = remove_session(host, room_jid, &occupant, &full_jid)?;
+        let gone = Presence::departure(&occupant, affiliation.clone(), payload);
+        gone.to_own_sessions(host, &room, &[full_jid], None)?;
+        let others = Occupant::all(host, room_jid)?;
+        let remaining = Presence::of(&staying, affiliation, stored_payload(&staying));
+        return remaining.to_others(host, &room, &others);
     }
     occupant.remove(host, room_jid);
     let others = Occupant::all(host, room_jid)?;
@@ -188,6 +255,15 @@ fn leave(host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occupant: Occup
         destroy_silently(host, &room);
     }
     Ok(())
+}
+
+/// Drops one client session from a user who stays in the room under other sessions.
+pub fn remove_session(host: &mut dyn Host, room_jid: &str, occupant: &Occupant, full_jid: &str) -> Result<Occupant, Fault> {
+    let mut staying = occupant.clone();
+    staying.sessions.retain(|s| s.full_jid != full_jid);
+    host.delete(Tier::Volatile, &keys::session(room_jid, full_jid));
+    staying.save(host, room_jid)?;
+    Ok(staying)
 }
 
 /// Forgets an empty room and its lock timer.
@@ -210,7 +286,7 @@ fn valid_nick(nick: &str) -> bool {
     matches!(precis_profiles::Nickname::enforce(nick), Ok(enforced) if enforced == nick)
 }
 
-fn stored_payload(occupant: &Occupant) -> Vec<minidom::Element> {
+pub fn stored_payload(occupant: &Occupant) -> Vec<minidom::Element> {
     occupant
         .sessions
         .first()

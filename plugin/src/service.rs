@@ -105,6 +105,14 @@ impl Muc {
             StanzaKind::Presence if envelope.type_.is_none() => {
                 errors::reply(host, envelope, "presence", ErrorType::Modify, DefinedCondition::JidMalformed, None)
             }
+            // Leaving by the room's bare JID is leaving under one's nickname.
+            StanzaKind::Presence if envelope.type_.as_deref() == Some("unavailable") => {
+                let room_jid = inbound.to.to_bare().to_string();
+                match Occupant::of_session(host, &room_jid, &inbound.from.to_string())? {
+                    Some(occupant) => presence::handle(self, host, inbound, &occupant.nick),
+                    None => Ok(()),
+                }
+            }
             StanzaKind::Presence => Ok(()),
             StanzaKind::Iq => self.room_iq(host, inbound),
         }
@@ -202,15 +210,41 @@ fn remove_ghost(muc: &Muc, host: &mut dyn Host, inbound: &Inbound) -> Result<(),
         return Ok(());
     };
     let affiliation = muc.affiliation(host, &room_jid, &ghost.bare_jid)?;
+    let full_jid = inbound.from.to_string();
+    if ghost.sessions.len() > 1 {
+        // Only that client is gone: others see the user's remaining ones.
+        let staying = presence::remove_session(host, &room_jid, &ghost, &full_jid)?;
+        let others = Occupant::all(host, &room_jid)?;
+        let payload = presence::stored_payload(&staying);
+        return Presence::of(&staying, affiliation, payload).to_others(host, &room, &others);
+    }
     ghost.remove(host, &room_jid);
     let others = Occupant::all(host, &room_jid)?;
-    let mut gone = Presence::departure(&ghost, affiliation, Vec::new());
+    let why = Element::builder("status", ns::JABBER_CLIENT)
+        .append(format!("Kicked: {}", error_summary(&inbound.element)))
+        .build();
+    let mut gone = Presence::departure(&ghost, affiliation, vec![why]);
     gone.statuses.push(Status::ServiceErrorKick);
     gone.to_others(host, &room, &others)?;
     if others.is_empty() && !crate::features::persistent::is_persistent(&room) {
         presence::destroy_silently(host, &room);
     }
     Ok(())
+}
+
+/// "service unavailable: TEXT" for a bounced stanza's error, for people to read.
+fn error_summary(bounced: &Element) -> String {
+    let Some(error) = bounced.get_child("error", ns::JABBER_CLIENT) else {
+        return "error".into();
+    };
+    let condition = error
+        .children()
+        .find(|c| c.ns() == ns::XMPP_STANZAS && c.name() != "text")
+        .map_or("error".to_string(), |c| c.name().replace('-', " "));
+    match error.get_child("text", ns::XMPP_STANZAS).map(Element::text) {
+        Some(text) if !text.is_empty() => format!("{condition}: {text}"),
+        _ => condition,
+    }
 }
 
 fn unsupported(host: &mut dyn Host, envelope: &Envelope) -> Result<(), Fault> {

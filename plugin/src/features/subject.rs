@@ -37,6 +37,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_bare_subject_changes_the_subject() {
+        let message = |children: &str| -> Element {
+            format!("<message xmlns='jabber:client' type='groupchat'>{children}</message>").parse().unwrap()
+        };
+        assert!(is_change(&message("<subject>Hi</subject>")));
+        assert!(is_change(&message("<subject/>")), "an empty subject clears it");
+        assert!(!is_change(&message("<subject>Hi</subject><body>there</body>")));
+        assert!(!is_change(&message("<subject>Hi</subject><thread>t1</thread>")));
+        assert!(!is_change(&message("<body>there</body>")));
+    }
+
+    #[test]
     fn moderators_always_participants_when_allowed_visitors_never() {
         let mut room = Room::new_locked("r@muc.example");
         assert!(may_change(&room, &Role::Moderator));
@@ -66,8 +78,10 @@ pub fn message(room: &Room, to: &str) -> Element {
         .build()
 }
 
-/// A groupchat message changes the subject when it has a `<subject/>` and no body
-/// (XEP-0045 §8.1).
+/// A groupchat message changes the subject when it has a `<subject/>` and neither a body nor a
+/// thread (XEP-0045 §8.1): with either, it is an ordinary message that happens to carry one.
 pub fn is_change(message: &Element) -> bool {
-    message.has_child("subject", ns::JABBER_CLIENT) && !message.has_child("body", ns::JABBER_CLIENT)
+    message.has_child("subject", ns::JABBER_CLIENT)
+        && !message.has_child("body", ns::JABBER_CLIENT)
+        && !message.has_child("thread", ns::JABBER_CLIENT)
 }
