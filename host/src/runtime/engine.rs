@@ -96,7 +96,9 @@ impl PluginEngine {
         }
         let component = Component::new(&self.engine, bytes)?;
         std::fs::create_dir_all(dir)?;
-        let partial = file.with_extension("partial");
+        // Several hosts (or tests) may compile the same component at once: each writes its own
+        // file, and the renames race harmlessly to the same content.
+        let partial = file.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
         std::fs::write(&partial, component.serialize()?)?;
         std::fs::rename(&partial, &file)?;
         Ok(component)

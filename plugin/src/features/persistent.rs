@@ -45,3 +45,27 @@ pub fn move_to_own_tier(host: &mut dyn Host, room: &Room, from: Tier) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory_host::MemoryHost;
+
+    #[test]
+    fn a_room_made_persistent_moves_its_record_and_history_to_the_durable_tier() {
+        let mut host = MemoryHost::default();
+        let mut room = Room::new_locked("r@muc.example");
+        room.save(&mut host).unwrap();
+        host.volatile.insert("room/r@muc.example/history/00000000000000000000".into(), b"m".to_vec());
+        host.volatile.insert("room/r@muc.example/occupant/a".into(), b"o".to_vec());
+        assert_eq!(Persistent.disco_features(&room), ["muc_temporary"]);
+
+        room.config.insert(FIELD.var.into(), true.into());
+        room.save(&mut host).unwrap();
+        move_to_own_tier(&mut host, &room, Tier::Volatile).unwrap();
+        assert!(host.durable.contains_key("room/r@muc.example/history/00000000000000000000"));
+        assert!(Room::load(&mut host, "r@muc.example").unwrap().is_some_and(|r| is_persistent(&r)));
+        assert_eq!(host.volatile.keys().collect::<Vec<_>>(), ["room/r@muc.example/occupant/a"], "occupants stay live");
+        assert_eq!(Persistent.disco_features(&room), ["muc_persistent"]);
+    }
+}

@@ -26,3 +26,18 @@ impl RoomFeature for Public {
         vec![if is_public(room) { "muc_public" } else { "muc_hidden" }]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_are_public_unless_hidden() {
+        let mut room = Room::new_locked("r@muc.example");
+        assert!(is_public(&room));
+        assert_eq!(Public.disco_features(&room), ["muc_public"]);
+        room.config.insert(FIELD.var.into(), false.into());
+        assert!(!is_public(&room));
+        assert_eq!(Public.disco_features(&room), ["muc_hidden"]);
+    }
+}

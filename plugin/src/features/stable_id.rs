@@ -28,3 +28,27 @@ impl RoomFeature for StableId {
         vec!["http://jabber.org/protocol/muc#stable_id", NS]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rooms_id_replaces_forgeries_and_others_ids_stay() {
+        let mut message: Element = format!(
+            "<message xmlns='jabber:client' id='client-id'>\
+             <stanza-id xmlns='{NS}' id='forged' by='r@muc.example'/>\
+             <stanza-id xmlns='{NS}' id='theirs' by='user@example.org'/></message>"
+        )
+        .parse()
+        .unwrap();
+        stamp(&mut message, "r@muc.example", "room-id");
+        let ids: Vec<(&str, &str)> = message
+            .children()
+            .filter(|c| c.is("stanza-id", NS))
+            .map(|c| (c.attr("by").unwrap(), c.attr("id").unwrap()))
+            .collect();
+        assert_eq!(ids, [("user@example.org", "theirs"), ("r@muc.example", "room-id")]);
+        assert_eq!(message.attr("id"), Some("client-id"), "the sender's id is kept");
+    }
+}
