@@ -29,19 +29,17 @@ impl RoomFeature for Persistent {
     }
 }
 
-/// Moves a room's record and history to the tier its (changed) persistence asks for.
+/// After a change of persistence (the record already saved in its new tier): drops the record
+/// from the old tier and moves the history along.
 pub fn move_to_own_tier(host: &mut dyn Host, room: &Room, from: Tier) -> Result<(), Fault> {
     let to = room.tier();
     if to == from {
         return Ok(());
     }
-    let record = keys::room(&room.jid);
-    let history = format!("room/{}/history", room.jid);
-    for prefix in [record, history] {
-        for (key, value) in host.scan(from, &prefix, None, u32::MAX) {
-            host.put(to, &key, value)?;
-            host.delete(from, &key);
-        }
+    host.delete(from, &keys::room(&room.jid));
+    for (key, value) in host.scan(from, &format!("room/{}/history", room.jid), None, u32::MAX) {
+        host.put(to, &key, value)?;
+        host.delete(from, &key);
     }
     Ok(())
 }
