@@ -6,18 +6,20 @@ use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 
 use crate::router::{Destination, Router, SessionSink};
-use crate::runtime::{Fault, Inbound, PluginRuntime};
+use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime};
 use crate::server;
 
 const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
-pub struct Service {
+/// The core around a MUC backend: the plugin component, or (for measuring what WebAssembly
+/// costs) the same logic linked natively.
+pub struct Service<M: MucBackend = PluginRuntime> {
     pub router: Router,
-    pub muc: PluginRuntime,
+    pub muc: M,
 }
 
-impl Service {
-    pub fn new(router: Router, muc: PluginRuntime) -> Service {
+impl<M: MucBackend> Service<M> {
+    pub fn new(router: Router, muc: M) -> Service<M> {
         Service { router, muc }
     }
 

@@ -8,6 +8,8 @@
 
 mod bindings;
 mod engine;
+#[cfg(feature = "native-plugin")]
+pub mod native;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,6 +89,48 @@ pub struct PluginInfo {
     pub contract: String,
     /// SHA-256 of the component file.
     pub hash: String,
+}
+
+/// What the service core needs from the MUC logic, wherever it runs.
+pub trait MucBackend {
+    /// Hands one stanza over; on success, the stanzas to deliver.
+    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault>;
+    /// Runs every timer due by now, earliest first; returns what each one sent.
+    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)>;
+    /// The service is stopping.
+    fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault>;
+}
+
+impl MucBackend for PluginRuntime {
+    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
+        PluginRuntime::handle_stanza(self, inbound)
+    }
+
+    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)> {
+        PluginRuntime::run_due_timers(self)
+    }
+
+    fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault> {
+        PluginRuntime::on_shutdown(self)
+    }
+}
+
+/// The envelope the host hands over with a stanza, from what it parsed.
+fn wit_stanza(inbound: &Inbound) -> types::Stanza {
+    types::Stanza {
+        envelope: types::Envelope {
+            kind: match inbound.stanza.name() {
+                "message" => types::StanzaKind::Message,
+                "presence" => types::StanzaKind::Presence,
+                _ => types::StanzaKind::Iq,
+            },
+            type_: inbound.stanza.attr("type").map(str::to_string),
+            from: inbound.from.to_string(),
+            to: inbound.to.to_string(),
+            id: inbound.stanza.attr("id").map(str::to_string),
+        },
+        xml: String::from(inbound.stanza),
+    }
 }
 
 struct Instance {
@@ -178,20 +222,7 @@ impl PluginRuntime {
 
     /// Hands one stanza to the plugin; on success, the stanzas to deliver.
     pub fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
-        let stanza = types::Stanza {
-            envelope: types::Envelope {
-                kind: match inbound.stanza.name() {
-                    "message" => types::StanzaKind::Message,
-                    "presence" => types::StanzaKind::Presence,
-                    _ => types::StanzaKind::Iq,
-                },
-                type_: inbound.stanza.attr("type").map(str::to_string),
-                from: inbound.from.to_string(),
-                to: inbound.to.to_string(),
-                id: inbound.stanza.attr("id").map(str::to_string),
-            },
-            xml: String::from(inbound.stanza),
-        };
+        let stanza = wit_stanza(&inbound);
         self.call(|plugin, store| plugin.muc_plugin_guest().call_handle_stanza(store, &stanza))
     }
 

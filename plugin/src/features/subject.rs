@@ -32,33 +32,6 @@ impl RoomFeature for ChangeSubject {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_bare_subject_changes_the_subject() {
-        let message = |children: &str| -> Element {
-            format!("<message xmlns='jabber:client' type='groupchat'>{children}</message>").parse().unwrap()
-        };
-        assert!(is_change(&message("<subject>Hi</subject>")));
-        assert!(is_change(&message("<subject/>")), "an empty subject clears it");
-        assert!(!is_change(&message("<subject>Hi</subject><body>there</body>")));
-        assert!(!is_change(&message("<subject>Hi</subject><thread>t1</thread>")));
-        assert!(!is_change(&message("<body>there</body>")));
-    }
-
-    #[test]
-    fn moderators_always_participants_when_allowed_visitors_never() {
-        let mut room = Room::new_locked("r@muc.example");
-        assert!(may_change(&room, &Role::Moderator));
-        assert!(!may_change(&room, &Role::Participant));
-        room.config.insert(FIELD.var.into(), true.into());
-        assert!(may_change(&room, &Role::Participant));
-        assert!(!may_change(&room, &Role::Visitor));
-    }
-}
-
 /// The subject message every joiner gets after the history: empty when none is set, from the
 /// nickname that set it otherwise.
 pub fn message(room: &Room, to: &str) -> Element {
@@ -84,4 +57,31 @@ pub fn is_change(message: &Element) -> bool {
     message.has_child("subject", ns::JABBER_CLIENT)
         && !message.has_child("body", ns::JABBER_CLIENT)
         && !message.has_child("thread", ns::JABBER_CLIENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bare_subject_changes_the_subject() {
+        let message = |children: &str| -> Element {
+            format!("<message xmlns='jabber:client' type='groupchat'>{children}</message>").parse().unwrap()
+        };
+        assert!(is_change(&message("<subject>Hi</subject>")));
+        assert!(is_change(&message("<subject/>")), "an empty subject clears it");
+        assert!(!is_change(&message("<subject>Hi</subject><body>there</body>")));
+        assert!(!is_change(&message("<subject>Hi</subject><thread>t1</thread>")));
+        assert!(!is_change(&message("<body>there</body>")));
+    }
+
+    #[test]
+    fn moderators_always_participants_when_allowed_visitors_never() {
+        let mut room = Room::new_locked("r@muc.example");
+        assert!(may_change(&room, &Role::Moderator));
+        assert!(!may_change(&room, &Role::Participant));
+        room.config.insert(FIELD.var.into(), true.into());
+        assert!(may_change(&room, &Role::Participant));
+        assert!(!may_change(&room, &Role::Visitor));
+    }
 }

@@ -1,0 +1,155 @@
+//! The MUC logic linked natively into the host, behind the same imports the component gets:
+//! only for measuring what WebAssembly costs (`--features native-plugin`). It has no sandbox,
+//! no budget and no memory cap; never serve with it.
+
+use std::sync::{Arc, Mutex};
+
+use minidom::Element;
+use muc_plugin::host::{Envelope, Fault as PluginFault, Host, Level, StanzaKind, Tier};
+
+use super::bindings::muc::plugin::{clock, ids, logging, routing, storage, timers};
+use super::{wit_stanza, CallContext, Fault, Inbound, MucBackend, Settings};
+use crate::clock::Clock;
+use crate::storage::{Storage, Transaction};
+
+pub struct NativeRuntime {
+    muc: muc_plugin::Muc,
+    context: CallContext,
+    storage: Arc<Mutex<Storage>>,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+}
+
+impl NativeRuntime {
+    pub fn new(storage: Arc<Mutex<Storage>>, settings: Settings, clock: Arc<dyn Clock>) -> NativeRuntime {
+        NativeRuntime {
+            muc: muc_plugin::Muc::new(muc_plugin::Settings {
+                service: settings.service.clone(),
+                admins: settings.admins.clone(),
+            }),
+            context: CallContext::new(storage.clone(), settings.service.clone(), "muc-native".into(), 0),
+            storage,
+            settings,
+            clock,
+        }
+    }
+
+    /// One transaction, as for the component: the call's effects are kept only if it succeeds.
+    fn call(&mut self, run: impl FnOnce(&muc_plugin::Muc, &mut dyn Host) -> Result<(), PluginFault>) -> Result<Vec<Element>, Fault> {
+        self.context.txn = Transaction::new(self.settings.limits.quota);
+        self.context.now_ms = self.clock.now_ms();
+        let outcome = run(&self.muc, &mut Imports(&mut self.context));
+        let txn = std::mem::take(&mut self.context.txn);
+        outcome.map_err(|PluginFault(why)| Fault::Failed(why))?;
+        let stored = self.storage.lock().expect("storage lock").apply(txn.writes);
+        stored.map_err(|error| Fault::Failed(format!("{error:#}")))?;
+        Ok(txn.outbound)
+    }
+}
+
+impl MucBackend for NativeRuntime {
+    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
+        let stanza = wit_stanza(&inbound);
+        let envelope = Envelope {
+            kind: match inbound.stanza.name() {
+                "message" => StanzaKind::Message,
+                "presence" => StanzaKind::Presence,
+                _ => StanzaKind::Iq,
+            },
+            type_: stanza.envelope.type_,
+            from: stanza.envelope.from,
+            to: stanza.envelope.to,
+            id: stanza.envelope.id,
+        };
+        self.call(|muc, host| muc.handle_stanza(host, &envelope, &stanza.xml))
+    }
+
+    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)> {
+        let due = self.storage.lock().expect("storage lock").due_timers(self.clock.now_ms());
+        due.into_iter()
+            .map(|key| {
+                let outcome = self.call(|muc, host| {
+                    host.cancel_timer(&key);
+                    muc.on_timer(host, &key)
+                });
+                (key, outcome)
+            })
+            .collect()
+    }
+
+    fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault> {
+        self.call(|muc, host| muc.on_shutdown(host))
+    }
+}
+
+/// The plugin library's `Host`, served by the very functions that serve the component's imports.
+struct Imports<'a>(&'a mut CallContext);
+
+fn tier(tier: Tier) -> storage::Tier {
+    match tier {
+        Tier::Durable => storage::Tier::Durable,
+        Tier::Volatile => storage::Tier::Volatile,
+    }
+}
+
+impl Host for Imports<'_> {
+    fn get(&mut self, t: Tier, key: &str) -> Option<Vec<u8>> {
+        storage::Host::get(self.0, tier(t), key.to_string())
+    }
+
+    fn put(&mut self, t: Tier, key: &str, value: Vec<u8>) -> Result<(), PluginFault> {
+        storage::Host::put(self.0, tier(t), key.to_string(), value).map_err(|e| PluginFault(format!("{e:?}")))
+    }
+
+    fn delete(&mut self, t: Tier, key: &str) {
+        storage::Host::delete(self.0, tier(t), key.to_string())
+    }
+
+    fn scan(&mut self, t: Tier, prefix: &str, start_after: Option<&str>, limit: u32) -> Vec<(String, Vec<u8>)> {
+        storage::Host::scan(self.0, tier(t), prefix.to_string(), start_after.map(str::to_string), limit)
+            .into_iter()
+            .map(|entry| (entry.key, entry.value))
+            .collect()
+    }
+
+    fn delete_prefix(&mut self, t: Tier, prefix: &str) -> u32 {
+        storage::Host::delete_prefix(self.0, tier(t), prefix.to_string())
+    }
+
+    // Stanzas cross as text, exactly as from the component, so the comparison stays fair.
+    fn send(&mut self, stanza: Element) -> Result<(), PluginFault> {
+        routing::Host::send(self.0, String::from(&stanza)).map_err(|e| PluginFault(format!("{e:?}")))
+    }
+
+    fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), PluginFault> {
+        routing::Host::broadcast(self.0, String::from(&stanza), recipients.to_vec())
+            .map_err(|e| PluginFault(format!("{e:?}")))
+    }
+
+    fn set_timer(&mut self, key: &str, at_ms: u64) {
+        timers::Host::set(self.0, key.to_string(), at_ms)
+    }
+
+    fn cancel_timer(&mut self, key: &str) {
+        timers::Host::cancel(self.0, key.to_string())
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        clock::Host::now(self.0)
+    }
+
+    fn unique_id(&mut self) -> String {
+        ids::Host::unique_id(self.0)
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Trace => logging::Level::Trace,
+            Level::Debug => logging::Level::Debug,
+            Level::Info => logging::Level::Info,
+            Level::Warn => logging::Level::Warn,
+            Level::Error => logging::Level::Error,
+        };
+        logging::Host::log(self.0, level, message.to_string())
+    }
+}
