@@ -118,25 +118,42 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let component = root.join("target/wasm32-wasip2/component/muc_plugin.wasm");
     let engine = PluginEngine::new(Some(root.join("target/bench-cache"))).unwrap();
-    let compiled = engine.compile(&component).expect("the component (bash scripts/build)");
+    let compiled = engine
+        .compile(&component)
+        .expect("the component (bash scripts/build)");
     let wasm = |occupants| {
-        let runtime = PluginRuntime::start(compiled.clone(), store(), settings(), Arc::new(SystemClock)).unwrap();
+        let runtime =
+            PluginRuntime::start(compiled.clone(), store(), settings(), Arc::new(SystemClock))
+                .unwrap();
         Bench::new(runtime, occupants)
     };
-    let native = |occupants| Bench::new(NativeRuntime::new(store(), settings(), Arc::new(SystemClock)), occupants);
-
-    println!("{:<34} {:>12} {:>12} {:>8} {:>10}", "scenario", "wasm µs", "native µs", "ratio", "stanzas out");
-    let report = |name: &str, (wasm, out): (Duration, usize), (native, native_out): (Duration, usize)| {
-        assert_eq!(out, native_out, "both deliver the same stanzas");
-        let (w, n) = (wasm.as_secs_f64() * 1e6, native.as_secs_f64() * 1e6);
-        println!("{name:<34} {w:>12.1} {n:>12.1} {:>7.2}x {out:>10}", w / n);
+    let native = |occupants| {
+        Bench::new(
+            NativeRuntime::new(store(), settings(), Arc::new(SystemClock)),
+            occupants,
+        )
     };
+
+    println!(
+        "{:<34} {:>12} {:>12} {:>8} {:>10}",
+        "scenario", "wasm µs", "native µs", "ratio", "stanzas out"
+    );
+    let report =
+        |name: &str, (wasm, out): (Duration, usize), (native, native_out): (Duration, usize)| {
+            assert_eq!(out, native_out, "both deliver the same stanzas");
+            let (w, n) = (wasm.as_secs_f64() * 1e6, native.as_secs_f64() * 1e6);
+            println!("{name:<34} {w:>12.1} {n:>12.1} {:>7.2}x {out:>10}", w / n);
+        };
     for occupants in [10, 100] {
         let iterations = if occupants == 10 { 2000 } else { 300 };
         let (mut w, mut n) = (wasm(occupants), native(occupants));
         message(&mut w, 50);
         message(&mut n, 50);
-        report(&format!("groupchat message, {occupants} occupants"), message(&mut w, iterations), message(&mut n, iterations));
+        report(
+            &format!("groupchat message, {occupants} occupants"),
+            message(&mut w, iterations),
+            message(&mut n, iterations),
+        );
     }
     let (mut w, mut n) = (wasm(10), native(10));
     joins(&mut w, 20);

@@ -34,11 +34,13 @@ pub fn run_scripts(plugin: &CompiledPlugin, scripts: &[PathBuf]) -> Vec<ScriptRe
 
 fn run_one(plugin: &CompiledPlugin, path: &Path) -> Result<(), String> {
     let script = script::load(path).map_err(|e| format!("{}: {e:#}", path.display()))?;
-    let mut host = TestHost::new(plugin.clone()).map_err(|e| format!("starting the test host: {e:#}"))?;
+    let mut host =
+        TestHost::new(plugin.clone()).map_err(|e| format!("starting the test host: {e:#}"))?;
     let options = runner::Options {
         wait: Duration::ZERO,
     };
-    runner::run(&script, &mut host, &options).map_err(|failure| format!("{}: {failure}", path.display()))
+    runner::run(&script, &mut host, &options)
+        .map_err(|failure| format!("{}: {failure}", path.display()))
 }
 
 fn file_name(path: &Path) -> String {
@@ -71,13 +73,21 @@ impl Expectations {
                 continue;
             }
             let Some((name, verdict)) = line.split_once(char::is_whitespace) else {
-                bail!("line {}: expected 'NAME pass' or 'NAME diverges: REASON'", number + 1);
+                bail!(
+                    "line {}: expected 'NAME pass' or 'NAME diverges: REASON'",
+                    number + 1
+                );
             };
             let verdict = verdict.trim();
             let expectation = match verdict.strip_prefix("diverges:") {
-                Some(reason) if !reason.trim().is_empty() => Expectation::Diverges(reason.trim().into()),
+                Some(reason) if !reason.trim().is_empty() => {
+                    Expectation::Diverges(reason.trim().into())
+                }
                 _ if verdict == "pass" => Expectation::Pass,
-                _ => bail!("line {}: '{verdict}' is neither 'pass' nor 'diverges: REASON'", number + 1),
+                _ => bail!(
+                    "line {}: '{verdict}' is neither 'pass' nor 'diverges: REASON'",
+                    number + 1
+                ),
             };
             expectations.insert(name.to_string(), expectation);
         }
@@ -106,10 +116,18 @@ pub fn report(results: &[ScriptResult], expectations: Option<&Expectations>) -> 
         match expectations.map(|e| e.get(&result.name)) {
             None => {
                 let _ = writeln!(text, "{verdict} {}", result.name);
-                if passed { held += 1 } else { broken += 1 }
+                if passed {
+                    held += 1
+                } else {
+                    broken += 1
+                }
             }
             Some(None) => {
-                let _ = writeln!(text, "{verdict} {} (no expectation recorded: a failure)", result.name);
+                let _ = writeln!(
+                    text,
+                    "{verdict} {} (no expectation recorded: a failure)",
+                    result.name
+                );
                 broken += 1;
             }
             Some(Some(expected)) => {
@@ -123,7 +141,11 @@ pub fn report(results: &[ScriptResult], expectations: Option<&Expectations>) -> 
                     }
                 };
                 let _ = writeln!(text, "{verdict} {}{note}", result.name);
-                if as_expected { held += 1 } else { broken += 1 }
+                if as_expected {
+                    held += 1
+                } else {
+                    broken += 1
+                }
             }
         }
         if let Err(failure) = &result.outcome {

@@ -10,7 +10,10 @@ use muc_host::check::{self, Expectations};
 use muc_host::runtime::{host_contract, PluginEngine};
 
 #[derive(Parser)]
-#[command(version, about = "A Multi-User Chat (XEP-0045) service whose room logic is a WebAssembly component")]
+#[command(
+    version,
+    about = "A Multi-User Chat (XEP-0045) service whose room logic is a WebAssembly component"
+)]
 struct Cli {
     /// Data directory: the durable store and the cache of compiled components.
     #[arg(long, global = true, default_value = "data")]
@@ -43,8 +46,7 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -67,11 +69,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             scripts,
         } => {
             let plugin = engine.compile(&plugin_path(plugin)?)?;
-            let expectations = expectations.as_deref().map(Expectations::load).transpose()?;
+            let expectations = expectations
+                .as_deref()
+                .map(Expectations::load)
+                .transpose()?;
             let results = check::run_scripts(&plugin, &scripts);
             let report = check::report(&results, expectations.as_ref());
             print!("{}", report.text);
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Info { plugin } => {
             let path = plugin_path(plugin)?;
@@ -103,7 +112,10 @@ fn plugin_path(given: Option<PathBuf>) -> Result<PathBuf> {
         return Ok(path);
     }
     let exe = std::env::current_exe().context("locating muc-host")?;
-    let target = exe.parent().and_then(Path::parent).context("locating target/")?;
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target/")?;
     let built = target.join("wasm32-wasip2/component/muc_plugin.wasm");
     anyhow::ensure!(
         built.exists(),

@@ -2,9 +2,9 @@
 //! and the directed presence each session sent to MUC rooms (so a session that ends without a
 //! word leaves every room it joined). The test host and the network listeners share it.
 
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::collections::VecDeque;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -185,35 +185,69 @@ mod tests {
 
     fn presence(to: &str, type_: Option<&str>) -> Element {
         let type_ = type_.map(|t| format!(" type='{t}'")).unwrap_or_default();
-        format!("<presence xmlns='jabber:client' to='{to}'{type_}/>").parse().unwrap()
+        format!("<presence xmlns='jabber:client' to='{to}'{type_}/>")
+            .parse()
+            .unwrap()
     }
 
     fn note(router: &mut Router, from: &str, to: &str, type_: Option<&str>) {
         let to: Jid = to.parse().unwrap();
-        router.note_directed_presence(&from.parse().unwrap(), &to, &presence(&to.to_string(), type_));
+        router.note_directed_presence(
+            &from.parse().unwrap(),
+            &to,
+            &presence(&to.to_string(), type_),
+        );
     }
 
     #[test]
     fn a_session_that_ends_leaves_the_rooms_it_is_still_in() {
         let mut router = Router::new("localhost", "conference.localhost");
         session(&mut router, "juliet@localhost/balcony");
-        note(&mut router, "juliet@localhost/balcony", "garden@conference.localhost/juliet", None);
-        note(&mut router, "juliet@localhost/balcony", "tomb@conference.localhost/juliet", None);
-        note(&mut router, "juliet@localhost/balcony", "tomb@conference.localhost/juliet", Some("unavailable"));
+        note(
+            &mut router,
+            "juliet@localhost/balcony",
+            "garden@conference.localhost/juliet",
+            None,
+        );
+        note(
+            &mut router,
+            "juliet@localhost/balcony",
+            "tomb@conference.localhost/juliet",
+            None,
+        );
+        note(
+            &mut router,
+            "juliet@localhost/balcony",
+            "tomb@conference.localhost/juliet",
+            Some("unavailable"),
+        );
         let left = router.unbind(&"juliet@localhost/balcony".parse().unwrap());
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].attr("to"), Some("garden@conference.localhost/juliet"));
+        assert_eq!(
+            left[0].attr("to"),
+            Some("garden@conference.localhost/juliet")
+        );
         assert_eq!(left[0].attr("from"), Some("juliet@localhost/balcony"));
         assert_eq!(left[0].attr("type"), Some("unavailable"));
-        assert!(router.unbind(&"juliet@localhost/balcony".parse().unwrap()).is_empty());
+        assert!(router
+            .unbind(&"juliet@localhost/balcony".parse().unwrap())
+            .is_empty());
     }
 
     #[test]
     fn rebinding_a_full_jid_ends_the_older_session() {
         let mut router = Router::new("localhost", "conference.localhost");
         session(&mut router, "romeo@localhost/phone");
-        note(&mut router, "romeo@localhost/phone", "garden@conference.localhost/romeo", None);
-        let left = router.bind("romeo@localhost/phone".parse().unwrap(), Box::new(QueueSink::default()));
+        note(
+            &mut router,
+            "romeo@localhost/phone",
+            "garden@conference.localhost/romeo",
+            None,
+        );
+        let left = router.bind(
+            "romeo@localhost/phone".parse().unwrap(),
+            Box::new(QueueSink::default()),
+        );
         assert_eq!(left.len(), 1);
     }
 
@@ -224,7 +258,9 @@ mod tests {
         let laptop = session(&mut router, "romeo@localhost/laptop");
         let other = session(&mut router, "mercutio@localhost/x");
         let message = |to: &str| -> Element {
-            format!("<message xmlns='jabber:client' to='{to}'/>").parse().unwrap()
+            format!("<message xmlns='jabber:client' to='{to}'/>")
+                .parse()
+                .unwrap()
         };
         assert!(router.deliver(message("romeo@localhost/phone")));
         assert!(phone.pop().is_some() && laptop.pop().is_none());

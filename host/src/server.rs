@@ -65,7 +65,10 @@ fn iq(domain: &str, muc_domain: &str, stanza: &Element) -> Option<Element> {
     };
     let mut result = Element::builder("iq", "jabber:client")
         .attr(xml_ncname!("type").into(), "result")
-        .attr(xml_ncname!("from").into(), stanza.attr("to").unwrap_or(domain))
+        .attr(
+            xml_ncname!("from").into(),
+            stanza.attr("to").unwrap_or(domain),
+        )
         .attr(xml_ncname!("to").into(), stanza.attr("from"))
         .attr(xml_ncname!("id").into(), stanza.attr("id"))
         .build();

@@ -39,7 +39,11 @@ impl<M: MucBackend> Service<M> {
     /// One stanza from a bound client session. Its `from` is what the session authenticated as,
     /// whatever the client wrote (RFC 6120 §8.1.2.1).
     pub fn from_client(&mut self, from: &FullJid, mut stanza: Element) {
-        stanza.set_attr(Namespace::NONE, xml_ncname!("from").into(), from.to_string());
+        stanza.set_attr(
+            Namespace::NONE,
+            xml_ncname!("from").into(),
+            from.to_string(),
+        );
         let to = match stanza.attr("to").map(Jid::new) {
             None => None,
             Some(Ok(to)) => Some(to),
@@ -56,7 +60,12 @@ impl<M: MucBackend> Service<M> {
                 self.send_to_muc(from, stanza);
             }
             Destination::Server => {
-                for reply in server::handle(self.router.domain(), self.router.muc_domain(), from, &stanza) {
+                for reply in server::handle(
+                    self.router.domain(),
+                    self.router.muc_domain(),
+                    from,
+                    &stanza,
+                ) {
                     self.router.deliver(reply);
                 }
             }
@@ -65,7 +74,9 @@ impl<M: MucBackend> Service<M> {
                     self.reply_error(&stanza, "cancel", "service-unavailable");
                 }
             }
-            Destination::Unroutable => self.reply_error(&stanza, "cancel", "remote-server-not-found"),
+            Destination::Unroutable => {
+                self.reply_error(&stanza, "cancel", "remote-server-not-found")
+            }
         }
     }
 

@@ -82,7 +82,8 @@ impl Harness for TestHost {
         };
         let sink = QueueSink::default();
         self.service.connect(full.clone(), Box::new(sink.clone()));
-        self.clients.insert(client.to_string(), (full.clone(), sink));
+        self.clients
+            .insert(client.to_string(), (full.clone(), sink));
         Ok(full.to_string())
     }
 

@@ -34,7 +34,11 @@ pub struct Presence<'a> {
 }
 
 impl<'a> Presence<'a> {
-    pub fn of(occupant: &'a Occupant, affiliation: Affiliation, payload: Vec<Element>) -> Presence<'a> {
+    pub fn of(
+        occupant: &'a Occupant,
+        affiliation: Affiliation,
+        payload: Vec<Element>,
+    ) -> Presence<'a> {
         Presence {
             occupant,
             affiliation,
@@ -50,7 +54,11 @@ impl<'a> Presence<'a> {
     }
 
     /// The occupant leaves the room: unavailable, role `none`.
-    pub fn departure(occupant: &'a Occupant, affiliation: Affiliation, payload: Vec<Element>) -> Presence<'a> {
+    pub fn departure(
+        occupant: &'a Occupant,
+        affiliation: Affiliation,
+        payload: Vec<Element>,
+    ) -> Presence<'a> {
         Presence {
             role: Role::None,
             unavailable: true,
@@ -71,7 +79,10 @@ impl<'a> Presence<'a> {
                 .sessions
                 .iter()
                 .rev()
-                .map(|session| Item { jid: session.full_jid.parse().ok(), ..item.clone() })
+                .map(|session| Item {
+                    jid: session.full_jid.parse().ok(),
+                    ..item.clone()
+                })
                 .collect()
         } else {
             vec![item]
@@ -90,7 +101,10 @@ impl<'a> Presence<'a> {
                 .build();
         }
         let mut presence = Element::builder("presence", ns::JABBER_CLIENT)
-            .attr(xml_ncname!("from").into(), format!("{}/{}", room.jid, self.occupant.nick))
+            .attr(
+                xml_ncname!("from").into(),
+                format!("{}/{}", room.jid, self.occupant.nick),
+            )
             .append_all(self.payload.iter().cloned())
             .append(x)
             .build();
@@ -102,7 +116,12 @@ impl<'a> Presence<'a> {
     }
 
     /// Sends the presence to the occupant's own sessions and to `others`.
-    pub fn broadcast(&self, host: &mut dyn Host, room: &Room, others: &[Occupant]) -> Result<(), Fault> {
+    pub fn broadcast(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        others: &[Occupant],
+    ) -> Result<(), Fault> {
         let own: Vec<String> = self.occupant.full_jids().map(str::to_string).collect();
         self.to_own_sessions(host, room, &own, None)?;
         self.to_others(host, room, others)
@@ -134,7 +153,12 @@ impl<'a> Presence<'a> {
 
     /// The presence to every occupant in `others` but this one, each seeing the real JID or not
     /// as the room's `whois` says.
-    pub fn to_others(&self, host: &mut dyn Host, room: &Room, others: &[Occupant]) -> Result<(), Fault> {
+    pub fn to_others(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        others: &[Occupant],
+    ) -> Result<(), Fault> {
         let id = occupant_id::id(host, &room.jid, &self.occupant.bare_jid)?;
         let (seeing, blind): (Vec<&Occupant>, Vec<&Occupant>) = others
             .iter()

@@ -116,8 +116,7 @@ impl Host for WitHost {
     }
 
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault> {
-        routing::broadcast(&String::from(&stanza), recipients)
-            .map_err(|e| Fault(format!("{e:?}")))
+        routing::broadcast(&String::from(&stanza), recipients).map_err(|e| Fault(format!("{e:?}")))
     }
 
     fn set_timer(&mut self, key: &str, at_ms: u64) {

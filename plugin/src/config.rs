@@ -16,7 +16,10 @@ pub enum Kind {
     /// One of the options `(value, label)`; the default is the first.
     Choice(&'static [(&'static str, &'static str)]),
     /// A whole number within bounds.
-    Number { default: u64, max: u64 },
+    Number {
+        default: u64,
+        max: u64,
+    },
 }
 
 /// One configuration field, as its feature declares it.
@@ -64,7 +67,11 @@ impl FieldSpec {
                 vec![if self.flag(config) { "1" } else { "0" }.to_string()],
                 vec![],
             ),
-            Kind::Text(_) => (FieldType::TextSingle, vec![self.text(config).to_string()], vec![]),
+            Kind::Text(_) => (
+                FieldType::TextSingle,
+                vec![self.text(config).to_string()],
+                vec![],
+            ),
             Kind::Choice(choices) => (
                 FieldType::ListSingle,
                 vec![self.text(config).to_string()],
@@ -76,7 +83,11 @@ impl FieldSpec {
                     })
                     .collect(),
             ),
-            Kind::Number { .. } => (FieldType::TextSingle, vec![self.number(config).to_string()], vec![]),
+            Kind::Number { .. } => (
+                FieldType::TextSingle,
+                vec![self.number(config).to_string()],
+                vec![],
+            ),
         };
         let mut field = Field::new(self.var, type_);
         field.label = Some(self.label.to_string());
@@ -87,7 +98,11 @@ impl FieldSpec {
 
     /// The stored value for submitted `values`, or why they do not fit this field.
     pub fn parse(&self, values: &[String]) -> Result<Value, Invalid> {
-        let single = values.first().map(String::as_str).unwrap_or_default().trim();
+        let single = values
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default()
+            .trim();
         let invalid = |what: &str| Invalid(format!("{} must be {what}", self.var));
         match &self.kind {
             Kind::Boolean(_) => match single {
@@ -116,7 +131,10 @@ mod tests {
     const MAX: FieldSpec = FieldSpec {
         var: "muc#roomconfig_maxusers",
         label: "Maximum occupants",
-        kind: Kind::Number { default: 30, max: 1000 },
+        kind: Kind::Number {
+            default: 30,
+            max: 1000,
+        },
     };
     const WHOIS: FieldSpec = FieldSpec {
         var: "muc#roomconfig_whois",
@@ -138,7 +156,11 @@ mod tests {
         assert!(MAX.parse(&["lots".into()]).is_err());
         assert!(MAX.parse(&["1001".into()]).is_err());
         assert!(WHOIS.parse(&["everyone".into()]).is_err());
-        let flag = FieldSpec { var: "f", label: "", kind: Kind::Boolean(false) };
+        let flag = FieldSpec {
+            var: "f",
+            label: "",
+            kind: Kind::Boolean(false),
+        };
         assert!(flag.parse(&["yes".into()]).is_err());
         assert_eq!(flag.parse(&["true".into()]), Ok(Value::Bool(true)));
     }

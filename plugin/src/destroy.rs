@@ -33,7 +33,10 @@ pub fn for_occupants(request: Option<&Element>) -> Element {
         if let Some(venue) = request.attr("jid") {
             shown = shown.attr(minidom::rxml::xml_ncname!("jid").into(), venue);
         }
-        for child in request.children().filter(|c| c.name() == "reason" || c.name() == "password") {
+        for child in request
+            .children()
+            .filter(|c| c.name() == "reason" || c.name() == "password")
+        {
             shown = shown.append(
                 Element::builder(child.name(), ns::MUC_USER)
                     .append(child.text())

@@ -48,13 +48,19 @@ pub fn service_items(host: &mut dyn Host) -> Result<Element, Fault> {
             }
         }
     }
-    Ok(DiscoItemsResult { node: None, items, rsm: None }.into())
+    Ok(DiscoItemsResult {
+        node: None,
+        items,
+        rsm: None,
+    }
+    .into())
 }
 
 pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
     let occupants = Occupant::all(host, &room.jid)?.len();
     let mut info_fields = vec![
-        Field::new("muc#roominfo_occupants", FieldType::TextSingle).with_value(&occupants.to_string()),
+        Field::new("muc#roominfo_occupants", FieldType::TextSingle)
+            .with_value(&occupants.to_string()),
         Field::new("muc#roominfo_subject", FieldType::TextSingle)
             .with_value(room.subject.as_ref().map_or("", |s| s.text.as_str())),
     ];
@@ -68,7 +74,12 @@ pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
     );
     Ok(DiscoInfoResult {
         node: None,
-        identities: vec![Identity::new("conference", "text", "en", naming::display_name(room))],
+        identities: vec![Identity::new(
+            "conference",
+            "text",
+            "en",
+            naming::display_name(room),
+        )],
         features: features_list.into_iter().collect(),
         extensions: vec![DataForm::new(
             DataFormType::Result_,
@@ -81,5 +92,10 @@ pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
 
 /// A room lists no items: occupants are not disclosed this way.
 pub fn room_items() -> Element {
-    DiscoItemsResult { node: None, items: Vec::new(), rsm: None }.into()
+    DiscoItemsResult {
+        node: None,
+        items: Vec::new(),
+        rsm: None,
+    }
+    .into()
 }

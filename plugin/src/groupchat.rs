@@ -18,10 +18,24 @@ use crate::service::Inbound;
 pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     let room_jid = inbound.to.to_bare().to_string();
     let refuse = |host: &mut dyn Host, condition| {
-        errors::reply(host, inbound.envelope, "message", ErrorType::Modify, condition, None)
+        errors::reply(
+            host,
+            inbound.envelope,
+            "message",
+            ErrorType::Modify,
+            condition,
+            None,
+        )
     };
     let Some(mut room) = Room::load(host, &room_jid)? else {
-        return errors::reply(host, inbound.envelope, "message", ErrorType::Cancel, DefinedCondition::ItemNotFound, None);
+        return errors::reply(
+            host,
+            inbound.envelope,
+            "message",
+            ErrorType::Cancel,
+            DefinedCondition::ItemNotFound,
+            None,
+        );
     };
     let Some(sender) = Occupant::of_session(host, &room_jid, &inbound.from.to_string())? else {
         return refuse(host, DefinedCondition::NotAcceptable);
@@ -30,20 +44,31 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     let changes_subject = subject::is_change(&message);
     if changes_subject {
         if !subject::may_change(&room, &sender.role()) {
-            return errors::reply(host, inbound.envelope, "message", ErrorType::Auth, DefinedCondition::Forbidden, None);
+            return errors::reply(
+                host,
+                inbound.envelope,
+                "message",
+                ErrorType::Auth,
+                DefinedCondition::Forbidden,
+                None,
+            );
         }
         let text = message
             .get_child("subject", ns::JABBER_CLIENT)
             .map(Element::text)
             .unwrap_or_default();
-        room.subject = (!text.is_empty()).then(|| Subject { text, by: sender.nick.clone() });
+        room.subject = (!text.is_empty()).then(|| Subject {
+            text,
+            by: sender.nick.clone(),
+        });
         room.save(host)?;
     }
     let stanza_id = host.unique_id();
     stable_id::stamp(&mut message, &room.jid, &stanza_id);
     let id = occupant_id::id(host, &room.jid, &sender.bare_jid)?;
     occupant_id::stamp(&mut message, &id);
-    let worth_keeping = message.has_child("body", ns::JABBER_CLIENT) || message.has_child("subject", ns::JABBER_CLIENT);
+    let worth_keeping = message.has_child("body", ns::JABBER_CLIENT)
+        || message.has_child("subject", ns::JABBER_CLIENT);
     if worth_keeping && !changes_subject {
         history::record(host, &room, &message)?;
     }
@@ -58,6 +83,10 @@ fn outgoing(received: &Element, room: &str, nick: &str) -> Element {
     for attribute in ["to", "from"] {
         message.attrs_mut().remove(&Namespace::NONE, attribute);
     }
-    message.set_attr(Namespace::NONE, xml_ncname!("from").into(), format!("{room}/{nick}"));
+    message.set_attr(
+        Namespace::NONE,
+        xml_ncname!("from").into(),
+        format!("{room}/{nick}"),
+    );
     message
 }

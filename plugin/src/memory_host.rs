@@ -77,7 +77,11 @@ impl Host for MemoryHost {
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault> {
         for recipient in recipients {
             let mut copy = stanza.clone();
-            copy.set_attr(Namespace::NONE, xml_ncname!("to").into(), recipient.as_str());
+            copy.set_attr(
+                Namespace::NONE,
+                xml_ncname!("to").into(),
+                recipient.as_str(),
+            );
             self.sent.push(copy);
         }
         Ok(())

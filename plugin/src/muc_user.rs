@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn creation_statuses_surround_the_item_as_prosody_orders_them() {
         let item = Item::new(Affiliation::Owner, Role::Moderator);
-        let x = x(vec![item], &[Status::RoomHasBeenCreated, Status::SelfPresence]);
+        let x = x(
+            vec![item],
+            &[Status::RoomHasBeenCreated, Status::SelfPresence],
+        );
         let names: Vec<String> = x
             .children()
             .map(|c| format!("{}{}", c.name(), c.attr("code").unwrap_or("")))

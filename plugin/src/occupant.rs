@@ -42,7 +42,11 @@ impl Occupant {
     }
 
     /// The occupant a client session is, if it is in the room.
-    pub fn of_session(host: &mut dyn Host, room: &str, full_jid: &str) -> Result<Option<Occupant>, Fault> {
+    pub fn of_session(
+        host: &mut dyn Host,
+        room: &str,
+        full_jid: &str,
+    ) -> Result<Option<Occupant>, Fault> {
         match host.get(Tier::Volatile, &keys::session(room, full_jid)) {
             Some(nick) => Occupant::load(host, room, &String::from_utf8(nick)?),
             None => Ok(None),
@@ -65,7 +69,11 @@ impl Occupant {
                 self.nick.clone().into_bytes(),
             )?;
         }
-        host.put(Tier::Volatile, &keys::occupant(room, &self.nick), serde_json::to_vec(self)?)
+        host.put(
+            Tier::Volatile,
+            &keys::occupant(room, &self.nick),
+            serde_json::to_vec(self)?,
+        )
     }
 
     /// Removes the occupant and its session index.

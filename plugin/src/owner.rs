@@ -21,7 +21,12 @@ use crate::service::{Inbound, Muc};
 
 const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 
-pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, query: &Element) -> Result<(), Fault> {
+pub fn handle(
+    muc: &Muc,
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    query: &Element,
+) -> Result<(), Fault> {
     let error = |host: &mut dyn Host, type_, condition| {
         errors::reply(host, inbound.envelope, "iq", type_, condition, None)
     };
@@ -47,9 +52,21 @@ pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, query: &Element
     }
 }
 
-fn submit(host: &mut dyn Host, inbound: &Inbound, mut room: Room, form: &Element) -> Result<(), Fault> {
+fn submit(
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    mut room: Room,
+    form: &Element,
+) -> Result<(), Fault> {
     let refuse = |host: &mut dyn Host, condition| {
-        errors::reply(host, inbound.envelope, "iq", ErrorType::Modify, condition, None)
+        errors::reply(
+            host,
+            inbound.envelope,
+            "iq",
+            ErrorType::Modify,
+            condition,
+            None,
+        )
     };
     let Ok(form) = DataForm::try_from(form.clone()) else {
         return refuse(host, DefinedCondition::BadRequest);
@@ -72,7 +89,14 @@ fn submit(host: &mut dyn Host, inbound: &Inbound, mut room: Room, form: &Element
     match configured(&room, &form) {
         Ok(config) => room.config = config,
         Err(Invalid(why)) => {
-            return errors::reply(host, inbound.envelope, "iq", ErrorType::Modify, DefinedCondition::NotAcceptable, Some(&why));
+            return errors::reply(
+                host,
+                inbound.envelope,
+                "iq",
+                ErrorType::Modify,
+                DefinedCondition::NotAcceptable,
+                Some(&why),
+            );
         }
     }
     room.locked = false;
@@ -91,7 +115,9 @@ fn submit(host: &mut dyn Host, inbound: &Inbound, mut room: Room, form: &Element
 fn configured(room: &Room, form: &DataForm) -> Result<crate::config::Config, Invalid> {
     let mut config = room.config.clone();
     for field in &form.fields {
-        let Some(var) = field.var.as_deref() else { continue };
+        let Some(var) = field.var.as_deref() else {
+            continue;
+        };
         if let Some(spec) = features::field(var) {
             config.insert(var.to_string(), spec.parse(&field.values)?);
         }
@@ -100,9 +126,17 @@ fn configured(room: &Room, form: &DataForm) -> Result<crate::config::Config, Inv
 }
 
 /// XEP-0045 §10.2.1: occupants hear of a change with 104, and 170-174 where they apply.
-fn announce_change(host: &mut dyn Host, room: &Room, before: &crate::config::Config) -> Result<(), Fault> {
+fn announce_change(
+    host: &mut dyn Host,
+    room: &Room,
+    before: &crate::config::Config,
+) -> Result<(), Fault> {
     let mut statuses = vec![Status::ConfigNonPrivacyRelated];
-    statuses.extend(features::ALL.iter().flat_map(|f| f.change_statuses(before, &room.config)));
+    statuses.extend(
+        features::ALL
+            .iter()
+            .flat_map(|f| f.change_statuses(before, &room.config)),
+    );
     let notice = Element::builder("message", ns::JABBER_CLIENT)
         .attr(xml_ncname!("type").into(), "groupchat")
         .attr(xml_ncname!("from").into(), room.jid.as_str())
@@ -125,11 +159,14 @@ fn config_form(room: &Room) -> Element {
     let mut form = DataForm::new(DataFormType::Form, ROOMCONFIG, fields);
     form.title = Some(format!("Configuration of {}", naming::display_name(room)));
     form.instructions = Some(if room.locked {
-        "The room is locked until you submit this form; submit it empty to accept the defaults.".into()
+        "The room is locked until you submit this form; submit it empty to accept the defaults."
+            .into()
     } else {
         "Change the room's settings.".into()
     });
-    Element::builder("query", NS).append(Element::from(form)).build()
+    Element::builder("query", NS)
+        .append(Element::from(form))
+        .build()
 }
 
 fn reply(host: &mut dyn Host, inbound: &Inbound, payload: Option<Element>) -> Result<(), Fault> {

@@ -1,10 +1,10 @@
 //! Presence to `room/nick` (XEP-0045 §7.2-7.7): entering (and creating) a room, changing
 //! presence or nickname, leaving.
 
-use precis_profiles::precis_core::profile::PrecisFastInvocation;
 use minidom::rxml::{xml_ncname, Namespace};
-use xmpp_parsers::muc::muc::Muc as JoinRequest;
 use minidom::Element;
+use precis_profiles::precis_core::profile::PrecisFastInvocation;
+use xmpp_parsers::muc::muc::Muc as JoinRequest;
 use xmpp_parsers::muc::user::{Affiliation, Item, Role, Status};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
@@ -31,7 +31,9 @@ pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> 
         (None, Some(occupant)) if occupant.nick == nick && rejoin => {
             resync(muc, host, inbound, &room_jid, occupant)
         }
-        (None, Some(occupant)) if occupant.nick == nick => update(host, inbound, &room_jid, occupant),
+        (None, Some(occupant)) if occupant.nick == nick => {
+            update(host, inbound, &room_jid, occupant)
+        }
         (Some("probe"), current) => probe(muc, host, inbound, &room_jid, current, nick),
         (None, Some(occupant)) => change_nick(muc, host, inbound, &room_jid, occupant, nick),
         (Some("unavailable"), Some(occupant)) => leave(host, inbound, &room_jid, occupant),
@@ -40,9 +42,20 @@ pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> 
     }
 }
 
-fn join(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, nick: &str) -> Result<(), Fault> {
+fn join(
+    muc: &Muc,
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room_jid: &str,
+    nick: &str,
+) -> Result<(), Fault> {
     if !valid_nick(nick) {
-        return refuse(host, inbound, ErrorType::Modify, DefinedCondition::JidMalformed);
+        return refuse(
+            host,
+            inbound,
+            ErrorType::Modify,
+            DefinedCondition::JidMalformed,
+        );
     }
     let bare_jid = inbound.from.to_bare().to_string();
     let request = inbound
@@ -59,13 +72,21 @@ fn join(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, nick:
     if holder.is_some_and(|o| o.bare_jid != bare_jid) {
         return refuse(host, inbound, ErrorType::Cancel, DefinedCondition::Conflict);
     }
-    let joiner = Joiner { affiliation: &affiliation };
-    if let Some(refusal) = features::ALL.iter().find_map(|f| f.check_join(&room, &joiner)) {
+    let joiner = Joiner {
+        affiliation: &affiliation,
+    };
+    if let Some(refusal) = features::ALL
+        .iter()
+        .find_map(|f| f.check_join(&room, &joiner))
+    {
         return refuse(host, inbound, refusal.type_, refusal.condition);
     }
     let session = Session {
         full_jid: inbound.from.to_string(),
-        presence_payload: announce::payload(&inbound.element).iter().map(String::from).collect(),
+        presence_payload: announce::payload(&inbound.element)
+            .iter()
+            .map(String::from)
+            .collect(),
     };
     let occupant = match holder {
         // Another client of the same user, under the same nickname (XEP-0045 §7.2.1).
@@ -86,8 +107,18 @@ fn join(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, nick:
     if created {
         presence.self_statuses.push(Status::RoomHasBeenCreated);
     }
-    presence.self_statuses.extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
-    send_join_state(muc, host, inbound, &room, &presence, &others, request.as_ref())?;
+    presence
+        .self_statuses
+        .extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
+    send_join_state(
+        muc,
+        host,
+        inbound,
+        &room,
+        &presence,
+        &others,
+        request.as_ref(),
+    )?;
     presence.to_others(host, &room, &others)
 }
 
@@ -108,11 +139,21 @@ fn send_join_state(
     for other in others.iter().filter(|o| o.nick != occupant.nick) {
         let other_affiliation = muc.affiliation(host, &room.jid, &other.bare_jid)?;
         let id = features::occupant_id::id(host, &room.jid, &other.bare_jid)?;
-        let mut element = Presence::of(other, other_affiliation, stored_payload(other)).render(room, joiner_sees_jids, false, &id);
+        let mut element = Presence::of(other, other_affiliation, stored_payload(other)).render(
+            room,
+            joiner_sees_jids,
+            false,
+            &id,
+        );
         element.set_attr(Namespace::NONE, xml_ncname!("to").into(), to.as_str());
         host.send(element)?;
     }
-    presence.to_own_sessions(host, room, std::slice::from_ref(&to), inbound.envelope.id.as_deref())?;
+    presence.to_own_sessions(
+        host,
+        room,
+        std::slice::from_ref(&to),
+        inbound.envelope.id.as_deref(),
+    )?;
     for message in history::replay(host, room, request.and_then(|r| r.history.as_ref()), &to)? {
         host.send(message)?;
     }
@@ -121,7 +162,13 @@ fn send_join_state(
 
 /// A client already in the room sent a join again (it lost state): it gets the join state,
 /// others see nothing new.
-fn resync(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occupant: Occupant) -> Result<(), Fault> {
+fn resync(
+    muc: &Muc,
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room_jid: &str,
+    occupant: Occupant,
+) -> Result<(), Fault> {
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
     };
@@ -132,8 +179,18 @@ fn resync(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occ
     let affiliation = muc.affiliation(host, room_jid, &occupant.bare_jid)?;
     let others = Occupant::all(host, room_jid)?;
     let mut presence = Presence::of(&occupant, affiliation, stored_payload(&occupant));
-    presence.self_statuses.extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
-    send_join_state(muc, host, inbound, &room, &presence, &others, request.as_ref())
+    presence
+        .self_statuses
+        .extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
+    send_join_state(
+        muc,
+        host,
+        inbound,
+        &room,
+        &presence,
+        &others,
+        request.as_ref(),
+    )
 }
 
 /// XEP-0045 §7.x (presence probes): an occupant may ask for another occupant's current presence
@@ -147,22 +204,35 @@ fn probe(
     nick: &str,
 ) -> Result<(), Fault> {
     let (Some(prober), Some(room)) = (prober, Room::load(host, room_jid)?) else {
-        return refuse(host, inbound, ErrorType::Cancel, DefinedCondition::NotAcceptable);
+        return refuse(
+            host,
+            inbound,
+            ErrorType::Cancel,
+            DefinedCondition::NotAcceptable,
+        );
     };
     let mut reply = match Occupant::load(host, room_jid, nick)? {
         Some(probed) => {
             let affiliation = muc.affiliation(host, room_jid, &probed.bare_jid)?;
             let id = features::occupant_id::id(host, room_jid, &probed.bare_jid)?;
             let sees_jids = features::whois::sees_real_jids(&room, &prober.role());
-            Presence::of(&probed, affiliation, stored_payload(&probed)).render(&room, sees_jids, false, &id)
+            Presence::of(&probed, affiliation, stored_payload(&probed))
+                .render(&room, sees_jids, false, &id)
         }
         None => Element::builder("presence", ns::JABBER_CLIENT)
             .attr(xml_ncname!("type").into(), "unavailable")
             .attr(xml_ncname!("from").into(), format!("{room_jid}/{nick}"))
-            .append(muc_user::x(vec![Item::new(Affiliation::None, Role::None)], &[]))
+            .append(muc_user::x(
+                vec![Item::new(Affiliation::None, Role::None)],
+                &[],
+            ))
             .build(),
     };
-    reply.set_attr(Namespace::NONE, xml_ncname!("to").into(), inbound.from.to_string());
+    reply.set_attr(
+        Namespace::NONE,
+        xml_ncname!("to").into(),
+        inbound.from.to_string(),
+    );
     host.send(reply)
 }
 
@@ -182,13 +252,22 @@ fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fa
 }
 
 /// A status or `show` change: everyone, the occupant included, gets the new presence.
-fn update(host: &mut dyn Host, inbound: &Inbound, room_jid: &str, mut occupant: Occupant) -> Result<(), Fault> {
+fn update(
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room_jid: &str,
+    mut occupant: Occupant,
+) -> Result<(), Fault> {
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
     };
     let payload = announce::payload(&inbound.element);
     let full_jid = inbound.from.to_string();
-    if let Some(session) = occupant.sessions.iter_mut().find(|s| s.full_jid == full_jid) {
+    if let Some(session) = occupant
+        .sessions
+        .iter_mut()
+        .find(|s| s.full_jid == full_jid)
+    {
         session.presence_payload = payload.iter().map(String::from).collect();
     }
     occupant.save(host, room_jid)?;
@@ -207,7 +286,12 @@ fn change_nick(
     nick: &str,
 ) -> Result<(), Fault> {
     if !valid_nick(nick) {
-        return refuse(host, inbound, ErrorType::Modify, DefinedCondition::JidMalformed);
+        return refuse(
+            host,
+            inbound,
+            ErrorType::Modify,
+            DefinedCondition::JidMalformed,
+        );
     }
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
@@ -224,15 +308,24 @@ fn change_nick(
     leaving.new_nick = Some(nick.to_string());
     leaving.broadcast(host, &room, &others)?;
     occupant.remove(host, room_jid);
-    let renamed = Occupant { nick: nick.to_string(), ..occupant };
+    let renamed = Occupant {
+        nick: nick.to_string(),
+        ..occupant
+    };
     renamed.save(host, room_jid)?;
     let others = Occupant::all(host, room_jid)?;
-    Presence::of(&renamed, affiliation, announce::payload(&inbound.element)).broadcast(host, &room, &others)
+    Presence::of(&renamed, affiliation, announce::payload(&inbound.element))
+        .broadcast(host, &room, &others)
 }
 
 /// XEP-0045 §7.14: the occupant's sessions hear 110; everyone else the departure. A temporary
 /// room is gone with its last occupant.
-fn leave(host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occupant: Occupant) -> Result<(), Fault> {
+fn leave(
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room_jid: &str,
+    occupant: Occupant,
+) -> Result<(), Fault> {
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
     };
@@ -258,7 +351,12 @@ fn leave(host: &mut dyn Host, inbound: &Inbound, room_jid: &str, occupant: Occup
 }
 
 /// Drops one client session from a user who stays in the room under other sessions.
-pub fn remove_session(host: &mut dyn Host, room_jid: &str, occupant: &Occupant, full_jid: &str) -> Result<Occupant, Fault> {
+pub fn remove_session(
+    host: &mut dyn Host,
+    room_jid: &str,
+    occupant: &Occupant,
+    full_jid: &str,
+) -> Result<Occupant, Fault> {
     let mut staying = occupant.clone();
     staying.sessions.retain(|s| s.full_jid != full_jid);
     host.delete(Tier::Volatile, &keys::session(room_jid, full_jid));
@@ -290,11 +388,21 @@ pub fn stored_payload(occupant: &Occupant) -> Vec<minidom::Element> {
     occupant
         .sessions
         .first()
-        .map(|s| s.presence_payload.iter().filter_map(|p| p.parse().ok()).collect())
+        .map(|s| {
+            s.presence_payload
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn refuse(host: &mut dyn Host, inbound: &Inbound, type_: ErrorType, condition: DefinedCondition) -> Result<(), Fault> {
+fn refuse(
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    type_: ErrorType,
+    condition: DefinedCondition,
+) -> Result<(), Fault> {
     errors::reply(host, inbound.envelope, "presence", type_, condition, None)
 }
 
@@ -318,17 +426,26 @@ mod tests {
             "<presence xmlns='jabber:client' from='{from}' to='{to}' id='j1'>\
              <x xmlns='http://jabber.org/protocol/muc'/></presence>"
         );
-        Muc::new(Settings::default()).handle_stanza(host, &envelope, &xml).unwrap();
+        Muc::new(Settings::default())
+            .handle_stanza(host, &envelope, &xml)
+            .unwrap();
         host.take_sent()
     }
 
     #[test]
     fn first_presence_creates_a_locked_room_owned_by_its_creator() {
         let mut host = MemoryHost::default();
-        let sent = join_presence(&mut host, "a@example.org/Spark", "room@conference.example.org/clientA");
+        let sent = join_presence(
+            &mut host,
+            "a@example.org/Spark",
+            "room@conference.example.org/clientA",
+        );
         assert_eq!(sent.len(), 2, "self-presence then subject");
         let own = &sent[0];
-        assert_eq!(own.attr("from"), Some("room@conference.example.org/clientA"));
+        assert_eq!(
+            own.attr("from"),
+            Some("room@conference.example.org/clientA")
+        );
         assert_eq!(own.attr("to"), Some("a@example.org/Spark"));
         assert_eq!(own.attr("id"), Some("j1"));
         let x = own.get_child("x", ns::MUC_USER).unwrap();
@@ -339,19 +456,38 @@ mod tests {
         assert_eq!(item.attr("role"), Some("moderator"));
         assert_eq!(item.attr("jid"), Some("a@example.org/Spark"));
         assert!(sent[1].get_child("subject", ns::JABBER_CLIENT).is_some());
-        assert!(host.timers.contains_key(&lock::timer_key("room@conference.example.org")));
-        assert!(Room::load(&mut host, "room@conference.example.org").unwrap().unwrap().locked);
+        assert!(host
+            .timers
+            .contains_key(&lock::timer_key("room@conference.example.org")));
+        assert!(
+            Room::load(&mut host, "room@conference.example.org")
+                .unwrap()
+                .unwrap()
+                .locked
+        );
     }
 
     #[test]
     fn a_locked_room_is_not_found_by_others_and_a_bad_nick_is_malformed() {
         let mut host = MemoryHost::default();
-        join_presence(&mut host, "a@example.org/Spark", "room@conference.example.org/clientA");
-        let sent = join_presence(&mut host, "b@example.org/x", "room@conference.example.org/clientB");
+        join_presence(
+            &mut host,
+            "a@example.org/Spark",
+            "room@conference.example.org/clientA",
+        );
+        let sent = join_presence(
+            &mut host,
+            "b@example.org/x",
+            "room@conference.example.org/clientB",
+        );
         assert_eq!(sent.len(), 1);
         let error = sent[0].get_child("error", ns::JABBER_CLIENT).unwrap();
         assert!(error.has_child("item-not-found", ns::XMPP_STANZAS));
-        let sent = join_presence(&mut host, "b@example.org/x", "other@conference.example.org/two  spaces");
+        let sent = join_presence(
+            &mut host,
+            "b@example.org/x",
+            "other@conference.example.org/two  spaces",
+        );
         let error = sent[0].get_child("error", ns::JABBER_CLIENT).unwrap();
         assert!(error.has_child("jid-malformed", ns::XMPP_STANZAS));
     }

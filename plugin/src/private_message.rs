@@ -33,7 +33,11 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), 
     };
     let mut message = inbound.element.clone();
     message.attrs_mut().remove(&Namespace::NONE, "to");
-    message.set_attr(Namespace::NONE, xml_ncname!("from").into(), format!("{room_jid}/{}", sender.nick));
+    message.set_attr(
+        Namespace::NONE,
+        xml_ncname!("from").into(),
+        format!("{room_jid}/{}", sender.nick),
+    );
     retain_children(&mut message, |c| !c.is("x", ns::MUC_USER));
     message.append_child(Element::builder("x", ns::MUC_USER).build());
     let id = occupant_id::id(host, &room_jid, &sender.bare_jid)?;

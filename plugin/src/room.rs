@@ -56,7 +56,11 @@ impl Room {
     }
 
     pub fn save(&self, host: &mut dyn Host) -> Result<(), Fault> {
-        host.put(self.tier(), &keys::room(&self.jid), serde_json::to_vec(self)?)
+        host.put(
+            self.tier(),
+            &keys::room(&self.jid),
+            serde_json::to_vec(self)?,
+        )
     }
 
     /// Forgets the room: its record, history and affiliations in both tiers.

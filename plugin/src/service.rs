@@ -57,23 +57,57 @@ impl Muc {
         Muc { settings }
     }
 
-    pub fn handle_stanza(&self, host: &mut dyn Host, envelope: &Envelope, xml: &str) -> Result<(), Fault> {
+    pub fn handle_stanza(
+        &self,
+        host: &mut dyn Host,
+        envelope: &Envelope,
+        xml: &str,
+    ) -> Result<(), Fault> {
         let kind = kind_name(envelope.kind);
         if xml.len() > MAX_STANZA_BYTES {
-            return errors::reply(host, envelope, kind, ErrorType::Modify, DefinedCondition::PolicyViolation, Some("stanza too large"));
+            return errors::reply(
+                host,
+                envelope,
+                kind,
+                ErrorType::Modify,
+                DefinedCondition::PolicyViolation,
+                Some("stanza too large"),
+            );
         }
         let Ok(element) = xml.parse::<Element>() else {
-            return errors::reply(host, envelope, kind, ErrorType::Modify, DefinedCondition::BadRequest, None);
+            return errors::reply(
+                host,
+                envelope,
+                kind,
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                None,
+            );
         };
         // An address failing resourceprep (e.g. a nickname with control characters).
         let (Ok(from), Ok(to)) = (Jid::new(&envelope.from), Jid::new(&envelope.to)) else {
-            return errors::reply(host, envelope, kind, ErrorType::Modify, DefinedCondition::JidMalformed, None);
+            return errors::reply(
+                host,
+                envelope,
+                kind,
+                ErrorType::Modify,
+                DefinedCondition::JidMalformed,
+                None,
+            );
         };
-        let inbound = Inbound { envelope, element, from, to };
+        let inbound = Inbound {
+            envelope,
+            element,
+            from,
+            to,
+        };
         if envelope.type_.as_deref() == Some("error") {
             return remove_ghost(self, host, &inbound);
         }
-        match (inbound.to.node().is_some(), inbound.to.resource().map(|r| r.to_string())) {
+        match (
+            inbound.to.node().is_some(),
+            inbound.to.resource().map(|r| r.to_string()),
+        ) {
             (false, _) => self.to_service(host, &inbound),
             (true, None) => self.to_room(host, &inbound),
             (true, Some(nick)) => self.to_occupant(host, &inbound, &nick),
@@ -82,7 +116,11 @@ impl Muc {
 
     fn to_service(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         let envelope = inbound.envelope;
-        match (envelope.kind, envelope.type_.as_deref(), query_ns(&inbound.element).as_deref()) {
+        match (
+            envelope.kind,
+            envelope.type_.as_deref(),
+            query_ns(&inbound.element).as_deref(),
+        ) {
             (StanzaKind::Iq, Some("get"), Some(ns::DISCO_INFO)) => {
                 host.send(errors::result(envelope, Some(disco::service_info())))
             }
@@ -90,7 +128,9 @@ impl Muc {
                 let items = disco::service_items(host)?;
                 host.send(errors::result(envelope, Some(items)))
             }
-            (StanzaKind::Iq, Some("get"), Some(ns::PING)) => host.send(errors::result(envelope, None)),
+            (StanzaKind::Iq, Some("get"), Some(ns::PING)) => {
+                host.send(errors::result(envelope, None))
+            }
             (StanzaKind::Iq, Some("get" | "set"), _) => unsupported(host, envelope),
             _ => Ok(()),
         }
@@ -99,12 +139,19 @@ impl Muc {
     fn to_room(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         let envelope = inbound.envelope;
         match envelope.kind {
-            StanzaKind::Message if envelope.type_.as_deref() == Some("groupchat") => groupchat::handle(host, inbound),
+            StanzaKind::Message if envelope.type_.as_deref() == Some("groupchat") => {
+                groupchat::handle(host, inbound)
+            }
             StanzaKind::Message => unsupported(host, envelope),
             // A join must name a nickname (XEP-0045 §7.2.1).
-            StanzaKind::Presence if envelope.type_.is_none() => {
-                errors::reply(host, envelope, "presence", ErrorType::Modify, DefinedCondition::JidMalformed, None)
-            }
+            StanzaKind::Presence if envelope.type_.is_none() => errors::reply(
+                host,
+                envelope,
+                "presence",
+                ErrorType::Modify,
+                DefinedCondition::JidMalformed,
+                None,
+            ),
             // Leaving by the room's bare JID is leaving under one's nickname.
             StanzaKind::Presence if envelope.type_.as_deref() == Some("unavailable") => {
                 let room_jid = inbound.to.to_bare().to_string();
@@ -121,7 +168,14 @@ impl Muc {
     fn room_iq(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         let envelope = inbound.envelope;
         let Some(query) = inbound.element.children().next() else {
-            return errors::reply(host, envelope, "iq", ErrorType::Modify, DefinedCondition::BadRequest, None);
+            return errors::reply(
+                host,
+                envelope,
+                "iq",
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                None,
+            );
         };
         let room_jid = inbound.to.to_bare().to_string();
         if query.is("query", owner::NS) {
@@ -134,11 +188,18 @@ impl Muc {
                 let info = disco::room_info(host, &room)?;
                 host.send(errors::result(envelope, Some(info)))
             }
-            (true, Some(_), ns::DISCO_ITEMS) => host.send(errors::result(envelope, Some(disco::room_items()))),
-            (true, Some(_), ns::PING) => host.send(errors::result(envelope, None)),
-            (_, None, ns::DISCO_INFO | ns::DISCO_ITEMS | ns::PING) => {
-                errors::reply(host, envelope, "iq", ErrorType::Cancel, DefinedCondition::ItemNotFound, None)
+            (true, Some(_), ns::DISCO_ITEMS) => {
+                host.send(errors::result(envelope, Some(disco::room_items())))
             }
+            (true, Some(_), ns::PING) => host.send(errors::result(envelope, None)),
+            (_, None, ns::DISCO_INFO | ns::DISCO_ITEMS | ns::PING) => errors::reply(
+                host,
+                envelope,
+                "iq",
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                None,
+            ),
             _ => unsupported(host, envelope),
         }
     }
@@ -147,9 +208,14 @@ impl Muc {
         let envelope = inbound.envelope;
         match envelope.kind {
             StanzaKind::Presence => presence::handle(self, host, inbound, nick),
-            StanzaKind::Message if envelope.type_.as_deref() == Some("groupchat") => {
-                errors::reply(host, envelope, "message", ErrorType::Modify, DefinedCondition::BadRequest, None)
-            }
+            StanzaKind::Message if envelope.type_.as_deref() == Some("groupchat") => errors::reply(
+                host,
+                envelope,
+                "message",
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                None,
+            ),
             StanzaKind::Message => private_message::handle(host, inbound, nick),
             StanzaKind::Iq => self_ping(host, inbound, nick),
         }
@@ -162,7 +228,9 @@ impl Muc {
         };
         // A room still locked when its timer fires was never configured: it goes.
         match Room::load(host, room_jid)? {
-            Some(room) if room.locked => destroy::destroy(host, &room, destroy::for_occupants(None)),
+            Some(room) if room.locked => {
+                destroy::destroy(host, &room, destroy::for_occupants(None))
+            }
             _ => Ok(()),
         }
     }
@@ -177,7 +245,12 @@ impl Muc {
     }
 
     /// A user's affiliation with a room; service administrators own every room.
-    pub fn affiliation(&self, host: &mut dyn Host, room: &str, bare_jid: &str) -> Result<Affiliation, Fault> {
+    pub fn affiliation(
+        &self,
+        host: &mut dyn Host,
+        room: &str,
+        bare_jid: &str,
+    ) -> Result<Affiliation, Fault> {
         if self.settings.admins.iter().any(|admin| admin == bare_jid) {
             return Ok(Affiliation::Owner);
         }
@@ -189,13 +262,22 @@ impl Muc {
 /// the sender is not that occupant.
 fn self_ping(host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
     let envelope = inbound.envelope;
-    if query_ns(&inbound.element).as_deref() != Some(ns::PING) || envelope.type_.as_deref() != Some("get") {
+    if query_ns(&inbound.element).as_deref() != Some(ns::PING)
+        || envelope.type_.as_deref() != Some("get")
+    {
         return unsupported(host, envelope);
     }
     let room_jid = inbound.to.to_bare().to_string();
     match Occupant::of_session(host, &room_jid, &inbound.from.to_string())? {
         Some(occupant) if occupant.nick == nick => host.send(errors::result(envelope, None)),
-        _ => errors::reply(host, envelope, "iq", ErrorType::Modify, DefinedCondition::NotAcceptable, None),
+        _ => errors::reply(
+            host,
+            envelope,
+            "iq",
+            ErrorType::Modify,
+            DefinedCondition::NotAcceptable,
+            None,
+        ),
     }
 }
 
@@ -249,7 +331,14 @@ fn error_summary(bounced: &Element) -> String {
 
 fn unsupported(host: &mut dyn Host, envelope: &Envelope) -> Result<(), Fault> {
     let kind = kind_name(envelope.kind);
-    errors::reply(host, envelope, kind, ErrorType::Cancel, DefinedCondition::ServiceUnavailable, None)
+    errors::reply(
+        host,
+        envelope,
+        kind,
+        ErrorType::Cancel,
+        DefinedCondition::ServiceUnavailable,
+        None,
+    )
 }
 
 /// The namespace of an IQ's (or any stanza's) first child.
@@ -262,5 +351,80 @@ pub fn kind_name(kind: StanzaKind) -> &'static str {
         StanzaKind::Message => "message",
         StanzaKind::Presence => "presence",
         StanzaKind::Iq => "iq",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory_host::MemoryHost;
+
+    fn envelope(kind: StanzaKind, type_: Option<&str>) -> Envelope {
+        Envelope {
+            kind,
+            type_: type_.map(str::to_string),
+            from: "a@example.org/r".into(),
+            to: "room@muc.example.org".into(),
+            id: Some("x1".into()),
+        }
+    }
+
+    fn condition(host: &mut MemoryHost) -> String {
+        let sent = host.take_sent();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let error = sent[0]
+            .get_child("error", ns::JABBER_CLIENT)
+            .expect("an error");
+        error.children().next().unwrap().name().to_string()
+    }
+
+    #[test]
+    fn malformed_xml_from_a_buggy_host_is_a_bad_request_and_changes_nothing() {
+        let mut host = MemoryHost::default();
+        let muc = Muc::new(Settings::default());
+        let env = envelope(StanzaKind::Message, Some("groupchat"));
+        muc.handle_stanza(
+            &mut host,
+            &env,
+            "<message xmlns='jabber:client'><body>unclosed",
+        )
+        .unwrap();
+        assert_eq!(condition(&mut host), "bad-request");
+        assert!(host.durable.is_empty() && host.volatile.is_empty());
+    }
+
+    #[test]
+    fn an_oversized_stanza_is_refused_before_any_work() {
+        let mut host = MemoryHost::default();
+        let muc = Muc::new(Settings::default());
+        let env = envelope(StanzaKind::Message, Some("groupchat"));
+        let body = "x".repeat(MAX_STANZA_BYTES);
+        let xml = format!("<message xmlns='jabber:client'><body>{body}</body></message>");
+        muc.handle_stanza(&mut host, &env, &xml).unwrap();
+        assert_eq!(condition(&mut host), "policy-violation");
+    }
+
+    #[test]
+    fn errors_are_never_answered_with_errors() {
+        let mut host = MemoryHost::default();
+        let muc = Muc::new(Settings::default());
+        let env = envelope(StanzaKind::Iq, Some("error"));
+        muc.handle_stanza(&mut host, &env, "<iq xmlns='jabber:client' type='error'/>")
+            .unwrap();
+        assert!(host.take_sent().is_empty());
+    }
+
+    #[test]
+    fn unknown_queries_are_service_unavailable() {
+        let mut host = MemoryHost::default();
+        let muc = Muc::new(Settings::default());
+        let env = envelope(StanzaKind::Iq, Some("get"));
+        muc.handle_stanza(
+            &mut host,
+            &env,
+            "<iq xmlns='jabber:client' type='get'><q xmlns='urn:example'/></iq>",
+        )
+        .unwrap();
+        assert_eq!(condition(&mut host), "service-unavailable");
     }
 }

@@ -25,7 +25,9 @@ pub fn engine() -> PluginEngine {
 }
 
 pub fn compile(name: &str) -> CompiledPlugin {
-    engine().compile(&component(name)).expect("compiling the component")
+    engine()
+        .compile(&component(name))
+        .expect("compiling the component")
 }
 
 /// Prosody's scripts, beside the repository as CI lays it out.

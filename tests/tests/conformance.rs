@@ -8,7 +8,12 @@ use muc_tests::{compile, prosody_scripts_dir, repo_root};
 fn prosody_scripts_match_their_expectations() {
     let dir = prosody_scripts_dir();
     let mut scripts: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (shared/ must sit beside the repository)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (shared/ must sit beside the repository)",
+                dir.display()
+            )
+        })
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "scs"))
         .collect();
@@ -19,5 +24,9 @@ fn prosody_scripts_match_their_expectations() {
     let results = check::run_scripts(&compile("muc_plugin"), &scripts);
     let report = check::report(&results, Some(&expectations));
     println!("{}", report.text);
-    assert!(report.ok, "results differ from expectations:\n{}", report.text);
+    assert!(
+        report.ok,
+        "results differ from expectations:\n{}",
+        report.text
+    );
 }

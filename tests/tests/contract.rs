@@ -30,7 +30,10 @@ fn compiled_components_are_cached_by_content_hash() {
     let cache = tempfile::tempdir().unwrap();
     let engine = muc_host::runtime::PluginEngine::new(Some(cache.path().to_path_buf())).unwrap();
     let first = engine.compile(&component("misbehaving_plugin")).unwrap();
-    let cached: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].to_string_lossy().starts_with(&first.hash));
     // A damaged cache entry is recompiled, not trusted.

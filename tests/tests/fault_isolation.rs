@@ -35,7 +35,10 @@ fn send(host: &mut TestHost, id: &str) -> Element {
     .unwrap();
     host.send("user", stanza).unwrap();
     let answer = host.next_stanza("user", Duration::ZERO).expect("an answer");
-    assert!(host.next_stanza("user", Duration::ZERO).is_none(), "exactly one answer");
+    assert!(
+        host.next_stanza("user", Duration::ZERO).is_none(),
+        "exactly one answer"
+    );
     answer
 }
 
@@ -45,7 +48,12 @@ fn stored(host: &mut TestHost, tier: Tier, key: &str) -> bool {
 }
 
 fn error_condition(answer: &Element) -> Option<String> {
-    assert_eq!(answer.attr("type"), Some("error"), "{}", String::from(answer));
+    assert_eq!(
+        answer.attr("type"),
+        Some("error"),
+        "{}",
+        String::from(answer)
+    );
     let error = answer.get_child("error", "jabber:client")?;
     error.children().next().map(|c| c.name().to_string())
 }
@@ -67,8 +75,14 @@ fn assert_isolated(host: &mut TestHost, id: &str, condition: &str) {
     let answer = send(host, id);
     assert_eq!(error_condition(&answer).as_deref(), Some(condition));
     assert_eq!(answer.attr("id"), Some(id), "the error answers the stanza");
-    assert!(!stored(host, Tier::Durable, &format!("durable/{id}")), "durable write discarded");
-    assert!(!stored(host, Tier::Volatile, &format!("volatile/{id}")), "volatile write discarded");
+    assert!(
+        !stored(host, Tier::Durable, &format!("durable/{id}")),
+        "durable write discarded"
+    );
+    assert!(
+        !stored(host, Tier::Volatile, &format!("volatile/{id}")),
+        "volatile write discarded"
+    );
     assert_eq!(host.service().muc.stats().faults, faults_before + 1);
     // The next stanza is served, by a fresh instance (its count starts again), and what was
     // committed before the fault is still there.
@@ -82,7 +96,11 @@ fn assert_isolated(host: &mut TestHost, id: &str, condition: &str) {
 fn a_normal_call_commits_its_writes_and_sends() {
     let mut host = host();
     assert_eq!(instance_count(&send(&mut host, "ok-1")), 1);
-    assert_eq!(instance_count(&send(&mut host, "ok-2")), 2, "the same instance serves on");
+    assert_eq!(
+        instance_count(&send(&mut host, "ok-2")),
+        2,
+        "the same instance serves on"
+    );
     assert!(stored(&mut host, Tier::Durable, "durable/ok-1"));
     assert!(stored(&mut host, Tier::Volatile, "volatile/ok-2"));
 }
@@ -110,6 +128,12 @@ fn an_endless_loop_is_interrupted_at_its_budget() {
     let elapsed = started.elapsed();
     // The loop ran for its budget: not less (it was not cut short), and it was stopped (the
     // generous upper bound only guards against hanging on a loaded machine).
-    assert!(elapsed >= BUDGET, "stopped after {elapsed:?}, before the budget");
-    assert!(elapsed < Duration::from_secs(30), "not interrupted: {elapsed:?}");
+    assert!(
+        elapsed >= BUDGET,
+        "stopped after {elapsed:?}, before the budget"
+    );
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "not interrupted: {elapsed:?}"
+    );
 }

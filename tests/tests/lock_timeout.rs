@@ -41,7 +41,10 @@ fn an_unconfigured_room_is_destroyed_when_its_lock_expires() {
     let destroyed = drain(&mut host, "owner");
     assert_eq!(destroyed.len(), 1, "{destroyed:?}");
     let presence = String::from(&destroyed[0]);
-    assert!(presence.contains("type='unavailable'") && presence.contains("<destroy"), "{presence}");
+    assert!(
+        presence.contains("type='unavailable'") && presence.contains("<destroy"),
+        "{presence}"
+    );
 
     // Gone: the next joiner creates it anew, as its owner.
     let created = join(&mut host, "other", "forgotten");

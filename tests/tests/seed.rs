@@ -6,7 +6,10 @@ use muc_tests::{compile, repo_root};
 #[test]
 fn the_seed_script_passes() {
     let plugin = compile("muc_plugin");
-    let results = check::run_scripts(&plugin, &[repo_root().join("tests/scripts/seed-first-exchange.scs")]);
+    let results = check::run_scripts(
+        &plugin,
+        &[repo_root().join("tests/scripts/seed-first-exchange.scs")],
+    );
     let report = check::report(&results, None);
     assert!(report.ok, "{}", report.text);
     assert!(report.text.ends_with("1 passed, 0 failed\n"));
@@ -24,7 +27,15 @@ fn a_script_that_expects_the_wrong_thing_fails_with_its_line() {
     let results = check::run_scripts(&compile("muc_plugin"), &[script]);
     let report = check::report(&results, None);
     assert!(!report.ok);
-    assert!(report.text.contains("wrong.scs: line 14"), "{}", report.text);
-    assert!(report.text.contains("affiliation='owner'"), "shows what came: {}", report.text);
+    assert!(
+        report.text.contains("wrong.scs: line 14"),
+        "{}",
+        report.text
+    );
+    assert!(
+        report.text.contains("affiliation='owner'"),
+        "shows what came: {}",
+        report.text
+    );
     assert!(report.text.ends_with("0 passed, 1 failed\n"));
 }

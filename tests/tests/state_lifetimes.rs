@@ -44,7 +44,10 @@ fn rooms_and_occupants_survive_a_fresh_instance() {
     let update = join(&mut host, "owner", "boss");
     assert_eq!(update.len(), 1, "{update:?}");
     let update = String::from(&update[0]);
-    assert!(update.contains("code='110'") && !update.contains("code='201'"), "{update}");
+    assert!(
+        update.contains("code='110'") && !update.contains("code='201'"),
+        "{update}"
+    );
 }
 
 fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
@@ -53,7 +56,13 @@ fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
         service: "conference.localhost".into(),
         ..Settings::default()
     };
-    let muc = PluginRuntime::start(compile("misbehaving_plugin"), storage, settings, Arc::new(SystemClock)).unwrap();
+    let muc = PluginRuntime::start(
+        compile("misbehaving_plugin"),
+        storage,
+        settings,
+        Arc::new(SystemClock),
+    )
+    .unwrap();
     let mut service = Service::new(Router::new("localhost", "conference.localhost"), muc);
     let sink = QueueSink::default();
     service.connect("user@localhost/r".parse().unwrap(), Box::new(sink.clone()));
@@ -66,12 +75,17 @@ fn durable_state_survives_a_restart_and_volatile_state_does_not() {
     {
         let (mut service, sink) = service_on(dir.path());
         let message: Element =
-            "<message xmlns='jabber:client' to='room@conference.localhost' id='kept'/>".parse().unwrap();
+            "<message xmlns='jabber:client' to='room@conference.localhost' id='kept'/>"
+                .parse()
+                .unwrap();
         service.from_client(&"user@localhost/r".parse().unwrap(), message);
         assert!(sink.pop().is_some(), "answered before the restart");
     }
     let (service, _) = service_on(dir.path());
     let storage = service.muc.storage().lock().unwrap();
-    assert_eq!(storage.get(Tier::Durable, "durable/kept"), Some(&b"kept"[..]));
+    assert_eq!(
+        storage.get(Tier::Durable, "durable/kept"),
+        Some(&b"kept"[..])
+    );
     assert_eq!(storage.get(Tier::Volatile, "volatile/kept"), None);
 }

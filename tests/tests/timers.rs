@@ -21,11 +21,15 @@ fn fired(host: &mut TestHost, after_ms: u64) -> Vec<Element> {
 fn a_timer_fires_once_when_due() {
     let mut host = TestHost::new(compile("misbehaving_plugin")).unwrap();
     host.connect("user", "user@localhost/r", "").unwrap();
-    let stanza: Element = "<message xmlns='jabber:client' to='room@conference.localhost' id='timer-1'/>"
-        .parse()
-        .unwrap();
+    let stanza: Element =
+        "<message xmlns='jabber:client' to='room@conference.localhost' id='timer-1'/>"
+            .parse()
+            .unwrap();
     host.send("user", stanza).unwrap();
-    assert!(host.next_stanza("user", Duration::ZERO).is_some(), "the stanza's own answer");
+    assert!(
+        host.next_stanza("user", Duration::ZERO).is_some(),
+        "the stanza's own answer"
+    );
 
     assert!(fired(&mut host, 900).is_empty(), "not yet due");
     let due = fired(&mut host, 100);
@@ -43,7 +47,13 @@ fn timers_survive_a_restart() {
             service: "conference.localhost".into(),
             ..Settings::default()
         };
-        PluginRuntime::start(compile("misbehaving_plugin"), storage, settings, Arc::new(ManualClock::new())).unwrap()
+        PluginRuntime::start(
+            compile("misbehaving_plugin"),
+            storage,
+            settings,
+            Arc::new(ManualClock::new()),
+        )
+        .unwrap()
     };
     {
         let mut runtime = start(dir.path());

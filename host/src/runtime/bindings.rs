@@ -109,10 +109,12 @@ impl muc::plugin::storage::Host for CallContext {
     }
 
     fn put(&mut self, t: Tier, key: String, value: Vec<u8>) -> Result<(), WitStorageError> {
-        self.txn.put(tier(t), key, value).map_err(|error| match error {
-            StorageError::TooLarge(why) => WitStorageError::TooLarge(why),
-            StorageError::QuotaExceeded(why) => WitStorageError::QuotaExceeded(why),
-        })
+        self.txn
+            .put(tier(t), key, value)
+            .map_err(|error| match error {
+                StorageError::TooLarge(why) => WitStorageError::TooLarge(why),
+                StorageError::QuotaExceeded(why) => WitStorageError::QuotaExceeded(why),
+            })
     }
 
     fn delete(&mut self, t: Tier, key: String) {
@@ -128,7 +130,13 @@ impl muc::plugin::storage::Host for CallContext {
     ) -> Vec<Entry> {
         let storage = self.storage();
         self.txn
-            .scan(&storage, tier(t), &prefix, start_after.as_deref(), limit as usize)
+            .scan(
+                &storage,
+                tier(t),
+                &prefix,
+                start_after.as_deref(),
+                limit as usize,
+            )
             .into_iter()
             .map(|(key, value)| Entry { key, value })
             .collect()
@@ -144,8 +152,13 @@ impl muc::plugin::storage::Host for CallContext {
 impl muc::plugin::routing::Host for CallContext {
     fn send(&mut self, stanza: String) -> Result<(), RouteError> {
         let stanza = self.outbound(&stanza)?;
-        if stanza.attr("to").is_none_or(|to| jid::Jid::new(to).is_err()) {
-            return Err(RouteError::Malformed("a stanza without a valid 'to'".into()));
+        if stanza
+            .attr("to")
+            .is_none_or(|to| jid::Jid::new(to).is_err())
+        {
+            return Err(RouteError::Malformed(
+                "a stanza without a valid 'to'".into(),
+            ));
         }
         self.txn.outbound.push(stanza);
         Ok(())
@@ -154,7 +167,9 @@ impl muc::plugin::routing::Host for CallContext {
     fn broadcast(&mut self, stanza: String, recipients: Vec<String>) -> Result<(), RouteError> {
         let stanza = self.outbound(&stanza)?;
         if let Some(bad) = recipients.iter().find(|to| jid::Jid::new(to).is_err()) {
-            return Err(RouteError::Malformed(format!("recipient '{bad}' is not a JID")));
+            return Err(RouteError::Malformed(format!(
+                "recipient '{bad}' is not a JID"
+            )));
         }
         for recipient in recipients {
             let mut copy = stanza.clone();

@@ -84,7 +84,9 @@ impl PluginEngine {
             return Ok(Component::new(&self.engine, bytes)?);
         };
         let mut compatibility = DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut compatibility);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compatibility);
         let file = dir.join(format!("{hash}-{:016x}.cwasm", compatibility.finish()));
         if file.exists() {
             // SAFETY: the file was written by `Component::serialize` of this engine version and
@@ -119,7 +121,10 @@ impl PluginEngine {
                 host_contract()
             );
         };
-        let major = version.split('.').next().and_then(|m| m.parse::<u64>().ok());
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u64>().ok());
         if major != Some(CONTRACT_VERSION.0) {
             bail!(
                 "the plugin implements contract {version}, this host implements {}: major versions differ",

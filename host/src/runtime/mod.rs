@@ -249,7 +249,11 @@ impl PluginRuntime {
             plugin.muc_plugin_guest().call_on_timer(store, key)
         });
         if outcome.is_err() {
-            let removed = self.storage.lock().expect("storage lock").apply(timer_removal(key));
+            let removed = self
+                .storage
+                .lock()
+                .expect("storage lock")
+                .apply(timer_removal(key));
             if let Err(error) = removed {
                 tracing::error!(key, %error, "could not remove a failed timer");
             }
@@ -297,7 +301,9 @@ impl PluginRuntime {
         self.instance = Some(instance);
         let stored = self.storage.lock().expect("storage lock").apply(txn.writes);
         if let Err(error) = stored {
-            return Err(self.fault(Fault::Failed(format!("storing the call's writes: {error:#}"))));
+            return Err(self.fault(Fault::Failed(format!(
+                "storing the call's writes: {error:#}"
+            ))));
         }
         Ok(txn.outbound)
     }
@@ -355,7 +361,10 @@ impl PluginRuntime {
     fn take_over_data(&mut self) -> Result<()> {
         let (owner, fresh) = {
             let storage = self.storage.lock().expect("storage lock");
-            (storage.meta(DATA_OWNER_VERSION).map(str::to_string), storage.is_empty())
+            (
+                storage.meta(DATA_OWNER_VERSION).map(str::to_string),
+                storage.is_empty(),
+            )
         };
         let version = self.info.version.clone();
         let previous = match owner {
@@ -367,8 +376,14 @@ impl PluginRuntime {
         };
         if let Some(previous) = previous {
             self.call(|plugin, store| plugin.muc_plugin_guest().call_upgrade(store, &previous))
-                .map_err(|fault| anyhow::anyhow!("upgrade from {previous} to {version}: {fault}"))?;
-            tracing::info!(from = previous, to = version, "plugin upgraded the stored data");
+                .map_err(|fault| {
+                    anyhow::anyhow!("upgrade from {previous} to {version}: {fault}")
+                })?;
+            tracing::info!(
+                from = previous,
+                to = version,
+                "plugin upgraded the stored data"
+            );
         }
         self.storage
             .lock()

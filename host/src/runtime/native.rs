@@ -21,13 +21,22 @@ pub struct NativeRuntime {
 }
 
 impl NativeRuntime {
-    pub fn new(storage: Arc<Mutex<Storage>>, settings: Settings, clock: Arc<dyn Clock>) -> NativeRuntime {
+    pub fn new(
+        storage: Arc<Mutex<Storage>>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> NativeRuntime {
         NativeRuntime {
             muc: muc_plugin::Muc::new(muc_plugin::Settings {
                 service: settings.service.clone(),
                 admins: settings.admins.clone(),
             }),
-            context: CallContext::new(storage.clone(), settings.service.clone(), "muc-native".into(), 0),
+            context: CallContext::new(
+                storage.clone(),
+                settings.service.clone(),
+                "muc-native".into(),
+                0,
+            ),
             storage,
             settings,
             clock,
@@ -35,7 +44,10 @@ impl NativeRuntime {
     }
 
     /// One transaction, as for the component: the call's effects are kept only if it succeeds.
-    fn call(&mut self, run: impl FnOnce(&muc_plugin::Muc, &mut dyn Host) -> Result<(), PluginFault>) -> Result<Vec<Element>, Fault> {
+    fn call(
+        &mut self,
+        run: impl FnOnce(&muc_plugin::Muc, &mut dyn Host) -> Result<(), PluginFault>,
+    ) -> Result<Vec<Element>, Fault> {
         self.context.txn = Transaction::new(self.settings.limits.quota);
         self.context.now_ms = self.clock.now_ms();
         let outcome = run(&self.muc, &mut Imports(&mut self.context));
@@ -65,7 +77,11 @@ impl MucBackend for NativeRuntime {
     }
 
     fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)> {
-        let due = self.storage.lock().expect("storage lock").due_timers(self.clock.now_ms());
+        let due = self
+            .storage
+            .lock()
+            .expect("storage lock")
+            .due_timers(self.clock.now_ms());
         due.into_iter()
             .map(|key| {
                 let outcome = self.call(|muc, host| {
@@ -98,18 +114,31 @@ impl Host for Imports<'_> {
     }
 
     fn put(&mut self, t: Tier, key: &str, value: Vec<u8>) -> Result<(), PluginFault> {
-        storage::Host::put(self.0, tier(t), key.to_string(), value).map_err(|e| PluginFault(format!("{e:?}")))
+        storage::Host::put(self.0, tier(t), key.to_string(), value)
+            .map_err(|e| PluginFault(format!("{e:?}")))
     }
 
     fn delete(&mut self, t: Tier, key: &str) {
         storage::Host::delete(self.0, tier(t), key.to_string())
     }
 
-    fn scan(&mut self, t: Tier, prefix: &str, start_after: Option<&str>, limit: u32) -> Vec<(String, Vec<u8>)> {
-        storage::Host::scan(self.0, tier(t), prefix.to_string(), start_after.map(str::to_string), limit)
-            .into_iter()
-            .map(|entry| (entry.key, entry.value))
-            .collect()
+    fn scan(
+        &mut self,
+        t: Tier,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Vec<(String, Vec<u8>)> {
+        storage::Host::scan(
+            self.0,
+            tier(t),
+            prefix.to_string(),
+            start_after.map(str::to_string),
+            limit,
+        )
+        .into_iter()
+        .map(|entry| (entry.key, entry.value))
+        .collect()
     }
 
     fn delete_prefix(&mut self, t: Tier, prefix: &str) -> u32 {
@@ -118,7 +147,8 @@ impl Host for Imports<'_> {
 
     // Stanzas cross as text, exactly as from the component, so the comparison stays fair.
     fn send(&mut self, stanza: Element) -> Result<(), PluginFault> {
-        routing::Host::send(self.0, String::from(&stanza)).map_err(|e| PluginFault(format!("{e:?}")))
+        routing::Host::send(self.0, String::from(&stanza))
+            .map_err(|e| PluginFault(format!("{e:?}")))
     }
 
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), PluginFault> {

@@ -139,7 +139,10 @@ impl Storage {
         if let Some(disk) = &mut self.disk {
             disk.apply(&writes.durable, &writes.timers)?;
         }
-        for (tier, changes) in [(Tier::Durable, writes.durable), (Tier::Volatile, writes.volatile)] {
+        for (tier, changes) in [
+            (Tier::Durable, writes.durable),
+            (Tier::Volatile, writes.volatile),
+        ] {
             let map = self.map_mut(tier);
             for (key, value) in changes {
                 match value {

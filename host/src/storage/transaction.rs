@@ -184,7 +184,8 @@ mod tests {
         let mut storage = Storage::in_memory();
         let mut txn = Transaction::default();
         for (key, value) in entries {
-            txn.put(Tier::Durable, key.to_string(), value.as_bytes().to_vec()).unwrap();
+            txn.put(Tier::Durable, key.to_string(), value.as_bytes().to_vec())
+                .unwrap();
         }
         storage.apply(txn.writes).unwrap();
         storage
@@ -198,11 +199,19 @@ mod tests {
     fn reads_see_the_calls_own_writes_and_deletes() {
         let storage = committed(&[("a", "1"), ("b", "2")]);
         let mut txn = Transaction::default();
-        txn.put(Tier::Durable, "a".into(), b"changed".to_vec()).unwrap();
+        txn.put(Tier::Durable, "a".into(), b"changed".to_vec())
+            .unwrap();
         txn.delete(Tier::Durable, "b".into());
-        assert_eq!(txn.get(&storage, Tier::Durable, "a"), Some(b"changed".to_vec()));
+        assert_eq!(
+            txn.get(&storage, Tier::Durable, "a"),
+            Some(b"changed".to_vec())
+        );
         assert_eq!(txn.get(&storage, Tier::Durable, "b"), None);
-        assert_eq!(storage.get(Tier::Durable, "a"), Some(&b"1"[..]), "store untouched");
+        assert_eq!(
+            storage.get(Tier::Durable, "a"),
+            Some(&b"1"[..]),
+            "store untouched"
+        );
     }
 
     #[test]
@@ -211,12 +220,18 @@ mod tests {
         let mut txn = Transaction::default();
         txn.put(Tier::Durable, "p/b".into(), b"2".to_vec()).unwrap();
         txn.delete(Tier::Durable, "p/c".into());
-        txn.put(Tier::Durable, "p/e".into(), b"five".to_vec()).unwrap();
+        txn.put(Tier::Durable, "p/e".into(), b"five".to_vec())
+            .unwrap();
         let all = txn.scan(&storage, Tier::Durable, "p/", None, 10);
         assert_eq!(keys(all.clone()), ["p/a", "p/b", "p/e"]);
         assert_eq!(all[2].1, b"five");
-        assert_eq!(keys(txn.scan(&storage, Tier::Durable, "p/", Some("p/a"), 1)), ["p/b"]);
-        assert!(txn.scan(&storage, Tier::Volatile, "p/", None, 10).is_empty());
+        assert_eq!(
+            keys(txn.scan(&storage, Tier::Durable, "p/", Some("p/a"), 1)),
+            ["p/b"]
+        );
+        assert!(txn
+            .scan(&storage, Tier::Volatile, "p/", None, 10)
+            .is_empty());
     }
 
     #[test]
@@ -226,7 +241,10 @@ mod tests {
         txn.put(Tier::Durable, "r/3".into(), vec![]).unwrap();
         assert_eq!(txn.delete_prefix(&storage, Tier::Durable, "r/"), 3);
         assert!(txn.scan(&storage, Tier::Durable, "r/", None, 10).is_empty());
-        assert_eq!(keys(txn.scan(&storage, Tier::Durable, "", None, 10)), ["s/1"]);
+        assert_eq!(
+            keys(txn.scan(&storage, Tier::Durable, "", None, 10)),
+            ["s/1"]
+        );
     }
 
     #[test]
@@ -236,10 +254,19 @@ mod tests {
             max_value_bytes: 4,
             max_call_bytes: 10,
         });
-        assert!(matches!(txn.put(Tier::Durable, "long-key".into(), vec![]), Err(StorageError::TooLarge(_))));
-        assert!(matches!(txn.put(Tier::Durable, "k".into(), vec![0; 5]), Err(StorageError::TooLarge(_))));
+        assert!(matches!(
+            txn.put(Tier::Durable, "long-key".into(), vec![]),
+            Err(StorageError::TooLarge(_))
+        ));
+        assert!(matches!(
+            txn.put(Tier::Durable, "k".into(), vec![0; 5]),
+            Err(StorageError::TooLarge(_))
+        ));
         txn.put(Tier::Durable, "k1".into(), vec![0; 4]).unwrap();
-        assert!(matches!(txn.put(Tier::Durable, "k2".into(), vec![0; 4]), Err(StorageError::QuotaExceeded(_))));
+        assert!(matches!(
+            txn.put(Tier::Durable, "k2".into(), vec![0; 4]),
+            Err(StorageError::QuotaExceeded(_))
+        ));
         assert!(txn.writes.durable.contains_key("k1") && !txn.writes.durable.contains_key("k2"));
     }
 }

@@ -18,7 +18,10 @@ use crate::room::Room;
 pub const FIELD: FieldSpec = FieldSpec {
     var: "muc#maxhistoryfetch",
     label: "Number of messages kept and sent to joiners",
-    kind: Kind::Number { default: 20, max: 1000 },
+    kind: Kind::Number {
+        default: 20,
+        max: 1000,
+    },
 };
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -59,7 +62,11 @@ pub fn record(host: &mut dyn Host, room: &Room, message: &Element) -> Result<(),
             stanza: String::from(message),
             at_ms: host.now_ms(),
         };
-        host.put(tier, &entry_key(&room.jid, range.next), serde_json::to_vec(&entry)?)?;
+        host.put(
+            tier,
+            &entry_key(&room.jid, range.next),
+            serde_json::to_vec(&entry)?,
+        )?;
         range.next += 1;
     }
     while range.next - range.first > limit {
@@ -87,7 +94,12 @@ pub fn replay(
     let max_stanzas = request.and_then(|r| r.maxstanzas).unwrap_or(limit) as usize;
     let mut chars_left = request.and_then(|r| r.maxchars).map(|c| c as usize);
     let mut replayed = Vec::new();
-    for entry in entries.iter().rev().filter(|e| e.at_ms >= oldest_ms).take(max_stanzas) {
+    for entry in entries
+        .iter()
+        .rev()
+        .filter(|e| e.at_ms >= oldest_ms)
+        .take(max_stanzas)
+    {
         let message = delayed(entry, &room.jid, to)?;
         if let Some(left) = chars_left.as_mut() {
             // XEP-0045 counts the characters of the whole stanza as sent.
@@ -185,12 +197,23 @@ mod tests {
         let ask = |request: Request, host: &mut MemoryHost| {
             bodies(&replay(host, &room, Some(&request), "j@example.org/x").unwrap())
         };
-        assert_eq!(ask(Request::new().with_maxstanzas(2), &mut host), ["4", "5"]);
-        assert_eq!(ask(Request::new().with_seconds(2), &mut host), ["3", "4", "5"]);
+        assert_eq!(
+            ask(Request::new().with_maxstanzas(2), &mut host),
+            ["4", "5"]
+        );
+        assert_eq!(
+            ask(Request::new().with_seconds(2), &mut host),
+            ["3", "4", "5"]
+        );
         let since = "1970-01-01T00:00:04Z".parse().unwrap();
         assert_eq!(ask(Request::new().with_since(since), &mut host), ["4", "5"]);
         assert!(ask(Request::new().with_maxchars(0), &mut host).is_empty());
-        let one = String::from(&replay(&mut host, &room, None, "j@example.org/x").unwrap()[4]).chars().count();
-        assert_eq!(ask(Request::new().with_maxchars(one as u32 * 2), &mut host), ["4", "5"]);
+        let one = String::from(&replay(&mut host, &room, None, "j@example.org/x").unwrap()[4])
+            .chars()
+            .count();
+        assert_eq!(
+            ask(Request::new().with_maxchars(one as u32 * 2), &mut host),
+            ["4", "5"]
+        );
     }
 }

@@ -51,13 +51,19 @@ mod tests {
 
     #[test]
     fn an_unlocked_room_leaves_the_decision_to_other_features() {
-        let open = Room { locked: false, ..Room::new_locked("r@muc.example") };
+        let open = Room {
+            locked: false,
+            ..Room::new_locked("r@muc.example")
+        };
         assert_eq!(Lock.check_join(&open, &joiner(&Affiliation::None)), None);
     }
 
     #[test]
     fn timer_keys_name_their_room() {
-        assert_eq!(timer_room(&timer_key("r@muc.example")), Some("r@muc.example"));
+        assert_eq!(
+            timer_room(&timer_key("r@muc.example")),
+            Some("r@muc.example")
+        );
         assert_eq!(timer_room("other/r@muc.example"), None);
     }
 }

@@ -47,8 +47,17 @@ mod tests {
         assert!(Logging.join_statuses(&room).is_empty());
         let before = room.config.clone();
         room.config.insert(FIELD.var.into(), true.into());
-        assert_eq!(Logging.join_statuses(&room), vec![Status::ConfigRoomLoggingEnabled]);
-        assert_eq!(Logging.change_statuses(&before, &room.config), vec![Status::ConfigRoomLoggingEnabled]);
-        assert_eq!(Logging.change_statuses(&room.config, &before), vec![Status::ConfigRoomLoggingDisabled]);
+        assert_eq!(
+            Logging.join_statuses(&room),
+            vec![Status::ConfigRoomLoggingEnabled]
+        );
+        assert_eq!(
+            Logging.change_statuses(&before, &room.config),
+            vec![Status::ConfigRoomLoggingEnabled]
+        );
+        assert_eq!(
+            Logging.change_statuses(&room.config, &before),
+            vec![Status::ConfigRoomLoggingDisabled]
+        );
     }
 }

@@ -28,7 +28,10 @@ pub fn id(host: &mut dyn Host, room: &str, bare_jid: &str) -> Result<String, Fau
     for part in [&secret[..], room.as_bytes(), b"\0", bare_jid.as_bytes()] {
         hash.update(part);
     }
-    Ok(hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hash.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Removes client-supplied ids, then adds the room's.
@@ -58,9 +61,18 @@ mod tests {
     fn stable_per_user_and_room_and_unlinkable_across_rooms() {
         let mut host = MemoryHost::default();
         let a = id(&mut host, "r@muc.example", "juliet@example.org").unwrap();
-        assert_eq!(a, id(&mut host, "r@muc.example", "juliet@example.org").unwrap());
-        assert_ne!(a, id(&mut host, "s@muc.example", "juliet@example.org").unwrap());
-        assert_ne!(a, id(&mut host, "r@muc.example", "romeo@example.org").unwrap());
+        assert_eq!(
+            a,
+            id(&mut host, "r@muc.example", "juliet@example.org").unwrap()
+        );
+        assert_ne!(
+            a,
+            id(&mut host, "s@muc.example", "juliet@example.org").unwrap()
+        );
+        assert_ne!(
+            a,
+            id(&mut host, "r@muc.example", "romeo@example.org").unwrap()
+        );
         assert!(!a.contains("juliet"));
     }
 
@@ -72,7 +84,10 @@ mod tests {
         .parse()
         .unwrap();
         stamp(&mut message, "real");
-        let ids: Vec<_> = message.children().filter(|c| c.is("occupant-id", NS)).collect();
+        let ids: Vec<_> = message
+            .children()
+            .filter(|c| c.is("occupant-id", NS))
+            .collect();
         assert_eq!(ids.len(), 1);
         assert_eq!(ids[0].attr("id"), Some("real"));
     }

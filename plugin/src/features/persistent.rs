@@ -2,9 +2,9 @@
 //! last occupant leaves and lives in the volatile tier; a persistent one is kept durably.
 
 use super::RoomFeature;
+use crate::config::{FieldSpec, Kind};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
-use crate::config::{FieldSpec, Kind};
 use crate::room::Room;
 
 pub const FIELD: FieldSpec = FieldSpec {
@@ -25,7 +25,11 @@ impl RoomFeature for Persistent {
     }
 
     fn disco_features(&self, room: &Room) -> Vec<&'static str> {
-        vec![if is_persistent(room) { "muc_persistent" } else { "muc_temporary" }]
+        vec![if is_persistent(room) {
+            "muc_persistent"
+        } else {
+            "muc_temporary"
+        }]
     }
 }
 
@@ -54,16 +58,28 @@ mod tests {
         let mut host = MemoryHost::default();
         let mut room = Room::new_locked("r@muc.example");
         room.save(&mut host).unwrap();
-        host.volatile.insert("room/r@muc.example/history/00000000000000000000".into(), b"m".to_vec());
-        host.volatile.insert("room/r@muc.example/occupant/a".into(), b"o".to_vec());
+        host.volatile.insert(
+            "room/r@muc.example/history/00000000000000000000".into(),
+            b"m".to_vec(),
+        );
+        host.volatile
+            .insert("room/r@muc.example/occupant/a".into(), b"o".to_vec());
         assert_eq!(Persistent.disco_features(&room), ["muc_temporary"]);
 
         room.config.insert(FIELD.var.into(), true.into());
         room.save(&mut host).unwrap();
         move_to_own_tier(&mut host, &room, Tier::Volatile).unwrap();
-        assert!(host.durable.contains_key("room/r@muc.example/history/00000000000000000000"));
-        assert!(Room::load(&mut host, "r@muc.example").unwrap().is_some_and(|r| is_persistent(&r)));
-        assert_eq!(host.volatile.keys().collect::<Vec<_>>(), ["room/r@muc.example/occupant/a"], "occupants stay live");
+        assert!(host
+            .durable
+            .contains_key("room/r@muc.example/history/00000000000000000000"));
+        assert!(Room::load(&mut host, "r@muc.example")
+            .unwrap()
+            .is_some_and(|r| is_persistent(&r)));
+        assert_eq!(
+            host.volatile.keys().collect::<Vec<_>>(),
+            ["room/r@muc.example/occupant/a"],
+            "occupants stay live"
+        );
         assert_eq!(Persistent.disco_features(&room), ["muc_persistent"]);
     }
 }

@@ -23,7 +23,11 @@ impl RoomFeature for Public {
     }
 
     fn disco_features(&self, room: &Room) -> Vec<&'static str> {
-        vec![if is_public(room) { "muc_public" } else { "muc_hidden" }]
+        vec![if is_public(room) {
+            "muc_public"
+        } else {
+            "muc_hidden"
+        }]
     }
 }
 

@@ -12,7 +12,9 @@ use crate::xml::retain_children;
 pub const NS: &str = "urn:xmpp:sid:0";
 
 pub fn stamp(message: &mut Element, room: &str, id: &str) {
-    retain_children(message, |c| !(c.is("stanza-id", NS) && c.attr("by") == Some(room)));
+    retain_children(message, |c| {
+        !(c.is("stanza-id", NS) && c.attr("by") == Some(room))
+    });
     message.append_child(
         Element::builder("stanza-id", NS)
             .attr(xml_ncname!("id").into(), id)
@@ -48,7 +50,14 @@ mod tests {
             .filter(|c| c.is("stanza-id", NS))
             .map(|c| (c.attr("by").unwrap(), c.attr("id").unwrap()))
             .collect();
-        assert_eq!(ids, [("user@example.org", "theirs"), ("r@muc.example", "room-id")]);
-        assert_eq!(message.attr("id"), Some("client-id"), "the sender's id is kept");
+        assert_eq!(
+            ids,
+            [("user@example.org", "theirs"), ("r@muc.example", "room-id")]
+        );
+        assert_eq!(
+            message.attr("id"),
+            Some("client-id"),
+            "the sender's id is kept"
+        );
     }
 }

@@ -66,12 +66,21 @@ mod tests {
     #[test]
     fn only_a_bare_subject_changes_the_subject() {
         let message = |children: &str| -> Element {
-            format!("<message xmlns='jabber:client' type='groupchat'>{children}</message>").parse().unwrap()
+            format!("<message xmlns='jabber:client' type='groupchat'>{children}</message>")
+                .parse()
+                .unwrap()
         };
         assert!(is_change(&message("<subject>Hi</subject>")));
-        assert!(is_change(&message("<subject/>")), "an empty subject clears it");
-        assert!(!is_change(&message("<subject>Hi</subject><body>there</body>")));
-        assert!(!is_change(&message("<subject>Hi</subject><thread>t1</thread>")));
+        assert!(
+            is_change(&message("<subject/>")),
+            "an empty subject clears it"
+        );
+        assert!(!is_change(&message(
+            "<subject>Hi</subject><body>there</body>"
+        )));
+        assert!(!is_change(&message(
+            "<subject>Hi</subject><thread>t1</thread>"
+        )));
         assert!(!is_change(&message("<body>there</body>")));
     }
 

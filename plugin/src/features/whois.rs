@@ -46,7 +46,11 @@ impl RoomFeature for Whois {
     }
 
     fn disco_features(&self, room: &Room) -> Vec<&'static str> {
-        vec![if is_non_anonymous(&room.config) { "muc_nonanonymous" } else { "muc_semianonymous" }]
+        vec![if is_non_anonymous(&room.config) {
+            "muc_nonanonymous"
+        } else {
+            "muc_semianonymous"
+        }]
     }
 }
 
@@ -70,8 +74,14 @@ mod tests {
         let semi = Config::new();
         let mut non = Config::new();
         non.insert(FIELD.var.into(), "anyone".into());
-        assert_eq!(Whois.change_statuses(&semi, &non), vec![Status::ConfigRoomNonAnonymous]);
-        assert_eq!(Whois.change_statuses(&non, &semi), vec![Status::ConfigRoomSemiAnonymous]);
+        assert_eq!(
+            Whois.change_statuses(&semi, &non),
+            vec![Status::ConfigRoomNonAnonymous]
+        );
+        assert_eq!(
+            Whois.change_statuses(&non, &semi),
+            vec![Status::ConfigRoomSemiAnonymous]
+        );
         assert!(Whois.change_statuses(&semi, &semi).is_empty());
     }
 }
