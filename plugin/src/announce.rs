@@ -31,6 +31,9 @@ pub struct Presence<'a> {
     /// A child of `<x>` before the statuses (`<destroy>`), and a reason inside the item.
     pub destroy: Option<Element>,
     pub reason: Option<String>,
+    /// Who made the change (kick, ban, affiliation or role change): nickname and real JID; the
+    /// JID is shown only to those who may see real JIDs.
+    pub actor: Option<(String, String)>,
 }
 
 impl<'a> Presence<'a> {
@@ -50,6 +53,7 @@ impl<'a> Presence<'a> {
             new_nick: None,
             destroy: None,
             reason: None,
+            actor: None,
         }
     }
 
@@ -72,6 +76,16 @@ impl<'a> Presence<'a> {
         item.nick = self.new_nick.clone();
         if let Some(reason) = &self.reason {
             item = item.with_reason(reason.as_str());
+        }
+        if let Some((nick, jid)) = &self.actor {
+            // The actor's real JID goes to whoever may see real JIDs: for the occupant's own
+            // presence, that depends on the occupant's role, not on it being their own.
+            let sees_actor = if own {
+                whois::sees_real_jids(room, &self.occupant.role())
+            } else {
+                show_jid
+            };
+            item.actor = actor(nick, sees_actor.then_some(jid.as_str()));
         }
         // Those who see real JIDs see every client of the occupant, newest first.
         let items: Vec<Item> = if show_jid {
@@ -182,6 +196,16 @@ impl<'a> Presence<'a> {
         }
         host.broadcast(self.render(room, show_jid, own, occupant_id), recipients)
     }
+}
+
+/// xmpp-parsers' `Actor` has no constructor: it is made from its element.
+fn actor(nick: &str, jid: Option<&str>) -> Option<xmpp_parsers::muc::user::Actor> {
+    let mut element =
+        Element::builder("actor", ns::MUC_USER).attr(xml_ncname!("nick").into(), nick);
+    if let Some(jid) = jid {
+        element = element.attr(xml_ncname!("jid").into(), jid);
+    }
+    element.build().try_into().ok()
 }
 
 /// Every session of these occupants.

@@ -13,6 +13,8 @@ pub type Config = BTreeMap<String, Value>;
 pub enum Kind {
     Boolean(bool),
     Text(&'static str),
+    /// A secret: shown to owners as text-private.
+    Private,
     /// One of the options `(value, label)`; the default is the first.
     Choice(&'static [(&'static str, &'static str)]),
     /// A whole number within bounds.
@@ -72,6 +74,11 @@ impl FieldSpec {
                 vec![self.text(config).to_string()],
                 vec![],
             ),
+            Kind::Private => (
+                FieldType::TextPrivate,
+                vec![self.text(config).to_string()],
+                vec![],
+            ),
             Kind::Choice(choices) => (
                 FieldType::ListSingle,
                 vec![self.text(config).to_string()],
@@ -110,7 +117,7 @@ impl FieldSpec {
                 "0" | "false" => Ok(Value::Bool(false)),
                 _ => Err(invalid("a boolean")),
             },
-            Kind::Text(_) => Ok(Value::String(single.to_string())),
+            Kind::Text(_) | Kind::Private => Ok(Value::String(single.to_string())),
             Kind::Choice(choices) => choices
                 .iter()
                 .find(|(value, _)| *value == single)

@@ -22,7 +22,10 @@ pub fn reply(
     }
     let error = StanzaError {
         type_,
-        by: None,
+        // The room (or the service) names itself as the error's origin (RFC 6120 §8.3.2).
+        by: jid::Jid::new(&request.to)
+            .ok()
+            .map(|to| to.to_bare().into()),
         defined_condition: condition,
         texts: text
             .map(|t| BTreeMap::from([(String::new(), t.to_string())]))

@@ -9,7 +9,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::announce;
 use crate::errors;
-use crate::features::{history, occupant_id, stable_id, subject};
+use crate::features::{history, moderated, occupant_id, stable_id, subject};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::{Room, Subject};
@@ -40,6 +40,16 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     let Some(sender) = Occupant::of_session(host, &room_jid, &inbound.from.to_string())? else {
         return refuse(host, DefinedCondition::NotAcceptable);
     };
+    if !moderated::has_voice(&sender.role()) {
+        return errors::reply(
+            host,
+            inbound.envelope,
+            "message",
+            ErrorType::Auth,
+            DefinedCondition::Forbidden,
+            None,
+        );
+    }
     let mut message = outgoing(&inbound.element, &room.jid, &sender.nick);
     let changes_subject = subject::is_change(&message);
     if changes_subject {

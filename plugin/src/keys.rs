@@ -38,3 +38,8 @@ pub fn everything(room: &str) -> String {
 
 /// Durable key holding the secret that makes occupant ids unlinkable across services.
 pub const OCCUPANT_ID_SECRET: &str = "meta/occupant-id-secret";
+
+/// Prefix of a room's affiliations (durable).
+pub fn affiliations(room: &str) -> String {
+    format!("room/{room}/affiliation/")
+}

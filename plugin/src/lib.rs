@@ -9,6 +9,7 @@
 pub mod host;
 pub mod service;
 
+mod admin;
 mod affiliation;
 mod announce;
 mod config;
@@ -21,6 +22,7 @@ mod keys;
 mod muc_user;
 mod occupant;
 mod owner;
+mod permissions;
 mod presence;
 mod private_message;
 mod room;

@@ -10,10 +10,11 @@ use xmpp_parsers::ns;
 pub const NS: &str = "http://jabber.org/protocol/muc#owner";
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::admin;
 use crate::config::Invalid;
 use crate::destroy;
 use crate::errors;
-use crate::features::{self, lock, naming, persistent};
+use crate::features::{self, lock, members_only, naming, persistent};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
@@ -43,7 +44,7 @@ pub fn handle(
     let destroy_request = query.get_child("destroy", NS);
     match (kind, form, destroy_request) {
         (Some("get"), None, None) => reply(host, inbound, Some(config_form(&room))),
-        (Some("set"), Some(form), None) => submit(host, inbound, room, form),
+        (Some("set"), Some(form), None) => submit(muc, host, inbound, room, form),
         (Some("set"), None, Some(request)) => {
             destroy::destroy(host, &room, destroy::for_occupants(Some(request)))?;
             reply(host, inbound, None)
@@ -53,6 +54,7 @@ pub fn handle(
 }
 
 fn submit(
+    muc: &Muc,
     host: &mut dyn Host,
     inbound: &Inbound,
     mut room: Room,
@@ -106,6 +108,25 @@ fn submit(
     reply(host, inbound, None)?;
     if room.config != before {
         announce_change(host, &room, &before)?;
+    }
+    remove_non_members(muc, host, &room)
+}
+
+/// A room that is (now) members-only keeps only its members: the others leave with 322.
+fn remove_non_members(muc: &Muc, host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
+    for occupant in Occupant::all(host, &room.jid)? {
+        let affiliation = muc.affiliation(host, &room.jid, &occupant.bare_jid)?;
+        if !members_only::admits(room, &affiliation) {
+            admin::remove(
+                host,
+                room,
+                &occupant,
+                affiliation,
+                Status::ConfigMembersOnly,
+                None,
+                None,
+            )?;
+        }
     }
     Ok(())
 }

@@ -74,6 +74,8 @@ fn join(
     }
     let joiner = Joiner {
         affiliation: &affiliation,
+        password: request.as_ref().and_then(|r| r.password.as_deref()),
+        occupant_count: others.iter().filter(|o| o.nick != nick).count(),
     };
     if let Some(refusal) = features::ALL
         .iter()
@@ -98,7 +100,7 @@ fn join(
         None => Occupant {
             nick: nick.to_string(),
             bare_jid,
-            role: role_name(&default_role(&affiliation)).to_string(),
+            role: role_name(&features::moderated::default_role(&room, &affiliation)).to_string(),
             sessions: vec![session],
         },
     };
@@ -245,7 +247,7 @@ fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fa
     }
     let room = Room::new_locked(room_jid);
     room.save(host)?;
-    affiliation::set(host, room_jid, creator, Affiliation::Owner)?;
+    affiliation::set(host, room_jid, creator, Affiliation::Owner, None)?;
     let due = host.now_ms() + lock::TIMEOUT_MS;
     host.set_timer(&lock::timer_key(room_jid), due);
     Ok(room)
@@ -368,14 +370,6 @@ pub fn remove_session(
 pub fn destroy_silently(host: &mut dyn Host, room: &Room) {
     room.delete(host);
     host.cancel_timer(&lock::timer_key(&room.jid));
-}
-
-/// The default role for an affiliation (XEP-0045 §5.1.2).
-fn default_role(affiliation: &Affiliation) -> Role {
-    match affiliation {
-        Affiliation::Owner | Affiliation::Admin => Role::Moderator,
-        _ => Role::Participant,
-    }
 }
 
 /// XEP-0045 §7.2.1 with RFC 8266: a nickname must survive the PRECIS Nickname profile

@@ -7,6 +7,7 @@ use xmpp_parsers::muc::user::{Affiliation, Status};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::admin;
 use crate::affiliation;
 use crate::announce::Presence;
 use crate::destroy;
@@ -180,6 +181,9 @@ impl Muc {
         let room_jid = inbound.to.to_bare().to_string();
         if query.is("query", owner::NS) {
             return owner::handle(self, host, inbound, query);
+        }
+        if query.is("query", admin::NS) {
+            return admin::handle(self, host, inbound, query);
         }
         let get = envelope.type_.as_deref() == Some("get");
         let room = Room::load(host, &room_jid)?.filter(|room| !room.locked);

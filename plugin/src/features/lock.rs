@@ -36,7 +36,11 @@ mod tests {
     use super::*;
 
     fn joiner(affiliation: &Affiliation) -> Joiner<'_> {
-        Joiner { affiliation }
+        Joiner {
+            affiliation,
+            password: None,
+            occupant_count: 1,
+        }
     }
 
     #[test]

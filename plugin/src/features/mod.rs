@@ -6,8 +6,13 @@
 pub mod history;
 pub mod lock;
 pub mod logging;
+pub mod max_users;
+pub mod members_only;
+pub mod moderated;
 pub mod naming;
 pub mod occupant_id;
+pub mod outcasts;
+pub mod password;
 pub mod persistent;
 pub mod private_messages;
 pub mod public;
@@ -25,6 +30,10 @@ use crate::room::Room;
 /// Who is asking to enter, as a join check sees them.
 pub struct Joiner<'a> {
     pub affiliation: &'a Affiliation,
+    /// The password the join carried, if any.
+    pub password: Option<&'a str>,
+    /// Occupants in the room now, the joiner excluded.
+    pub occupant_count: usize,
 }
 
 /// A refused join: the error the joiner gets.
@@ -71,6 +80,11 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &naming::Naming,
     &persistent::Persistent,
     &public::Public,
+    &moderated::Moderated,
+    &members_only::MembersOnly,
+    &password::Password,
+    &max_users::MaxUsers,
+    &outcasts::Outcasts,
     &whois::Whois,
     &subject::ChangeSubject,
     &private_messages::AllowPm,
