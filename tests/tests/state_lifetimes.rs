@@ -39,15 +39,12 @@ fn rooms_and_occupants_survive_a_fresh_instance() {
     let refused = join(&mut host, "other", "guest");
     assert_eq!(refused.len(), 1);
     assert!(String::from(&refused[0]).contains("item-not-found"));
-    // The owner is still an occupant: a repeated presence is a presence update (their own
-    // presence back, no 201, no subject), not a second join.
-    let update = join(&mut host, "owner", "boss");
-    assert_eq!(update.len(), 1, "{update:?}");
-    let update = String::from(&update[0]);
-    assert!(
-        update.contains("code='110'") && !update.contains("code='201'"),
-        "{update}"
-    );
+    // The owner is still an occupant: a repeated join is a resync (own presence without 201,
+    // then the subject), not a second creation.
+    let resync = join(&mut host, "owner", "boss");
+    assert_eq!(resync.len(), 2, "{resync:?}");
+    let own = String::from(&resync[0]);
+    assert!(own.contains("code='110'") && !own.contains("code='201'"), "{own}");
 }
 
 fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
