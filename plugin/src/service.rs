@@ -13,7 +13,7 @@ use crate::announce::Presence;
 use crate::destroy;
 use crate::disco;
 use crate::errors;
-use crate::features::lock;
+use crate::features::{invitations, lock};
 use crate::groupchat;
 use crate::host::{Envelope, Fault, Host, Level, StanzaKind};
 use crate::occupant::Occupant;
@@ -143,7 +143,7 @@ impl Muc {
             StanzaKind::Message if envelope.type_.as_deref() == Some("groupchat") => {
                 groupchat::handle(host, inbound)
             }
-            StanzaKind::Message => unsupported(host, envelope),
+            StanzaKind::Message => self.room_message(host, inbound),
             // A join must name a nickname (XEP-0045 §7.2.1).
             StanzaKind::Presence if envelope.type_.is_none() => errors::reply(
                 host,
@@ -163,6 +163,19 @@ impl Muc {
             }
             StanzaKind::Presence => Ok(()),
             StanzaKind::Iq => self.room_iq(host, inbound),
+        }
+    }
+
+    /// Non-groupchat messages to a room: invitations and declines.
+    fn room_message(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
+        let room = Room::load(host, &inbound.to.to_bare().to_string())?.filter(|room| !room.locked);
+        let x = inbound.element.get_child("x", ns::MUC_USER);
+        match (room, x) {
+            (Some(room), Some(x)) if x.has_child("invite", ns::MUC_USER) || x.has_child("decline", ns::MUC_USER) => {
+                invitations::handle(self, host, inbound, &room, x)
+            }
+            (None, _) => errors::reply(host, inbound.envelope, "message", ErrorType::Cancel, DefinedCondition::ItemNotFound, None),
+            _ => unsupported(host, inbound.envelope),
         }
     }
 

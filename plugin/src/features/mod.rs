@@ -4,6 +4,7 @@
 //! The core walks [`ALL`] at each event; a feature is read in one file.
 
 pub mod history;
+pub mod invitations;
 pub mod lock;
 pub mod logging;
 pub mod max_users;
@@ -88,6 +89,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &whois::Whois,
     &subject::ChangeSubject,
     &private_messages::AllowPm,
+    &invitations::Invitations,
     &logging::Logging,
     &history::History,
     &lock::Lock,
