@@ -11,7 +11,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
-use crate::features::{members_only, moderated, whois};
+use crate::features::{members_only, moderated, registration, whois};
 use crate::host::{Fault, Host};
 use crate::occupant::{role_name, Occupant};
 use crate::permissions::{self, Actor, Change, Refusal, Target};
@@ -28,6 +28,8 @@ struct Request {
     occupants: Vec<Occupant>,
     change: Change,
     reason: Option<String>,
+    /// A nickname to reserve for the user, named beside a jid (XEP-0045 §7.10).
+    reserve_nick: Option<String>,
 }
 
 pub fn handle(
@@ -113,11 +115,16 @@ fn parse(
             (None, None) => return Ok(bad),
         };
         let reason = item.get_child("reason", NS).map(Element::text);
+        let reserve_nick = match (&change, item.attr("jid"), item.attr("nick")) {
+            (Change::Affiliation(_), Some(_), Some(nick)) => Some(nick.to_string()),
+            _ => None,
+        };
         requests.push(Request {
             bare_jid,
             occupants,
             change,
             reason,
+            reserve_nick,
         });
     }
     if requests.is_empty() {
@@ -145,6 +152,9 @@ fn apply(
 ) -> Result<(), Fault> {
     match request.change {
         Change::Affiliation(new) => {
+            if let Some(nick) = &request.reserve_nick {
+                evict_holder(host, room, nick, &request.bare_jid)?;
+            }
             affiliation::set(
                 host,
                 &room.jid,
@@ -152,40 +162,18 @@ fn apply(
                 new.clone(),
                 request.reason.clone(),
             )?;
-            if request.occupants.is_empty() {
-                return notify_absent(host, room, &request.bare_jid, &new, request.reason);
+            if let Some(nick) = &request.reserve_nick {
+                registration::reserve(host, &room.jid, &request.bare_jid, nick)?;
             }
-            let statuses = match new {
-                Affiliation::Outcast => Some(Status::Banned),
-                _ if !members_only::admits(room, &new) => Some(Status::RemovalFromRoom),
-                _ => None,
-            };
-            for occupant in request.occupants {
-                match statuses {
-                    Some(ref status) => remove(
-                        host,
-                        room,
-                        &occupant,
-                        new.clone(),
-                        status.clone(),
-                        request.reason.clone(),
-                        by.clone(),
-                    )?,
-                    None => {
-                        let role = moderated::default_role(room, &new);
-                        change_role(
-                            host,
-                            room,
-                            occupant,
-                            new.clone(),
-                            role,
-                            request.reason.clone(),
-                            by.clone(),
-                        )?;
-                    }
-                }
-            }
-            Ok(())
+            announce_affiliation(
+                host,
+                room,
+                &request.bare_jid,
+                request.occupants,
+                new,
+                request.reason,
+                by,
+            )
         }
         Change::Role(Role::None) => {
             for occupant in request.occupants {
@@ -220,8 +208,75 @@ fn apply(
     }
 }
 
+/// Tells the room of a user's new affiliation: their occupants' new presence (or their removal,
+/// when banned or no longer admitted), or a notice if they are not in the room.
+pub fn announce_affiliation(
+    host: &mut dyn Host,
+    room: &Room,
+    bare_jid: &str,
+    occupants: Vec<Occupant>,
+    new: Affiliation,
+    reason: Option<String>,
+    by: Option<(String, String)>,
+) -> Result<(), Fault> {
+    if occupants.is_empty() {
+        return notify_absent(host, room, bare_jid, &new, reason);
+    }
+    let removal = match new {
+        Affiliation::Outcast => Some(Status::Banned),
+        _ if !members_only::admits(room, &new) => Some(Status::RemovalFromRoom),
+        _ => None,
+    };
+    for occupant in occupants {
+        match &removal {
+            Some(status) => remove(
+                host,
+                room,
+                &occupant,
+                new.clone(),
+                status.clone(),
+                reason.clone(),
+                by.clone(),
+            )?,
+            None => {
+                let role = moderated::default_role(room, &new);
+                change_role(
+                    host,
+                    room,
+                    occupant,
+                    new.clone(),
+                    role,
+                    reason.clone(),
+                    by.clone(),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Someone else holding a nickname being reserved is kicked (307), as Prosody does.
+fn evict_holder(host: &mut dyn Host, room: &Room, nick: &str, owner: &str) -> Result<(), Fault> {
+    match Occupant::load(host, &room.jid, nick)? {
+        Some(holder) if holder.bare_jid != owner => {
+            let affiliation = affiliation::get(host, &room.jid, &holder.bare_jid)?;
+            let reason = Some("This nickname is reserved".to_string());
+            remove(
+                host,
+                room,
+                &holder,
+                affiliation,
+                Status::Kicked,
+                reason,
+                None,
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The occupant stays, with a new role (or affiliation): everyone sees the new presence.
-fn change_role(
+pub fn change_role(
     host: &mut dyn Host,
     room: &Room,
     mut occupant: Occupant,

@@ -35,6 +35,20 @@ pub fn record(
     }
 }
 
+/// Stores a whole record (affiliation, reason, reserved nickname) as it is.
+pub fn put(
+    host: &mut dyn Host,
+    room: &str,
+    bare_jid: &str,
+    record: &AffiliationRecord,
+) -> Result<(), Fault> {
+    host.put(
+        Tier::Durable,
+        &keys::affiliation(room, bare_jid),
+        serde_json::to_vec(record)?,
+    )
+}
+
 pub fn get(host: &mut dyn Host, room: &str, bare_jid: &str) -> Result<Affiliation, Fault> {
     Ok(record(host, room, bare_jid)?.map_or(Affiliation::None, |r| r.affiliation()))
 }
@@ -48,11 +62,14 @@ pub fn set(
     reason: Option<String>,
 ) -> Result<(), Fault> {
     let key = keys::affiliation(room, bare_jid);
+    let nick = record(host, room, bare_jid)?.and_then(|r| r.nick);
     if affiliation == Affiliation::None {
+        if let Some(nick) = nick {
+            host.delete(Tier::Durable, &keys::reserved_nick(room, &nick));
+        }
         host.delete(Tier::Durable, &key);
         return Ok(());
     }
-    let nick = record(host, room, bare_jid)?.and_then(|r| r.nick);
     let record = AffiliationRecord {
         affiliation: name(&affiliation).to_string(),
         reason,

@@ -78,13 +78,9 @@ impl<'a> Presence<'a> {
             item = item.with_reason(reason.as_str());
         }
         if let Some((nick, jid)) = &self.actor {
-            // The actor's real JID goes to whoever may see real JIDs: for the occupant's own
-            // presence, that depends on the occupant's role, not on it being their own.
-            let sees_actor = if own {
-                whois::sees_real_jids(room, &self.occupant.role())
-            } else {
-                show_jid
-            };
+            // The actor's real JID goes to others who may see real JIDs, never in the
+            // occupant's own presence (XEP-0045 §8.2, example 77).
+            let sees_actor = show_jid && !own;
             item.actor = actor(nick, sees_actor.then_some(jid.as_str()));
         }
         // Those who see real JIDs see every client of the occupant, newest first.

@@ -43,3 +43,8 @@ pub const OCCUPANT_ID_SECRET: &str = "meta/occupant-id-secret";
 pub fn affiliations(room: &str) -> String {
     format!("room/{room}/affiliation/")
 }
+
+/// Who reserved a nickname in a room (durable): the bare JID, as plain UTF-8.
+pub fn reserved_nick(room: &str, nick: &str) -> String {
+    format!("room/{room}/nick/{nick}")
+}

@@ -12,7 +12,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
-use crate::features::{self, history, lock, persistent, subject, Joiner};
+use crate::features::{self, history, lock, persistent, registration, subject, Joiner};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::muc_user;
@@ -69,7 +69,9 @@ fn join(
     let affiliation = muc.affiliation(host, room_jid, &bare_jid)?;
     let others = Occupant::all(host, room_jid)?;
     let holder = others.iter().find(|o| o.nick == nick);
-    if holder.is_some_and(|o| o.bare_jid != bare_jid) {
+    let reserved_by_other =
+        registration::reserved_by(host, room_jid, nick)?.is_some_and(|owner| owner != bare_jid);
+    if reserved_by_other || holder.is_some_and(|o| o.bare_jid != bare_jid) {
         return refuse(host, inbound, ErrorType::Cancel, DefinedCondition::Conflict);
     }
     let joiner = Joiner {
@@ -195,8 +197,9 @@ fn resync(
     )
 }
 
-/// XEP-0045 §7.x (presence probes): an occupant may ask for another occupant's current presence
-/// (unavailable if absent); anyone else is refused.
+/// XEP-0045 §7.x (presence probes): an occupant may ask for another occupant's current presence,
+/// or, for someone absent, an unavailable presence naming the member who reserved the nickname;
+/// anyone else is refused.
 fn probe(
     muc: &Muc,
     host: &mut dyn Host,
@@ -213,22 +216,15 @@ fn probe(
             DefinedCondition::NotAcceptable,
         );
     };
+    let sees_jids = features::whois::sees_real_jids(&room, &prober.role());
     let mut reply = match Occupant::load(host, room_jid, nick)? {
         Some(probed) => {
             let affiliation = muc.affiliation(host, room_jid, &probed.bare_jid)?;
             let id = features::occupant_id::id(host, room_jid, &probed.bare_jid)?;
-            let sees_jids = features::whois::sees_real_jids(&room, &prober.role());
             Presence::of(&probed, affiliation, stored_payload(&probed))
                 .render(&room, sees_jids, false, &id)
         }
-        None => Element::builder("presence", ns::JABBER_CLIENT)
-            .attr(xml_ncname!("type").into(), "unavailable")
-            .attr(xml_ncname!("from").into(), format!("{room_jid}/{nick}"))
-            .append(muc_user::x(
-                vec![Item::new(Affiliation::None, Role::None)],
-                &[],
-            ))
-            .build(),
+        None => absent(host, room_jid, nick, sees_jids)?,
     };
     reply.set_attr(
         Namespace::NONE,
@@ -236,6 +232,33 @@ fn probe(
         inbound.from.to_string(),
     );
     host.send(reply)
+}
+
+/// The unavailable presence of a nickname nobody holds now.
+fn absent(
+    host: &mut dyn Host,
+    room_jid: &str,
+    nick: &str,
+    sees_jids: bool,
+) -> Result<Element, Fault> {
+    let mut item = Item::new(Affiliation::None, Role::None);
+    let owner = registration::reserved_by(host, room_jid, nick)?;
+    if let Some(owner) = &owner {
+        item.affiliation = affiliation::get(host, room_jid, owner)?;
+        item.nick = Some(nick.to_string());
+    }
+    let mut x = muc_user::x(vec![item], &[]);
+    if let (Some(owner), true) = (owner, sees_jids) {
+        // A bare JID: xmpp-parsers' item only holds full ones.
+        if let Some(item) = x.get_child_mut("item", ns::MUC_USER) {
+            item.set_attr(Namespace::NONE, xml_ncname!("jid").into(), owner);
+        }
+    }
+    Ok(Element::builder("presence", ns::JABBER_CLIENT)
+        .attr(xml_ncname!("type").into(), "unavailable")
+        .attr(xml_ncname!("from").into(), format!("{room_jid}/{nick}"))
+        .append(x)
+        .build())
 }
 
 /// Creates a locked room with the creator as its owner (XEP-0045 §10.1.1), and the timer that

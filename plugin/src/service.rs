@@ -13,7 +13,7 @@ use crate::announce::Presence;
 use crate::destroy;
 use crate::disco;
 use crate::errors;
-use crate::features::{invitations, lock};
+use crate::features::{invitations, lock, registration};
 use crate::groupchat;
 use crate::host::{Envelope, Fault, Host, Level, StanzaKind};
 use crate::occupant::Occupant;
@@ -171,10 +171,19 @@ impl Muc {
         let room = Room::load(host, &inbound.to.to_bare().to_string())?.filter(|room| !room.locked);
         let x = inbound.element.get_child("x", ns::MUC_USER);
         match (room, x) {
-            (Some(room), Some(x)) if x.has_child("invite", ns::MUC_USER) || x.has_child("decline", ns::MUC_USER) => {
+            (Some(room), Some(x))
+                if x.has_child("invite", ns::MUC_USER) || x.has_child("decline", ns::MUC_USER) =>
+            {
                 invitations::handle(self, host, inbound, &room, x)
             }
-            (None, _) => errors::reply(host, inbound.envelope, "message", ErrorType::Cancel, DefinedCondition::ItemNotFound, None),
+            (None, _) => errors::reply(
+                host,
+                inbound.envelope,
+                "message",
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                None,
+            ),
             _ => unsupported(host, inbound.envelope),
         }
     }
@@ -198,9 +207,22 @@ impl Muc {
         if query.is("query", admin::NS) {
             return admin::handle(self, host, inbound, query);
         }
+        let bare_jid = inbound.from.to_bare().to_string();
         let get = envelope.type_.as_deref() == Some("get");
         let room = Room::load(host, &room_jid)?.filter(|room| !room.locked);
         match (get, room, query.ns().as_str()) {
+            (true, Some(_), ns::DISCO_INFO)
+                if query.attr("node") == Some(registration::ROOMUSER_NODE) =>
+            {
+                let nick = affiliation::record(host, &room_jid, &bare_jid)?.and_then(|r| r.nick);
+                host.send(errors::result(
+                    envelope,
+                    Some(registration::roomuser_item(nick)),
+                ))
+            }
+            (_, Some(room), registration::NS) => {
+                registration::handle(self, host, inbound, &room, query)
+            }
             (true, Some(room), ns::DISCO_INFO) if query.attr("node").is_none() => {
                 let info = disco::room_info(host, &room)?;
                 host.send(errors::result(envelope, Some(info)))

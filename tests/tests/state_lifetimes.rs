@@ -44,7 +44,10 @@ fn rooms_and_occupants_survive_a_fresh_instance() {
     let resync = join(&mut host, "owner", "boss");
     assert_eq!(resync.len(), 2, "{resync:?}");
     let own = String::from(&resync[0]);
-    assert!(own.contains("code='110'") && !own.contains("code='201'"), "{own}");
+    assert!(
+        own.contains("code='110'") && !own.contains("code='201'"),
+        "{own}"
+    );
 }
 
 fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {

@@ -34,8 +34,16 @@ pub fn may_invite(room: &Room, inviter: &Affiliation, role: &Role) -> bool {
 }
 
 /// Handles an `<x xmlns='muc#user'>` with `<invite/>`s or a `<decline/>`.
-pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room: &Room, x: &Element) -> Result<(), Fault> {
-    let refuse = |host: &mut dyn Host, type_, condition| errors::reply(host, inbound.envelope, "message", type_, condition, None);
+pub fn handle(
+    muc: &Muc,
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room: &Room,
+    x: &Element,
+) -> Result<(), Fault> {
+    let refuse = |host: &mut dyn Host, type_, condition| {
+        errors::reply(host, inbound.envelope, "message", type_, condition, None)
+    };
     if let Some(decline) = x.get_child("decline", ns::MUC_USER) {
         return relay_decline(host, inbound, room, decline);
     }
@@ -46,36 +54,64 @@ pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, room: &Room, x:
     if !may_invite(room, &inviter_affiliation, &inviter.role()) {
         return refuse(host, ErrorType::Auth, DefinedCondition::Forbidden);
     }
-    let invites: Vec<&Element> = x.children().filter(|c| c.is("invite", ns::MUC_USER)).collect();
+    let invites: Vec<&Element> = x
+        .children()
+        .filter(|c| c.is("invite", ns::MUC_USER))
+        .collect();
     let mut invitees = Vec::new();
     for invite in &invites {
         match invite.attr("to").map(jid::Jid::new) {
-            Some(Ok(to)) => invitees.push((to, invite.get_child("reason", ns::MUC_USER).map(Element::text))),
+            Some(Ok(to)) => invitees.push((
+                to,
+                invite.get_child("reason", ns::MUC_USER).map(Element::text),
+            )),
             _ => return refuse(host, ErrorType::Modify, DefinedCondition::JidMalformed),
         }
     }
     for (invitee, reason) in invitees {
         let bare = invitee.to_bare().to_string();
-        if members_only::is_members_only(room) && affiliation::get(host, &room.jid, &bare)? == Affiliation::None {
+        if members_only::is_members_only(room)
+            && affiliation::get(host, &room.jid, &bare)? == Affiliation::None
+        {
             affiliation::set(host, &room.jid, &bare, Affiliation::Member, None)?;
         }
-        host.send(invitation(inbound, room, &inviter, &invitee.to_string(), reason.unwrap_or_default()))?;
+        host.send(invitation(
+            inbound,
+            room,
+            &inviter,
+            &invitee.to_string(),
+            reason.unwrap_or_default(),
+        ))?;
     }
     Ok(())
 }
 
 /// The invitation as the invitee gets it: from the room, naming the inviter's occupant JID,
 /// with the password and, for clients that only know XEP-0249, a direct invitation.
-fn invitation(inbound: &Inbound, room: &Room, inviter: &Occupant, to: &str, reason: String) -> Element {
+fn invitation(
+    inbound: &Inbound,
+    room: &Room,
+    inviter: &Occupant,
+    to: &str,
+    reason: String,
+) -> Element {
     let from = format!("{}/{}", room.jid, inviter.nick);
     let mut x = Element::builder("x", ns::MUC_USER).append(
         Element::builder("invite", ns::MUC_USER)
             .attr(xml_ncname!("from").into(), from.as_str())
-            .append(Element::builder("reason", ns::MUC_USER).append(reason).build())
+            .append(
+                Element::builder("reason", ns::MUC_USER)
+                    .append(reason)
+                    .build(),
+            )
             .build(),
     );
     if let Some(secret) = password::secret(room) {
-        x = x.append(Element::builder("password", ns::MUC_USER).append(secret).build());
+        x = x.append(
+            Element::builder("password", ns::MUC_USER)
+                .append(secret)
+                .build(),
+        );
     }
     let mut message = Element::builder("message", ns::JABBER_CLIENT)
         .attr(xml_ncname!("from").into(), room.jid.as_str())
@@ -90,16 +126,35 @@ fn invitation(inbound: &Inbound, room: &Room, inviter: &Occupant, to: &str, reas
                 .append(format!("{from} invited you to the room {}", room.jid))
                 .build(),
         )
-        .append(Element::builder("x", CONFERENCE).attr(xml_ncname!("jid").into(), room.jid.as_str()).build())
+        .append(
+            Element::builder("x", CONFERENCE)
+                .attr(xml_ncname!("jid").into(), room.jid.as_str())
+                .build(),
+        )
         .build()
 }
 
 /// XEP-0045 §7.8.3: the room passes the decline on to the inviter, from the invitee's bare JID.
-fn relay_decline(host: &mut dyn Host, inbound: &Inbound, room: &Room, decline: &Element) -> Result<(), Fault> {
+fn relay_decline(
+    host: &mut dyn Host,
+    inbound: &Inbound,
+    room: &Room,
+    decline: &Element,
+) -> Result<(), Fault> {
     let Some(Ok(to)) = decline.attr("to").map(jid::Jid::new) else {
-        return errors::reply(host, inbound.envelope, "message", ErrorType::Modify, DefinedCondition::JidMalformed, None);
+        return errors::reply(
+            host,
+            inbound.envelope,
+            "message",
+            ErrorType::Modify,
+            DefinedCondition::JidMalformed,
+            None,
+        );
     };
-    let reason = decline.get_child("reason", ns::MUC_USER).map(Element::text).unwrap_or_default();
+    let reason = decline
+        .get_child("reason", ns::MUC_USER)
+        .map(Element::text)
+        .unwrap_or_default();
     let message = Element::builder("message", ns::JABBER_CLIENT)
         .attr(xml_ncname!("from").into(), room.jid.as_str())
         .attr(xml_ncname!("to").into(), to.to_string())
@@ -107,8 +162,15 @@ fn relay_decline(host: &mut dyn Host, inbound: &Inbound, room: &Room, decline: &
             Element::builder("x", ns::MUC_USER)
                 .append(
                     Element::builder("decline", ns::MUC_USER)
-                        .attr(xml_ncname!("from").into(), inbound.from.to_bare().to_string())
-                        .append(Element::builder("reason", ns::MUC_USER).append(reason).build())
+                        .attr(
+                            xml_ncname!("from").into(),
+                            inbound.from.to_bare().to_string(),
+                        )
+                        .append(
+                            Element::builder("reason", ns::MUC_USER)
+                                .append(reason)
+                                .build(),
+                        )
                         .build(),
                 )
                 .build(),
@@ -133,8 +195,12 @@ mod tests {
     fn who_may_invite() {
         let mut room = Room::new_locked("r@muc.example");
         assert!(may_invite(&room, &Affiliation::None, &Role::Participant));
-        assert!(!may_invite(&room, &Affiliation::Owner, &Role::None), "only from inside the room");
-        room.config.insert(members_only::FIELD.var.into(), true.into());
+        assert!(
+            !may_invite(&room, &Affiliation::Owner, &Role::None),
+            "only from inside the room"
+        );
+        room.config
+            .insert(members_only::FIELD.var.into(), true.into());
         assert!(!may_invite(&room, &Affiliation::Member, &Role::Participant));
         assert!(may_invite(&room, &Affiliation::Admin, &Role::Moderator));
         room.config.insert(FIELD.var.into(), true.into());

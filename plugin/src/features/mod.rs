@@ -17,6 +17,7 @@ pub mod password;
 pub mod persistent;
 pub mod private_messages;
 pub mod public;
+pub mod registration;
 pub mod stable_id;
 pub mod subject;
 pub mod whois;
