@@ -7,7 +7,7 @@ use minidom::Element;
 use xmpp_parsers::muc::user::{Affiliation, Item, Role, Status};
 use xmpp_parsers::ns;
 
-use crate::features::{occupant_id, whois};
+use crate::features::{occupant_id, presence_broadcast, whois};
 use crate::host::{Fault, Host};
 use crate::muc_user;
 use crate::occupant::Occupant;
@@ -170,9 +170,11 @@ impl<'a> Presence<'a> {
         others: &[Occupant],
     ) -> Result<(), Fault> {
         let id = occupant_id::id(host, &room.jid, &self.occupant.bare_jid)?;
+        let role = self.occupant.role();
         let (seeing, blind): (Vec<&Occupant>, Vec<&Occupant>) = others
             .iter()
             .filter(|other| other.nick != self.occupant.nick)
+            .filter(|other| presence_broadcast::visible_to(room, &role, &other.role()))
             .partition(|other| whois::sees_real_jids(room, &other.role()));
         self.send_to(host, room, &sessions(&seeing), true, false, &id)?;
         self.send_to(host, room, &sessions(&blind), false, false, &id)

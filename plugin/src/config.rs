@@ -17,6 +17,11 @@ pub enum Kind {
     Private,
     /// One of the options `(value, label)`; the default is the first.
     Choice(&'static [(&'static str, &'static str)]),
+    /// Any of the options `(value, label)` (rendered list-multi), with the default selection.
+    Choices {
+        options: &'static [(&'static str, &'static str)],
+        default: &'static [&'static str],
+    },
     /// A whole number within bounds.
     Number {
         default: u64,
@@ -61,6 +66,18 @@ impl FieldSpec {
         }
     }
 
+    /// The selected options of a multiple-choice field.
+    pub fn choices(&self, config: &Config) -> Vec<String> {
+        match (&self.kind, config.get(self.var)) {
+            (_, Some(Value::Array(values))) => values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            (Kind::Choices { default, .. }, _) => default.iter().map(|v| v.to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The form field showing the current value.
     pub fn render(&self, config: &Config) -> Field {
         let (type_, values, options) = match &self.kind {
@@ -83,6 +100,17 @@ impl FieldSpec {
                 FieldType::ListSingle,
                 vec![self.text(config).to_string()],
                 choices
+                    .iter()
+                    .map(|(value, label)| Option_ {
+                        label: Some(label.to_string()),
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            ),
+            Kind::Choices { options, .. } => (
+                FieldType::ListMulti,
+                self.choices(config),
+                options
                     .iter()
                     .map(|(value, label)| Option_ {
                         label: Some(label.to_string()),
@@ -123,6 +151,16 @@ impl FieldSpec {
                 .find(|(value, _)| *value == single)
                 .map(|(value, _)| Value::String(value.to_string()))
                 .ok_or_else(|| invalid("one of its options")),
+            Kind::Choices { options, .. } => values
+                .iter()
+                .map(
+                    |value| match options.iter().find(|(option, _)| *option == value.trim()) {
+                        Some((option, _)) => Ok(Value::String(option.to_string())),
+                        None => Err(invalid("a selection of its options")),
+                    },
+                )
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
             Kind::Number { max, .. } => match single.parse::<u64>() {
                 Ok(number) if number <= *max => Ok(Value::from(number)),
                 _ => Err(invalid(&format!("a whole number from 0 to {max}"))),

@@ -9,6 +9,7 @@
 pub mod host;
 pub mod service;
 
+mod adhoc;
 mod admin;
 mod affiliation;
 mod announce;

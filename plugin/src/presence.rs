@@ -12,7 +12,9 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
-use crate::features::{self, history, lock, persistent, registration, subject, Joiner};
+use crate::features::{
+    self, history, lock, persistent, presence_broadcast, registration, subject, Joiner,
+};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::muc_user;
@@ -140,7 +142,11 @@ fn send_join_state(
     let occupant = presence.occupant;
     let joiner_sees_jids = features::whois::sees_real_jids(room, &occupant.role());
     let to = inbound.from.to_string();
-    for other in others.iter().filter(|o| o.nick != occupant.nick) {
+    let visible = |other: &&Occupant| {
+        other.nick != occupant.nick
+            && presence_broadcast::visible_to(room, &other.role(), &occupant.role())
+    };
+    for other in others.iter().filter(visible) {
         let other_affiliation = muc.affiliation(host, &room.jid, &other.bare_jid)?;
         let id = features::occupant_id::id(host, &room.jid, &other.bare_jid)?;
         let mut element = Presence::of(other, other_affiliation, stored_payload(other)).render(
@@ -151,6 +157,15 @@ fn send_join_state(
         );
         element.set_attr(Namespace::NONE, xml_ncname!("to").into(), to.as_str());
         host.send(element)?;
+    }
+    if presence_broadcast::shows_absent_members(room) {
+        for (nick, owner) in registration::reservations(host, &room.jid)? {
+            if owner != occupant.bare_jid && !others.iter().any(|o| o.bare_jid == owner) {
+                let mut element = absent(host, &room.jid, &nick, joiner_sees_jids)?;
+                element.set_attr(Namespace::NONE, xml_ncname!("to").into(), to.as_str());
+                host.send(element)?;
+            }
+        }
     }
     presence.to_own_sessions(
         host,

@@ -7,6 +7,7 @@ use xmpp_parsers::muc::user::{Affiliation, Status};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::adhoc;
 use crate::admin;
 use crate::affiliation;
 use crate::announce::Presence;
@@ -131,6 +132,14 @@ impl Muc {
             }
             (StanzaKind::Iq, Some("get"), Some(ns::PING)) => {
                 host.send(errors::result(envelope, None))
+            }
+            (StanzaKind::Iq, Some("set"), Some(adhoc::NS)) => {
+                let command = inbound
+                    .element
+                    .children()
+                    .next()
+                    .expect("a child has a namespace");
+                adhoc::handle(self, host, inbound, command)
             }
             (StanzaKind::Iq, Some("get" | "set"), _) => unsupported(host, envelope),
             _ => Ok(()),
@@ -283,6 +292,10 @@ impl Muc {
         Ok(())
     }
 
+    pub fn is_service_admin(&self, bare_jid: &str) -> bool {
+        self.settings.admins.iter().any(|admin| admin == bare_jid)
+    }
+
     /// A user's affiliation with a room; service administrators own every room.
     pub fn affiliation(
         &self,
@@ -290,7 +303,7 @@ impl Muc {
         room: &str,
         bare_jid: &str,
     ) -> Result<Affiliation, Fault> {
-        if self.settings.admins.iter().any(|admin| admin == bare_jid) {
+        if self.is_service_admin(bare_jid) {
             return Ok(Affiliation::Owner);
         }
         affiliation::get(host, room, bare_jid)

@@ -15,6 +15,7 @@ pub mod occupant_id;
 pub mod outcasts;
 pub mod password;
 pub mod persistent;
+pub mod presence_broadcast;
 pub mod private_messages;
 pub mod public;
 pub mod registration;
@@ -88,6 +89,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &max_users::MaxUsers,
     &outcasts::Outcasts,
     &whois::Whois,
+    &presence_broadcast::PresenceBroadcast,
     &subject::ChangeSubject,
     &private_messages::AllowPm,
     &invitations::Invitations,

@@ -36,6 +36,15 @@ pub fn reserved_by(host: &mut dyn Host, room: &str, nick: &str) -> Result<Option
     }
 }
 
+/// Every reserved nickname of the room, with the bare JID that reserved it.
+pub fn reservations(host: &mut dyn Host, room: &str) -> Result<Vec<(String, String)>, Fault> {
+    let prefix = keys::reserved_nick(room, "");
+    host.scan(Tier::Durable, &prefix, None, u32::MAX)
+        .into_iter()
+        .map(|(key, owner)| Ok((key[prefix.len()..].to_string(), String::from_utf8(owner)?)))
+        .collect()
+}
+
 /// Reserves `nick` for `bare_jid` (releasing any nickname it held), making it a member when it
 /// had no affiliation.
 pub fn reserve(host: &mut dyn Host, room: &str, bare_jid: &str, nick: &str) -> Result<(), Fault> {
