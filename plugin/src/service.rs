@@ -14,7 +14,7 @@ use crate::announce::Presence;
 use crate::destroy;
 use crate::disco;
 use crate::errors;
-use crate::features::{invitations, lock, registration};
+use crate::features::{invitations, lock, registration, voice_requests};
 use crate::groupchat;
 use crate::host::{Envelope, Fault, Host, Level, StanzaKind};
 use crate::occupant::Occupant;
@@ -178,6 +178,11 @@ impl Muc {
     /// Non-groupchat messages to a room: invitations and declines.
     fn room_message(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         let room = Room::load(host, &inbound.to.to_bare().to_string())?.filter(|room| !room.locked);
+        if let (Some(room), Some(form)) = (&room, inbound.element.get_child("x", ns::DATA_FORMS)) {
+            if voice_requests::is_request(form) {
+                return voice_requests::handle(self, host, inbound, room, form);
+            }
+        }
         let x = inbound.element.get_child("x", ns::MUC_USER);
         match (room, x) {
             (Some(room), Some(x))

@@ -21,6 +21,7 @@ pub mod public;
 pub mod registration;
 pub mod stable_id;
 pub mod subject;
+pub mod voice_requests;
 pub mod whois;
 
 use xmpp_parsers::data_forms::Field;
