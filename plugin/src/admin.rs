@@ -11,7 +11,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
-use crate::features::{members_only, moderated, registration, whois};
+use crate::features::{member_list, members_only, moderated, registration, whois};
 use crate::host::{Fault, Host};
 use crate::occupant::{role_name, Occupant};
 use crate::permissions::{self, Actor, Change, Refusal, Target};
@@ -371,18 +371,13 @@ fn list(
     let Some(item) = query.get_child("item", NS) else {
         return refuse(host, ErrorType::Modify, DefinedCondition::BadRequest);
     };
-    let high = matches!(actor.affiliation, Affiliation::Owner | Affiliation::Admin);
     let mut items = Vec::new();
     match (
         item.attr("affiliation").map(str::parse::<Affiliation>),
         item.attr("role").map(str::parse::<Role>),
     ) {
         (Some(Ok(wanted)), None) if wanted != Affiliation::None => {
-            // Owners and admins see every list; members and occupants see who belongs, not who
-            // is banned (XEP-0045 §9.5 leaves it to the service).
-            let belongs = actor.affiliation == Affiliation::Member || actor.role != Role::None;
-            let allowed = high || (belongs && wanted != Affiliation::Outcast);
-            if !allowed {
+            if !member_list::may_read(room, &actor.affiliation, &actor.role, &wanted) {
                 return refuse(host, ErrorType::Auth, DefinedCondition::Forbidden);
             }
             for (jid, record) in affiliation::list(host, &room.jid, &wanted)? {

@@ -14,7 +14,7 @@ use crate::admin;
 use crate::config::Invalid;
 use crate::destroy;
 use crate::errors;
-use crate::features::{self, lock, members_only, naming, persistent};
+use crate::features::{self, affiliation_lists, lock, members_only, naming, persistent};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
@@ -43,7 +43,10 @@ pub fn handle(
     let form = query.get_child("x", ns::DATA_FORMS);
     let destroy_request = query.get_child("destroy", NS);
     match (kind, form, destroy_request) {
-        (Some("get"), None, None) => reply(host, inbound, Some(config_form(&room))),
+        (Some("get"), None, None) => {
+            let form = config_form(host, &room)?;
+            reply(host, inbound, Some(form))
+        }
         (Some("set"), Some(form), None) => submit(muc, host, inbound, room, form),
         (Some("set"), None, Some(request)) => {
             destroy::destroy(host, &room, destroy::for_occupants(Some(request)))?;
@@ -88,23 +91,24 @@ fn submit(
     }
     let before = room.config.clone();
     let before_tier = room.tier();
-    match configured(&room, &form) {
-        Ok(config) => room.config = config,
-        Err(Invalid(why)) => {
-            return errors::reply(
-                host,
-                inbound.envelope,
-                "iq",
-                ErrorType::Modify,
-                DefinedCondition::NotAcceptable,
-                Some(&why),
-            );
-        }
-    }
+    let not_acceptable = |host: &mut dyn Host, Invalid(why): Invalid| {
+        let (type_, condition) = (ErrorType::Modify, DefinedCondition::NotAcceptable);
+        errors::reply(host, inbound.envelope, "iq", type_, condition, Some(&why))
+    };
+    let config = match configured(&room, &form) {
+        Ok(config) => config,
+        Err(invalid) => return not_acceptable(host, invalid),
+    };
+    let affiliation_changes = match affiliation_lists::changes(host, &room, &form)? {
+        Ok(changes) => changes,
+        Err(invalid) => return not_acceptable(host, invalid),
+    };
+    room.config = config;
     room.locked = false;
     host.cancel_timer(&lock::timer_key(&room.jid));
     room.save(host)?;
     persistent::move_to_own_tier(host, &room, before_tier)?;
+    affiliation_lists::apply(host, &room, affiliation_changes)?;
     reply(host, inbound, None)?;
     if room.config != before {
         announce_change(host, &room, &before)?;
@@ -171,12 +175,13 @@ fn announce_change(
     host.broadcast(notice, &everyone)
 }
 
-fn config_form(room: &Room) -> Element {
-    let fields = features::ALL
+fn config_form(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
+    let mut fields: Vec<_> = features::ALL
         .iter()
         .flat_map(|feature| feature.fields().iter())
         .map(|spec| spec.render(&room.config))
         .collect();
+    fields.extend(affiliation_lists::fields(host, room)?);
     let mut form = DataForm::new(DataFormType::Form, ROOMCONFIG, fields);
     form.title = Some(format!("Configuration of {}", naming::display_name(room)));
     form.instructions = Some(if room.locked {
@@ -185,9 +190,9 @@ fn config_form(room: &Room) -> Element {
     } else {
         "Change the room's settings.".into()
     });
-    Element::builder("query", NS)
+    Ok(Element::builder("query", NS)
         .append(Element::from(form))
-        .build()
+        .build())
 }
 
 fn reply(host: &mut dyn Host, inbound: &Inbound, payload: Option<Element>) -> Result<(), Fault> {

@@ -3,11 +3,13 @@
 //! (may add status codes to the 104 notice), disco#info (features and `muc#roominfo` fields).
 //! The core walks [`ALL`] at each event; a feature is read in one file.
 
+pub mod affiliation_lists;
 pub mod history;
 pub mod invitations;
 pub mod lock;
 pub mod logging;
 pub mod max_users;
+pub mod member_list;
 pub mod members_only;
 pub mod moderated;
 pub mod naming;
@@ -94,6 +96,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &subject::ChangeSubject,
     &private_messages::AllowPm,
     &invitations::Invitations,
+    &member_list::MemberList,
     &logging::Logging,
     &history::History,
     &lock::Lock,
