@@ -14,6 +14,7 @@ use crate::occupant::Occupant;
 use crate::room::Room;
 
 /// One change of an occupant's presence.
+#[derive(Clone)]
 pub struct Presence<'a> {
     pub occupant: &'a Occupant,
     pub affiliation: Affiliation,

@@ -113,9 +113,6 @@ fn join(
     if created {
         presence.self_statuses.push(Status::RoomHasBeenCreated);
     }
-    presence
-        .self_statuses
-        .extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
     send_join_state(
         muc,
         host,
@@ -167,7 +164,11 @@ fn send_join_state(
             }
         }
     }
-    presence.to_own_sessions(
+    // The joiner's own presence says what the room is like (100, 170...).
+    let mut own = presence.clone();
+    own.self_statuses
+        .extend(features::ALL.iter().flat_map(|f| f.join_statuses(room)));
+    own.to_own_sessions(
         host,
         room,
         std::slice::from_ref(&to),
@@ -197,10 +198,7 @@ fn resync(
         .and_then(|x| JoinRequest::try_from(x.clone()).ok());
     let affiliation = muc.affiliation(host, room_jid, &occupant.bare_jid)?;
     let others = Occupant::all(host, room_jid)?;
-    let mut presence = Presence::of(&occupant, affiliation, stored_payload(&occupant));
-    presence
-        .self_statuses
-        .extend(features::ALL.iter().flat_map(|f| f.join_statuses(&room)));
+    let presence = Presence::of(&occupant, affiliation, stored_payload(&occupant));
     send_join_state(
         muc,
         host,
