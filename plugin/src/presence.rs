@@ -334,7 +334,9 @@ fn change_nick(
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
     };
-    if Occupant::load(host, room_jid, nick)?.is_some() {
+    let reserved_by_other = registration::reserved_by(host, room_jid, nick)?
+        .is_some_and(|owner| owner != occupant.bare_jid);
+    if reserved_by_other || Occupant::load(host, room_jid, nick)?.is_some() {
         return refuse(host, inbound, ErrorType::Cancel, DefinedCondition::Conflict);
     }
     let affiliation = muc.affiliation(host, room_jid, &occupant.bare_jid)?;
@@ -520,5 +522,31 @@ mod tests {
         );
         let error = sent[0].get_child("error", ns::JABBER_CLIENT).unwrap();
         assert!(error.has_child("jid-malformed", ns::XMPP_STANZAS));
+    }
+
+    #[test]
+    fn nobody_changes_to_a_nickname_reserved_by_someone_else() {
+        let mut host = MemoryHost::default();
+        join_presence(
+            &mut host,
+            "a@example.org/Spark",
+            "room@conference.example.org/clientA",
+        );
+        registration::reserve(
+            &mut host,
+            "room@conference.example.org",
+            "b@example.org",
+            "Taken",
+        )
+        .unwrap();
+        let sent = join_presence(
+            &mut host,
+            "a@example.org/Spark",
+            "room@conference.example.org/Taken",
+        );
+        let error = sent[0]
+            .get_child("error", ns::JABBER_CLIENT)
+            .expect("an error");
+        assert!(error.has_child("conflict", ns::XMPP_STANZAS));
     }
 }
