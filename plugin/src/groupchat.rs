@@ -17,51 +17,23 @@ use crate::service::Inbound;
 
 pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     let room_jid = inbound.to.to_bare().to_string();
-    let refuse = |host: &mut dyn Host, condition| {
-        errors::reply(
-            host,
-            inbound.envelope,
-            "message",
-            ErrorType::Modify,
-            condition,
-            None,
-        )
+    let refuse = |host: &mut dyn Host, type_, condition| {
+        errors::reply(host, inbound.envelope, "message", type_, condition, None)
     };
     let Some(mut room) = Room::load(host, &room_jid)? else {
-        return errors::reply(
-            host,
-            inbound.envelope,
-            "message",
-            ErrorType::Cancel,
-            DefinedCondition::ItemNotFound,
-            None,
-        );
+        return refuse(host, ErrorType::Cancel, DefinedCondition::ItemNotFound);
     };
     let Some(sender) = Occupant::of_session(host, &room_jid, &inbound.from.to_string())? else {
-        return refuse(host, DefinedCondition::NotAcceptable);
+        return refuse(host, ErrorType::Modify, DefinedCondition::NotAcceptable);
     };
     if !moderated::has_voice(&sender.role()) {
-        return errors::reply(
-            host,
-            inbound.envelope,
-            "message",
-            ErrorType::Auth,
-            DefinedCondition::Forbidden,
-            None,
-        );
+        return refuse(host, ErrorType::Auth, DefinedCondition::Forbidden);
     }
     let mut message = outgoing(&inbound.element, &room.jid, &sender.nick);
     let changes_subject = subject::is_change(&message);
     if changes_subject {
         if !subject::may_change(&room, &sender.role()) {
-            return errors::reply(
-                host,
-                inbound.envelope,
-                "message",
-                ErrorType::Auth,
-                DefinedCondition::Forbidden,
-                None,
-            );
+            return refuse(host, ErrorType::Auth, DefinedCondition::Forbidden);
         }
         let text = message
             .get_child("subject", ns::JABBER_CLIENT)

@@ -26,6 +26,15 @@ pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> 
     let room_jid = inbound.to.to_bare().to_string();
     let full_jid = inbound.from.to_string();
     let current = Occupant::of_session(host, &room_jid, &full_jid)?;
+    // Joining or changing to a nickname: it must be a valid one (XEP-0045 §7.2.1, RFC 8266).
+    if inbound.envelope.type_.is_none() && !valid_nick(nick) {
+        return refuse(
+            host,
+            inbound,
+            ErrorType::Modify,
+            DefinedCondition::JidMalformed,
+        );
+    }
     let rejoin = inbound.element.has_child("x", ns::MUC);
     match (inbound.envelope.type_.as_deref(), current) {
         (None, None) => join(muc, host, inbound, &room_jid, nick),
@@ -51,14 +60,6 @@ fn join(
     room_jid: &str,
     nick: &str,
 ) -> Result<(), Fault> {
-    if !valid_nick(nick) {
-        return refuse(
-            host,
-            inbound,
-            ErrorType::Modify,
-            DefinedCondition::JidMalformed,
-        );
-    }
     let bare_jid = inbound.from.to_bare().to_string();
     let request = inbound
         .element
@@ -323,14 +324,6 @@ fn change_nick(
     occupant: Occupant,
     nick: &str,
 ) -> Result<(), Fault> {
-    if !valid_nick(nick) {
-        return refuse(
-            host,
-            inbound,
-            ErrorType::Modify,
-            DefinedCondition::JidMalformed,
-        );
-    }
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
     };
