@@ -61,10 +61,7 @@ fn join(
     nick: &str,
 ) -> Result<(), Fault> {
     let bare_jid = inbound.from.to_bare().to_string();
-    let request = inbound
-        .element
-        .get_child("x", ns::MUC)
-        .and_then(|x| JoinRequest::try_from(x.clone()).ok());
+    let request = join_request(inbound);
     let (room, created) = match Room::load(host, room_jid)? {
         Some(room) => (room, false),
         None => (create(host, room_jid, &bare_jid)?, true),
@@ -193,10 +190,7 @@ fn resync(
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
     };
-    let request = inbound
-        .element
-        .get_child("x", ns::MUC)
-        .and_then(|x| JoinRequest::try_from(x.clone()).ok());
+    let request = join_request(inbound);
     let affiliation = muc.affiliation(host, room_jid, &occupant.bare_jid)?;
     let others = Occupant::all(host, room_jid)?;
     let presence = Presence::of(&occupant, affiliation, stored_payload(&occupant));
@@ -273,6 +267,12 @@ fn absent(
         .attr(xml_ncname!("from").into(), format!("{room_jid}/{nick}"))
         .append(x)
         .build())
+}
+
+/// The `<x xmlns='muc'/>` of a join: password and history wanted.
+fn join_request(inbound: &Inbound) -> Option<JoinRequest> {
+    let x = inbound.element.get_child("x", ns::MUC)?;
+    JoinRequest::try_from(x.clone()).ok()
 }
 
 /// Creates a locked room with the creator as its owner (XEP-0045 §10.1.1), and the timer that
