@@ -46,6 +46,7 @@ impl<M: MucBackend> Bench<M> {
         let jid: FullJid = jid.parse().unwrap();
         let sink = QueueSink::default();
         self.service.connect(jid.clone(), Box::new(sink.clone()));
+        self.service.flush().unwrap();
         self.users.push((jid.clone(), sink));
         jid
     }
@@ -54,6 +55,7 @@ impl<M: MucBackend> Bench<M> {
     fn send(&mut self, from: &FullJid, xml: &str) {
         let stanza: Element = xml.parse().unwrap();
         self.service.from_client(from, stanza);
+        self.service.flush().unwrap();
     }
 
     /// Bytes out: every delivered stanza serialised; returns how many stanzas.

@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::runtime::CompiledPlugin;
+use crate::scansion::network::NetworkHarness;
 use crate::scansion::{runner, script};
 use crate::testhost::TestHost;
 
@@ -41,6 +43,31 @@ fn run_one(plugin: &CompiledPlugin, path: &Path) -> Result<(), String> {
     };
     runner::run(&script, &mut host, &options)
         .map_err(|failure| format!("{}: {failure}", path.display()))
+}
+
+/// Runs each script over the network against `server`, which must accept any password.
+pub fn run_scripts_on_server(
+    server: SocketAddr,
+    muc_domain: &str,
+    wait: Duration,
+    scripts: &[PathBuf],
+) -> Vec<ScriptResult> {
+    scripts
+        .iter()
+        .map(|path| {
+            let outcome = script::load(path)
+                .map_err(|e| format!("{}: {e:#}", path.display()))
+                .and_then(|script| {
+                    let mut harness = NetworkHarness::new(server, muc_domain);
+                    runner::run(&script, &mut harness, &runner::Options { wait })
+                        .map_err(|failure| format!("{}: {failure}", path.display()))
+                });
+            ScriptResult {
+                name: file_name(path),
+                outcome,
+            }
+        })
+        .collect()
 }
 
 fn file_name(path: &Path) -> String {

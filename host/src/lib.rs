@@ -1,12 +1,19 @@
-//! The MUC host: runs the MUC plugin component under limits, keeps its data, routes its stanzas,
-//! and plays scansion scripts against it (the bundled test host).
+//! The MUC host: runs the MUC plugin component under limits, keeps its data, routes its stanzas
+//! (its own client listener, or a component link to an existing server), and plays scansion
+//! scripts against it (the bundled test host, in-process or over the network).
 
+pub mod auth;
 pub mod check;
 pub mod clock;
+pub mod config;
+pub mod core;
+pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod scansion;
+pub mod serve;
 pub mod server;
 pub mod service;
 pub mod storage;
 pub mod testhost;
+pub mod xmpp;

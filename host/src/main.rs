@@ -1,13 +1,18 @@
 //! `muc-host`: the command line.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use jid::BareJid;
+use muc_host::auth::Accounts;
 use muc_host::check::{self, Expectations};
+use muc_host::config::{ServeArgs, ServeConfig};
 use muc_host::runtime::{host_contract, PluginEngine};
+use muc_host::serve;
 
 #[derive(Parser)]
 #[command(
@@ -15,15 +20,24 @@ use muc_host::runtime::{host_contract, PluginEngine};
     about = "A Multi-User Chat (XEP-0045) service whose room logic is a WebAssembly component"
 )]
 struct Cli {
-    /// Data directory: the durable store and the cache of compiled components.
-    #[arg(long, global = true, default_value = "data")]
-    data: PathBuf,
+    /// Data directory: the durable store, accounts, the TLS certificate made on first run and
+    /// the cache of compiled components [default: data].
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: its own client listener (bundled mode, the default), or a component
+    /// of an existing XMPP server (--component).
+    Serve(ServeArgs),
+    /// Manage the accounts of the bundled client listener.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Play scansion scripts against a plugin in the in-process test host.
     Check {
         /// The plugin component (default: the MUC plugin built by this repository).
@@ -32,6 +46,16 @@ enum Command {
         /// Compare each script's result with this file's expectation instead of requiring a pass.
         #[arg(long)]
         expectations: Option<PathBuf>,
+        /// Play the scripts over c2s against this server (HOST:PORT) instead of in-process; it
+        /// must accept any password (`serve --insecure-auth`, or Prosody's insecure auth).
+        #[arg(long)]
+        server: Option<std::net::SocketAddr>,
+        /// With --server: the MUC service the scripts use.
+        #[arg(long, default_value = "conference.localhost")]
+        muc_domain: String,
+        /// With --server: how long a `receives` step waits for each stanza, in ms.
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
         /// Scansion scripts (.scs).
         #[arg(required = true)]
         scripts: Vec<PathBuf>,
@@ -43,14 +67,36 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (salted SCRAM credentials; the password itself is never stored).
+    Add {
+        /// The account's bare JID, e.g. alice@localhost.
+        jid: String,
+        /// The password (asked for without echo when absent).
+        #[arg(long)]
+        password: Option<String>,
+        /// Replace the password of an existing account.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A service logs its connections and faults; the tools only their problems.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -61,19 +107,67 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let engine = PluginEngine::new(Some(cli.data.join("cache")))?;
+    let data = cli.data.clone().unwrap_or_else(|| PathBuf::from("data"));
     match cli.command {
+        Command::Serve(args) => {
+            let config = ServeConfig::resolve(args, cli.data)?;
+            let engine = PluginEngine::new(Some(config.data.join("cache")))?;
+            let plugin = engine.compile(&plugin_path(config.plugin.clone())?)?;
+            serve::serve(config, plugin)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    jid,
+                    password,
+                    force,
+                },
+        } => {
+            let jid = BareJid::new(&jid).with_context(|| format!("'{jid}' is not a bare JID"))?;
+            let password = match password {
+                Some(password) => password,
+                None => rpassword::prompt_password(format!("Password for {jid}: "))?,
+            };
+            std::fs::create_dir_all(&data)?;
+            let accounts = Accounts::open(&serve::database_file(&data))?;
+            if force {
+                accounts.set_password(&jid, &password)?;
+            } else {
+                accounts.add(&jid, &password)?;
+            }
+            println!("account {jid} ready");
+            Ok(ExitCode::SUCCESS)
+        }
+        command => run_tool(command, &data),
+    }
+}
+
+/// The commands that only need a plugin engine.
+fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
+    let engine = PluginEngine::new(Some(data.join("cache")))?;
+    match command {
         Command::Check {
             plugin,
             expectations,
+            server,
+            muc_domain,
+            wait_ms,
             scripts,
         } => {
-            let plugin = engine.compile(&plugin_path(plugin)?)?;
             let expectations = expectations
                 .as_deref()
                 .map(Expectations::load)
                 .transpose()?;
-            let results = check::run_scripts(&plugin, &scripts);
+            let results = match server {
+                Some(server) => check::run_scripts_on_server(
+                    server,
+                    &muc_domain,
+                    std::time::Duration::from_millis(wait_ms),
+                    &scripts,
+                ),
+                None => check::run_scripts(&engine.compile(&plugin_path(plugin)?)?, &scripts),
+            };
             let report = check::report(&results, expectations.as_ref());
             print!("{}", report.text);
             Ok(if report.ok {
@@ -102,6 +196,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("sha256:   {}", info.hash);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(_) | Command::User { .. } => unreachable!("handled by run"),
     }
 }
 

@@ -2,8 +2,7 @@
 //! and the directed presence each session sent to MUC rooms (so a session that ends without a
 //! word leaves every room it joined). The test host and the network listeners share it.
 
-use std::collections::VecDeque;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use jid::{BareJid, FullJid, Jid};
@@ -12,6 +11,9 @@ use minidom::Element;
 /// Where a session's stanzas go: a socket writer, or a queue in the test host.
 pub trait SessionSink: Send {
     fn deliver(&self, stanza: Element);
+    /// The server ends the session with a stream error (`conflict` when another session took
+    /// its resource, `system-shutdown` when stopping).
+    fn close(&self, _condition: &'static str) {}
 }
 
 /// A sink that queues stanzas in memory: the test host reads them from the other side.
@@ -53,6 +55,11 @@ pub struct Router {
     domain: String,
     muc_domain: String,
     sessions: BTreeMap<FullJid, Session>,
+    /// Full JIDs bound per bare JID, for delivery to a bare JID.
+    resources: HashMap<BareJid, BTreeSet<FullJid>>,
+    /// In component mode, the server the link leads to: it takes every stanza not for a local
+    /// session.
+    upstream: Option<Box<dyn SessionSink>>,
 }
 
 impl Router {
@@ -61,6 +68,38 @@ impl Router {
             domain: domain.to_string(),
             muc_domain: muc_domain.to_string(),
             sessions: BTreeMap::new(),
+            resources: HashMap::new(),
+            upstream: None,
+        }
+    }
+
+    /// A router for component mode: no local users; everything leaves through `upstream`.
+    pub fn component(muc_domain: &str, upstream: Box<dyn SessionSink>) -> Router {
+        let mut router = Router::new("", muc_domain);
+        router.upstream = Some(upstream);
+        router
+    }
+
+    /// Ends every session (the service is stopping).
+    pub fn close_all(&mut self, condition: &'static str) {
+        for session in self.sessions.values() {
+            session.sink.close(condition);
+        }
+        if let Some(upstream) = &self.upstream {
+            upstream.close(condition);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether a stanza to `to` (a local user) has anywhere to go: a bare JID is reachable when
+    /// any of its resources is bound.
+    pub fn is_reachable(&self, to: &Jid) -> bool {
+        match to.clone().try_into_full() {
+            Ok(full) => self.sessions.contains_key(&full),
+            Err(bare) => self.resources.get(&bare).is_some_and(|set| !set.is_empty()),
         }
     }
 
@@ -75,7 +114,17 @@ impl Router {
     /// Starts a session; a session already bound to the same full JID is replaced (RFC 6120
     /// §7.7.2.2 lets the server end the older one), and its rooms are returned for leaving.
     pub fn bind(&mut self, jid: FullJid, sink: Box<dyn SessionSink>) -> Vec<Element> {
-        let left = self.unbind(&jid);
+        let left = match self.sessions.get(&jid) {
+            Some(older) => {
+                older.sink.close("conflict");
+                self.unbind(&jid)
+            }
+            None => Vec::new(),
+        };
+        self.resources
+            .entry(jid.to_bare())
+            .or_default()
+            .insert(jid.clone());
         self.sessions.insert(
             jid,
             Session {
@@ -92,6 +141,13 @@ impl Router {
         let Some(session) = self.sessions.remove(jid) else {
             return Vec::new();
         };
+        let bare = jid.to_bare();
+        if let Some(set) = self.resources.get_mut(&bare) {
+            set.remove(jid);
+            if set.is_empty() {
+                self.resources.remove(&bare);
+            }
+        }
         session
             .joined
             .into_iter()
@@ -141,12 +197,21 @@ impl Router {
         }
     }
 
-    /// Delivers to a full JID's session, or to every session of a bare JID. Returns false when
-    /// no session took it.
+    /// Delivers to a full JID's session, or to every session of a bare JID; anything for
+    /// another domain goes upstream when there is one. Returns false when nothing took it.
     pub fn deliver(&self, stanza: Element) -> bool {
         let Some(to) = stanza.attr("to").and_then(|to| Jid::new(to).ok()) else {
             return false;
         };
+        if to.domain().as_str() != self.domain {
+            return match &self.upstream {
+                Some(upstream) => {
+                    upstream.deliver(stanza);
+                    true
+                }
+                None => false,
+            };
+        }
         match to.try_into_full() {
             Ok(full) => match self.sessions.get(&full) {
                 Some(session) => {
@@ -156,20 +221,15 @@ impl Router {
                 None => false,
             },
             Err(bare) => {
-                let sessions: Vec<&Session> = self.sessions_of(&bare).collect();
-                for session in &sessions {
-                    session.sink.deliver(stanza.clone());
+                let Some(resources) = self.resources.get(&bare) else {
+                    return false;
+                };
+                for full in resources {
+                    self.sessions[full].sink.deliver(stanza.clone());
                 }
-                !sessions.is_empty()
+                true
             }
         }
-    }
-
-    fn sessions_of<'a>(&'a self, bare: &'a BareJid) -> impl Iterator<Item = &'a Session> + 'a {
-        self.sessions
-            .iter()
-            .filter(move |(jid, _)| jid.to_bare() == *bare)
-            .map(|(_, session)| session)
     }
 }
 

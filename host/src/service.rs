@@ -1,10 +1,19 @@
-//! The service core: takes stanzas from client sessions, stamps and routes them, hands the MUC's
-//! to the plugin runtime, and delivers what comes back. Sockets, if any, live outside it.
+//! The service core: takes stanzas from client sessions (or from the server a component link
+//! leads to), stamps and routes them, hands the MUC's to the plugin runtime, and delivers what
+//! comes back. Sockets, if any, live outside it.
+//!
+//! Nothing leaves before it is safe to: every stanza the core produces waits in the outbox until
+//! [`Service::flush`] has made the writes behind it durable (group commit), then leaves in the
+//! order it was produced.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use jid::{FullJid, Jid};
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 
+use crate::metrics::Metrics;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime};
 use crate::server;
@@ -16,11 +25,44 @@ const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub struct Service<M: MucBackend = PluginRuntime> {
     pub router: Router,
     pub muc: M,
+    outbox: Vec<Element>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<M: MucBackend> Service<M> {
     pub fn new(router: Router, muc: M) -> Service<M> {
-        Service { router, muc }
+        Service {
+            router,
+            muc,
+            outbox: Vec::new(),
+            metrics: None,
+        }
+    }
+
+    /// Counts plugin calls, faults and deliveries into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Service<M> {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Makes every write so far durable, then delivers what waited for it, in order. Returns
+    /// how many durable keys the sync wrote. An error means the disk failed: stop serving.
+    pub fn flush(&mut self) -> anyhow::Result<usize> {
+        let synced = self.muc.storage().lock().expect("storage lock").sync()?;
+        for stanza in std::mem::take(&mut self.outbox) {
+            if let Some(metrics) = &self.metrics {
+                metrics.stanza_out(stanza.name());
+            }
+            if !self.router.deliver(stanza) {
+                tracing::debug!("a stanza found no session; dropped");
+            }
+        }
+        Ok(synced)
+    }
+
+    /// Stanzas waiting for the next flush.
+    pub fn pending(&self) -> usize {
+        self.outbox.len()
     }
 
     pub fn connect(&mut self, jid: FullJid, sink: Box<dyn SessionSink>) {
@@ -60,23 +102,38 @@ impl<M: MucBackend> Service<M> {
                 self.send_to_muc(from, stanza);
             }
             Destination::Server => {
-                for reply in server::handle(
+                let replies = server::handle(
                     self.router.domain(),
                     self.router.muc_domain(),
                     from,
                     &stanza,
-                ) {
-                    self.router.deliver(reply);
-                }
+                );
+                self.outbox.extend(replies);
             }
-            Destination::User(_) => {
-                if !self.router.deliver(stanza.clone()) && stanza.name() != "presence" {
+            Destination::User(to) => {
+                if self.router.is_reachable(&to) {
+                    self.outbox.push(stanza);
+                } else if stanza.name() != "presence" {
                     self.reply_error(&stanza, "cancel", "service-unavailable");
                 }
             }
             Destination::Unroutable => {
                 self.reply_error(&stanza, "cancel", "remote-server-not-found")
             }
+        }
+    }
+
+    /// One stanza from the server a component link leads to: its `from` is the server's word
+    /// (XEP-0114), and only the MUC domain is served here.
+    pub fn from_component(&mut self, stanza: Element) {
+        let from = stanza.attr("from").and_then(|from| Jid::new(from).ok());
+        let to = stanza.attr("to").and_then(|to| Jid::new(to).ok());
+        match (from, to) {
+            (Some(from), Some(to)) if to.domain().as_str() == self.router.muc_domain() => {
+                self.send_to_muc_as(&from.to_string(), stanza)
+            }
+            (Some(_), Some(_)) => self.reply_error(&stanza, "cancel", "item-not-found"),
+            _ => self.reply_error(&stanza, "modify", "jid-malformed"),
         }
     }
 
@@ -97,13 +154,29 @@ impl<M: MucBackend> Service<M> {
     }
 
     fn send_to_muc(&mut self, from: &FullJid, stanza: Element) {
-        let from = from.to_string();
+        self.send_to_muc_as(&from.to_string(), stanza)
+    }
+
+    fn send_to_muc_as(&mut self, from: &str, stanza: Element) {
         let to = stanza.attr("to").unwrap_or_default().to_string();
+        let started = Instant::now();
         let outcome = self.muc.handle_stanza(Inbound {
             stanza: &stanza,
-            from: &from,
+            from,
             to: &to,
         });
+        if let Some(metrics) = &self.metrics {
+            metrics.plugin_calls.inc();
+            metrics
+                .plugin_call_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(fault) = &outcome {
+                metrics.plugin_faults.inc();
+                if matches!(fault, Fault::OverBudget(_)) {
+                    metrics.plugin_budget_hits.inc();
+                }
+            }
+        }
         match outcome {
             Ok(outbound) => self.deliver_all(outbound),
             Err(Fault::OverBudget(_)) => self.reply_error(&stanza, "wait", "resource-constraint"),
@@ -112,11 +185,7 @@ impl<M: MucBackend> Service<M> {
     }
 
     fn deliver_all(&mut self, outbound: Vec<Element>) {
-        for stanza in outbound {
-            if !self.router.deliver(stanza) {
-                tracing::debug!("a MUC stanza found no session; dropped");
-            }
-        }
+        self.outbox.extend(outbound);
     }
 
     /// Bounces `stanza` to its sender with a stanza error, unless it is an error itself.
@@ -124,7 +193,7 @@ impl<M: MucBackend> Service<M> {
         if stanza.attr("type") == Some("error") {
             return;
         }
-        self.router.deliver(error_reply(stanza, type_, condition));
+        self.outbox.push(error_reply(stanza, type_, condition));
     }
 }
 

@@ -59,6 +59,13 @@ impl TestHost {
         &mut self.service
     }
 
+    /// Runs the timers due on the virtual clock and delivers what they sent.
+    pub fn run_due_timers(&mut self) -> Result<()> {
+        self.service.run_due_timers();
+        self.service.flush()?;
+        Ok(())
+    }
+
     pub fn clock(&self) -> &ManualClock {
         &self.clock
     }
@@ -82,6 +89,7 @@ impl Harness for TestHost {
         };
         let sink = QueueSink::default();
         self.service.connect(full.clone(), Box::new(sink.clone()));
+        self.service.flush()?;
         self.clients
             .insert(client.to_string(), (full.clone(), sink));
         Ok(full.to_string())
@@ -92,6 +100,7 @@ impl Harness for TestHost {
         self.clock.advance_ms(STANZA_INTERVAL_MS);
         self.service.from_client(&from, stanza);
         self.service.run_due_timers();
+        self.service.flush()?;
         Ok(())
     }
 
@@ -105,6 +114,7 @@ impl Harness for TestHost {
             .remove(client)
             .ok_or_else(|| anyhow!("{client} is not connected"))?;
         self.service.disconnect(&jid);
+        self.service.flush()?;
         Ok(())
     }
 }

@@ -33,11 +33,11 @@ fn an_unconfigured_room_is_destroyed_when_its_lock_expires() {
     join(&mut host, "owner", "forgotten");
 
     host.clock().advance_ms(LOCK_TIMEOUT_MS - 60_000);
-    host.service().run_due_timers();
+    host.run_due_timers().unwrap();
     assert!(drain(&mut host, "owner").is_empty(), "not yet");
 
     host.clock().advance_ms(60_000);
-    host.service().run_due_timers();
+    host.run_due_timers().unwrap();
     let destroyed = drain(&mut host, "owner");
     assert_eq!(destroyed.len(), 1, "{destroyed:?}");
     let presence = String::from(&destroyed[0]);
@@ -63,6 +63,6 @@ fn a_configured_room_outlives_its_lock_timer() {
     host.send("owner", instant).unwrap();
     drain(&mut host, "owner");
     host.clock().advance_ms(2 * LOCK_TIMEOUT_MS);
-    host.service().run_due_timers();
+    host.run_due_timers().unwrap();
     assert!(drain(&mut host, "owner").is_empty());
 }

@@ -79,6 +79,7 @@ fn durable_state_survives_a_restart_and_volatile_state_does_not() {
                 .parse()
                 .unwrap();
         service.from_client(&"user@localhost/r".parse().unwrap(), message);
+        service.flush().unwrap();
         assert!(sink.pop().is_some(), "answered before the restart");
     }
     let (service, _) = service_on(dir.path());
@@ -88,4 +89,27 @@ fn durable_state_survives_a_restart_and_volatile_state_does_not() {
         Some(&b"kept"[..])
     );
     assert_eq!(storage.get(Tier::Volatile, "volatile/kept"), None);
+}
+
+#[test]
+fn with_group_commit_nothing_leaves_before_its_writes_are_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = |key: &str| {
+        Storage::open(dir.path())
+            .unwrap()
+            .get(Tier::Durable, key)
+            .map(<[u8]>::to_vec)
+    };
+    let (mut service, sink) = service_on(dir.path());
+    service.muc.storage().lock().unwrap().enable_group_commit();
+    let message: Element =
+        "<message xmlns='jabber:client' to='room@conference.localhost' id='batched'/>"
+            .parse()
+            .unwrap();
+    service.from_client(&"user@localhost/r".parse().unwrap(), message);
+    assert!(sink.pop().is_none(), "the answer waits for the sync");
+    assert_eq!(on_disk("durable/batched"), None);
+    assert_eq!(service.flush().unwrap(), 1, "one durable key synced");
+    assert!(sink.pop().is_some(), "the answer leaves after the sync");
+    assert_eq!(on_disk("durable/batched"), Some(b"batched".to_vec()));
 }

@@ -13,7 +13,7 @@ use muc_tests::compile;
 
 fn fired(host: &mut TestHost, after_ms: u64) -> Vec<Element> {
     host.clock().advance_ms(after_ms);
-    host.service().run_due_timers();
+    host.run_due_timers().unwrap();
     std::iter::from_fn(|| host.next_stanza("user", Duration::ZERO)).collect()
 }
 

@@ -99,6 +99,8 @@ pub trait MucBackend {
     fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)>;
     /// The service is stopping.
     fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault>;
+    /// The store the logic's calls commit to.
+    fn storage(&self) -> &Arc<Mutex<Storage>>;
 }
 
 impl MucBackend for PluginRuntime {
@@ -112,6 +114,10 @@ impl MucBackend for PluginRuntime {
 
     fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault> {
         PluginRuntime::on_shutdown(self)
+    }
+
+    fn storage(&self) -> &Arc<Mutex<Storage>> {
+        &self.storage
     }
 }
 

@@ -60,6 +60,10 @@ impl NativeRuntime {
 }
 
 impl MucBackend for NativeRuntime {
+    fn storage(&self) -> &Arc<Mutex<Storage>> {
+        &self.storage
+    }
+
     fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
         let stanza = wit_stanza(&inbound);
         let envelope = Envelope {

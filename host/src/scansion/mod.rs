@@ -4,6 +4,7 @@
 //! `runner` plays a script against a [`Harness`] (the in-process test host, or a real server).
 
 pub mod matcher;
+pub mod network;
 pub mod runner;
 pub mod script;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use minidom::Element;
 
-/// Where scripts run: the in-process test host, or (later) a real XMPP server over c2s.
+/// Where scripts run: the in-process test host, or a real XMPP server over c2s.
 /// Clients are named as in the script's `[Client]` blocks.
 pub trait Harness {
     /// Logs `client` in as `jid` (bare or full; a full JID's resource is the one to bind) and

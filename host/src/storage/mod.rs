@@ -34,6 +34,8 @@ pub struct Storage {
     /// The host's own records (e.g. which plugin version owns the data), never seen by plugins.
     meta: BTreeMap<String, String>,
     disk: Option<Sqlite>,
+    /// With group commit, durable writes applied in memory but not yet on disk.
+    unsynced: Option<Writes>,
 }
 
 /// The host's bookkeeping key naming the plugin version whose layout the data is in.
@@ -48,6 +50,7 @@ impl Storage {
             timers: BTreeMap::new(),
             meta: BTreeMap::new(),
             disk: None,
+            unsynced: None,
         }
     }
 
@@ -63,6 +66,7 @@ impl Storage {
             timers: loaded.timers,
             meta: loaded.meta,
             disk: Some(disk),
+            unsynced: None,
         })
     }
 
@@ -133,11 +137,39 @@ impl Storage {
         self.timers.values().min().copied()
     }
 
-    /// Applies a committed call's writes: first to disk (one SQLite transaction), then to the
-    /// in-memory view. If the disk refuses, nothing changes and the error is returned.
+    /// Switches to group commit: [`Storage::apply`] only updates the in-memory view and
+    /// [`Storage::sync`] writes everything applied since the last sync in one disk transaction.
+    /// Whoever holds stanzas back until the sync keeps the execution model intact.
+    pub fn enable_group_commit(&mut self) {
+        self.unsynced.get_or_insert_with(Writes::default);
+    }
+
+    /// Writes the durable changes applied since the last sync (group commit); returns how many
+    /// keys and timers it wrote. An error means the disk no longer holds what the memory does:
+    /// the caller must stop serving.
+    pub fn sync(&mut self) -> Result<usize> {
+        let (Some(disk), Some(unsynced)) = (&mut self.disk, &mut self.unsynced) else {
+            return Ok(0);
+        };
+        let count = unsynced.durable.len() + unsynced.timers.len();
+        if count > 0 {
+            disk.apply(&unsynced.durable, &unsynced.timers)?;
+            *unsynced = Writes::default();
+        }
+        Ok(count)
+    }
+
+    /// Applies a committed call's writes: first to disk (one SQLite transaction, or the next
+    /// group commit), then to the in-memory view. If the disk refuses, nothing changes and the
+    /// error is returned.
     pub fn apply(&mut self, writes: Writes) -> Result<()> {
-        if let Some(disk) = &mut self.disk {
-            disk.apply(&writes.durable, &writes.timers)?;
+        match (&mut self.disk, &mut self.unsynced) {
+            (Some(_), Some(unsynced)) => {
+                unsynced.durable.extend(writes.durable.clone());
+                unsynced.timers.extend(writes.timers.clone());
+            }
+            (Some(disk), None) => disk.apply(&writes.durable, &writes.timers)?,
+            (None, _) => {}
         }
         for (tier, changes) in [
             (Tier::Durable, writes.durable),

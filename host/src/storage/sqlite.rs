@@ -25,6 +25,9 @@ impl Sqlite {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         // WAL with synchronous=FULL: a commit is on disk when it returns, which is what lets the
         // call's stanzas leave.
+        // The accounts live in the same file behind their own connection: wait for it, briefly,
+        // rather than fail a commit.
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;

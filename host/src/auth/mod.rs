@@ -1,0 +1,11 @@
+//! Client authentication: accounts with salted SCRAM credentials, and the server side of SASL
+//! (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN) for the client listener.
+
+mod accounts;
+mod credentials;
+mod plain;
+mod sasl;
+mod scram;
+
+pub use accounts::{AccountError, Accounts};
+pub use sasl::{offered, AuthPolicy, Mechanism, SaslExchange, SaslFailure, Step};

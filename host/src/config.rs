@@ -1,0 +1,226 @@
+//! `muc-host serve`'s settings: command-line flags over a TOML file over the embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// The flags of `muc-host serve`; each may also be set in the `--config` file under the same
+/// name (with `_` for `-`).
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags win over it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The XMPP domain served to clients in bundled mode [default: localhost].
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// The MUC service's domain [default: conference.DOMAIN].
+    #[arg(long)]
+    pub muc_domain: Option<String>,
+    /// Client listener address (bundled mode) [default: 127.0.0.1:5222]; port 0 picks one.
+    #[arg(long)]
+    pub c2s: Option<SocketAddr>,
+    /// The MUC plugin component [default: the one this repository builds].
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    /// A service administrator's bare JID (repeatable).
+    #[arg(long = "admin")]
+    pub admins: Vec<String>,
+    /// Accept any password for any local JID. For test suites only.
+    #[arg(long)]
+    pub insecure_auth: bool,
+    /// Let clients create accounts (XEP-0077 in-band registration).
+    #[arg(long)]
+    pub registration: bool,
+    /// Component mode: the XMPP server's component port (XEP-0114), HOST:PORT.
+    #[arg(long)]
+    pub component: Option<String>,
+    /// Component mode: the secret shared with the server.
+    #[arg(long)]
+    pub component_secret: Option<String>,
+    /// Serve OpenMetrics text for Prometheus at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) [default: a self-signed one made on first run].
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), with --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Largest stanza accepted, in bytes [default: 262144].
+    #[arg(long)]
+    pub max_stanza_bytes: Option<usize>,
+    /// Stanzas kept for the component link while it is down [default: 10000].
+    #[arg(long)]
+    pub link_queue: Option<usize>,
+}
+
+/// The file form of [`ServeArgs`].
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data: Option<PathBuf>,
+    domain: Option<String>,
+    muc_domain: Option<String>,
+    c2s: Option<SocketAddr>,
+    plugin: Option<PathBuf>,
+    #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default)]
+    insecure_auth: bool,
+    #[serde(default)]
+    registration: bool,
+    component: Option<String>,
+    component_secret: Option<String>,
+    metrics: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_stanza_bytes: Option<usize>,
+    link_queue: Option<usize>,
+}
+
+/// How the service reaches its users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Its own client listener, serving `domain`.
+    Bundled { c2s: SocketAddr },
+    /// A component of an existing server (XEP-0114).
+    Component { server: String, secret: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data: PathBuf,
+    pub domain: String,
+    pub muc_domain: String,
+    pub mode: Mode,
+    pub plugin: Option<PathBuf>,
+    pub admins: Vec<String>,
+    pub insecure_auth: bool,
+    pub registration: bool,
+    pub metrics: Option<SocketAddr>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_stanza_bytes: usize,
+    pub link_queue: usize,
+}
+
+impl ServeConfig {
+    /// Merges flags, the config file they name, and the defaults. `data` is the global flag.
+    pub fn resolve(args: ServeArgs, data: Option<PathBuf>) -> Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => load(path)?,
+            None => ConfigFile::default(),
+        };
+        let domain = args
+            .domain
+            .or(file.domain)
+            .unwrap_or_else(|| "localhost".into());
+        let muc_domain = args
+            .muc_domain
+            .or(file.muc_domain)
+            .unwrap_or_else(|| format!("conference.{domain}"));
+        let mode = match args.component.or(file.component) {
+            Some(server) => Mode::Component {
+                server,
+                secret: args
+                    .component_secret
+                    .or(file.component_secret)
+                    .context("--component needs --component-secret")?,
+            },
+            None => Mode::Bundled {
+                c2s: args
+                    .c2s
+                    .or(file.c2s)
+                    .unwrap_or_else(|| "127.0.0.1:5222".parse().expect("a valid address")),
+            },
+        };
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let mut admins = file.admins;
+        admins.extend(args.admins);
+        Ok(ServeConfig {
+            data: data.or(file.data).unwrap_or_else(|| "data".into()),
+            domain,
+            muc_domain,
+            mode,
+            plugin: args.plugin.or(file.plugin),
+            admins,
+            insecure_auth: args.insecure_auth || file.insecure_auth,
+            registration: args.registration || file.registration,
+            metrics: args.metrics.or(file.metrics),
+            tls,
+            max_stanza_bytes: args
+                .max_stanza_bytes
+                .or(file.max_stanza_bytes)
+                .unwrap_or(256 * 1024),
+            link_queue: args.link_queue.or(file.link_queue).unwrap_or(10_000),
+        })
+    }
+}
+
+fn load(path: &Path) -> Result<ConfigFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_bundled_localhost_service() {
+        let config = ServeConfig::resolve(ServeArgs::default(), None).unwrap();
+        assert_eq!(config.domain, "localhost");
+        assert_eq!(config.muc_domain, "conference.localhost");
+        assert_eq!(
+            config.mode,
+            Mode::Bundled {
+                c2s: "127.0.0.1:5222".parse().unwrap()
+            }
+        );
+        assert_eq!(config.data, PathBuf::from("data"));
+        assert_eq!(config.max_stanza_bytes, 262_144);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_example_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("muc.toml");
+        std::fs::write(&path, include_str!("../../muc-host.example.toml")).unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            domain: Some("flag.example".into()),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(args, None).unwrap();
+        assert_eq!(config.domain, "flag.example");
+        assert_eq!(config.muc_domain, "conference.example.org", "from the file");
+        assert_eq!(config.admins, ["admin@example.org"]);
+    }
+
+    #[test]
+    fn a_component_needs_its_secret_and_unknown_keys_are_refused() {
+        let args = ServeArgs {
+            component: Some("127.0.0.1:5347".into()),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(args, None).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "domian = 'typo.example'\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(args, None).is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! The core thread of `muc-host serve`: the one place stanzas are handled. It owns the
+//! [`Service`] (router, plugin runtime, store), takes events from the connections in arrival
+//! order, and commits in groups: it handles every event waiting (up to a batch), runs due
+//! timers, makes the batch's writes durable in one disk transaction, and only then lets the
+//! batch's stanzas leave, in order. Under load a sync covers many stanzas; when idle, each
+//! stanza is its own batch.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jid::FullJid;
+use minidom::Element;
+
+use crate::clock::{Clock, SystemClock};
+use crate::metrics::Metrics;
+use crate::router::SessionSink;
+use crate::runtime::MucBackend;
+use crate::service::Service;
+
+/// At most this many events share one sync, so a flood cannot delay its first stanzas long.
+const MAX_BATCH: usize = 512;
+/// Wake up at least this often, to notice timers set by other means.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+pub enum CoreEvent {
+    /// A client bound `jid`; stanzas for it go to `sink`.
+    Bind {
+        jid: FullJid,
+        sink: Box<dyn SessionSink>,
+    },
+    FromClient {
+        from: FullJid,
+        stanza: Element,
+    },
+    /// The session ended, cleanly or not.
+    Unbind {
+        jid: FullJid,
+    },
+    /// A stanza from the server at the other end of the component link.
+    FromComponent(Element),
+    /// Stop: the plugin says goodbye (status 332), the last batch is synced and delivered, every
+    /// stream is closed.
+    Shutdown,
+}
+
+/// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
+/// process: the disk no longer holds what was promised, and a restart recovers from it.
+pub fn run<M: MucBackend>(
+    mut service: Service<M>,
+    events: Receiver<CoreEvent>,
+    metrics: Arc<Metrics>,
+) {
+    let clock = SystemClock;
+    loop {
+        let wait = next_wake(&service, &clock);
+        let first = match events.recv_timeout(wait) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut stopping = false;
+        let mut handled = 0;
+        let mut next = first;
+        while let Some(event) = next.take() {
+            stopping |= handle(&mut service, event);
+            handled += 1;
+            if stopping || handled >= MAX_BATCH {
+                break;
+            }
+            next = events.try_recv().ok();
+        }
+        service.run_due_timers();
+        if stopping {
+            service.shutdown();
+        }
+        commit(&mut service, &metrics);
+        metrics
+            .connections
+            .set(service.router.session_count() as i64);
+        if stopping {
+            service.router.close_all("system-shutdown");
+            tracing::info!("core stopped");
+            return;
+        }
+    }
+}
+
+fn handle<M: MucBackend>(service: &mut Service<M>, event: CoreEvent) -> bool {
+    match event {
+        CoreEvent::Bind { jid, sink } => service.connect(jid, sink),
+        CoreEvent::FromClient { from, stanza } => service.from_client(&from, stanza),
+        CoreEvent::Unbind { jid } => service.disconnect(&jid),
+        CoreEvent::FromComponent(stanza) => service.from_component(stanza),
+        CoreEvent::Shutdown => return true,
+    }
+    false
+}
+
+fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
+    let started = Instant::now();
+    match service.flush() {
+        Ok(0) => {}
+        Ok(keys) => {
+            metrics.storage_batch_keys.observe(keys as f64);
+            metrics
+                .storage_sync_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Err(error) => {
+            tracing::error!(%error, "the store could not sync; stopping so a restart recovers from disk");
+            std::process::exit(70);
+        }
+    }
+}
+
+/// How long the core may sleep: until the plugin's next timer, at most [`IDLE_WAKE`].
+fn next_wake<M: MucBackend>(service: &Service<M>, clock: &dyn Clock) -> Duration {
+    let next_timer = service
+        .muc
+        .storage()
+        .lock()
+        .expect("storage lock")
+        .next_timer();
+    match next_timer {
+        Some(at) => Duration::from_millis(at.saturating_sub(clock.now_ms())).min(IDLE_WAKE),
+        None => IDLE_WAKE,
+    }
+}

@@ -1,0 +1,199 @@
+//! What operators watch, as OpenMetrics text for Prometheus (`--metrics ADDR:PORT`).
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::storage::{Storage, Tier};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_opened: Counter,
+    pub stanzas_in: Family<KindLabel, Counter>,
+    pub stanzas_out: Family<KindLabel, Counter>,
+    pub plugin_calls: Counter,
+    pub plugin_faults: Counter,
+    pub plugin_budget_hits: Counter,
+    pub plugin_call_seconds: Histogram,
+    pub storage_batch_keys: Histogram,
+    pub storage_sync_seconds: Histogram,
+    rooms: Gauge,
+    occupants: Gauge,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("muc");
+        let seconds = || Histogram::new(exponential_buckets(0.000_01, 4.0, 10));
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            connections_opened: Counter::default(),
+            stanzas_in: Family::default(),
+            stanzas_out: Family::default(),
+            plugin_calls: Counter::default(),
+            plugin_faults: Counter::default(),
+            plugin_budget_hits: Counter::default(),
+            plugin_call_seconds: seconds(),
+            storage_batch_keys: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+            storage_sync_seconds: seconds(),
+            rooms: Gauge::default(),
+            occupants: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Client connections open",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "Client connections accepted",
+            metrics.connections_opened.clone(),
+        );
+        registry.register(
+            "stanzas_in",
+            "Stanzas received, by kind",
+            metrics.stanzas_in.clone(),
+        );
+        registry.register(
+            "stanzas_out",
+            "Stanzas delivered, by kind",
+            metrics.stanzas_out.clone(),
+        );
+        registry.register(
+            "plugin_calls",
+            "Calls into the MUC plugin",
+            metrics.plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_faults",
+            "Plugin calls that trapped, failed or ran over budget",
+            metrics.plugin_faults.clone(),
+        );
+        registry.register(
+            "plugin_budget_hits",
+            "Plugin calls stopped by the time budget or memory cap",
+            metrics.plugin_budget_hits.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Time of one plugin call",
+            metrics.plugin_call_seconds.clone(),
+        );
+        registry.register(
+            "storage_batch_keys",
+            "Durable keys written per group commit",
+            metrics.storage_batch_keys.clone(),
+        );
+        registry.register(
+            "storage_sync_seconds",
+            "Time of one group commit",
+            metrics.storage_sync_seconds.clone(),
+        );
+        registry.register("rooms", "Rooms in the store", metrics.rooms.clone());
+        registry.register(
+            "occupants",
+            "Occupants in all rooms",
+            metrics.occupants.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            ..metrics
+        })
+    }
+
+    pub fn stanza_in(&self, kind: &str) {
+        self.stanzas_in
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn stanza_out(&self, kind: &str) {
+        self.stanzas_out
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    /// The OpenMetrics text, with the room and occupant counts read from the store now (keys
+    /// as `wit/STORAGE.md` lays them out).
+    pub fn render(&self, storage: &Mutex<Storage>) -> String {
+        {
+            let storage = storage.lock().expect("storage lock");
+            let rooms = [Tier::Durable, Tier::Volatile]
+                .into_iter()
+                .flat_map(|tier| storage.range(tier, "room/", None))
+                .filter(|(key, _)| key.ends_with("/config"))
+                .count();
+            let occupants = storage
+                .range(Tier::Volatile, "room/", None)
+                .filter(|(key, _)| key.contains("/occupant/"))
+                .count();
+            self.rooms.set(rooms as i64);
+            self.occupants.set(occupants as i64);
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+/// Answers `GET /metrics` on `listener` until the task is dropped. The exporter needs one
+/// response shape only, so it is a few lines here rather than an HTTP framework.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, storage: Arc<Mutex<Storage>>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, storage) = (metrics.clone(), storage.clone());
+        tokio::spawn(async move {
+            if let Err(error) = answer(&mut socket, &metrics, &storage).await {
+                tracing::debug!(%error, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn answer(
+    socket: &mut tokio::net::TcpStream,
+    metrics: &Metrics,
+    storage: &Mutex<Storage>,
+) -> Result<()> {
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        let read = socket.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&chunk[..read]);
+    }
+    let wanted = request.starts_with(b"GET /metrics ") || request.starts_with(b"GET / ");
+    let (status, body) = if wanted {
+        ("200 OK", metrics.render(storage))
+    } else {
+        ("404 Not Found", String::from("not found\n"))
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await?;
+    socket.shutdown().await?;
+    Ok(())
+}

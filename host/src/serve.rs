@@ -1,0 +1,169 @@
+//! `muc-host serve`: the plugin runtime on a durable store, the core thread, and the network
+//! side (the client listener or the component link, and metrics), until SIGTERM or Ctrl-C.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::auth::Accounts;
+use crate::clock::SystemClock;
+use crate::config::{Mode, ServeConfig};
+use crate::core::{self, CoreEvent};
+use crate::metrics::{self, Metrics};
+use crate::router::Router;
+use crate::runtime::{CompiledPlugin, PluginRuntime, Settings};
+use crate::service::Service;
+use crate::storage::Storage;
+use crate::xmpp::c2s::{self, C2s};
+use crate::xmpp::component::{self, Link, LinkSink};
+use crate::xmpp::tls;
+
+/// How long stopping waits for sessions to write their last stanzas.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// The SQLite file under the data directory: the plugin's store and the accounts.
+pub fn database_file(data: &std::path::Path) -> PathBuf {
+    data.join("muc.sqlite3")
+}
+
+pub fn serve(config: ServeConfig, plugin: CompiledPlugin) -> Result<()> {
+    if config.insecure_auth {
+        tracing::warn!("INSECURE AUTHENTICATION: any password is accepted for any account. For test suites only; never expose this service.");
+    }
+    let mut storage = Storage::open(&config.data)?;
+    storage.enable_group_commit();
+    let storage = Arc::new(Mutex::new(storage));
+    let settings = Settings {
+        service: config.muc_domain.clone(),
+        admins: config.admins.clone(),
+        ..Settings::default()
+    };
+    let runtime = PluginRuntime::start(plugin, storage.clone(), settings, Arc::new(SystemClock))?;
+    let metrics = Metrics::new();
+    let (core_events, core_inbox) = std::sync::mpsc::channel();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async {
+        let (router, network) = match &config.mode {
+            Mode::Bundled { c2s } => {
+                let listener = TcpListener::bind(c2s)
+                    .await
+                    .with_context(|| format!("listening on {c2s}"))?;
+                announce("c2s", &listener)?;
+                let c2s = Arc::new(C2s {
+                    domain: config.domain.clone(),
+                    tls: tls::server_config(
+                        config.tls.as_ref(),
+                        &config.data,
+                        &[&config.domain, &config.muc_domain],
+                    )?,
+                    accounts: Arc::new(Accounts::open(&database_file(&config.data))?),
+                    insecure_auth: config.insecure_auth,
+                    registration: config.registration,
+                    max_stanza_bytes: config.max_stanza_bytes,
+                    core: core_events.clone(),
+                    metrics: metrics.clone(),
+                    writers: Arc::new(()),
+                });
+                let writers = c2s.writers.clone();
+                let accepting = tokio::spawn(c2s::listen(listener, c2s));
+                (
+                    Router::new(&config.domain, &config.muc_domain),
+                    Network::Listener { accepting, writers },
+                )
+            }
+            Mode::Component { server, secret } => {
+                let (to_link, from_core) = tokio::sync::mpsc::unbounded_channel();
+                let link = Link {
+                    server: server.clone(),
+                    secret: secret.clone(),
+                    domain: config.muc_domain.clone(),
+                    queue_bound: config.link_queue,
+                    max_stanza_bytes: config.max_stanza_bytes,
+                    core: core_events.clone(),
+                    metrics: metrics.clone(),
+                };
+                let linked = tokio::spawn(component::run(link, from_core));
+                (
+                    Router::component(&config.muc_domain, Box::new(LinkSink(to_link))),
+                    Network::Link(linked),
+                )
+            }
+        };
+        if let Some(address) = config.metrics {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("metrics on {address}"))?;
+            announce("metrics", &listener)?;
+            tokio::spawn(metrics::serve(listener, metrics.clone(), storage.clone()));
+        }
+        let service = Service::new(router, runtime).with_metrics(metrics.clone());
+        let core_metrics = metrics.clone();
+        let core = std::thread::Builder::new()
+            .name("muc-core".into())
+            .spawn(move || core::run(service, core_inbox, core_metrics))?;
+        tracing::info!(domain = config.muc_domain, "serving");
+
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        }
+        network.stop_accepting();
+        let _ = core_events.send(CoreEvent::Shutdown);
+        drop(core_events);
+        tokio::task::spawn_blocking(move || core.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the core thread panicked"))?;
+        network.drain().await;
+        Ok(())
+    })
+}
+
+/// Prints where a listener ended up (the port may have been 0), for operators and tests.
+fn announce(what: &str, listener: &TcpListener) -> Result<()> {
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "{what} listening");
+    println!("muc-host: {what} listening on {address}");
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+enum Network {
+    Listener {
+        accepting: tokio::task::JoinHandle<()>,
+        writers: Arc<()>,
+    },
+    Link(tokio::task::JoinHandle<()>),
+}
+
+impl Network {
+    fn stop_accepting(&self) {
+        if let Network::Listener { accepting, .. } = self {
+            accepting.abort();
+        }
+    }
+
+    /// Waits (a little) for the last stanzas, 332s included, to reach the sockets.
+    async fn drain(self) {
+        let deadline = Instant::now() + DRAIN_GRACE;
+        match self {
+            Network::Listener { writers, .. } => {
+                // Ours, the listener's, and one per writer still flushing.
+                while Arc::strong_count(&writers) > 2 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Network::Link(link) => {
+                let _ = tokio::time::timeout_at(deadline.into(), link).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! The bundled client listener (RFC 6120): stream negotiation (STARTTLS, SASL, resource
+//! binding, XEP-0077 registration when switched on), then the session, whose stanzas go to the
+//! core thread and whose deliveries come back through a [`SessionSink`].
+//!
+//! TLS is required before authentication unless the service runs with `--insecure-auth`.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use super::stream::StreamEvent;
+use super::wire::{stream_error, stream_header, ReadError, Transport, XmlReader};
+use crate::auth::{offered, Accounts, AuthPolicy, SaslExchange, SaslFailure, Step};
+use crate::core::CoreEvent;
+use crate::metrics::Metrics;
+use crate::router::SessionSink;
+
+const CLIENT_NS: &str = "jabber:client";
+const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
+const REGISTER_NS: &str = "jabber:iq:register";
+const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+/// Failed SASL attempts before the stream is closed.
+const MAX_AUTH_FAILURES: u32 = 3;
+
+/// What every client connection shares.
+pub struct C2s {
+    pub domain: String,
+    pub tls: Arc<ServerConfig>,
+    pub accounts: Arc<Accounts>,
+    pub insecure_auth: bool,
+    pub registration: bool,
+    pub max_stanza_bytes: usize,
+    pub core: Sender<CoreEvent>,
+    pub metrics: Arc<Metrics>,
+    /// Held by every session's writer: the count of writers still flushing at shutdown.
+    pub writers: Arc<()>,
+}
+
+/// Accepts clients until the task is dropped.
+pub async fn listen(listener: TcpListener, c2s: Arc<C2s>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                tokio::spawn(c2s.clone().serve(socket, peer));
+            }
+            Err(error) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(%error, "accepting a client failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Why negotiation ended without a session.
+enum Ended {
+    Read(ReadError),
+    /// We closed the stream, with this stream error.
+    Refused(&'static str, String),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for Ended {
+    fn from(error: std::io::Error) -> Ended {
+        Ended::Io(error)
+    }
+}
+
+type Conn = XmlReader<Box<dyn Transport>>;
+
+impl C2s {
+    async fn serve(self: Arc<Self>, socket: TcpStream, peer: SocketAddr) {
+        self.metrics.connections_opened.inc();
+        let _ = socket.set_nodelay(true);
+        tracing::info!(%peer, "client connected");
+        let conn = XmlReader::new(
+            Box::new(socket) as Box<dyn Transport>,
+            self.max_stanza_bytes,
+        );
+        match self.negotiate(conn).await {
+            Ok((conn, jid)) => self.session(conn, jid, peer).await,
+            Err(Ended::Read(error)) => tracing::info!(%peer, %error, "client left before binding"),
+            Err(Ended::Io(error)) => tracing::info!(%peer, %error, "client connection failed"),
+            Err(Ended::Refused(condition, text)) => {
+                tracing::info!(%peer, condition, text, "client stream refused")
+            }
+        }
+    }
+
+    /// From the first stream header to a bound resource.
+    async fn negotiate(&self, mut conn: Conn) -> Result<(Conn, FullJid), Ended> {
+        let mut tls = false;
+        let mut user: Option<BareJid> = None;
+        let mut failures = 0;
+        'stream: loop {
+            self.open_stream(&mut conn, tls, user.is_some()).await?;
+            loop {
+                let element = match conn.next().await {
+                    Ok(StreamEvent::Element(element)) => element,
+                    Ok(StreamEvent::Close) => {
+                        conn.get_mut().write_all(b"</stream:stream>").await?;
+                        return Err(Ended::Read(ReadError::Eof));
+                    }
+                    Ok(StreamEvent::Open(_)) => unreachable!("one header per stream"),
+                    Err(ReadError::Stream(error)) => {
+                        return Err(refuse(&mut conn, error.condition(), &error.text()).await)
+                    }
+                    Err(error) => return Err(Ended::Read(error)),
+                };
+                match (element.name(), element.ns().as_str()) {
+                    ("starttls", TLS_NS) if !tls => {
+                        conn.get_mut()
+                            .write_all(format!("<proceed xmlns='{TLS_NS}'/>").as_bytes())
+                            .await?;
+                        let io = conn.into_inner();
+                        let secured = TlsAcceptor::from(self.tls.clone()).accept(io).await?;
+                        conn = XmlReader::new(Box::new(secured), self.max_stanza_bytes);
+                        tls = true;
+                        continue 'stream;
+                    }
+                    ("auth", SASL_NS) if user.is_none() => {
+                        match self.authenticate(&mut conn, &element, tls).await? {
+                            Some(jid) => {
+                                tracing::info!(%jid, "client authenticated");
+                                user = Some(jid);
+                                conn.restart();
+                                continue 'stream;
+                            }
+                            None => {
+                                failures += 1;
+                                if failures >= MAX_AUTH_FAILURES {
+                                    let text = "too many failed authentication attempts";
+                                    return Err(refuse(&mut conn, "policy-violation", text).await);
+                                }
+                            }
+                        }
+                    }
+                    ("iq", CLIENT_NS) if user.is_none() && self.may_register(tls) => {
+                        let reply = self.register(&element);
+                        write_element(conn.get_mut(), &reply).await?;
+                    }
+                    ("iq", CLIENT_NS) if user.is_some() => {
+                        let user = user.as_ref().expect("authenticated");
+                        match bind(&element, user) {
+                            Ok(Some((reply, jid))) => {
+                                write_element(conn.get_mut(), &reply).await?;
+                                return Ok((conn, jid));
+                            }
+                            Ok(None) => {
+                                write_element(conn.get_mut(), &session_reply(&element)).await?
+                            }
+                            Err(reply) => write_element(conn.get_mut(), &reply).await?,
+                        }
+                    }
+                    _ if user.is_none() => {
+                        let text = "authenticate first";
+                        return Err(refuse(&mut conn, "not-authorized", text).await);
+                    }
+                    (name, ns) => {
+                        let text = format!("<{name} xmlns='{ns}'/> before binding a resource");
+                        return Err(refuse(&mut conn, "unsupported-stanza-type", &text).await);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the client's stream header and answers with ours and the features that apply.
+    async fn open_stream(
+        &self,
+        conn: &mut Conn,
+        tls: bool,
+        authenticated: bool,
+    ) -> Result<(), Ended> {
+        let header = match conn.next().await {
+            Ok(StreamEvent::Open(header)) => header,
+            Ok(_) => unreachable!("a stream starts with its header"),
+            Err(ReadError::Stream(error)) => {
+                return Err(refuse_before_header(
+                    conn,
+                    &self.domain,
+                    error.condition(),
+                    &error.text(),
+                )
+                .await)
+            }
+            Err(error) => return Err(Ended::Read(error)),
+        };
+        if header.namespace.as_deref() != Some(CLIENT_NS) {
+            let text = "this port serves jabber:client streams";
+            return Err(refuse_before_header(conn, &self.domain, "invalid-namespace", text).await);
+        }
+        if header.to.as_deref() != Some(self.domain.as_str()) {
+            let text = format!("this server is {}", self.domain);
+            return Err(refuse_before_header(conn, &self.domain, "host-unknown", &text).await);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut reply = stream_header(CLIENT_NS, &self.domain, &id);
+        reply.push_str(&self.features(tls, authenticated));
+        conn.get_mut().write_all(reply.as_bytes()).await?;
+        Ok(())
+    }
+
+    fn features(&self, tls: bool, authenticated: bool) -> String {
+        let mut features = String::from("<stream:features>");
+        if authenticated {
+            features.push_str(&format!(
+                "<bind xmlns='{BIND_NS}'/><session xmlns='{SESSION_NS}'><optional/></session>"
+            ));
+        } else if !tls && !self.insecure_auth {
+            features.push_str(&format!(
+                "<starttls xmlns='{TLS_NS}'><required/></starttls>"
+            ));
+        } else {
+            if !tls {
+                features.push_str(&format!("<starttls xmlns='{TLS_NS}'/>"));
+            }
+            features.push_str(&format!("<mechanisms xmlns='{SASL_NS}'>"));
+            for mechanism in offered(&self.policy(tls)) {
+                features.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
+            }
+            features.push_str("</mechanisms>");
+            if self.may_register(tls) {
+                features.push_str("<register xmlns='http://jabber.org/features/iq-register'/>");
+            }
+        }
+        features.push_str("</stream:features>");
+        features
+    }
+
+    fn policy(&self, tls: bool) -> AuthPolicy {
+        AuthPolicy {
+            domain: self.domain.clone(),
+            tls,
+            insecure: self.insecure_auth,
+        }
+    }
+
+    fn may_register(&self, tls: bool) -> bool {
+        self.registration && (tls || self.insecure_auth)
+    }
+
+    /// One SASL exchange (RFC 6120 §6.4); the authenticated JID, or None after a failure.
+    async fn authenticate(
+        &self,
+        conn: &mut Conn,
+        auth: &Element,
+        tls: bool,
+    ) -> Result<Option<BareJid>, Ended> {
+        if !tls && !self.insecure_auth {
+            write_sasl_failure(conn, SaslFailure::EncryptionRequired).await?;
+            return Ok(None);
+        }
+        let Ok(initial) = decode_sasl(&auth.text()) else {
+            write_sasl_failure(conn, SaslFailure::IncorrectEncoding).await?;
+            return Ok(None);
+        };
+        let mechanism = auth.attr("mechanism").unwrap_or_default();
+        let (mut exchange, mut step) = SaslExchange::start(
+            mechanism,
+            initial.as_deref(),
+            &self.policy(tls),
+            &self.accounts,
+        );
+        loop {
+            match step {
+                Step::Success {
+                    jid,
+                    additional_data,
+                } => {
+                    let data = additional_data.map(|d| encode(&d)).unwrap_or_default();
+                    let success = format!("<success xmlns='{SASL_NS}'>{data}</success>");
+                    conn.get_mut().write_all(success.as_bytes()).await?;
+                    return Ok(Some(jid));
+                }
+                Step::Failure(failure) => {
+                    write_sasl_failure(conn, failure).await?;
+                    return Ok(None);
+                }
+                Step::Challenge(data) => {
+                    let challenge =
+                        format!("<challenge xmlns='{SASL_NS}'>{}</challenge>", encode(&data));
+                    conn.get_mut().write_all(challenge.as_bytes()).await?;
+                }
+            }
+            let reply = match conn.next().await {
+                Ok(StreamEvent::Element(reply)) => reply,
+                Ok(_) => return Err(Ended::Read(ReadError::Eof)),
+                Err(error) => return Err(Ended::Read(error)),
+            };
+            step = match (reply.name(), reply.ns().as_str()) {
+                ("response", SASL_NS) => match decode_sasl(&reply.text()) {
+                    Ok(data) => exchange.respond(&data.unwrap_or_default(), &self.accounts),
+                    Err(_) => Step::Failure(SaslFailure::IncorrectEncoding),
+                },
+                ("abort", SASL_NS) => Step::Failure(SaslFailure::Aborted),
+                _ => Step::Failure(SaslFailure::MalformedRequest),
+            };
+        }
+    }
+
+    /// XEP-0077 before authentication: the form, and account creation.
+    fn register(&self, iq: &Element) -> Element {
+        let query = iq.get_child("query", REGISTER_NS);
+        match (iq.attr("type"), query) {
+            (Some("get"), Some(_)) => {
+                let form = Element::builder("query", REGISTER_NS)
+                    .append(
+                        Element::builder("instructions", REGISTER_NS)
+                            .append("Choose a username and password.")
+                            .build(),
+                    )
+                    .append(Element::builder("username", REGISTER_NS).build())
+                    .append(Element::builder("password", REGISTER_NS).build())
+                    .build();
+                iq_result(iq, Some(form))
+            }
+            (Some("set"), Some(query)) => {
+                let field = |name: &str| query.get_child(name, REGISTER_NS).map(Element::text);
+                let (Some(username), Some(password)) = (field("username"), field("password"))
+                else {
+                    return iq_error(iq, "modify", "bad-request");
+                };
+                let jid = match BareJid::new(&format!("{username}@{}", self.domain)) {
+                    Ok(jid) if !password.is_empty() => jid,
+                    _ => return iq_error(iq, "modify", "not-acceptable"),
+                };
+                match self.accounts.add(&jid, &password) {
+                    Ok(()) => {
+                        tracing::info!(%jid, "account registered in-band");
+                        iq_result(iq, None)
+                    }
+                    Err(crate::auth::AccountError::Exists) => iq_error(iq, "cancel", "conflict"),
+                    Err(error) => {
+                        tracing::error!(%jid, %error, "registering an account failed");
+                        iq_error(iq, "wait", "internal-server-error")
+                    }
+                }
+            }
+            _ => iq_error(iq, "cancel", "service-unavailable"),
+        }
+    }
+
+    /// The bound session: stanzas in go to the core; the core's deliveries come back through
+    /// the sink to the writer task, which coalesces whatever is queued into one socket write.
+    async fn session(&self, conn: Conn, jid: FullJid, peer: SocketAddr) {
+        let (mut reader, write_half) = conn.split();
+        let (outgoing, queued) = mpsc::unbounded_channel();
+        let (writer_done, mut writer_ended) = oneshot::channel::<()>();
+        tokio::spawn(write_loop(
+            write_half,
+            queued,
+            writer_done,
+            self.writers.clone(),
+        ));
+        let _ = self.core.send(CoreEvent::Bind {
+            jid: jid.clone(),
+            sink: Box::new(ClientSink(outgoing.clone())),
+        });
+        tracing::info!(%peer, %jid, "session bound");
+        let reason = loop {
+            let event = tokio::select! {
+                event = reader.next() => event,
+                _ = &mut writer_ended => break "closed by the server".to_string(),
+            };
+            match event {
+                Ok(StreamEvent::Element(stanza)) => match checked(&jid, stanza) {
+                    Ok(stanza) => {
+                        self.metrics.stanza_in(stanza.name());
+                        let _ = self.core.send(CoreEvent::FromClient {
+                            from: jid.clone(),
+                            stanza,
+                        });
+                    }
+                    Err((condition, text)) => {
+                        let _ = outgoing.send(Outgoing::Error(condition, text.clone()));
+                        break format!("{condition}: {text}");
+                    }
+                },
+                Ok(StreamEvent::Close) => {
+                    let _ = outgoing.send(Outgoing::End);
+                    break "closed by the client".to_string();
+                }
+                Ok(StreamEvent::Open(_)) => unreachable!("one header per stream"),
+                Err(ReadError::Stream(error)) => {
+                    let _ = outgoing.send(Outgoing::Error(error.condition(), error.text()));
+                    break error.to_string();
+                }
+                Err(error) => break error.to_string(),
+            }
+        };
+        // The rooms it was in hear it leave (RFC 6121 directed presence), clean exit or not.
+        let _ = self.core.send(CoreEvent::Unbind { jid: jid.clone() });
+        tracing::info!(%peer, %jid, reason, "session ended");
+    }
+}
+
+/// A stanza from a bound client, or the stream error that ends the stream because of it.
+fn checked(session: &FullJid, stanza: Element) -> Result<Element, (&'static str, String)> {
+    if stanza.ns() != CLIENT_NS || !matches!(stanza.name(), "message" | "presence" | "iq") {
+        let text = format!(
+            "<{} xmlns='{}'/> is not a stanza",
+            stanza.name(),
+            stanza.ns()
+        );
+        return Err(("unsupported-stanza-type", text));
+    }
+    // RFC 6120 §8.1.2.1: a client may only name itself (its full or bare JID) as the sender.
+    if let Some(from) = stanza.attr("from") {
+        let allowed = match Jid::new(from) {
+            Ok(jid) => jid == Jid::from(session.clone()) || jid == Jid::from(session.to_bare()),
+            Err(_) => false,
+        };
+        if !allowed {
+            return Err((
+                "invalid-from",
+                format!("this stream is {session}, not {from}"),
+            ));
+        }
+    }
+    Ok(stanza)
+}
+
+/// RFC 6120 §7 resource binding: the reply and the bound JID, or None for a (legacy) session
+/// request, or an error reply.
+fn bind(iq: &Element, user: &BareJid) -> Result<Option<(Element, FullJid)>, Element> {
+    if iq.has_child("session", SESSION_NS) {
+        return Ok(None);
+    }
+    let Some(request) = iq
+        .get_child("bind", BIND_NS)
+        .filter(|_| iq.attr("type") == Some("set"))
+    else {
+        return Err(iq_error(iq, "cancel", "not-allowed"));
+    };
+    let wanted = request
+        .get_child("resource", BIND_NS)
+        .map(Element::text)
+        .filter(|resource| !resource.trim().is_empty());
+    let resource = wanted.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let Ok(jid) = user.with_resource_str(&resource) else {
+        return Err(iq_error(iq, "modify", "bad-request"));
+    };
+    let payload = Element::builder("bind", BIND_NS)
+        .append(
+            Element::builder("jid", BIND_NS)
+                .append(jid.to_string())
+                .build(),
+        )
+        .build();
+    Ok(Some((iq_result(iq, Some(payload)), jid)))
+}
+
+fn session_reply(iq: &Element) -> Element {
+    iq_result(iq, None)
+}
+
+fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
+    let mut reply = Element::builder("iq", CLIENT_NS)
+        .attr(minidom::rxml::xml_ncname!("type").into(), "result")
+        .attr(minidom::rxml::xml_ncname!("id").into(), iq.attr("id"))
+        .build();
+    if let Some(payload) = payload {
+        reply.append_child(payload);
+    }
+    reply
+}
+
+fn iq_error(iq: &Element, kind: &str, condition: &str) -> Element {
+    let error = Element::builder("error", CLIENT_NS)
+        .attr(minidom::rxml::xml_ncname!("type").into(), kind)
+        .append(Element::builder(condition, STANZAS_NS).build())
+        .build();
+    Element::builder("iq", CLIENT_NS)
+        .attr(minidom::rxml::xml_ncname!("type").into(), "error")
+        .attr(minidom::rxml::xml_ncname!("id").into(), iq.attr("id"))
+        .append(error)
+        .build()
+}
+
+/// SASL payloads are base64, with `=` for an empty one and nothing for none (RFC 6120 §6.4.2).
+fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, base64::DecodeError> {
+    match text.trim() {
+        "" => Ok(None),
+        "=" => Ok(Some(Vec::new())),
+        text => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Some),
+    }
+}
+
+fn encode(data: &[u8]) -> String {
+    match data {
+        [] => "=".into(),
+        data => base64::engine::general_purpose::STANDARD.encode(data),
+    }
+}
+
+async fn write_sasl_failure(conn: &mut Conn, failure: SaslFailure) -> std::io::Result<()> {
+    let xml = format!(
+        "<failure xmlns='{SASL_NS}'><{}/></failure>",
+        failure.condition()
+    );
+    conn.get_mut().write_all(xml.as_bytes()).await
+}
+
+async fn write_element(
+    io: &mut (impl AsyncWrite + Unpin),
+    element: &Element,
+) -> std::io::Result<()> {
+    io.write_all(String::from(element).as_bytes()).await
+}
+
+/// Ends the stream with a stream error.
+async fn refuse(conn: &mut Conn, condition: &'static str, text: &str) -> Ended {
+    let _ = conn
+        .get_mut()
+        .write_all(stream_error(condition, text).as_bytes())
+        .await;
+    let _ = conn.get_mut().shutdown().await;
+    Ended::Refused(condition, text.to_string())
+}
+
+/// As [`refuse`], when our header is not sent yet: RFC 6120 §4.9.1.2 wants one first.
+async fn refuse_before_header(
+    conn: &mut Conn,
+    domain: &str,
+    condition: &'static str,
+    text: &str,
+) -> Ended {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let header = stream_header(CLIENT_NS, domain, &id);
+    let _ = conn.get_mut().write_all(header.as_bytes()).await;
+    refuse(conn, condition, text).await
+}
+
+/// What the writer task sends.
+enum Outgoing {
+    Stanza(Element),
+    /// A stream error, then the end of the stream.
+    Error(&'static str, String),
+    /// The end of the stream.
+    End,
+}
+
+struct ClientSink(mpsc::UnboundedSender<Outgoing>);
+
+impl SessionSink for ClientSink {
+    fn deliver(&self, stanza: Element) {
+        let _ = self.0.send(Outgoing::Stanza(stanza));
+    }
+
+    fn close(&self, condition: &'static str) {
+        let _ = self.0.send(Outgoing::Error(condition, String::new()));
+    }
+}
+
+/// Writes what the session is sent, everything queued at once, until the stream ends.
+async fn write_loop(
+    mut io: WriteHalf<Box<dyn Transport>>,
+    mut queued: mpsc::UnboundedReceiver<Outgoing>,
+    _done: oneshot::Sender<()>,
+    _writers: Arc<()>,
+) {
+    let mut buffer = String::new();
+    while let Some(first) = queued.recv().await {
+        let mut ends = false;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Stanza(stanza) => buffer.push_str(&String::from(&stanza)),
+                Outgoing::Error(condition, text) => {
+                    buffer.push_str(&stream_error(condition, &text));
+                    ends = true;
+                }
+                Outgoing::End => {
+                    buffer.push_str("</stream:stream>");
+                    ends = true;
+                }
+            }
+            if !ends && buffer.len() < 64 * 1024 {
+                next = queued.try_recv().ok();
+            }
+        }
+        if io.write_all(buffer.as_bytes()).await.is_err() {
+            return;
+        }
+        buffer.clear();
+        if ends {
+            let _ = io.shutdown().await;
+            return;
+        }
+    }
+}

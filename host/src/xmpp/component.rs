@@ -1,0 +1,306 @@
+//! Component mode: the MUC domain served as an external component of an existing server
+//! (XEP-0114, the Jabber Component Protocol). The link reconnects with backoff when it drops;
+//! while it is down, stanzas for the server wait in a bounded queue and leave, in order, once
+//! it is back. A batch whose write failed goes back to the front of the queue: at least once.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minidom::Element;
+use sha1::{Digest, Sha1};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::stream::{StreamEvent, STREAMS_NS};
+use super::wire::{renamespace, ReadError, XmlReader};
+use crate::core::CoreEvent;
+use crate::metrics::Metrics;
+use crate::router::SessionSink;
+
+const COMPONENT_NS: &str = "jabber:component:accept";
+const CLIENT_NS: &str = "jabber:client";
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Link {
+    /// The server's component port, HOST:PORT.
+    pub server: String,
+    pub secret: String,
+    /// The domain this component serves (the MUC domain).
+    pub domain: String,
+    /// Stanzas kept while the link is down.
+    pub queue_bound: usize,
+    pub max_stanza_bytes: usize,
+    pub core: Sender<CoreEvent>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub enum LinkOut {
+    Stanza(Element),
+    /// The service is stopping: close the stream.
+    Close,
+}
+
+/// The router's way to the server.
+pub struct LinkSink(pub mpsc::UnboundedSender<LinkOut>);
+
+impl SessionSink for LinkSink {
+    fn deliver(&self, stanza: Element) {
+        let _ = self.0.send(LinkOut::Stanza(stanza));
+    }
+
+    fn close(&self, _condition: &'static str) {
+        let _ = self.0.send(LinkOut::Close);
+    }
+}
+
+/// Stanzas waiting for the link.
+struct Backlog {
+    stanzas: VecDeque<Element>,
+    bound: usize,
+    /// Dropped since the bound was last hit, for one log line per outage.
+    dropped: u64,
+}
+
+impl Backlog {
+    fn push(&mut self, stanza: Element) {
+        if self.stanzas.len() < self.bound {
+            self.stanzas.push_back(stanza);
+            return;
+        }
+        if self.dropped == 0 {
+            tracing::error!(
+                bound = self.bound,
+                "component link queue full: dropping stanzas for the server until it is back"
+            );
+        }
+        self.dropped += 1;
+    }
+}
+
+enum LinkEnd {
+    /// The service is stopping.
+    Stopped,
+    Lost(String),
+}
+
+/// Keeps the link up until the service stops.
+pub async fn run(link: Link, mut outbound: mpsc::UnboundedReceiver<LinkOut>) {
+    let mut backlog = Backlog {
+        stanzas: VecDeque::new(),
+        bound: link.queue_bound,
+        dropped: 0,
+    };
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let connected = {
+            let attempt = connect(&link);
+            tokio::pin!(attempt);
+            loop {
+                tokio::select! {
+                    result = &mut attempt => break result,
+                    item = outbound.recv() => match item {
+                        Some(LinkOut::Stanza(stanza)) => backlog.push(stanza),
+                        Some(LinkOut::Close) | None => return,
+                    },
+                }
+            }
+        };
+        match connected {
+            Ok(conn) => {
+                backoff = FIRST_BACKOFF;
+                if backlog.dropped > 0 {
+                    tracing::warn!(
+                        dropped = backlog.dropped,
+                        "stanzas dropped while the link was down"
+                    );
+                    backlog.dropped = 0;
+                }
+                tracing::info!(
+                    server = link.server,
+                    domain = link.domain,
+                    queued = backlog.stanzas.len(),
+                    "component link up"
+                );
+                println!(
+                    "muc-host: component connected to {} as {}",
+                    link.server, link.domain
+                );
+                let _ = std::io::stdout().flush();
+                match serve(&link, conn, &mut backlog, &mut outbound).await {
+                    LinkEnd::Stopped => return,
+                    LinkEnd::Lost(reason) => {
+                        tracing::warn!(
+                            server = link.server,
+                            reason,
+                            "component link lost; reconnecting"
+                        )
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    server = link.server,
+                    reason,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "component link down"
+                )
+            }
+        }
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                item = outbound.recv() => match item {
+                    Some(LinkOut::Stanza(stanza)) => backlog.push(stanza),
+                    Some(LinkOut::Close) | None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Opens the stream and authenticates with the handshake (XEP-0114 §3).
+async fn connect(link: &Link) -> Result<XmlReader<TcpStream>, String> {
+    let socket = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&link.server))
+        .await
+        .map_err(|_| "connection timed out".to_string())?
+        .map_err(|error| error.to_string())?;
+    let _ = socket.set_nodelay(true);
+    let mut conn = XmlReader::new(socket, link.max_stanza_bytes);
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{COMPONENT_NS}' xmlns:stream='{STREAMS_NS}' to='{}'>",
+        super::wire::escape(&link.domain)
+    );
+    write(&mut conn, header.as_bytes()).await?;
+    let id = match conn.next().await {
+        Ok(StreamEvent::Open(header)) => header.id.ok_or("the server's header has no id")?,
+        Ok(_) => return Err("no stream header".into()),
+        Err(error) => return Err(error.to_string()),
+    };
+    let digest = Sha1::digest(format!("{id}{}", link.secret).as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    write(
+        &mut conn,
+        format!("<handshake>{hex}</handshake>").as_bytes(),
+    )
+    .await?;
+    match conn.next().await {
+        Ok(StreamEvent::Element(reply)) if reply.name() == "handshake" => Ok(conn),
+        Ok(StreamEvent::Element(error)) if error.name() == "error" && error.ns() == STREAMS_NS => {
+            Err(format!(
+                "the server refused the handshake: {}",
+                describe_stream_error(&error)
+            ))
+        }
+        Ok(_) => Err("the server closed the stream during the handshake".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+async fn write(conn: &mut XmlReader<TcpStream>, bytes: &[u8]) -> Result<(), String> {
+    conn.get_mut()
+        .write_all(bytes)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Carries stanzas both ways until the link drops or the service stops.
+async fn serve(
+    link: &Link,
+    conn: XmlReader<TcpStream>,
+    backlog: &mut Backlog,
+    outbound: &mut mpsc::UnboundedReceiver<LinkOut>,
+) -> LinkEnd {
+    let (mut reader, mut writer) = conn.split();
+    loop {
+        // What waited while the link was down leaves first, in order.
+        while !backlog.stanzas.is_empty() {
+            let batch: Vec<Element> = backlog
+                .stanzas
+                .drain(..backlog.stanzas.len().min(256))
+                .collect();
+            if let Err(error) = writer.write_all(wire_form(&batch).as_bytes()).await {
+                requeue(backlog, batch);
+                return LinkEnd::Lost(error.to_string());
+            }
+        }
+        tokio::select! {
+            event = reader.next() => match event {
+                Ok(StreamEvent::Element(stanza)) if stanza.ns() == STREAMS_NS => {
+                    return LinkEnd::Lost(format!("stream error: {}", describe_stream_error(&stanza)));
+                }
+                Ok(StreamEvent::Element(stanza)) => {
+                    let stanza = renamespace(stanza, COMPONENT_NS, CLIENT_NS);
+                    link.metrics.stanza_in(stanza.name());
+                    if link.core.send(CoreEvent::FromComponent(stanza)).is_err() {
+                        return LinkEnd::Stopped;
+                    }
+                }
+                Ok(StreamEvent::Close) => return LinkEnd::Lost("the server closed the stream".into()),
+                Ok(StreamEvent::Open(_)) => unreachable!("one header per stream"),
+                Err(ReadError::Stream(error)) => {
+                    let _ = writer.write_all(super::wire::stream_error(error.condition(), &error.text()).as_bytes()).await;
+                    return LinkEnd::Lost(error.to_string());
+                }
+                Err(error) => return LinkEnd::Lost(error.to_string()),
+            },
+            item = outbound.recv() => {
+                let mut batch = Vec::new();
+                let mut stopping = false;
+                let mut next = item;
+                while let Some(item) = next.take() {
+                    match item {
+                        LinkOut::Stanza(stanza) => batch.push(stanza),
+                        LinkOut::Close => { stopping = true; break; }
+                    }
+                    if batch.len() < 256 {
+                        next = outbound.try_recv().ok();
+                    }
+                }
+                if next.is_none() && batch.is_empty() && !stopping {
+                    // Every sender is gone: the core has stopped.
+                    stopping = true;
+                }
+                if let Err(error) = writer.write_all(wire_form(&batch).as_bytes()).await {
+                    requeue(backlog, batch);
+                    return LinkEnd::Lost(error.to_string());
+                }
+                if stopping {
+                    let _ = writer.write_all(b"</stream:stream>").await;
+                    let _ = writer.shutdown().await;
+                    return LinkEnd::Stopped;
+                }
+            }
+        }
+    }
+}
+
+/// Stanzas as the component stream writes them: in `jabber:component:accept`.
+fn wire_form(batch: &[Element]) -> String {
+    batch
+        .iter()
+        .map(|stanza| String::from(&renamespace(stanza.clone(), CLIENT_NS, COMPONENT_NS)))
+        .collect()
+}
+
+fn requeue(backlog: &mut Backlog, batch: Vec<Element>) {
+    for stanza in batch.into_iter().rev() {
+        backlog.stanzas.push_front(stanza);
+    }
+}
+
+fn describe_stream_error(error: &Element) -> String {
+    error
+        .children()
+        .find(|child| child.name() != "text")
+        .map(|condition| condition.name().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,379 @@
+//! The inbound side of an XML stream (RFC 6120 §4): bytes in, a stream header and whole
+//! top-level elements out. rxml does the XML (restricted as XMPP requires: no comments, no
+//! DTDs, no processing instructions) and minidom builds the elements; this file only cuts the
+//! stream into stanzas and enforces the size limit while a stanza is still arriving.
+
+use minidom::tree_builder::TreeBuilder;
+use minidom::Element;
+use rxml::{Parse, RawEvent, RawParser, WithOptions};
+
+pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
+
+/// What the peer said in its `<stream:stream>` header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The default namespace: `jabber:client`, `jabber:component:accept`...
+    pub namespace: Option<String>,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub id: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum StreamEvent {
+    Open(StreamHeader),
+    Element(Element),
+    /// The peer closed its stream (`</stream:stream>`).
+    Close,
+}
+
+/// Why a stream must end, named by its RFC 6120 §4.9.3 condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    NotWellFormed(String),
+    /// A stanza larger than the limit (§4.9.3.12 policy-violation, as Prosody does).
+    TooLarge(usize),
+    /// The root is not `stream:stream` in the streams namespace.
+    InvalidNamespace,
+}
+
+impl StreamError {
+    pub fn condition(&self) -> &'static str {
+        match self {
+            StreamError::NotWellFormed(_) => "not-well-formed",
+            StreamError::TooLarge(_) => "policy-violation",
+            StreamError::InvalidNamespace => "invalid-namespace",
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            StreamError::NotWellFormed(why) => why.clone(),
+            StreamError::TooLarge(limit) => format!("stanza larger than {limit} bytes"),
+            StreamError::InvalidNamespace => "the root must be <stream:stream>".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.condition(), self.text())
+    }
+}
+
+pub struct StreamParser {
+    parser: RawParser,
+    builder: TreeBuilder,
+    /// Open elements: 1 inside the stream header, 2 and more inside a stanza.
+    depth: usize,
+    header: StreamHeader,
+    max_stanza_bytes: usize,
+    stanza_bytes: usize,
+    closed: bool,
+}
+
+impl StreamParser {
+    pub fn new(max_stanza_bytes: usize) -> StreamParser {
+        let mut options = rxml::Options::default();
+        // No single name, attribute value or text chunk may exceed the stanza limit either.
+        options.max_token_length = max_stanza_bytes.max(1024);
+        StreamParser {
+            parser: RawParser::with_options(options),
+            builder: TreeBuilder::new(),
+            depth: 0,
+            header: StreamHeader::default(),
+            max_stanza_bytes,
+            stanza_bytes: 0,
+            closed: false,
+        }
+    }
+
+    /// Parses what `data` holds; a partial stanza is kept for the next call.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<Vec<StreamEvent>, StreamError> {
+        let mut events = Vec::new();
+        while !self.closed {
+            let event = match self.parser.parse(&mut data, false) {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(rxml::error::EndOrError::NeedMoreData) => break,
+                Err(rxml::error::EndOrError::Error(error)) => {
+                    return Err(StreamError::NotWellFormed(error.to_string()))
+                }
+            };
+            if let Some(event) = self.process(event)? {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    fn process(&mut self, event: RawEvent) -> Result<Option<StreamEvent>, StreamError> {
+        if self.depth >= 1 && !matches!(event, RawEvent::ElementFoot(_) if self.depth == 1) {
+            self.count(event_len(&event))?;
+        }
+        match &event {
+            RawEvent::XmlDeclaration(..) => return Ok(None),
+            // Whitespace between stanzas (keepalives) would pile up as text in the root.
+            RawEvent::Text(..) if self.depth == 1 => return Ok(None),
+            RawEvent::ElementHeadOpen(_, (prefix, name)) if self.depth == 0 => {
+                if name.as_str() != "stream"
+                    || prefix.as_ref().map(|p| p.as_str()) != Some("stream")
+                {
+                    return Err(StreamError::InvalidNamespace);
+                }
+            }
+            RawEvent::Attribute(_, (prefix, name), value) if self.depth == 0 => {
+                let value = Some(value.to_string());
+                match (prefix.as_ref().map(|p| p.as_str()), name.as_str()) {
+                    (None, "xmlns") => self.header.namespace = value,
+                    (Some("xmlns"), "stream") if value.as_deref() != Some(STREAMS_NS) => {
+                        return Err(StreamError::InvalidNamespace)
+                    }
+                    (None, "to") => self.header.to = value,
+                    (None, "from") => self.header.from = value,
+                    (None, "id") => self.header.id = value,
+                    (None, "version") => self.header.version = value,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        let (opens, closes) = match &event {
+            RawEvent::ElementHeadClose(_) => (true, false),
+            RawEvent::ElementFoot(_) => (false, true),
+            _ => (false, false),
+        };
+        self.builder
+            .process_event(event)
+            .map_err(|error| StreamError::NotWellFormed(error.to_string()))?;
+        if opens {
+            self.depth += 1;
+            if self.depth == 1 {
+                return Ok(Some(StreamEvent::Open(self.header.clone())));
+            }
+        }
+        if closes {
+            self.depth -= 1;
+            match self.depth {
+                0 => {
+                    self.closed = true;
+                    return Ok(Some(StreamEvent::Close));
+                }
+                1 => {
+                    self.stanza_bytes = 0;
+                    let element = self.builder.unshift_child().ok_or_else(|| {
+                        StreamError::NotWellFormed("a stanza closed but none was open".into())
+                    })?;
+                    return Ok(Some(StreamEvent::Element(element)));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn count(&mut self, bytes: usize) -> Result<(), StreamError> {
+        self.stanza_bytes += bytes;
+        if self.stanza_bytes > self.max_stanza_bytes {
+            return Err(StreamError::TooLarge(self.max_stanza_bytes));
+        }
+        Ok(())
+    }
+}
+
+fn event_len(event: &RawEvent) -> usize {
+    match event {
+        RawEvent::XmlDeclaration(metrics, _)
+        | RawEvent::ElementHeadOpen(metrics, _)
+        | RawEvent::Attribute(metrics, ..)
+        | RawEvent::ElementHeadClose(metrics)
+        | RawEvent::ElementFoot(metrics)
+        | RawEvent::Text(metrics, _) => metrics.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    fn feed_all(parser: &mut StreamParser, text: &str) -> Result<Vec<StreamEvent>, StreamError> {
+        parser.feed(text.as_bytes())
+    }
+
+    #[test]
+    fn a_header_then_stanzas_then_the_close() {
+        let mut parser = StreamParser::new(1 << 16);
+        let text = format!(
+            "{HEADER} <message to='a@b'><body>hi</body></message>\n<presence/></stream:stream>"
+        );
+        let events = feed_all(&mut parser, &text).unwrap();
+        assert_eq!(events.len(), 4);
+        let StreamEvent::Open(header) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(header.namespace.as_deref(), Some("jabber:client"));
+        assert_eq!(header.to.as_deref(), Some("localhost"));
+        let StreamEvent::Element(message) = &events[1] else {
+            panic!()
+        };
+        assert_eq!(message.name(), "message");
+        assert_eq!(message.ns(), "jabber:client");
+        assert_eq!(
+            message.get_child("body", "jabber:client").unwrap().text(),
+            "hi"
+        );
+        assert_eq!(events[3], StreamEvent::Close);
+    }
+
+    #[test]
+    fn byte_by_byte_gives_the_same_events() {
+        let text = format!("{HEADER}<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>");
+        let whole = feed_all(&mut StreamParser::new(1 << 16), &text).unwrap();
+        let mut parser = StreamParser::new(1 << 16);
+        let mut split = Vec::new();
+        for byte in text.as_bytes() {
+            split.extend(parser.feed(std::slice::from_ref(byte)).unwrap());
+        }
+        assert_eq!(whole, split);
+    }
+
+    #[test]
+    fn an_oversized_stanza_is_refused_before_it_ends() {
+        let mut parser = StreamParser::new(2048);
+        feed_all(&mut parser, HEADER).unwrap();
+        let body = "x".repeat(1000);
+        let mut error = None;
+        for _ in 0..5 {
+            if let Err(e) = feed_all(&mut parser, &format!("<message><body>{body}")) {
+                error = Some(e);
+                break;
+            }
+        }
+        assert_eq!(error, Some(StreamError::TooLarge(2048)));
+    }
+
+    #[test]
+    fn many_small_stanzas_never_hit_the_limit() {
+        let mut parser = StreamParser::new(1024);
+        feed_all(&mut parser, HEADER).unwrap();
+        for _ in 0..100 {
+            let events =
+                feed_all(&mut parser, "<presence><status>here</status></presence> ").unwrap();
+            assert_eq!(events.len(), 1);
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_stream_error() {
+        let not_stream = "<root xmlns='jabber:client'>";
+        assert_eq!(
+            feed_all(&mut StreamParser::new(1024), not_stream),
+            Err(StreamError::InvalidNamespace)
+        );
+        let wrong_streams_ns = "<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong'>";
+        assert_eq!(
+            feed_all(&mut StreamParser::new(1024), wrong_streams_ns),
+            Err(StreamError::InvalidNamespace)
+        );
+        for bad in [
+            "<message><body></message>",
+            "<message><!-- no --></message>",
+            "<a:b/>",
+        ] {
+            let mut parser = StreamParser::new(1024);
+            feed_all(&mut parser, HEADER).unwrap();
+            assert!(
+                matches!(
+                    feed_all(&mut parser, bad),
+                    Err(StreamError::NotWellFormed(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    mod fuzz {
+        //! Bounded property runs (CI runs them with every `cargo test`): whatever the bytes and
+        //! however the network cuts them, the parser answers with events or a stream error,
+        //! never a panic, and where the stream is cut never changes what it sees.
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::HEADER;
+
+        fn stanza() -> impl Strategy<Value = String> {
+            let text = "[a-z <>&;'\"]{0,12}".prop_map(|t| {
+                t.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            });
+            (
+                prop::sample::select(vec!["message", "presence", "iq"]),
+                prop::sample::select(vec![
+                    "",
+                    " type='groupchat'",
+                    " to='r@c/n'",
+                    " id='x&amp;y'",
+                ]),
+                text,
+                prop::sample::select(vec![
+                    "",
+                    "<x xmlns='http://jabber.org/protocol/muc'/>",
+                    "<b:y xmlns:b='urn:b'/>",
+                ]),
+            )
+                .prop_map(|(name, attrs, text, child)| {
+                    format!("<{name}{attrs}><body>{text}</body>{child}</{name}>")
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let mut parser = StreamParser::new(1024);
+                let _ = parser.feed(HEADER.as_bytes());
+                let _ = parser.feed(&bytes);
+            }
+
+            #[test]
+            fn mutated_stanzas_never_panic(
+                stanzas in prop::collection::vec(stanza(), 1..6),
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            ) {
+                let mut bytes = format!("{HEADER}{}", stanzas.concat()).into_bytes();
+                for (at, byte) in flips {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                let _ = StreamParser::new(256).feed(&bytes);
+            }
+
+            #[test]
+            fn where_the_stream_is_cut_changes_nothing(
+                stanzas in prop::collection::vec(stanza(), 1..6),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let text = format!("{HEADER}{}", stanzas.concat());
+                let bytes = text.as_bytes();
+                let whole = StreamParser::new(1 << 16).feed(bytes).unwrap();
+                prop_assert_eq!(whole.len(), stanzas.len() + 1);
+                let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(bytes.len())).collect();
+                cuts.push(bytes.len());
+                cuts.sort();
+                let mut parser = StreamParser::new(1 << 16);
+                let (mut pieces, mut from) = (Vec::new(), 0);
+                for cut in cuts {
+                    pieces.extend(parser.feed(&bytes[from..cut]).unwrap());
+                    from = cut;
+                }
+                prop_assert_eq!(whole, pieces);
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! What both stream kinds (client connections and the component link) share on the wire:
+//! reading events from a socket, and the few fixed pieces of XML a stream opens and ends with.
+
+use std::collections::VecDeque;
+
+use minidom::{Element, Node};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+
+use super::stream::{StreamError, StreamEvent, StreamParser, STREAMS_NS};
+
+pub const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+
+/// A byte stream a connection runs over: TCP, or TLS over it.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed the socket.
+    Eof,
+    Io(std::io::Error),
+    /// The peer broke the stream: answer with this stream error.
+    Stream(StreamError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Eof => write!(f, "connection closed"),
+            ReadError::Io(error) => write!(f, "{error}"),
+            ReadError::Stream(error) => write!(f, "{}: {}", error.condition(), error.text()),
+        }
+    }
+}
+
+/// Reads stream events from `io`.
+pub struct XmlReader<R> {
+    io: R,
+    parser: StreamParser,
+    events: VecDeque<StreamEvent>,
+    max_stanza_bytes: usize,
+}
+
+impl<R: AsyncRead + Unpin> XmlReader<R> {
+    pub fn new(io: R, max_stanza_bytes: usize) -> XmlReader<R> {
+        XmlReader {
+            io,
+            parser: StreamParser::new(max_stanza_bytes),
+            events: VecDeque::new(),
+            max_stanza_bytes,
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<StreamEvent, ReadError> {
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            let read = self.io.read(&mut buffer).await.map_err(ReadError::Io)?;
+            if read == 0 {
+                return Err(ReadError::Eof);
+            }
+            let events = self
+                .parser
+                .feed(&buffer[..read])
+                .map_err(ReadError::Stream)?;
+            self.events.extend(events);
+        }
+    }
+
+    /// A new stream begins on the same connection (after STARTTLS or SASL, RFC 6120 §4.3.3).
+    pub fn restart(&mut self) {
+        self.parser = StreamParser::new(self.max_stanza_bytes);
+        self.events.clear();
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+
+    /// The transport, to wrap it in TLS; the stream restarts on the new layer.
+    pub fn into_inner(self) -> R {
+        self.io
+    }
+
+    /// The same stream read from the transport's read half, and its write half for a writer.
+    pub fn split(self) -> (XmlReader<ReadHalf<R>>, WriteHalf<R>)
+    where
+        R: AsyncWrite,
+    {
+        let (read, write) = tokio::io::split(self.io);
+        let reader = XmlReader {
+            io: read,
+            parser: self.parser,
+            events: self.events,
+            max_stanza_bytes: self.max_stanza_bytes,
+        };
+        (reader, write)
+    }
+}
+
+/// The opening tag of the stream we send.
+pub fn stream_header(namespace: &str, from: &str, id: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{namespace}' xmlns:stream='{STREAMS_NS}' \
+         id='{id}' from='{}' version='1.0' xml:lang='en'>",
+        escape(from)
+    )
+}
+
+/// A stream error and the end of the stream (RFC 6120 §4.9).
+pub fn stream_error(condition: &str, text: &str) -> String {
+    let text = match text {
+        "" => String::new(),
+        text => format!(
+            "<text xmlns='{STREAM_ERRORS_NS}' xml:lang='en'>{}</text>",
+            escape(text)
+        ),
+    };
+    format!(
+        "<stream:error><{condition} xmlns='{STREAM_ERRORS_NS}'/>{text}</stream:error></stream:stream>"
+    )
+}
+
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+/// `element` with every element in namespace `from` moved to `to`: the component stream calls
+/// stanzas `jabber:component:accept`, the plugin and router `jabber:client`.
+pub fn renamespace(mut element: Element, from: &str, to: &str) -> Element {
+    let ns = match element.ns() {
+        ns if ns == from => to.to_string(),
+        ns => ns,
+    };
+    let mut moved = Element::bare(element.name().to_string(), ns);
+    *moved.attrs_mut() = element.attrs().clone();
+    for node in element.take_nodes() {
+        match node {
+            Node::Element(child) => {
+                moved.append_child(renamespace(child, from, to));
+            }
+            Node::Text(text) => moved.append_text_node(text),
+        }
+    }
+    moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_error_uses_the_stream_prefix_and_ends_the_stream() {
+        let xml = stream_error("policy-violation", "too big");
+        assert!(
+            xml.starts_with(
+                "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'"
+            ),
+            "{xml}"
+        );
+        assert!(xml.ends_with("</stream:error></stream:stream>"), "{xml}");
+        assert!(xml.contains(">too big</text>"), "{xml}");
+    }
+
+    #[test]
+    fn renamespacing_moves_the_stanza_and_its_children_only() {
+        let stanza: Element = "<message xmlns='jabber:component:accept' to='a@b' type='groupchat'>\
+            <body>hi &amp; bye</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>"
+            .parse()
+            .unwrap();
+        let client = renamespace(stanza, "jabber:component:accept", "jabber:client");
+        assert_eq!(client.ns(), "jabber:client");
+        assert_eq!(client.attr("type"), Some("groupchat"));
+        assert_eq!(
+            client.get_child("body", "jabber:client").unwrap().text(),
+            "hi & bye"
+        );
+        assert!(client.has_child("x", "http://jabber.org/protocol/muc#user"));
+    }
+}
