@@ -27,6 +27,8 @@ pub enum CoreEvent {
     /// A client bound `jid`; stanzas for it go to `sink`.
     Bind {
         jid: FullJid,
+        /// Unique per connection: a later session may take over the same full JID.
+        session: u64,
         sink: Box<dyn SessionSink>,
     },
     FromClient {
@@ -36,6 +38,7 @@ pub enum CoreEvent {
     /// The session ended, cleanly or not.
     Unbind {
         jid: FullJid,
+        session: u64,
     },
     /// A stanza from the server at the other end of the component link.
     FromComponent(Element),
@@ -88,9 +91,9 @@ pub fn run<M: MucBackend>(
 
 fn handle<M: MucBackend>(service: &mut Service<M>, event: CoreEvent) -> bool {
     match event {
-        CoreEvent::Bind { jid, sink } => service.connect(jid, sink),
+        CoreEvent::Bind { jid, session, sink } => service.connect_session(jid, session, sink),
         CoreEvent::FromClient { from, stanza } => service.from_client(&from, stanza),
-        CoreEvent::Unbind { jid } => service.disconnect(&jid),
+        CoreEvent::Unbind { jid, session } => service.disconnect_session(&jid, session),
         CoreEvent::FromComponent(stanza) => service.from_component(stanza),
         CoreEvent::Shutdown => return true,
     }

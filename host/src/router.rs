@@ -33,6 +33,8 @@ impl QueueSink {
 }
 
 struct Session {
+    /// Tells this session from a later one bound to the same full JID.
+    id: u64,
     sink: Box<dyn SessionSink>,
     /// Occupant JIDs (`room@service/nick`) this session sent available presence to.
     joined: BTreeSet<String>,
@@ -114,6 +116,17 @@ impl Router {
     /// Starts a session; a session already bound to the same full JID is replaced (RFC 6120
     /// §7.7.2.2 lets the server end the older one), and its rooms are returned for leaving.
     pub fn bind(&mut self, jid: FullJid, sink: Box<dyn SessionSink>) -> Vec<Element> {
+        self.bind_session(jid, 0, sink)
+    }
+
+    /// As [`Router::bind`], naming the session so that its end can be told from the end of an
+    /// older session it replaced.
+    pub fn bind_session(
+        &mut self,
+        jid: FullJid,
+        id: u64,
+        sink: Box<dyn SessionSink>,
+    ) -> Vec<Element> {
         let left = match self.sessions.get(&jid) {
             Some(older) => {
                 older.sink.close("conflict");
@@ -128,6 +141,7 @@ impl Router {
         self.sessions.insert(
             jid,
             Session {
+                id,
                 sink,
                 joined: BTreeSet::new(),
             },
@@ -137,6 +151,15 @@ impl Router {
 
     /// Ends a session: returns an unavailable presence from it to every room it was in, for the
     /// MUC service to handle as if the client had sent them.
+    /// Ends session `id` of `jid`, if that is still the one bound (a newer session may have
+    /// taken over the JID).
+    pub fn unbind_session(&mut self, jid: &FullJid, id: u64) -> Vec<Element> {
+        match self.sessions.get(jid) {
+            Some(session) if session.id == id => self.unbind(jid),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn unbind(&mut self, jid: &FullJid) -> Vec<Element> {
         let Some(session) = self.sessions.remove(jid) else {
             return Vec::new();
@@ -309,6 +332,18 @@ mod tests {
             Box::new(QueueSink::default()),
         );
         assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn the_end_of_a_replaced_session_leaves_its_successor_bound() {
+        let mut router = Router::new("localhost", "conference.localhost");
+        let jid: FullJid = "romeo@localhost/phone".parse().unwrap();
+        router.bind_session(jid.clone(), 1, Box::new(QueueSink::default()));
+        router.bind_session(jid.clone(), 2, Box::new(QueueSink::default()));
+        router.unbind_session(&jid, 1);
+        assert!(router.is_bound(&jid));
+        router.unbind_session(&jid, 2);
+        assert!(!router.is_bound(&jid));
     }
 
     #[test]

@@ -66,14 +66,24 @@ impl<M: MucBackend> Service<M> {
     }
 
     pub fn connect(&mut self, jid: FullJid, sink: Box<dyn SessionSink>) {
-        for presence in self.router.bind(jid.clone(), sink) {
+        self.connect_session(jid, 0, sink)
+    }
+
+    /// A session the network names by `id`: see [`Service::disconnect_session`].
+    pub fn connect_session(&mut self, jid: FullJid, id: u64, sink: Box<dyn SessionSink>) {
+        for presence in self.router.bind_session(jid.clone(), id, sink) {
             self.send_to_muc(&jid, presence);
         }
     }
 
     /// The session ended: the rooms it was in hear an unavailable presence from it.
     pub fn disconnect(&mut self, jid: &FullJid) {
-        for presence in self.router.unbind(jid) {
+        self.disconnect_session(jid, 0)
+    }
+
+    /// Session `id` ended; if a newer session took its JID over, that one stays.
+    pub fn disconnect_session(&mut self, jid: &FullJid, id: u64) {
+        for presence in self.router.unbind_session(jid, id) {
             self.send_to_muc(jid, presence);
         }
     }

@@ -5,6 +5,7 @@
 //! TLS is required before authentication unless the service runs with `--insecure-auth`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -365,8 +366,11 @@ impl C2s {
             writer_done,
             self.writers.clone(),
         ));
+        static SESSIONS: AtomicU64 = AtomicU64::new(1);
+        let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
         let _ = self.core.send(CoreEvent::Bind {
             jid: jid.clone(),
+            session,
             sink: Box::new(ClientSink(outgoing.clone())),
         });
         tracing::info!(%peer, %jid, "session bound");
@@ -402,7 +406,10 @@ impl C2s {
             }
         };
         // The rooms it was in hear it leave (RFC 6121 directed presence), clean exit or not.
-        let _ = self.core.send(CoreEvent::Unbind { jid: jid.clone() });
+        let _ = self.core.send(CoreEvent::Unbind {
+            jid: jid.clone(),
+            session,
+        });
         tracing::info!(%peer, %jid, reason, "session ended");
     }
 }
