@@ -197,3 +197,39 @@ async fn answer(
     socket.shutdown().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Transaction;
+
+    #[test]
+    fn the_text_names_every_family_and_counts_rooms_and_occupants_from_the_store() {
+        let metrics = Metrics::new();
+        metrics.stanza_in("message");
+        metrics.plugin_call_seconds.observe(0.001);
+        let mut storage = Storage::in_memory();
+        let mut txn = Transaction::default();
+        for key in ["room/a@muc/config", "room/a@muc/history/1"] {
+            txn.put(Tier::Durable, key.into(), b"{}".to_vec()).unwrap();
+        }
+        for key in [
+            "room/b@muc/config",
+            "room/b@muc/occupant/x",
+            "room/b@muc/occupant/y",
+        ] {
+            txn.put(Tier::Volatile, key.into(), b"{}".to_vec()).unwrap();
+        }
+        storage.apply(txn.writes).unwrap();
+        let text = metrics.render(&Mutex::new(storage));
+        for line in [
+            "muc_stanzas_in_total{kind=\"message\"} 1",
+            "muc_rooms 2",
+            "muc_occupants 2",
+            "muc_plugin_call_seconds_count 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}

@@ -427,7 +427,7 @@ fn checked(session: &FullJid, stanza: Element) -> Result<Element, (&'static str,
     // RFC 6120 §8.1.2.1: a client may only name itself (its full or bare JID) as the sender.
     if let Some(from) = stanza.attr("from") {
         let allowed = match Jid::new(from) {
-            Ok(jid) => jid == Jid::from(session.clone()) || jid == Jid::from(session.to_bare()),
+            Ok(jid) => jid == session.clone() || jid == session.to_bare(),
             Err(_) => false,
         };
         if !allowed {

@@ -75,9 +75,11 @@ pub struct StreamParser {
 
 impl StreamParser {
     pub fn new(max_stanza_bytes: usize) -> StreamParser {
-        let mut options = rxml::Options::default();
-        // No single name, attribute value or text chunk may exceed the stanza limit either.
-        options.max_token_length = max_stanza_bytes.max(1024);
+        let options = rxml::Options {
+            // No single name, attribute value or text chunk may exceed the stanza limit either.
+            max_token_length: max_stanza_bytes.max(1024),
+            ..rxml::Options::default()
+        };
         StreamParser {
             parser: RawParser::with_options(options),
             builder: TreeBuilder::new(),
@@ -116,12 +118,12 @@ impl StreamParser {
             RawEvent::XmlDeclaration(..) => return Ok(None),
             // Whitespace between stanzas (keepalives) would pile up as text in the root.
             RawEvent::Text(..) if self.depth == 1 => return Ok(None),
-            RawEvent::ElementHeadOpen(_, (prefix, name)) if self.depth == 0 => {
-                if name.as_str() != "stream"
-                    || prefix.as_ref().map(|p| p.as_str()) != Some("stream")
-                {
-                    return Err(StreamError::InvalidNamespace);
-                }
+            RawEvent::ElementHeadOpen(_, (prefix, name))
+                if self.depth == 0
+                    && (name.as_str() != "stream"
+                        || prefix.as_ref().map(|p| p.as_str()) != Some("stream")) =>
+            {
+                return Err(StreamError::InvalidNamespace);
             }
             RawEvent::Attribute(_, (prefix, name), value) if self.depth == 0 => {
                 let value = Some(value.to_string());
