@@ -34,3 +34,54 @@ pub fn compile(name: &str) -> CompiledPlugin {
 pub fn prosody_scripts_dir() -> PathBuf {
     repo_root().join("../shared/conformance/prosody-scansion")
 }
+
+/// `muc-host serve` as a child process on an ephemeral port, killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    pub c2s: std::net::SocketAddr,
+    pub data: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the release binary (built by `scripts/build`) with `args` after `serve`.
+    pub fn start(args: &[&str]) -> Server {
+        use std::io::BufRead;
+        let data = tempfile::tempdir().unwrap();
+        let binary = repo_root().join("target/release/muc-host");
+        assert!(
+            binary.exists(),
+            "{} is missing: run scripts/build",
+            binary.display()
+        );
+        let mut child = std::process::Command::new(binary)
+            .arg("--data")
+            .arg(data.path())
+            .args(["serve", "--c2s", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting muc-host serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("muc-host: c2s listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        Server {
+            child,
+            c2s: address.parse().unwrap(),
+            data,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,214 @@
+//! Bad input on the wire against a running `muc-host serve`: each kind ends only its own
+//! connection with the stream error RFC 6120 names, other sessions carry on, and nothing from
+//! the bad connection after its fault is handled.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use minidom::Element;
+use muc_host::scansion::network::NetworkHarness;
+use muc_host::scansion::Harness;
+use muc_tests::Server;
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+/// A raw connection, logged in as `user` when asked.
+struct Raw {
+    socket: TcpStream,
+}
+
+impl Raw {
+    fn open(server: &Server) -> Raw {
+        let socket = TcpStream::connect(server.c2s).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Raw { socket }
+    }
+
+    fn logged_in(server: &Server, user: &str) -> Raw {
+        let mut raw = Raw::open(server);
+        raw.send(HEADER);
+        raw.read_until("</stream:features>");
+        let credentials = plain(user);
+        raw.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{credentials}</auth>"
+        ));
+        raw.read_until("<success");
+        raw.send(HEADER);
+        raw.read_until("</stream:features>");
+        raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>");
+        raw.read_until("</iq>");
+        raw
+    }
+
+    fn send(&mut self, text: &str) {
+        self.socket.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Everything read until `needle` appears (or the server closes, or 5 s pass).
+    fn read_until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut text = String::new();
+        let mut buffer = [0u8; 65536];
+        while !text.contains(needle) && Instant::now() < deadline {
+            match self.socket.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => text.push_str(&String::from_utf8_lossy(&buffer[..read])),
+                Err(_) => continue,
+            }
+        }
+        assert!(text.contains(needle), "expected {needle:?}, got {text:?}");
+        text
+    }
+
+    /// Whether the server closed the connection (reads end).
+    fn closed_by_server(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buffer = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.socket.read(&mut buffer) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => continue,
+            }
+        }
+        false
+    }
+}
+
+/// SASL PLAIN's credentials for `user` (any password: the server runs with insecure auth).
+fn plain(user: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pw"))
+}
+
+fn join_and_talk(harness: &mut NetworkHarness, client: &str, body: &str) -> Vec<Element> {
+    let message: Element = format!(
+        "<message xmlns='jabber:client' to='lounge@conference.localhost' type='groupchat'><body>{body}</body></message>"
+    )
+    .parse()
+    .unwrap();
+    harness.send(client, message).unwrap();
+    std::iter::from_fn(|| harness.next_stanza(client, Duration::from_millis(300))).collect()
+}
+
+#[test]
+fn each_kind_of_bad_input_ends_only_its_own_stream() {
+    let server = Server::start(&["--insecure-auth", "--max-stanza-bytes", "4096"]);
+    let mut good = NetworkHarness::new(server.c2s, "conference.localhost");
+    good.connect("good", "good@localhost/r", "pw").unwrap();
+    let join: Element = "<presence xmlns='jabber:client' to='lounge@conference.localhost/good'>\
+        <x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        .parse()
+        .unwrap();
+    good.send("good", join).unwrap();
+    let instant = "<iq xmlns='jabber:client' type='set' id='c' to='lounge@conference.localhost'>\
+        <query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>";
+    good.send("good", instant.parse().unwrap()).unwrap();
+    while good
+        .next_stanza("good", Duration::from_millis(200))
+        .is_some()
+    {}
+
+    let cases: [(&str, &str, &str); 5] = [
+        ("bad1", "<message><body>unclosed</message>", "not-well-formed"),
+        ("bad2", "<unknown xmlns='urn:example:nothing'/>", "unsupported-stanza-type"),
+        ("bad3", "<message from='good@localhost/r' to='lounge@conference.localhost' type='groupchat'><body>spoof</body></message>", "invalid-from"),
+        ("bad4", "<!-- comments are not XMPP -->", "not-well-formed"),
+        ("bad5", "", "policy-violation"),
+    ];
+    for (user, bad, condition) in cases {
+        let mut raw = Raw::logged_in(&server, user);
+        raw.send("<presence to='lounge@conference.localhost/intruder'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+        raw.read_until("110");
+        if bad.is_empty() {
+            // Over the limit while it arrives: refused before it is complete.
+            raw.send("<message to='lounge@conference.localhost' type='groupchat'><body>");
+            raw.send(&"x".repeat(8192));
+        } else {
+            raw.send(bad);
+        }
+        let error = raw.read_until("</stream:stream>");
+        assert!(
+            error.contains(&format!(
+                "<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+            )),
+            "{user}: {error}"
+        );
+        // Nothing after the fault is handled, even if the client goes on.
+        raw.send("<message to='lounge@conference.localhost' type='groupchat'><body>after</body></message>");
+        assert!(
+            raw.closed_by_server(),
+            "{user}: the server closes the connection"
+        );
+    }
+
+    // The good session saw the intruders come and go, and never a spoofed or late message.
+    let seen = join_and_talk(&mut good, "good", "still here");
+    let texts: Vec<String> = seen.iter().map(String::from).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("<body>still here</body>")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains("spoof") || t.contains(">after<")),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn the_wrong_stream_namespace_or_domain_is_refused_before_anything_else() {
+    let server = Server::start(&["--insecure-auth"]);
+    for (header, condition) in [
+        (
+            HEADER.replace("jabber:client", "jabber:server"),
+            "invalid-namespace",
+        ),
+        (
+            HEADER.replace("to='localhost'", "to='elsewhere.example'"),
+            "host-unknown",
+        ),
+        (
+            HEADER.replace("http://etherx.jabber.org/streams", "urn:wrong"),
+            "invalid-namespace",
+        ),
+    ] {
+        let mut raw = Raw::open(&server);
+        raw.send(&header);
+        let answer = raw.read_until("</stream:stream>");
+        assert!(
+            answer.starts_with("<?xml"),
+            "our header comes first: {answer}"
+        );
+        assert!(answer.contains(&format!("<{condition} ")), "{answer}");
+        assert!(raw.closed_by_server());
+    }
+}
+
+#[test]
+fn without_insecure_auth_tls_comes_before_any_password() {
+    let server = Server::start(&[]);
+    let mut raw = Raw::open(&server);
+    raw.send(HEADER);
+    let features = raw.read_until("</stream:features>");
+    assert!(
+        features
+            .contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"),
+        "{features}"
+    );
+    assert!(!features.contains("mechanism"), "{features}");
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        plain("someone")
+    ));
+    raw.read_until("<encryption-required/>");
+    raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    raw.read_until("<proceed");
+}
