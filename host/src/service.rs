@@ -120,6 +120,14 @@ impl<M: MucBackend> Service<M> {
                 );
                 self.outbox.extend(replies);
             }
+            // An iq to a bare JID is for the server to answer on the account's behalf (RFC
+            // 6120 §10.5.3.1), and this server keeps nothing per account (no vCards, no
+            // private storage).
+            Destination::User(to) if stanza.name() == "iq" && to.resource().is_none() => {
+                if matches!(stanza.attr("type"), Some("get") | Some("set")) {
+                    self.reply_error(&stanza, "cancel", "service-unavailable");
+                }
+            }
             Destination::User(to) => {
                 if self.router.is_reachable(&to) {
                     self.outbox.push(stanza);
