@@ -27,6 +27,7 @@ mod permissions;
 mod presence;
 mod private_message;
 mod room;
+mod shutdown;
 mod xml;
 
 #[cfg(target_arch = "wasm32")]

@@ -22,6 +22,7 @@ use crate::owner;
 use crate::presence;
 use crate::private_message;
 use crate::room::Room;
+use crate::shutdown;
 
 pub const NAME: &str = "muc";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -293,8 +294,8 @@ impl Muc {
         Ok(())
     }
 
-    pub fn on_shutdown(&self, _host: &mut dyn Host) -> Result<(), Fault> {
-        Ok(())
+    pub fn on_shutdown(&self, host: &mut dyn Host) -> Result<(), Fault> {
+        shutdown::remove_everyone(host)
     }
 
     pub fn is_service_admin(&self, bare_jid: &str) -> bool {

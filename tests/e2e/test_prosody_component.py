@@ -1,0 +1,88 @@
+"""muc-host as an external component (XEP-0114) of Debian's Prosody: clients log into Prosody,
+the MUC at conference.localhost is muc-host; the link survives Prosody restarting."""
+
+import time
+
+import conftest_report
+from flows import expect_groupchat, expect_join, groupchat, join, own_presence, seed_flow
+from harness import DOMAIN, MUC_DOMAIN, LOGIN_TIMEOUT, E2EFailure, muc_item, show, statuses
+
+RECONNECT_TIMEOUT = 45  # muc-host's reconnection back-off, bounded
+
+
+def prosody_login(h, prosody, user: str, resource: str = "e2e"):
+    return h.client(f"{user}@{DOMAIN}/{resource}", "any password", prosody.c2s_port, plaintext_ok=True,
+                    name=user).connect()
+
+
+def test_prosody_fixture_accepts_a_component(h):
+    """The fixture itself: Prosody takes a component handshake with the configured secret (so a
+    failure of the next test is muc-host's, not the configuration's)."""
+    import slixmpp
+    prosody = h.prosody("component").start()
+    events = []
+
+    def make():
+        # Made in the loop's thread: slixmpp takes the running loop.
+        c = slixmpp.ComponentXMPP(MUC_DOMAIN, prosody.secret, "127.0.0.1", prosody.component_port)
+        c.add_event_handler("session_start", lambda _: events.append("session_start"))
+        c.add_event_handler("disconnected", lambda e: events.append(f"disconnected: {e}"))
+        c.connect()
+        return c
+
+    component = h.loop.call(make)
+    try:
+        deadline = time.monotonic() + LOGIN_TIMEOUT
+        while "session_start" not in events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "session_start" in events, f"Prosody refused the component: {events}\n{prosody.tail()}"
+    finally:
+        h.loop.call(component.abort)
+
+
+def test_seed_flow_through_prosody_and_reconnect(h, serve_component):
+    prosody = h.prosody("component").start()
+    muc = h.muc_host(h.data_dir(), "--component", f"127.0.0.1:{prosody.component_port}",
+                     "--component-secret", prosody.secret, "--muc-domain", MUC_DOMAIN,
+                     "--domain", DOMAIN).start()
+    connected = muc.wait_component_connected(0)
+    assert connected.group(1) == f"127.0.0.1:{prosody.component_port}" and connected.group(2) == MUC_DOMAIN, \
+        f"unexpected line: {connected.group(0)!r}"
+
+    seeded = seed_flow(lambda user: prosody_login(h, prosody, user))
+    room = seeded.room
+
+    # Prosody dies (its clients with it) and comes back on the same ports.
+    mark = muc.service.line_count()
+    prosody.kill9()
+    for client in [seeded.owner, seeded.second, seeded.third]:
+        client.wait_disconnected()
+    prosody.start()
+    restarted = time.monotonic()
+    try:
+        muc.wait_component_connected(mark, RECONNECT_TIMEOUT)
+    except E2EFailure as e:
+        raise E2EFailure(f"muc-host did not reconnect to the restarted Prosody: {e}\n{prosody.tail()}")
+    assert muc.service.returncode() is None, "muc-host exited when Prosody went away"
+    conftest_report.add(f"component link: muc-host reconnected {time.monotonic() - restarted:.1f}s after "
+                        "Prosody came back")
+
+    # The room is still there and works: the owner comes back, talks, a newcomer gets it all.
+    owner = prosody_login(h, prosody, "alice")
+    join(owner, room, "clientA")
+    back = own_presence(owner, room, "clientA")
+    assert 201 not in statuses(back), f"the room was created anew after the reconnection: {show(back)}"
+    assert muc_item(back).get("affiliation") == "owner", f"the owner lost its affiliation: {show(back)}"
+    groupchat(owner, room, "After the restart", "m3")
+    expect_groupchat(owner, room, "clientA", "After the restart")
+    dave = prosody_login(h, prosody, "dave")
+    join(dave, room, "clientD")
+    expect_join(dave, room, "clientD", ["clientA"], [*seeded.messages, "After the restart"], seeded.subject)
+    owner.expect(lambda s: s.get("from") == f"{room}/clientD" and s.get("type") is None
+                 and s.tag.endswith("presence"), "dave's arrival")
+    # Occupants whose Prosody sessions died with Prosody (no unavailable presence ever reached
+    # the MUC) may linger as ghosts until the MUC notices: recorded, not required.
+    present = sorted({s.get("from").split("/", 1)[1] for s in dave.received
+                      if s.tag.endswith("presence") and s.get("type") is None
+                      and (s.get("from") or "").startswith(room + "/")})
+    conftest_report.add(f"component link: after Prosody's restart a newcomer sees occupants {present}")
