@@ -225,3 +225,26 @@ def seed_flow(login: Callable[[str], Client], room_local: str = "seedroom",
     second.expect(lambda s: is_presence(s, f"{room}/{third_nick}"), f"{third_nick}'s arrival")
     return Seeded(room=room, owner=owner, second=second, third=third, messages=[m1, m2],
                   subject=topic, name=name)
+
+
+def room_survives_restart(login: Callable[[str], Client], seeded: Seeded) -> list[str]:
+    """After the server in front of the MUC restarted: the owner comes back (still owner, no new
+    room), talks, and a newcomer gets the room's name, all of its history and the subject.
+    Returns the occupants the newcomer sees (ghosts of sessions that died with the server may
+    linger: callers record them, not require their absence)."""
+    room = seeded.room
+    owner = login("alice")
+    join(owner, room, "clientA")
+    back = own_presence(owner, room, "clientA")
+    check(201 not in statuses(back), f"the room was created anew after the reconnection: {show(back)}")
+    check(muc_item(back).get("affiliation") == "owner", f"the owner lost its affiliation: {show(back)}")
+    groupchat(owner, room, "After the restart", "m3")
+    expect_groupchat(owner, room, "clientA", "After the restart")
+    dave = login("dave")
+    join(dave, room, "clientD")
+    expect_join(dave, room, "clientD", ["clientA"], [*seeded.messages, "After the restart"], seeded.subject)
+    owner.expect(lambda s: is_presence(s, f"{room}/clientD"), "dave's arrival")
+    check(room_name(dave, room) == seeded.name, "the room's name did not survive the restart")
+    return sorted({s.get("from").split("/", 1)[1] for s in dave.received
+                   if s.tag.endswith("presence") and s.get("type") is None
+                   and (s.get("from") or "").startswith(room + "/")})

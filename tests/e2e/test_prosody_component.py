@@ -4,8 +4,8 @@ the MUC at conference.localhost is muc-host; the link survives Prosody restartin
 import time
 
 import conftest_report
-from flows import expect_groupchat, expect_join, groupchat, join, own_presence, seed_flow
-from harness import DOMAIN, MUC_DOMAIN, LOGIN_TIMEOUT, E2EFailure, muc_item, show, statuses
+from flows import room_survives_restart, seed_flow
+from harness import DOMAIN, MUC_DOMAIN, LOGIN_TIMEOUT, E2EFailure
 
 RECONNECT_TIMEOUT = 45  # muc-host's reconnection back-off, bounded
 
@@ -50,7 +50,6 @@ def test_seed_flow_through_prosody_and_reconnect(h, serve_component):
         f"unexpected line: {connected.group(0)!r}"
 
     seeded = seed_flow(lambda user: prosody_login(h, prosody, user))
-    room = seeded.room
 
     # Prosody dies (its clients with it) and comes back on the same ports.
     mark = muc.service.line_count()
@@ -68,21 +67,5 @@ def test_seed_flow_through_prosody_and_reconnect(h, serve_component):
                         "Prosody came back")
 
     # The room is still there and works: the owner comes back, talks, a newcomer gets it all.
-    owner = prosody_login(h, prosody, "alice")
-    join(owner, room, "clientA")
-    back = own_presence(owner, room, "clientA")
-    assert 201 not in statuses(back), f"the room was created anew after the reconnection: {show(back)}"
-    assert muc_item(back).get("affiliation") == "owner", f"the owner lost its affiliation: {show(back)}"
-    groupchat(owner, room, "After the restart", "m3")
-    expect_groupchat(owner, room, "clientA", "After the restart")
-    dave = prosody_login(h, prosody, "dave")
-    join(dave, room, "clientD")
-    expect_join(dave, room, "clientD", ["clientA"], [*seeded.messages, "After the restart"], seeded.subject)
-    owner.expect(lambda s: s.get("from") == f"{room}/clientD" and s.get("type") is None
-                 and s.tag.endswith("presence"), "dave's arrival")
-    # Occupants whose Prosody sessions died with Prosody (no unavailable presence ever reached
-    # the MUC) may linger as ghosts until the MUC notices: recorded, not required.
-    present = sorted({s.get("from").split("/", 1)[1] for s in dave.received
-                      if s.tag.endswith("presence") and s.get("type") is None
-                      and (s.get("from") or "").startswith(room + "/")})
+    present = room_survives_restart(lambda user: prosody_login(h, prosody, user), seeded)
     conftest_report.add(f"component link: after Prosody's restart a newcomer sees occupants {present}")
