@@ -5,7 +5,7 @@
 //! TLS is required before authentication unless the service runs with `--insecure-auth`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -34,6 +34,9 @@ const REGISTER_NS: &str = "jabber:iq:register";
 const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 /// Failed SASL attempts before the stream is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
+/// Stanzas a session may have waiting for its socket: a client that reads slower than it is
+/// written to is disconnected rather than allowed to grow the server's memory.
+const MAX_QUEUED_STANZAS: usize = 10_000;
 
 /// What every client connection shares.
 pub struct C2s {
@@ -359,10 +362,12 @@ impl C2s {
     async fn session(&self, conn: Conn, jid: FullJid, peer: SocketAddr) {
         let (mut reader, write_half) = conn.split();
         let (outgoing, queued) = mpsc::unbounded_channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
         let (writer_done, mut writer_ended) = oneshot::channel::<()>();
         tokio::spawn(write_loop(
             write_half,
             queued,
+            waiting.clone(),
             writer_done,
             self.writers.clone(),
         ));
@@ -371,7 +376,10 @@ impl C2s {
         let _ = self.core.send(CoreEvent::Bind {
             jid: jid.clone(),
             session,
-            sink: Box::new(ClientSink(outgoing.clone())),
+            sink: Box::new(ClientSink {
+                queue: outgoing.clone(),
+                waiting,
+            }),
         });
         tracing::info!(%peer, %jid, "session bound");
         let reason = loop {
@@ -562,15 +570,28 @@ enum Outgoing {
     End,
 }
 
-struct ClientSink(mpsc::UnboundedSender<Outgoing>);
+struct ClientSink {
+    queue: mpsc::UnboundedSender<Outgoing>,
+    /// Stanzas queued and not yet written.
+    waiting: Arc<AtomicUsize>,
+}
 
 impl SessionSink for ClientSink {
     fn deliver(&self, stanza: Element) {
-        let _ = self.0.send(Outgoing::Stanza(stanza));
+        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
+        if waiting < MAX_QUEUED_STANZAS {
+            let _ = self.queue.send(Outgoing::Stanza(stanza));
+        } else if waiting == MAX_QUEUED_STANZAS {
+            tracing::warn!("a client reads too slowly: ending its stream");
+            let text = format!("more than {MAX_QUEUED_STANZAS} stanzas waiting for the client");
+            let _ = self
+                .queue
+                .send(Outgoing::Error("resource-constraint", text));
+        }
     }
 
     fn close(&self, condition: &'static str) {
-        let _ = self.0.send(Outgoing::Error(condition, String::new()));
+        let _ = self.queue.send(Outgoing::Error(condition, String::new()));
     }
 }
 
@@ -578,16 +599,21 @@ impl SessionSink for ClientSink {
 async fn write_loop(
     mut io: WriteHalf<Box<dyn Transport>>,
     mut queued: mpsc::UnboundedReceiver<Outgoing>,
+    waiting: Arc<AtomicUsize>,
     _done: oneshot::Sender<()>,
     _writers: Arc<()>,
 ) {
     let mut buffer = String::new();
     while let Some(first) = queued.recv().await {
         let mut ends = false;
+        let mut stanzas = 0;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Outgoing::Stanza(stanza) => buffer.push_str(&String::from(&stanza)),
+                Outgoing::Stanza(stanza) => {
+                    buffer.push_str(&String::from(&stanza));
+                    stanzas += 1;
+                }
                 Outgoing::Error(condition, text) => {
                     buffer.push_str(&stream_error(condition, &text));
                     ends = true;
@@ -604,10 +630,94 @@ async fn write_loop(
         if io.write_all(buffer.as_bytes()).await.is_err() {
             return;
         }
+        waiting.fetch_sub(stanzas, Ordering::Relaxed);
         buffer.clear();
         if ends {
             let _ = io.shutdown().await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_stops_reading_is_cut_off_at_the_bound() {
+        let (queue, mut queued) = mpsc::unbounded_channel();
+        let sink = ClientSink {
+            queue,
+            waiting: Arc::new(AtomicUsize::new(0)),
+        };
+        let stanza: Element = "<message xmlns='jabber:client'/>".parse().unwrap();
+        for _ in 0..MAX_QUEUED_STANZAS + 5 {
+            sink.deliver(stanza.clone());
+        }
+        let mut stanzas = 0;
+        let mut errors = Vec::new();
+        while let Ok(item) = queued.try_recv() {
+            match item {
+                Outgoing::Stanza(_) => stanzas += 1,
+                Outgoing::Error(condition, _) => errors.push(condition),
+                Outgoing::End => panic!("not an end"),
+            }
+        }
+        assert_eq!(stanzas, MAX_QUEUED_STANZAS);
+        assert_eq!(errors, ["resource-constraint"]);
+    }
+
+    #[test]
+    fn a_client_may_name_itself_and_no_one_else() {
+        let session: FullJid = "romeo@localhost/phone".parse().unwrap();
+        let stanza = |xml: &str| -> Element { xml.parse().unwrap() };
+        for ok in [
+            "<message xmlns='jabber:client'/>",
+            "<message xmlns='jabber:client' from='romeo@localhost/phone'/>",
+            "<presence xmlns='jabber:client' from='Romeo@LOCALHOST'/>",
+        ] {
+            assert!(checked(&session, stanza(ok)).is_ok(), "{ok}");
+        }
+        for (bad, condition) in [
+            (
+                "<message xmlns='jabber:client' from='juliet@localhost/phone'/>",
+                "invalid-from",
+            ),
+            (
+                "<message xmlns='jabber:client' from='romeo@localhost/other'/>",
+                "invalid-from",
+            ),
+            (
+                "<iq xmlns='jabber:client' from='not a jid@'/>",
+                "invalid-from",
+            ),
+            ("<r xmlns='urn:xmpp:sm:3'/>", "unsupported-stanza-type"),
+            ("<body xmlns='jabber:client'/>", "unsupported-stanza-type"),
+        ] {
+            assert_eq!(
+                checked(&session, stanza(bad)).unwrap_err().0,
+                condition,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn binding_takes_the_asked_resource_or_makes_one() {
+        let user: BareJid = "romeo@localhost".parse().unwrap();
+        let iq = |xml: &str| -> Element { xml.parse().unwrap() };
+        let asked = iq("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone</resource></bind></iq>");
+        let (reply, jid) = bind(&asked, &user).unwrap().unwrap();
+        assert_eq!(jid.to_string(), "romeo@localhost/phone");
+        assert!(String::from(&reply).contains("<jid>romeo@localhost/phone</jid>"));
+        let made = iq("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+        let (_, jid) = bind(&made, &user).unwrap().unwrap();
+        assert_eq!(jid.resource().as_str().len(), 32);
+        let session = iq("<iq xmlns='jabber:client' type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+        assert!(bind(&session, &user).unwrap().is_none());
+        let other = iq(
+            "<iq xmlns='jabber:client' type='get' id='x'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        assert!(String::from(&bind(&other, &user).unwrap_err()).contains("not-allowed"));
     }
 }
