@@ -156,12 +156,21 @@ impl Metrics {
 /// response shape only, so it is a few lines here rather than an HTTP framework.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, storage: Arc<Mutex<Storage>>) {
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
+        let mut socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a metrics request failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let (metrics, storage) = (metrics.clone(), storage.clone());
         tokio::spawn(async move {
-            if let Err(error) = answer(&mut socket, &metrics, &storage).await {
+            let answered = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                answer(&mut socket, &metrics, &storage),
+            );
+            if let Ok(Err(error)) = answered.await {
                 tracing::debug!(%error, "metrics request failed");
             }
         });
@@ -182,18 +191,25 @@ async fn answer(
         }
         request.extend_from_slice(&chunk[..read]);
     }
-    let wanted = request.starts_with(b"GET /metrics ") || request.starts_with(b"GET / ");
-    let (status, body) = if wanted {
-        ("200 OK", metrics.render(storage))
+    let line = String::from_utf8_lossy(&request);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or_default();
+    let found = matches!(method, "GET" | "HEAD") && matches!(path, "/metrics" | "/");
+    let (status, content_type, body) = if found {
+        let text = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ("200 OK", text, metrics.render(storage))
     } else {
-        ("404 Not Found", String::from("not found\n"))
+        ("404 Not Found", "text/plain", String::from("not found\n"))
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body.as_bytes()).await?;
+    if method != "HEAD" {
+        socket.write_all(body.as_bytes()).await?;
+    }
     socket.shutdown().await?;
     Ok(())
 }

@@ -108,6 +108,7 @@ impl C2s {
         let mut tls = false;
         let mut user: Option<BareJid> = None;
         let mut failures = 0;
+        let mut registered = false;
         'stream: loop {
             self.open_stream(&mut conn, tls, user.is_some()).await?;
             loop {
@@ -152,7 +153,7 @@ impl C2s {
                         }
                     }
                     ("iq", CLIENT_NS) if user.is_none() && self.may_register(tls) => {
-                        let reply = self.register(&element);
+                        let reply = self.register(&element, &mut registered);
                         write_element(conn.get_mut(), &reply).await?;
                     }
                     ("iq", CLIENT_NS) if user.is_some() => {
@@ -306,7 +307,9 @@ impl C2s {
             };
             step = match (reply.name(), reply.ns().as_str()) {
                 ("response", SASL_NS) => match decode_sasl(&reply.text()) {
-                    Ok(data) => exchange.respond(&data.unwrap_or_default(), &self.accounts),
+                    Ok(data) => tokio::task::block_in_place(|| {
+                        exchange.respond(&data.unwrap_or_default(), &self.accounts)
+                    }),
                     Err(_) => Step::Failure(SaslFailure::IncorrectEncoding),
                 },
                 ("abort", SASL_NS) => Step::Failure(SaslFailure::Aborted),
@@ -315,8 +318,12 @@ impl C2s {
         }
     }
 
-    /// XEP-0077 before authentication: the form, and account creation.
-    fn register(&self, iq: &Element) -> Element {
+    /// XEP-0077 before authentication: the form, and account creation (one per connection).
+    fn register(&self, iq: &Element, registered: &mut bool) -> Element {
+        if iq.attr("to").is_some_and(|to| to != self.domain) {
+            // Before authentication only the server itself answers.
+            return iq_error(iq, "cancel", "service-unavailable");
+        }
         let query = iq.get_child("query", REGISTER_NS);
         match (iq.attr("type"), query) {
             (Some("get"), Some(_)) => {
@@ -333,17 +340,20 @@ impl C2s {
             }
             (Some("set"), Some(query)) => {
                 let field = |name: &str| query.get_child(name, REGISTER_NS).map(Element::text);
+                // XEP-0077 §3.1: a missing or empty field is not-acceptable.
                 let (Some(username), Some(password)) = (field("username"), field("password"))
                 else {
-                    return iq_error(iq, "modify", "bad-request");
+                    return iq_error(iq, "modify", "not-acceptable");
                 };
                 let jid = match BareJid::new(&format!("{username}@{}", self.domain)) {
-                    Ok(jid) if !password.is_empty() => jid,
+                    Ok(jid) if !password.is_empty() && !*registered => jid,
                     _ => return iq_error(iq, "modify", "not-acceptable"),
                 };
-                match self.accounts.add(&jid, &password) {
+                // Deriving the SCRAM keys takes milliseconds: not on an async worker's time.
+                match tokio::task::block_in_place(|| self.accounts.add(&jid, &password)) {
                     Ok(()) => {
                         tracing::info!(%jid, "account registered in-band");
+                        *registered = true;
                         iq_result(iq, None)
                     }
                     Err(crate::auth::AccountError::Exists) => iq_error(iq, "cancel", "conflict"),
