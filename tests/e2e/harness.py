@@ -236,25 +236,6 @@ def require_muc_host() -> None:
         raise E2EFailure(f"{MUC_HOST} is not built: run scripts/build first")
 
 
-_serve_help: Optional[str] = None
-
-
-def serve_help() -> str:
-    """`muc-host serve --help`, or '' when this binary has no `serve`."""
-    global _serve_help
-    if _serve_help is None:
-        require_muc_host()
-        r = subprocess.run([str(MUC_HOST), "serve", "--help"], capture_output=True, text=True, timeout=30)
-        _serve_help = r.stdout if r.returncode == 0 else ""
-    return _serve_help
-
-
-def check_help() -> str:
-    require_muc_host()
-    r = subprocess.run([str(MUC_HOST), "check", "--help"], capture_output=True, text=True, timeout=30)
-    return r.stdout
-
-
 _warm_cache: Optional[Path] = None
 _warm_lock = threading.Lock()
 

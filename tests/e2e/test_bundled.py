@@ -13,7 +13,7 @@ PASSWORDS = {"alice": "alice-Secret1", "bob": "correct horse", "carol": "c4r0l!"
 
 
 @pytest.fixture
-def server(h, serve):
+def server(h):
     data = h.data_dir()
     for user, password in PASSWORDS.items():
         user_add(data, f"{user}@{DOMAIN}", password)

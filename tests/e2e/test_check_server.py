@@ -10,16 +10,16 @@ import pytest
 
 import conftest_report
 from flows import seed_flow
-from harness import DOMAIN, MUC_HOST, PROSODY_SCRIPTS, REPO, RESULTS, E2EFailure, check_help
+from harness import DOMAIN, MUC_HOST, PROSODY_SCRIPTS, REPO, RESULTS, E2EFailure
 
 CHECK_TIMEOUT = 150  # the whole of one `check` invocation
 
 
-def run_check(h, port: int, scripts, timeout: float = CHECK_TIMEOUT) -> subprocess.CompletedProcess:
+def run_check(h, port: int, scripts, timeout: float = CHECK_TIMEOUT, expectations=None) -> subprocess.CompletedProcess:
     data = h.data_dir("check-data")
     argv = [str(MUC_HOST), "--data", str(data), "check", "--server", f"127.0.0.1:{port}"]
-    if re.search(r"^\s*--insecure\b(?!-)", check_help(), re.M):  # accept the server's certificate, where the runner does TLS
-        argv.append("--insecure")
+    if expectations:
+        argv += ["--expectations", str(expectations)]
     argv += [str(s) for s in scripts]
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO)
@@ -38,7 +38,7 @@ def verdicts(output: str) -> dict[str, bool]:
     return out
 
 
-def test_project_scripts_against_the_bundled_listener(h, serve, check_server):
+def test_project_scripts_against_the_bundled_listener(h):
     """Each script against a fresh server (a fresh data directory), as the in-process runner gives
     each script a fresh host: the scripts share account names and some leave persistent rooms
     behind (persistent-room.scs's archive@ is listed in service-edges.scs's disco#items)."""
@@ -67,6 +67,26 @@ def test_project_scripts_against_the_bundled_listener(h, serve, check_server):
         "\n\n".join(failures)
 
 
+def test_prosody_scripts_against_the_bundled_listener(h):
+    """Prosody's 18 scripts over the network, each against a fresh server, must give the results
+    recorded in tests/conformance/expectations.txt, as they do in-process."""
+    scripts = sorted(PROSODY_SCRIPTS.glob("*.scs"))
+    assert len(scripts) == 18, f"Prosody's corpus has 18 scripts, found {len(scripts)} at {PROSODY_SCRIPTS}"
+    expectations = REPO / "tests/conformance/expectations.txt"
+    broken = []
+    for script in scripts:
+        server = h.bundled(h.data_dir(f"data-prosody-{script.stem}"), "--insecure-auth", "--admin",
+                           f"admin@{DOMAIN}", name=f"muc-host-{script.stem}")
+        result = run_check(h, server.port, [script], timeout=60, expectations=expectations)
+        if result.returncode != 0:
+            broken.append(f"{script.name}:\n{result.stdout[-3000:]}{result.stderr[-1000:]}\n{server.tail()}")
+        server.service.stop()
+    conftest_report.add(f"check --server, Prosody's scripts against the bundled listener: "
+                        f"{len(scripts) - len(broken)} of {len(scripts)} as expected")
+    assert not broken, "results over the network differ from tests/conformance/expectations.txt:\n\n" + \
+        "\n\n".join(broken)
+
+
 def test_prosody_own_muc_fixture_and_the_seed_flow(h):
     """The fixture for the cross-check: Prosody with its own MUC, configured like Prosody's scansion
     suite. The seed flow the other tests hold muc-host to runs against it too: a check of the
@@ -76,7 +96,7 @@ def test_prosody_own_muc_fixture_and_the_seed_flow(h):
                                     name=user).connect())
 
 
-def test_prosody_scripts_against_prosody(h, check_server):
+def test_prosody_scripts_against_prosody(h):
     scripts = sorted(PROSODY_SCRIPTS.glob("*.scs"))
     if not scripts:
         pytest.fail(f"no Prosody scripts at {PROSODY_SCRIPTS} (../shared/conformance beside the repository)",
@@ -111,10 +131,12 @@ def test_prosody_scripts_against_prosody(h, check_server):
     conftest_report.add(f"check --server, Prosody's scripts against Prosody's own MUC: {len(passed)} passed, "
                         f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else "")
                         + f"; details in {RESULTS / 'prosody-crosscheck.txt'}")
-    assert len(passed) * 2 > len(scripts), (
-        f"only {len(passed)} of {len(scripts)} of Prosody's scripts pass against Prosody itself "
-        f"(Prosody 0.12.3 passes 17 of 18 with an independent runner): failing {failed}; "
-        f"see {RESULTS / 'prosody-crosscheck.txt'}")
+    # The corpus README: Prosody 0.12.3 passes 17 of 18 with an independent runner, failing
+    # muc_outcast_reason only (13.0 added the ban reason to the outcast list).
+    known = {"muc_outcast_reason.scs"} if prosody_version().startswith("0.12") else set()
+    assert set(failed) <= known, (
+        f"Prosody's own scripts fail against Prosody itself beyond what its version explains "
+        f"({sorted(known)}): failing {failed}; see {RESULTS / 'prosody-crosscheck.txt'}")
 
 
 def prosody_version() -> str:

@@ -20,7 +20,7 @@ HISTORY = "1000"  # muc#maxhistoryfetch: the plugin's maximum (plugin/src/featur
 
 
 @pytest.fixture
-def data(h, serve):
+def data(h):
     d = h.data_dir()
     for user, password in PASSWORDS.items():
         user_add(d, f"{user}@{DOMAIN}", password)

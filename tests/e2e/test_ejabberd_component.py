@@ -40,7 +40,7 @@ def test_ejabberd_fixture_accepts_a_component(h):
         h.loop.call(component.abort)
 
 
-def test_seed_flow_through_ejabberd_and_reconnect(h, serve_component):
+def test_seed_flow_through_ejabberd_and_reconnect(h):
     ej = start_ejabberd(h, users=USERS)
     muc = h.muc_host(h.data_dir(), "--component", f"127.0.0.1:{ej.component_port}",
                      "--component-secret", ej.secret, "--muc-domain", MUC_DOMAIN,

@@ -45,7 +45,7 @@ def login(h, port: int, user: str) -> Client:
 
 
 @pytest.fixture
-def server(h, serve):
+def server(h):
     data = h.data_dir()
     for user, password in PASSWORDS.items():
         user_add(data, f"{user}@{DOMAIN}", password)

@@ -40,7 +40,7 @@ def test_prosody_fixture_accepts_a_component(h):
         h.loop.call(component.abort)
 
 
-def test_seed_flow_through_prosody_and_reconnect(h, serve_component):
+def test_seed_flow_through_prosody_and_reconnect(h):
     prosody = h.prosody("component").start()
     muc = h.muc_host(h.data_dir(), "--component", f"127.0.0.1:{prosody.component_port}",
                      "--component-secret", prosody.secret, "--muc-domain", MUC_DOMAIN,

@@ -176,14 +176,14 @@ def refused(h, port: int, user: str, password: str, name: str) -> None:
 
 
 @pytest.fixture
-def open_server(h, serve):
+def open_server(h):
     data = h.data_dir()
     user_add(data, f"alice@{DOMAIN}", "alice-Secret1")
     return h.bundled(data, "--registration")
 
 
 @pytest.fixture
-def closed_server(h, serve):
+def closed_server(h):
     return h.bundled(h.data_dir())
 
 
