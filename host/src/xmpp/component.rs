@@ -304,3 +304,128 @@ fn describe_stream_error(error: &Element) -> String {
         .map(|condition| condition.name().to_string())
         .unwrap_or_else(|| "unknown".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn the_backlog_keeps_order_and_drops_past_its_bound() {
+        let stanza = |id: &str| -> Element {
+            format!("<message xmlns='jabber:client' id='{id}'/>")
+                .parse()
+                .unwrap()
+        };
+        let mut backlog = Backlog {
+            stanzas: VecDeque::new(),
+            bound: 2,
+            dropped: 0,
+        };
+        for id in ["1", "2", "3", "4"] {
+            backlog.push(stanza(id));
+        }
+        assert_eq!(backlog.dropped, 2);
+        let batch: Vec<Element> = backlog.stanzas.drain(..).collect();
+        requeue(&mut backlog, batch);
+        let ids: Vec<_> = backlog
+            .stanzas
+            .iter()
+            .map(|s| s.attr("id").unwrap())
+            .collect();
+        assert_eq!(ids, ["1", "2"]);
+    }
+
+    /// Plays the server's side of XEP-0114 once: header, handshake check, success.
+    async fn accept_component(listener: &TcpListener, secret: &str) -> XmlReader<TcpStream> {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut conn = XmlReader::new(socket, 1 << 16);
+        let StreamEvent::Open(header) = conn.next().await.unwrap() else {
+            panic!("no header")
+        };
+        assert_eq!(header.namespace.as_deref(), Some(COMPONENT_NS));
+        assert_eq!(header.to.as_deref(), Some("conference.localhost"));
+        let reply = format!("<stream:stream xmlns='{COMPONENT_NS}' xmlns:stream='{STREAMS_NS}' id='s1d' from='conference.localhost'>");
+        conn.get_mut().write_all(reply.as_bytes()).await.unwrap();
+        let StreamEvent::Element(handshake) = conn.next().await.unwrap() else {
+            panic!("no handshake")
+        };
+        let expected: String = Sha1::digest(format!("s1d{secret}").as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(
+            handshake.text(),
+            expected,
+            "SHA-1 of the stream id and the secret"
+        );
+        conn.get_mut().write_all(b"<handshake/>").await.unwrap();
+        conn
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stanzas_sent_while_the_link_is_down_leave_in_order_once_it_is_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (core, inbox) = std::sync::mpsc::channel();
+        let link = Link {
+            server: listener.local_addr().unwrap().to_string(),
+            secret: "s3cret".into(),
+            domain: "conference.localhost".into(),
+            queue_bound: 100,
+            max_stanza_bytes: 1 << 16,
+            core,
+            metrics: Metrics::new(),
+        };
+        let (to_link, from_core) = mpsc::unbounded_channel();
+        let running = tokio::spawn(run(link, from_core));
+
+        // Up: a stanza from the server reaches the core, in jabber:client.
+        let mut first = accept_component(&listener, "s3cret").await;
+        first
+            .get_mut()
+            .write_all(b"<message from='a@localhost/x' to='room@conference.localhost' type='groupchat'><body>hi</body></message>")
+            .await
+            .unwrap();
+        let inbound =
+            tokio::task::spawn_blocking(move || inbox.recv_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .unwrap();
+        let CoreEvent::FromComponent(inbound) = inbound else {
+            panic!("not a component stanza")
+        };
+        assert_eq!(inbound.ns(), CLIENT_NS);
+        assert!(inbound.has_child("body", CLIENT_NS));
+
+        // Down: the server drops the link; what the core sends meanwhile waits.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for id in ["1", "2", "3"] {
+            let stanza: Element = format!(
+                "<message xmlns='jabber:client' from='room@conference.localhost' to='a@localhost/x' id='{id}'><body>b</body></message>"
+            )
+            .parse()
+            .unwrap();
+            to_link.send(LinkOut::Stanza(stanza)).unwrap();
+        }
+
+        // Back: they arrive in order, in the component namespace.
+        let mut second = accept_component(&listener, "s3cret").await;
+        for id in ["1", "2", "3"] {
+            let StreamEvent::Element(stanza) = second.next().await.unwrap() else {
+                panic!("no stanza")
+            };
+            assert_eq!(stanza.attr("id"), Some(id));
+            assert_eq!(stanza.ns(), COMPONENT_NS);
+            assert!(stanza.has_child("body", COMPONENT_NS));
+        }
+
+        // Stopping closes the stream.
+        to_link.send(LinkOut::Close).unwrap();
+        assert_eq!(second.next().await.unwrap(), StreamEvent::Close);
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
