@@ -1,6 +1,6 @@
-//! What the server itself answers (stanzas to its domain or with no `to`): presence reflected to
-//! its sender, XMPP ping, an empty roster and disco listing the MUC service. The full server
-//! (accounts, registration) lands with the client listener.
+//! What the server itself answers in bundled mode (stanzas to its domain or with no `to`):
+//! presence reflected to its sender, XMPP ping, an empty roster and disco listing the MUC
+//! service. Accounts and registration belong to the client listener (`xmpp::c2s`, `auth`).
 
 use jid::FullJid;
 use minidom::rxml::{xml_ncname, Namespace};
