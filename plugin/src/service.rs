@@ -178,7 +178,7 @@ impl Muc {
 
     /// Non-groupchat messages to a room: invitations and declines.
     fn room_message(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
-        let room = Room::load(host, &inbound.to.to_bare().to_string())?.filter(|room| !room.locked);
+        let room = visible_room(host, &inbound.to.to_bare().to_string(), inbound.envelope)?;
         if let (Some(room), Some(form)) = (&room, inbound.element.get_child("x", ns::DATA_FORMS)) {
             if voice_requests::is_request(form) {
                 return voice_requests::handle(self, host, inbound, room, form);
@@ -224,7 +224,7 @@ impl Muc {
         }
         let bare_jid = inbound.from.to_bare().to_string();
         let get = envelope.type_.as_deref() == Some("get");
-        let room = Room::load(host, &room_jid)?.filter(|room| !room.locked);
+        let room = visible_room(host, &room_jid, envelope)?;
         match (get, room, query.ns().as_str()) {
             (true, Some(_), ns::DISCO_INFO)
                 if query.attr("node") == Some(registration::ROOMUSER_NODE) =>
@@ -385,6 +385,23 @@ fn error_summary(bounced: &Element) -> String {
         Some(text) if !text.is_empty() => format!("{condition}: {text}"),
         _ => condition,
     }
+}
+
+/// The room as the sender may see it: a locked room exists only for those already in it (its
+/// creator, who must be able to discover and ping it while configuring it).
+fn visible_room(
+    host: &mut dyn Host,
+    room_jid: &str,
+    envelope: &Envelope,
+) -> Result<Option<Room>, Fault> {
+    Ok(match Room::load(host, room_jid)? {
+        Some(room)
+            if room.locked && Occupant::of_session(host, room_jid, &envelope.from)?.is_none() =>
+        {
+            None
+        }
+        room => room,
+    })
 }
 
 fn unsupported(host: &mut dyn Host, envelope: &Envelope) -> Result<(), Fault> {
