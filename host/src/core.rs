@@ -13,9 +13,9 @@ use jid::FullJid;
 use minidom::Element;
 
 use crate::clock::{Clock, SystemClock};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OutcomeLabel};
 use crate::router::SessionSink;
-use crate::runtime::MucBackend;
+use crate::runtime::{CompiledPlugin, Prepared, Status, SwapReport};
 use crate::service::Service;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
@@ -42,18 +42,31 @@ pub enum CoreEvent {
     },
     /// A stanza from the server at the other end of the component link.
     FromComponent(Element),
+    /// Hot swap: hand the service to a prepared plugin between two stanzas (see
+    /// [`PluginRuntime::swap`]); the answer goes back once the swap's writes are durable.
+    Swap {
+        prepared: Box<Prepared>,
+        reply: Reply<Result<SwapReport, String>>,
+    },
+    /// What `ctl status` shows.
+    Status { reply: Reply<Status> },
+    /// The plugin the current one replaced, for a rollback.
+    Previous {
+        reply: Reply<Option<CompiledPlugin>>,
+    },
     /// Stop: the plugin says goodbye (status 332), the last batch is synced and delivered, every
     /// stream is closed.
     Shutdown,
 }
 
+pub type Reply<T> = tokio::sync::oneshot::Sender<T>;
+
+/// Answers that wait for the batch's sync.
+type Answers = Vec<Box<dyn FnOnce() + Send>>;
+
 /// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
 /// process: the disk no longer holds what was promised, and a restart recovers from it.
-pub fn run<M: MucBackend>(
-    mut service: Service<M>,
-    events: Receiver<CoreEvent>,
-    metrics: Arc<Metrics>,
-) {
+pub fn run(mut service: Service, events: Receiver<CoreEvent>, metrics: Arc<Metrics>) {
     let clock = SystemClock;
     loop {
         let wait = next_wake(&service, &clock);
@@ -64,9 +77,10 @@ pub fn run<M: MucBackend>(
         };
         let mut stopping = false;
         let mut handled = 0;
+        let mut answers: Answers = Vec::new();
         let mut next = first;
         while let Some(event) = next.take() {
-            stopping |= handle(&mut service, event);
+            stopping |= handle(&mut service, event, &metrics, &mut answers);
             handled += 1;
             if stopping || handled >= MAX_BATCH {
                 break;
@@ -78,6 +92,9 @@ pub fn run<M: MucBackend>(
             service.shutdown();
         }
         commit(&mut service, &metrics);
+        for answer in answers {
+            answer();
+        }
         metrics
             .connections
             .set(service.router.session_count() as i64);
@@ -89,18 +106,69 @@ pub fn run<M: MucBackend>(
     }
 }
 
-fn handle<M: MucBackend>(service: &mut Service<M>, event: CoreEvent) -> bool {
+fn handle(service: &mut Service, event: CoreEvent, metrics: &Metrics, answers: &mut Answers) -> bool {
     match event {
         CoreEvent::Bind { jid, session, sink } => service.connect_session(jid, session, sink),
         CoreEvent::FromClient { from, stanza } => service.from_client(&from, stanza),
         CoreEvent::Unbind { jid, session } => service.disconnect_session(&jid, session),
         CoreEvent::FromComponent(stanza) => service.from_component(stanza),
+        CoreEvent::Swap { prepared, reply } => {
+            let outcome = swap(service, *prepared, metrics);
+            answers.push(Box::new(move || {
+                let _ = reply.send(outcome);
+            }));
+        }
+        CoreEvent::Status { reply } => {
+            let _ = reply.send(service.muc.status());
+        }
+        CoreEvent::Previous { reply } => {
+            let _ = reply.send(service.muc.previous());
+        }
         CoreEvent::Shutdown => return true,
     }
     false
 }
 
-fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
+/// The swap itself, inside the pause: stanzas arriving meanwhile wait in the channel, in order,
+/// for the new plugin.
+fn swap(service: &mut Service, prepared: Prepared, metrics: &Metrics) -> Result<SwapReport, String> {
+    let started = Instant::now();
+    let to = prepared.info().clone();
+    let from = service.muc.info().clone();
+    let outcome = service.swap(prepared);
+    let pause = started.elapsed();
+    metrics.swap_pause_seconds.observe(pause.as_secs_f64());
+    match &outcome {
+        Ok(report) => {
+            metrics.swaps.get_or_create(&OutcomeLabel::ok()).inc();
+            tracing::info!(
+                from = report.from.version,
+                from_hash = report.from.hash,
+                to = report.to.version,
+                to_hash = report.to.hash,
+                upgraded = report.upgraded,
+                pause_us = pause.as_micros() as u64,
+                outcome = "swapped",
+                "plugin swap"
+            );
+        }
+        Err(error) => {
+            metrics.swaps.get_or_create(&OutcomeLabel::refused()).inc();
+            tracing::warn!(
+                from = from.version,
+                to = to.version,
+                to_hash = to.hash,
+                pause_us = pause.as_micros() as u64,
+                outcome = "refused",
+                reason = %error,
+                "plugin swap"
+            );
+        }
+    }
+    outcome.map_err(|fault| format!("the new plugin's upgrade failed, the old one serves on: {fault}"))
+}
+
+fn commit(service: &mut Service, metrics: &Metrics) {
     let started = Instant::now();
     match service.flush() {
         Ok(0) => {}
@@ -118,7 +186,7 @@ fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
 }
 
 /// How long the core may sleep: until the plugin's next timer, at most [`IDLE_WAKE`].
-fn next_wake<M: MucBackend>(service: &Service<M>, clock: &dyn Clock) -> Duration {
+fn next_wake(service: &Service, clock: &dyn Clock) -> Duration {
     let next_timer = service
         .muc
         .storage()

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod metrics;
 pub mod router;

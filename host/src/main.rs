@@ -11,6 +11,7 @@ use jid::BareJid;
 use muc_host::auth::Accounts;
 use muc_host::check::{self, Expectations};
 use muc_host::config::{ServeArgs, ServeConfig};
+use muc_host::control::{self, Request};
 use muc_host::runtime::{host_contract, PluginEngine};
 use muc_host::serve;
 
@@ -33,6 +34,11 @@ enum Command {
     /// Run the service: its own client listener (bundled mode, the default), or a component
     /// of an existing XMPP server (--component).
     Serve(ServeArgs),
+    /// Talk to the running service (on the same --data): hot swap, rollback, status.
+    Ctl {
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
     /// Manage the accounts of the bundled client listener.
     User {
         #[command(subcommand)]
@@ -65,6 +71,17 @@ enum Command {
         #[arg(long)]
         plugin: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Replace the MUC logic with this component, without a restart: nothing is lost, nobody is
+    /// disconnected. On any failure the current plugin keeps serving.
+    Swap { plugin: PathBuf },
+    /// Swap back to the plugin the last swap replaced.
+    Rollback,
+    /// The current plugin: name, versions, hash, loaded since, stanzas handled, faults.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -113,8 +130,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let config = ServeConfig::resolve(args, cli.data)?;
             let engine = PluginEngine::new(Some(config.data.join("cache")))?;
             let plugin = engine.compile(&plugin_path(config.plugin.clone())?)?;
-            serve::serve(config, plugin)?;
+            serve::serve(config, std::sync::Arc::new(engine), plugin)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ctl { command } => {
+            let request = match command {
+                CtlCommand::Swap { plugin } => Request::Swap {
+                    path: std::fs::canonicalize(&plugin)
+                        .with_context(|| format!("{}", plugin.display()))?,
+                },
+                CtlCommand::Rollback => Request::Rollback,
+                CtlCommand::Status => Request::Status,
+            };
+            let answer = control::request(&data, &request)?;
+            if answer.ok {
+                println!("{}", answer.message);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("muc-host: {}", answer.message);
+                Ok(ExitCode::FAILURE)
+            }
         }
         Command::User {
             command:
@@ -196,7 +231,9 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
             println!("sha256:   {}", info.hash);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(_) | Command::User { .. } => unreachable!("handled by run"),
+        Command::Serve(_) | Command::User { .. } | Command::Ctl { .. } => {
+            unreachable!("handled by run")
+        }
     }
 }
 

@@ -20,6 +20,25 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+impl OutcomeLabel {
+    pub fn ok() -> OutcomeLabel {
+        OutcomeLabel {
+            outcome: "swapped".into(),
+        }
+    }
+
+    pub fn refused() -> OutcomeLabel {
+        OutcomeLabel {
+            outcome: "refused".into(),
+        }
+    }
+}
+
 pub struct Metrics {
     pub connections: Gauge,
     pub connections_opened: Counter,
@@ -31,6 +50,8 @@ pub struct Metrics {
     pub plugin_call_seconds: Histogram,
     pub storage_batch_keys: Histogram,
     pub storage_sync_seconds: Histogram,
+    pub swaps: Family<OutcomeLabel, Counter>,
+    pub swap_pause_seconds: Histogram,
     rooms: Gauge,
     occupants: Gauge,
     registry: Registry,
@@ -51,6 +72,8 @@ impl Metrics {
             plugin_call_seconds: seconds(),
             storage_batch_keys: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             storage_sync_seconds: seconds(),
+            swaps: Family::default(),
+            swap_pause_seconds: seconds(),
             rooms: Gauge::default(),
             occupants: Gauge::default(),
             registry: Registry::default(),
@@ -104,6 +127,16 @@ impl Metrics {
             "storage_sync_seconds",
             "Time of one group commit",
             metrics.storage_sync_seconds.clone(),
+        );
+        registry.register(
+            "swaps",
+            "Hot swaps of the MUC plugin, by outcome",
+            metrics.swaps.clone(),
+        );
+        registry.register(
+            "swap_pause_seconds",
+            "Time stanzas waited while a swap switched plugins",
+            metrics.swap_pause_seconds.clone(),
         );
         registry.register("rooms", "Rooms in the store", metrics.rooms.clone());
         registry.register(

@@ -1,5 +1,6 @@
-//! `muc-host serve`: the plugin runtime on a durable store, the core thread, and the network
-//! side (the client listener or the component link, and metrics), until SIGTERM or Ctrl-C.
+//! `muc-host serve`: the plugin runtime on a durable store, the core thread, the network side
+//! (the client listener or the component link, and metrics) and the control socket, until
+//! SIGTERM or Ctrl-C.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -16,7 +17,8 @@ use crate::config::{Mode, ServeConfig};
 use crate::core::{self, CoreEvent};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
-use crate::runtime::{CompiledPlugin, PluginRuntime, Settings};
+use crate::control::{self, Control};
+use crate::runtime::{CompiledPlugin, PluginEngine, PluginRuntime, Settings};
 use crate::service::Service;
 use crate::storage::Storage;
 use crate::xmpp::c2s::{self, C2s};
@@ -31,7 +33,7 @@ pub fn database_file(data: &std::path::Path) -> PathBuf {
     data.join("muc.sqlite3")
 }
 
-pub fn serve(config: ServeConfig, plugin: CompiledPlugin) -> Result<()> {
+pub fn serve(config: ServeConfig, engine: Arc<PluginEngine>, plugin: CompiledPlugin) -> Result<()> {
     if config.insecure_auth {
         tracing::warn!("INSECURE AUTHENTICATION: any password is accepted for any account. For test suites only; never expose this service.");
     }
@@ -104,6 +106,13 @@ pub fn serve(config: ServeConfig, plugin: CompiledPlugin) -> Result<()> {
             announce("metrics", &listener)?;
             tokio::spawn(metrics::serve(listener, metrics.clone(), storage.clone()));
         }
+        let control = Arc::new(Control {
+            engine,
+            preparer: runtime.preparer(),
+            core: core_events.clone(),
+            swapping: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(control::serve(control::bind(&config.data)?, control));
         let service = Service::new(router, runtime).with_metrics(metrics.clone());
         let core_metrics = metrics.clone();
         let core = std::thread::Builder::new()

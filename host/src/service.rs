@@ -15,7 +15,7 @@ use minidom::Element;
 
 use crate::metrics::Metrics;
 use crate::router::{Destination, Router, SessionSink};
-use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime};
+use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
 use crate::server;
 
 const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -212,6 +212,16 @@ impl<M: MucBackend> Service<M> {
             return;
         }
         self.outbox.push(error_reply(stanza, type_, condition));
+    }
+}
+
+impl Service<PluginRuntime> {
+    /// Hands the MUC logic to `prepared` (see [`PluginRuntime::swap`]); what its upgrade sent
+    /// waits for the next flush like any other stanza.
+    pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, Fault> {
+        let (report, outbound) = self.muc.swap(prepared)?;
+        self.deliver_all(outbound);
+        Ok(report)
     }
 }
 

@@ -24,7 +24,11 @@ pub fn service_info() -> Element {
     DiscoInfoResult {
         node: None,
         identities: vec![Identity::new("conference", "text", "en", "Chatrooms")],
-        features: COMMON.iter().map(|f| f.to_string()).collect(),
+        features: COMMON
+            .iter()
+            .chain([&ns::VERSION])
+            .map(|f| f.to_string())
+            .collect(),
         extensions: Vec::new(),
     }
     .into()

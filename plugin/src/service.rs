@@ -25,7 +25,12 @@ use crate::room::Room;
 use crate::shutdown;
 
 pub const NAME: &str = "muc";
+#[cfg(not(feature = "swap-test-variant"))]
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// A second build that differs visibly (its version, in `describe` and XEP-0092), for the
+/// hot-swap tests.
+#[cfg(feature = "swap-test-variant")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+swap-test");
 /// The version of `wit/muc-plugin.wit` this plugin is built against.
 pub const CONTRACT: &str = "1.0.0";
 
@@ -133,6 +138,9 @@ impl Muc {
             }
             (StanzaKind::Iq, Some("get"), Some(ns::PING)) => {
                 host.send(errors::result(envelope, None))
+            }
+            (StanzaKind::Iq, Some("get"), Some(ns::VERSION)) => {
+                host.send(errors::result(envelope, Some(software_version())))
             }
             (StanzaKind::Iq, Some("set"), Some(adhoc::NS)) => {
                 let command = inbound
@@ -402,6 +410,15 @@ fn visible_room(
         }
         room => room,
     })
+}
+
+/// XEP-0092: what answers for the service, so an operator (or a test) can tell which build of
+/// the MUC logic is serving.
+fn software_version() -> Element {
+    Element::builder("query", ns::VERSION)
+        .append(Element::builder("name", ns::VERSION).append("muc-wasm").build())
+        .append(Element::builder("version", ns::VERSION).append(VERSION).build())
+        .build()
 }
 
 fn unsupported(host: &mut dyn Host, envelope: &Envelope) -> Result<(), Fault> {

@@ -53,6 +53,11 @@ impl CallContext {
         }
     }
 
+    /// The name the plugin's log lines carry, known once it has described itself.
+    pub fn set_plugin_name(&mut self, name: &str) {
+        self.plugin_name = name.to_string();
+    }
+
     fn storage(&self) -> std::sync::MutexGuard<'_, Storage> {
         self.storage.lock().expect("storage lock poisoned")
     }

@@ -152,6 +152,77 @@ pub struct PluginRuntime {
     settings: Settings,
     clock: Arc<dyn Clock>,
     stats: Stats,
+    /// When this plugin took over (ms since the Unix epoch).
+    loaded_since_ms: u64,
+    /// The plugin it replaced, kept compiled for a rollback.
+    previous: Option<(CompiledPlugin, PluginInfo)>,
+}
+
+/// A plugin compiled, checked, instantiated and initialised off the core thread, ready to take
+/// over in [`PluginRuntime::swap`].
+pub struct Prepared {
+    plugin: CompiledPlugin,
+    info: PluginInfo,
+    instance: Instance,
+}
+
+impl Prepared {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+}
+
+/// Makes [`Prepared`] plugins for a runtime from any thread: what instantiation needs, shared.
+#[derive(Clone)]
+pub struct Preparer {
+    storage: Arc<Mutex<Storage>>,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+}
+
+impl Preparer {
+    /// Instantiates `plugin` and runs its `init` and `describe`, all while the current plugin
+    /// keeps serving. A failure here (a trap, a blown budget, an error) refuses the plugin.
+    pub fn prepare(&self, plugin: CompiledPlugin) -> Result<Prepared> {
+        let mut instance = new_instance(&plugin, &self.storage, &self.settings, self.clock.as_ref(), "")
+            .map_err(|error| anyhow::anyhow!("init: {}", describe_error(error, &self.settings)))?;
+        begin(&mut instance.store, Transaction::default(), self.clock.as_ref(), &self.settings);
+        let described = instance
+            .bindings
+            .muc_plugin_guest()
+            .call_describe(&mut instance.store)
+            .map_err(|error| anyhow::anyhow!("describe: {}", describe_error(error, &self.settings)))?;
+        let info = PluginInfo {
+            name: described.name,
+            version: described.version,
+            contract: plugin.contract.clone(),
+            hash: plugin.hash.clone(),
+        };
+        instance.store.data_mut().set_plugin_name(&info.name);
+        Ok(Prepared {
+            plugin,
+            info,
+            instance,
+        })
+    }
+}
+
+/// What a swap did, for the log, the metrics and whoever asked.
+#[derive(Clone, Debug)]
+pub struct SwapReport {
+    pub from: PluginInfo,
+    pub to: PluginInfo,
+    /// Whether `upgrade` ran (the version changed).
+    pub upgraded: bool,
+}
+
+/// What `ctl status` shows.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub info: PluginInfo,
+    pub loaded_since_ms: u64,
+    pub stats: Stats,
+    pub previous: Option<PluginInfo>,
 }
 
 /// One stanza as the host parsed it.
@@ -182,8 +253,10 @@ impl PluginRuntime {
             instance: None,
             storage,
             settings,
+            loaded_since_ms: clock.now_ms(),
             clock,
             stats: Stats::default(),
+            previous: None,
         };
         let mut instance = runtime.instantiate()?;
         let described = instance
@@ -212,6 +285,72 @@ impl PluginRuntime {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            info: self.info.clone(),
+            loaded_since_ms: self.loaded_since_ms,
+            stats: self.stats.clone(),
+            previous: self.previous.as_ref().map(|(_, info)| info.clone()),
+        }
+    }
+
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            storage: self.storage.clone(),
+            settings: self.settings.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// The plugin this one replaced, compiled, for [`Preparer::prepare`] and a swap back.
+    pub fn previous(&self) -> Option<CompiledPlugin> {
+        self.previous.as_ref().map(|(plugin, _)| plugin.clone())
+    }
+
+    /// Hands the service to `prepared`, between two calls: the old instance is no longer fed,
+    /// the new one migrates the data (`upgrade(previous version)`, once per version change, in
+    /// one transaction) and takes over. If the migration fails, its writes are discarded and the
+    /// old plugin goes on serving. The old plugin stays compiled for a rollback.
+    pub fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Element>), Fault> {
+        let Prepared {
+            plugin,
+            info,
+            mut instance,
+        } = prepared;
+        let owner = self
+            .storage
+            .lock()
+            .expect("storage lock")
+            .meta(DATA_OWNER_VERSION)
+            .map(str::to_string);
+        let upgraded = owner.as_deref() != Some(info.version.as_str());
+        let mut outbound = Vec::new();
+        if upgraded {
+            let from = owner.unwrap_or_else(|| "0.0.0".into());
+            outbound = self.call_on(&mut instance, Writes::default(), |plugin, store| {
+                plugin.muc_plugin_guest().call_upgrade(store, &from)
+            })?;
+            let recorded = self
+                .storage
+                .lock()
+                .expect("storage lock")
+                .set_meta(DATA_OWNER_VERSION, &info.version);
+            recorded.map_err(|error| Fault::Failed(format!("recording the data's owner: {error:#}")))?;
+        }
+        let report = SwapReport {
+            from: self.info.clone(),
+            to: info.clone(),
+            upgraded,
+        };
+        let old_plugin = std::mem::replace(&mut self.plugin, plugin);
+        let old_info = std::mem::replace(&mut self.info, info);
+        self.previous = Some((old_plugin, old_info));
+        self.instance = Some(instance);
+        self.stats = Stats::default();
+        self.loaded_since_ms = self.clock.now_ms();
+        Ok((report, outbound))
     }
 
     pub fn storage(&self) -> &Arc<Mutex<Storage>> {
@@ -288,40 +427,41 @@ impl PluginRuntime {
                 Err(error) => return Err(self.fault(Fault::Trap(format!("{error:#}")))),
             },
         };
+        match self.call_on(&mut instance, preset, export) {
+            Ok(outbound) => {
+                self.instance = Some(instance);
+                Ok(outbound)
+            }
+            // The instance may be in any state: it is dropped, and its buffer with it.
+            Err(fault) => Err(self.fault(fault)),
+        }
+    }
+
+    /// One call on `instance`, as one transaction; on a fault nothing is kept and the caller
+    /// must not use the instance again.
+    fn call_on(
+        &mut self,
+        instance: &mut Instance,
+        preset: Writes,
+        export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
+    ) -> Result<Vec<Element>, Fault> {
         let mut txn = Transaction::new(self.settings.limits.quota);
         txn.writes = preset;
-        self.begin(&mut instance.store, txn);
+        begin(&mut instance.store, txn, self.clock.as_ref(), &self.settings);
         let result = export(&instance.bindings, &mut instance.store);
         let context = instance.store.data_mut();
         let txn = std::mem::take(&mut context.txn);
-        let fault = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(reason)) => Some(Fault::Failed(reason)),
-            Err(error) if context.memory.hit => Some(Fault::OverBudget(format!("{error}"))),
-            Err(error) => Some(classify(error, self.settings.limits.call_budget)),
-        };
-        if let Some(fault) = fault {
-            // The instance may be in any state: it is dropped, and its buffer with it.
-            return Err(self.fault(fault));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(Fault::Failed(reason)),
+            Err(error) if context.memory.hit => return Err(Fault::OverBudget(format!("{error}"))),
+            Err(error) => return Err(classify(error, self.settings.limits.call_budget)),
         }
-        self.instance = Some(instance);
         let stored = self.storage.lock().expect("storage lock").apply(txn.writes);
         if let Err(error) = stored {
-            return Err(self.fault(Fault::Failed(format!(
-                "storing the call's writes: {error:#}"
-            ))));
+            return Err(Fault::Failed(format!("storing the call's writes: {error:#}")));
         }
         Ok(txn.outbound)
-    }
-
-    fn begin(&self, store: &mut Store<CallContext>, txn: Transaction) {
-        let context = store.data_mut();
-        context.txn = txn;
-        context.now_ms = self.clock.now_ms();
-        context.memory.hit = false;
-        let ticks = self.settings.limits.call_budget.as_millis() / EPOCH_TICK.as_millis();
-        // One extra tick: the call may start just before the ticker fires.
-        store.set_epoch_deadline(ticks as u64 + 1);
     }
 
     fn fault(&mut self, fault: Fault) -> Fault {
@@ -335,31 +475,17 @@ impl PluginRuntime {
         fault
     }
 
-    /// A fresh instance, initialised. `init` may read but must not write or send.
+    /// A fresh instance of the current plugin, initialised.
     fn instantiate(&mut self) -> Result<Instance> {
-        let context = CallContext::new(
-            self.storage.clone(),
-            self.settings.service.clone(),
-            self.info.name.clone(),
-            self.settings.limits.memory_bytes,
-        );
-        let mut store = Store::new(self.plugin.pre.engine(), context);
-        store.limiter(|context| &mut context.memory);
-        self.begin(&mut store, Transaction::default());
-        let bindings = self.plugin.pre.instantiate(&mut store)?;
-        let settings = guest::Settings {
-            service: self.settings.service.clone(),
-            admins: self.settings.admins.clone(),
-        };
-        bindings
-            .muc_plugin_guest()
-            .call_init(&mut store, &settings)?
-            .map_err(|reason| anyhow::anyhow!("init failed: {reason}"))?;
-        if !store.data().txn.is_empty() {
-            bail!("init wrote to storage or sent a stanza; it may only read");
-        }
+        let instance = new_instance(
+            &self.plugin,
+            &self.storage,
+            &self.settings,
+            self.clock.as_ref(),
+            &self.info.name,
+        )?;
         self.stats.instances_created += 1;
-        Ok(Instance { store, bindings })
+        Ok(instance)
     }
 
     /// Records this plugin as the owner of the data, running `upgrade` first when another
@@ -395,6 +521,61 @@ impl PluginRuntime {
             .lock()
             .expect("storage lock")
             .set_meta(DATA_OWNER_VERSION, &version)
+    }
+}
+
+/// Starts a call on `store`: its transaction, the time it sees, and its time budget.
+fn begin(store: &mut Store<CallContext>, txn: Transaction, clock: &dyn Clock, settings: &Settings) {
+    let context = store.data_mut();
+    context.txn = txn;
+    context.now_ms = clock.now_ms();
+    context.memory.hit = false;
+    let ticks = settings.limits.call_budget.as_millis() / EPOCH_TICK.as_millis();
+    // One extra tick: the call may start just before the ticker fires.
+    store.set_epoch_deadline(ticks as u64 + 1);
+}
+
+/// A fresh instance of `plugin`, initialised. `init` may read but must not write or send.
+fn new_instance(
+    plugin: &CompiledPlugin,
+    storage: &Arc<Mutex<Storage>>,
+    settings: &Settings,
+    clock: &dyn Clock,
+    name: &str,
+) -> Result<Instance> {
+    let context = CallContext::new(
+        storage.clone(),
+        settings.service.clone(),
+        name.to_string(),
+        settings.limits.memory_bytes,
+    );
+    let mut store = Store::new(plugin.pre.engine(), context);
+    store.limiter(|context| &mut context.memory);
+    begin(&mut store, Transaction::default(), clock, settings);
+    let bindings = plugin.pre.instantiate(&mut store)?;
+    let guest_settings = guest::Settings {
+        service: settings.service.clone(),
+        admins: settings.admins.clone(),
+    };
+    bindings
+        .muc_plugin_guest()
+        .call_init(&mut store, &guest_settings)?
+        .map_err(|reason| anyhow::anyhow!("init failed: {reason}"))?;
+    if !store.data().txn.is_empty() {
+        bail!("init wrote to storage or sent a stanza; it may only read");
+    }
+    Ok(Instance { store, bindings })
+}
+
+/// An instantiation or describe error, saying which limit ended it.
+fn describe_error(error: impl Into<anyhow::Error>, settings: &Settings) -> String {
+    let error: anyhow::Error = error.into();
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!(
+            "time budget of {} ms exceeded",
+            settings.limits.call_budget.as_millis()
+        ),
+        _ => format!("{error:#}"),
     }
 }
 

@@ -1,0 +1,248 @@
+//! The control socket of a running `muc-host serve` (`muc-host ctl ...`): hot swap, rollback
+//! and status. It is a Unix socket in `DATA/control/`, a directory only the service's user may
+//! enter, so only that user (and root) can talk to it. One JSON request line, one JSON answer
+//! line.
+//!
+//! A swap is compiled (or loaded from the compiled cache), checked against the contract,
+//! instantiated and initialised here, off the core thread, while the old plugin keeps serving;
+//! only the switch itself happens on the core thread, between two stanzas. One swap at a time: a
+//! second request while one is under way is refused, not queued.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{oneshot, Mutex};
+
+use crate::core::CoreEvent;
+use crate::runtime::{CompiledPlugin, PluginEngine, Preparer, Status};
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    Swap { path: PathBuf },
+    Rollback,
+    Status,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Answer {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// The socket's path under the data directory.
+pub fn socket_path(data: &Path) -> PathBuf {
+    data.join("control").join("muc-host.sock")
+}
+
+/// What every request shares.
+pub struct Control {
+    pub engine: Arc<PluginEngine>,
+    pub preparer: Preparer,
+    pub core: Sender<CoreEvent>,
+    /// Held for the whole of a swap or rollback.
+    pub swapping: Mutex<()>,
+}
+
+/// Binds the socket (replacing a stale one) with owner-only permissions.
+pub fn bind(data: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(data);
+    let dir = path.parent().expect("the socket is in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers requests until the task is dropped.
+pub async fn serve(listener: UnixListener, control: Arc<Control>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, _)) => {
+                tokio::spawn(control.clone().answer(socket));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a control request failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Control {
+    async fn answer(self: Arc<Self>, socket: UnixStream) {
+        let (read, mut write) = socket.into_split();
+        let mut line = String::new();
+        let answer = match BufReader::new(read).read_line(&mut line).await {
+            Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) => self.handle(request).await,
+                Err(error) => refused(format!("not a request: {error}")),
+            },
+            Err(error) => refused(format!("reading the request: {error}")),
+        };
+        let mut text = serde_json::to_string(&answer).expect("an answer serialises");
+        text.push('\n');
+        let _ = write.write_all(text.as_bytes()).await;
+    }
+
+    pub async fn handle(&self, request: Request) -> Answer {
+        match request {
+            Request::Status => match self.status().await {
+                Ok(status) => Answer {
+                    ok: true,
+                    message: describe_status(&status),
+                },
+                Err(error) => refused(error),
+            },
+            Request::Swap { path } => {
+                let Ok(_swapping) = self.swapping.try_lock() else {
+                    return refused("a swap is already in progress: try again when it has ended");
+                };
+                let engine = self.engine.clone();
+                let compiled = tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let compiled = engine.compile(&path);
+                    (compiled, started.elapsed())
+                })
+                .await;
+                match compiled {
+                    Ok((Ok(plugin), took)) => {
+                        tracing::info!(hash = plugin.hash, compile_ms = took.as_millis() as u64, "new plugin compiled");
+                        self.swap_to(plugin).await
+                    }
+                    Ok((Err(error), _)) => refused(format!("{error:#}")),
+                    Err(error) => refused(format!("compiling: {error}")),
+                }
+            }
+            Request::Rollback => {
+                let Ok(_swapping) = self.swapping.try_lock() else {
+                    return refused("a swap is already in progress: try again when it has ended");
+                };
+                let (reply, previous) = oneshot::channel();
+                if self.core.send(CoreEvent::Previous { reply }).is_err() {
+                    return refused("the service is stopping");
+                }
+                match previous.await {
+                    Ok(Some(plugin)) => self.swap_to(plugin).await,
+                    Ok(None) => refused("there is no previous plugin to roll back to"),
+                    Err(_) => refused("the service is stopping"),
+                }
+            }
+        }
+    }
+
+    /// Prepares `plugin` off the core thread, then has the core switch to it.
+    async fn swap_to(&self, plugin: CompiledPlugin) -> Answer {
+        let preparer = self.preparer.clone();
+        let prepared = tokio::task::spawn_blocking(move || preparer.prepare(plugin)).await;
+        let prepared = match prepared {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(error)) => {
+                tracing::warn!(reason = %format!("{error:#}"), outcome = "refused", "plugin swap");
+                return refused(format!("the new plugin failed to start, the old one serves on: {error:#}"));
+            }
+            Err(error) => return refused(format!("preparing: {error}")),
+        };
+        let (reply, outcome) = oneshot::channel();
+        let event = CoreEvent::Swap {
+            prepared: Box::new(prepared),
+            reply,
+        };
+        if self.core.send(event).is_err() {
+            return refused("the service is stopping");
+        }
+        match outcome.await {
+            Ok(Ok(report)) => Answer {
+                ok: true,
+                message: format!(
+                    "swapped {} {} ({}) for {} {} ({}){}",
+                    report.from.name,
+                    report.from.version,
+                    short(&report.from.hash),
+                    report.to.name,
+                    report.to.version,
+                    short(&report.to.hash),
+                    if report.upgraded { "; the data was upgraded" } else { "" }
+                ),
+            },
+            Ok(Err(error)) => refused(error),
+            Err(_) => refused("the service is stopping"),
+        }
+    }
+
+    async fn status(&self) -> Result<Status, String> {
+        let (reply, status) = oneshot::channel();
+        self.core
+            .send(CoreEvent::Status { reply })
+            .map_err(|_| "the service is stopping".to_string())?;
+        status.await.map_err(|_| "the service is stopping".to_string())
+    }
+}
+
+fn refused(message: impl Into<String>) -> Answer {
+    Answer {
+        ok: false,
+        message: message.into(),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+fn describe_status(status: &Status) -> String {
+    let info = &status.info;
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let mut text = format!(
+        "plugin:        {}\nversion:       {}\ncontract:      {}\nsha256:        {}\nloaded since:  {} ms since the Unix epoch ({} s ago)\nstanzas:       {}\nfaults:        {}\ninstances:     {}",
+        info.name,
+        info.version,
+        info.contract,
+        info.hash,
+        status.loaded_since_ms,
+        now.saturating_sub(status.loaded_since_ms) / 1000,
+        status.stats.calls,
+        status.stats.faults,
+        status.stats.instances_created,
+    );
+    if let Some(previous) = &status.previous {
+        text.push_str(&format!(
+            "\nprevious:      {} {} ({}), kept for rollback",
+            previous.name,
+            previous.version,
+            short(&previous.hash)
+        ));
+    }
+    text
+}
+
+/// `muc-host ctl`: sends one request to the service running on `data` and returns its answer.
+pub fn request(data: &Path, request: &Request) -> Result<Answer> {
+    use std::io::{BufRead, Write};
+    let path = socket_path(data);
+    let mut socket = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "connecting to {} (is `muc-host serve --data {}` running, as this user?)",
+            path.display(),
+            data.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    socket.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    std::io::BufReader::new(socket).read_line(&mut answer)?;
+    serde_json::from_str(&answer).with_context(|| format!("the service answered {answer:?}"))
+}
