@@ -119,7 +119,11 @@ impl Control {
                 .await;
                 match compiled {
                     Ok((Ok(plugin), took)) => {
-                        tracing::info!(hash = plugin.hash, compile_ms = took.as_millis() as u64, "new plugin compiled");
+                        tracing::info!(
+                            hash = plugin.hash,
+                            compile_ms = took.as_millis() as u64,
+                            "new plugin compiled"
+                        );
                         self.swap_to(plugin).await
                     }
                     Ok((Err(error), _)) => refused(format!("{error:#}")),
@@ -151,7 +155,9 @@ impl Control {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(error)) => {
                 tracing::warn!(reason = %format!("{error:#}"), outcome = "refused", "plugin swap");
-                return refused(format!("the new plugin failed to start, the old one serves on: {error:#}"));
+                return refused(format!(
+                    "the new plugin failed to start, the old one serves on: {error:#}"
+                ));
             }
             Err(error) => return refused(format!("preparing: {error}")),
         };
@@ -174,7 +180,11 @@ impl Control {
                     report.to.name,
                     report.to.version,
                     short(&report.to.hash),
-                    if report.upgraded { "; the data was upgraded" } else { "" }
+                    if report.upgraded {
+                        "; the data was upgraded"
+                    } else {
+                        ""
+                    }
                 ),
             },
             Ok(Err(error)) => refused(error),
@@ -187,7 +197,9 @@ impl Control {
         self.core
             .send(CoreEvent::Status { reply })
             .map_err(|_| "the service is stopping".to_string())?;
-        status.await.map_err(|_| "the service is stopping".to_string())
+        status
+            .await
+            .map_err(|_| "the service is stopping".to_string())
     }
 }
 

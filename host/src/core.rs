@@ -49,7 +49,9 @@ pub enum CoreEvent {
         reply: Reply<Result<SwapReport, String>>,
     },
     /// What `ctl status` shows.
-    Status { reply: Reply<Status> },
+    Status {
+        reply: Reply<Status>,
+    },
     /// The plugin the current one replaced, for a rollback.
     Previous {
         reply: Reply<Option<CompiledPlugin>>,
@@ -106,7 +108,12 @@ pub fn run(mut service: Service, events: Receiver<CoreEvent>, metrics: Arc<Metri
     }
 }
 
-fn handle(service: &mut Service, event: CoreEvent, metrics: &Metrics, answers: &mut Answers) -> bool {
+fn handle(
+    service: &mut Service,
+    event: CoreEvent,
+    metrics: &Metrics,
+    answers: &mut Answers,
+) -> bool {
     match event {
         CoreEvent::Bind { jid, session, sink } => service.connect_session(jid, session, sink),
         CoreEvent::FromClient { from, stanza } => service.from_client(&from, stanza),
@@ -131,7 +138,11 @@ fn handle(service: &mut Service, event: CoreEvent, metrics: &Metrics, answers: &
 
 /// The swap itself, inside the pause: stanzas arriving meanwhile wait in the channel, in order,
 /// for the new plugin.
-fn swap(service: &mut Service, prepared: Prepared, metrics: &Metrics) -> Result<SwapReport, String> {
+fn swap(
+    service: &mut Service,
+    prepared: Prepared,
+    metrics: &Metrics,
+) -> Result<SwapReport, String> {
     let started = Instant::now();
     let to = prepared.info().clone();
     let from = service.muc.info().clone();
@@ -165,7 +176,8 @@ fn swap(service: &mut Service, prepared: Prepared, metrics: &Metrics) -> Result<
             );
         }
     }
-    outcome.map_err(|fault| format!("the new plugin's upgrade failed, the old one serves on: {fault}"))
+    outcome
+        .map_err(|fault| format!("the new plugin's upgrade failed, the old one serves on: {fault}"))
 }
 
 fn commit(service: &mut Service, metrics: &Metrics) {

@@ -39,12 +39,16 @@ impl TestHost {
     }
 
     pub fn with_limits(plugin: CompiledPlugin, limits: Limits) -> Result<TestHost> {
-        let clock = Arc::new(ManualClock::new());
         let settings = Settings {
             service: MUC_DOMAIN.to_string(),
             admins: vec![ADMIN.to_string()],
             limits,
         };
+        TestHost::with_settings(plugin, settings)
+    }
+
+    pub fn with_settings(plugin: CompiledPlugin, settings: Settings) -> Result<TestHost> {
+        let clock = Arc::new(ManualClock::new());
         let storage = Arc::new(Mutex::new(Storage::in_memory()));
         let muc = PluginRuntime::start(plugin, storage, settings, clock.clone())?;
         Ok(TestHost {

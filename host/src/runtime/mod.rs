@@ -184,14 +184,27 @@ impl Preparer {
     /// Instantiates `plugin` and runs its `init` and `describe`, all while the current plugin
     /// keeps serving. A failure here (a trap, a blown budget, an error) refuses the plugin.
     pub fn prepare(&self, plugin: CompiledPlugin) -> Result<Prepared> {
-        let mut instance = new_instance(&plugin, &self.storage, &self.settings, self.clock.as_ref(), "")
-            .map_err(|error| anyhow::anyhow!("init: {}", describe_error(error, &self.settings)))?;
-        begin(&mut instance.store, Transaction::default(), self.clock.as_ref(), &self.settings);
+        let mut instance = new_instance(
+            &plugin,
+            &self.storage,
+            &self.settings,
+            self.clock.as_ref(),
+            "",
+        )
+        .map_err(|error| anyhow::anyhow!("init: {}", describe_error(error, &self.settings)))?;
+        begin(
+            &mut instance.store,
+            Transaction::default(),
+            self.clock.as_ref(),
+            &self.settings,
+        );
         let described = instance
             .bindings
             .muc_plugin_guest()
             .call_describe(&mut instance.store)
-            .map_err(|error| anyhow::anyhow!("describe: {}", describe_error(error, &self.settings)))?;
+            .map_err(|error| {
+                anyhow::anyhow!("describe: {}", describe_error(error, &self.settings))
+            })?;
         let info = PluginInfo {
             name: described.name,
             version: described.version,
@@ -337,7 +350,8 @@ impl PluginRuntime {
                 .lock()
                 .expect("storage lock")
                 .set_meta(DATA_OWNER_VERSION, &info.version);
-            recorded.map_err(|error| Fault::Failed(format!("recording the data's owner: {error:#}")))?;
+            recorded
+                .map_err(|error| Fault::Failed(format!("recording the data's owner: {error:#}")))?;
         }
         let report = SwapReport {
             from: self.info.clone(),
@@ -447,7 +461,12 @@ impl PluginRuntime {
     ) -> Result<Vec<Element>, Fault> {
         let mut txn = Transaction::new(self.settings.limits.quota);
         txn.writes = preset;
-        begin(&mut instance.store, txn, self.clock.as_ref(), &self.settings);
+        begin(
+            &mut instance.store,
+            txn,
+            self.clock.as_ref(),
+            &self.settings,
+        );
         let result = export(&instance.bindings, &mut instance.store);
         let context = instance.store.data_mut();
         let txn = std::mem::take(&mut context.txn);
@@ -459,7 +478,9 @@ impl PluginRuntime {
         }
         let stored = self.storage.lock().expect("storage lock").apply(txn.writes);
         if let Err(error) = stored {
-            return Err(Fault::Failed(format!("storing the call's writes: {error:#}")));
+            return Err(Fault::Failed(format!(
+                "storing the call's writes: {error:#}"
+            )));
         }
         Ok(txn.outbound)
     }

@@ -36,6 +36,9 @@ pub struct Storage {
     disk: Option<Sqlite>,
     /// With group commit, durable writes applied in memory but not yet on disk.
     unsynced: Option<Writes>,
+    /// With group commit, bookkeeping changed in memory but not yet on disk: it goes in the same
+    /// disk transaction as the writes it describes (a migration and its new data owner).
+    unsynced_meta: BTreeMap<String, String>,
 }
 
 /// The host's bookkeeping key naming the plugin version whose layout the data is in.
@@ -51,6 +54,7 @@ impl Storage {
             meta: BTreeMap::new(),
             disk: None,
             unsynced: None,
+            unsynced_meta: BTreeMap::new(),
         }
     }
 
@@ -67,6 +71,7 @@ impl Storage {
             meta: loaded.meta,
             disk: Some(disk),
             unsynced: None,
+            unsynced_meta: BTreeMap::new(),
         })
     }
 
@@ -113,8 +118,15 @@ impl Storage {
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        if let Some(disk) = &mut self.disk {
-            disk.set_meta(key, value)?;
+        match (&mut self.disk, &self.unsynced) {
+            (Some(_), Some(_)) => {
+                self.unsynced_meta
+                    .insert(key.to_string(), value.to_string());
+            }
+            (Some(disk), None) => {
+                disk.apply(&Default::default(), &Default::default(), &[(key, value)])?
+            }
+            (None, _) => {}
         }
         self.meta.insert(key.to_string(), value.to_string());
         Ok(())
@@ -152,9 +164,15 @@ impl Storage {
             return Ok(0);
         };
         let count = unsynced.durable.len() + unsynced.timers.len();
-        if count > 0 {
-            disk.apply(&unsynced.durable, &unsynced.timers)?;
+        if count > 0 || !self.unsynced_meta.is_empty() {
+            let meta: Vec<(&str, &str)> = self
+                .unsynced_meta
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str()))
+                .collect();
+            disk.apply(&unsynced.durable, &unsynced.timers, &meta)?;
             *unsynced = Writes::default();
+            self.unsynced_meta.clear();
         }
         Ok(count)
     }
@@ -168,7 +186,7 @@ impl Storage {
                 unsynced.durable.extend(writes.durable.clone());
                 unsynced.timers.extend(writes.timers.clone());
             }
-            (Some(disk), None) => disk.apply(&writes.durable, &writes.timers)?,
+            (Some(disk), None) => disk.apply(&writes.durable, &writes.timers, &[])?,
             (None, _) => {}
         }
         for (tier, changes) in [
@@ -218,5 +236,35 @@ impl Writes {
 
     pub fn is_empty(&self) -> bool {
         self.durable.is_empty() && self.volatile.is_empty() && self.timers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_group_commit_bookkeeping_reaches_the_disk_with_the_writes_it_describes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = Storage::open(dir.path()).unwrap();
+        storage.enable_group_commit();
+        let mut migration = Writes::default();
+        migration
+            .durable
+            .insert("migrated".into(), Some(b"yes".to_vec()));
+        storage.apply(migration).unwrap();
+        storage.set_meta(DATA_OWNER_VERSION, "2.0.0").unwrap();
+        assert_eq!(storage.meta(DATA_OWNER_VERSION), Some("2.0.0"));
+        let on_disk = Storage::open(dir.path()).unwrap();
+        assert_eq!(
+            on_disk.meta(DATA_OWNER_VERSION),
+            None,
+            "not before the sync"
+        );
+        assert_eq!(on_disk.get(Tier::Durable, "migrated"), None);
+        storage.sync().unwrap();
+        let on_disk = Storage::open(dir.path()).unwrap();
+        assert_eq!(on_disk.meta(DATA_OWNER_VERSION), Some("2.0.0"));
+        assert_eq!(on_disk.get(Tier::Durable, "migrated"), Some(&b"yes"[..]));
     }
 }

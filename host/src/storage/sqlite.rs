@@ -61,12 +61,14 @@ impl Sqlite {
         })
     }
 
+    /// One disk transaction: durable writes, timer changes and host bookkeeping together.
     pub fn apply(
         &mut self,
         durable: &BTreeMap<String, Option<Vec<u8>>>,
         timers: &BTreeMap<String, Option<u64>>,
+        meta: &[(&str, &str)],
     ) -> Result<()> {
-        if durable.is_empty() && timers.is_empty() {
+        if durable.is_empty() && timers.is_empty() && meta.is_empty() {
             return Ok(());
         }
         let txn = self.connection.transaction()?;
@@ -87,16 +89,13 @@ impl Sqlite {
                     None => cancel.execute(params![key])?,
                 };
             }
+            let mut note =
+                txn.prepare_cached("INSERT OR REPLACE INTO host_meta VALUES (?1, ?2)")?;
+            for (key, value) in meta {
+                note.execute(params![key, value])?;
+            }
         }
         txn.commit()?;
-        Ok(())
-    }
-
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        self.connection.execute(
-            "INSERT OR REPLACE INTO host_meta VALUES (?1, ?2)",
-            params![key, value],
-        )?;
         Ok(())
     }
 }
