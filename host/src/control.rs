@@ -203,6 +203,23 @@ impl Control {
     }
 }
 
+/// Runs the XEP-0050 swap command for each iq the core diverts here; the answers go back
+/// through the core, in order with everything else it sends.
+pub async fn serve_commands(
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<minidom::Element>,
+    control: Arc<Control>,
+    admins: std::collections::BTreeSet<String>,
+) {
+    let admins = Arc::new(admins);
+    while let Some(iq) = commands.recv().await {
+        let (control, admins) = (control.clone(), admins.clone());
+        tokio::spawn(async move {
+            let answer = crate::adhoc::run(&control, &admins, iq).await;
+            let _ = control.core.send(CoreEvent::FromHost(answer));
+        });
+    }
+}
+
 fn refused(message: impl Into<String>) -> Answer {
     Answer {
         ok: false,

@@ -42,6 +42,8 @@ pub enum CoreEvent {
     },
     /// A stanza from the server at the other end of the component link.
     FromComponent(Element),
+    /// A stanza the host sends itself (the answer to its ad-hoc command).
+    FromHost(Element),
     /// Hot swap: hand the service to a prepared plugin between two stanzas (see
     /// [`PluginRuntime::swap`]); the answer goes back once the swap's writes are durable.
     Swap {
@@ -119,6 +121,7 @@ fn handle(
         CoreEvent::FromClient { from, stanza } => service.from_client(&from, stanza),
         CoreEvent::Unbind { jid, session } => service.disconnect_session(&jid, session),
         CoreEvent::FromComponent(stanza) => service.from_component(stanza),
+        CoreEvent::FromHost(stanza) => service.send_from_host(stanza),
         CoreEvent::Swap { prepared, reply } => {
             let outcome = swap(service, *prepared, metrics);
             answers.push(Box::new(move || {

@@ -2,6 +2,7 @@
 //! (its own client listener, or a component link to an existing server), and plays scansion
 //! scripts against it (the bundled test host, in-process or over the network).
 
+pub mod adhoc;
 pub mod auth;
 pub mod check;
 pub mod clock;

@@ -112,8 +112,16 @@ pub fn serve(config: ServeConfig, engine: Arc<PluginEngine>, plugin: CompiledPlu
             core: core_events.clone(),
             swapping: tokio::sync::Mutex::new(()),
         });
-        tokio::spawn(control::serve(control::bind(&config.data)?, control));
-        let service = Service::new(router, runtime).with_metrics(metrics.clone());
+        tokio::spawn(control::serve(
+            control::bind(&config.data)?,
+            control.clone(),
+        ));
+        let (commands, diverted) = tokio::sync::mpsc::unbounded_channel();
+        let admins = config.admins.iter().cloned().collect();
+        tokio::spawn(control::serve_commands(diverted, control, admins));
+        let service = Service::new(router, runtime)
+            .with_metrics(metrics.clone())
+            .with_host_commands(commands);
         let core_metrics = metrics.clone();
         let core = std::thread::Builder::new()
             .name("muc-core".into())

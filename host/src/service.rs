@@ -12,7 +12,9 @@ use std::time::Instant;
 use jid::{FullJid, Jid};
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
+use tokio::sync::mpsc::UnboundedSender;
 
+use crate::adhoc;
 use crate::metrics::Metrics;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
@@ -27,6 +29,8 @@ pub struct Service<M: MucBackend = PluginRuntime> {
     pub muc: M,
     outbox: Vec<Element>,
     metrics: Option<Arc<Metrics>>,
+    /// Where the host's own commands on the MUC service go (hot swap), instead of the plugin.
+    host_commands: Option<UnboundedSender<Element>>,
 }
 
 impl<M: MucBackend> Service<M> {
@@ -36,7 +40,19 @@ impl<M: MucBackend> Service<M> {
             muc,
             outbox: Vec::new(),
             metrics: None,
+            host_commands: None,
         }
+    }
+
+    /// Diverts the host's ad-hoc commands (see [`crate::adhoc`]) to `commands`.
+    pub fn with_host_commands(mut self, commands: UnboundedSender<Element>) -> Service<M> {
+        self.host_commands = Some(commands);
+        self
+    }
+
+    /// A stanza the host itself sends (the answer to one of its commands), in order with the rest.
+    pub fn send_from_host(&mut self, stanza: Element) {
+        self.outbox.push(stanza);
     }
 
     /// Counts plugin calls, faults and deliveries into `metrics`.
@@ -176,6 +192,12 @@ impl<M: MucBackend> Service<M> {
     }
 
     fn send_to_muc_as(&mut self, from: &str, stanza: Element) {
+        if let Some(commands) = &self.host_commands {
+            if adhoc::is_host_command(&stanza, self.router.muc_domain()) {
+                let _ = commands.send(stanza);
+                return;
+            }
+        }
         let to = stanza.attr("to").unwrap_or_default().to_string();
         let started = Instant::now();
         let outcome = self.muc.handle_stanza(Inbound {

@@ -213,6 +213,12 @@ class Service:
                 pass
         self.kill()
 
+    def stderr_text(self) -> str:
+        """Everything the current (last started) process wrote on stderr so far: its log."""
+        if self._stderr_path is None or not self._stderr_path.exists():
+            return ""
+        return self._stderr_path.read_text(errors="replace")
+
     def tail(self, n: int = 30) -> str:
         parts = []
         with self.cond:
@@ -296,6 +302,20 @@ class MucHost:
 
     def tail(self) -> str:
         return self.service.tail()
+
+    def log(self) -> str:
+        """The service's log (stderr) so far."""
+        return self.service.stderr_text()
+
+
+def ctl(data: Path, *args: str, timeout: float = 60,
+        as_user: Optional[tuple[str, str]] = None) -> subprocess.CompletedProcess:
+    """`muc-host --data DATA ctl ARGS...` (swap PATH, rollback, status) against the service on
+    `data`; with `as_user=(user, group)`, run as that user through setpriv (needs root)."""
+    argv = [str(MUC_HOST), "--data", str(data), "ctl", *map(str, args)]
+    if as_user is not None:
+        argv = ["setpriv", f"--reuid={as_user[0]}", f"--regid={as_user[1]}", "--clear-groups", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def user_add(data: Path, jid: str, password: str) -> None:

@@ -1,0 +1,114 @@
+//! The hot-swap command on the MUC service (XEP-0050), for service administrators: the same
+//! swap and rollback as `muc-host ctl`, from an XMPP client. The host owns it (the plugin being
+//! replaced cannot be the one to replace itself), so the core hands such commands to the
+//! control task instead of the plugin, and the answer comes back as a stanza from the host.
+
+use std::collections::BTreeSet;
+
+use minidom::rxml::xml_ncname;
+use minidom::Element;
+use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType, Option_};
+
+use crate::control::{Control, Request};
+use crate::service::error_reply;
+
+pub const NS: &str = "http://jabber.org/protocol/commands";
+pub const SWAP_NODE: &str = "urn:muc-host:swap";
+const DATA_FORMS: &str = "jabber:x:data";
+
+/// Whether `stanza` runs the host's command on `muc_domain` (so the plugin never sees it).
+pub fn is_host_command(stanza: &Element, muc_domain: &str) -> bool {
+    stanza.name() == "iq"
+        && stanza.attr("type") == Some("set")
+        && stanza.attr("to") == Some(muc_domain)
+        && stanza
+            .get_child("command", NS)
+            .is_some_and(|command| command.attr("node") == Some(SWAP_NODE))
+}
+
+/// One step of the command, answered as XEP-0050 §3.4: the form first, then the outcome.
+pub async fn run(control: &Control, admins: &BTreeSet<String>, iq: Element) -> Element {
+    let from_admin = iq
+        .attr("from")
+        .and_then(|from| jid::Jid::new(from).ok())
+        .is_some_and(|from| admins.contains(&from.to_bare().to_string()));
+    if !from_admin {
+        return error_reply(&iq, "auth", "forbidden");
+    }
+    let command = iq
+        .get_child("command", NS)
+        .expect("checked by is_host_command");
+    let session = command
+        .attr("sessionid")
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    if command.attr("action") == Some("cancel") {
+        return answer(&iq, &session, "canceled", None);
+    }
+    let Some(form) = command
+        .get_child("x", DATA_FORMS)
+        .and_then(|x| DataForm::try_from(x.clone()).ok())
+        .filter(|form| form.type_ == DataFormType::Submit)
+    else {
+        return answer(&iq, &session, "executing", Some(swap_form()));
+    };
+    let value = |var: &str| {
+        form.fields
+            .iter()
+            .find(|field| field.var.as_deref() == Some(var))
+            .and_then(|field| field.values.first().cloned())
+    };
+    let request = match (value("action").as_deref(), value("plugin")) {
+        (Some("rollback"), _) => Request::Rollback,
+        (Some("swap") | None, Some(path)) if !path.trim().is_empty() => Request::Swap {
+            path: path.trim().into(),
+        },
+        _ => return error_reply(&iq, "modify", "bad-request"),
+    };
+    let outcome = control.handle(request).await;
+    let kind = if outcome.ok { "info" } else { "error" };
+    let note = Element::builder("note", NS)
+        .attr(xml_ncname!("type").into(), kind)
+        .append(outcome.message)
+        .build();
+    answer(&iq, &session, "completed", Some(note))
+}
+
+fn swap_form() -> Element {
+    let mut action = Field::new("action", FieldType::ListSingle).with_value("swap");
+    action.label = Some("Swap to a new plugin, or roll back to the previous one".into());
+    action.options = ["swap", "rollback"]
+        .into_iter()
+        .map(|value| Option_ {
+            label: None,
+            value: value.into(),
+        })
+        .collect();
+    let mut plugin = Field::new("plugin", FieldType::TextSingle);
+    plugin.label = Some("Path of the component on the server (for a swap)".into());
+    DataForm {
+        type_: DataFormType::Form,
+        title: Some("Replace the MUC logic without a restart".into()),
+        instructions: None,
+        fields: vec![action, plugin],
+    }
+    .into()
+}
+
+fn answer(iq: &Element, session: &str, status: &str, payload: Option<Element>) -> Element {
+    let mut command = Element::builder("command", NS)
+        .attr(xml_ncname!("node").into(), SWAP_NODE)
+        .attr(xml_ncname!("sessionid").into(), session)
+        .attr(xml_ncname!("status").into(), status)
+        .build();
+    if let Some(payload) = payload {
+        command.append_child(payload);
+    }
+    Element::builder("iq", "jabber:client")
+        .attr(xml_ncname!("type").into(), "result")
+        .attr(xml_ncname!("from").into(), iq.attr("to"))
+        .attr(xml_ncname!("to").into(), iq.attr("from"))
+        .attr(xml_ncname!("id").into(), iq.attr("id"))
+        .append(command)
+        .build()
+}
