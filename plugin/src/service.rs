@@ -416,8 +416,16 @@ fn visible_room(
 /// the MUC logic is serving.
 fn software_version() -> Element {
     Element::builder("query", ns::VERSION)
-        .append(Element::builder("name", ns::VERSION).append("muc-wasm").build())
-        .append(Element::builder("version", ns::VERSION).append(VERSION).build())
+        .append(
+            Element::builder("name", ns::VERSION)
+                .append("muc-wasm")
+                .build(),
+        )
+        .append(
+            Element::builder("version", ns::VERSION)
+                .append(VERSION)
+                .build(),
+        )
         .build()
 }
 
