@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Stanzas kept for the component link while it is down [default: 10000].
     #[arg(long)]
     pub link_queue: Option<usize>,
+    /// Swap the plugin in whenever its file changes (as `ctl swap` would).
+    #[arg(long)]
+    pub watch_plugin: bool,
 }
 
 /// The file form of [`ServeArgs`].
@@ -79,6 +82,8 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     max_stanza_bytes: Option<usize>,
     link_queue: Option<usize>,
+    #[serde(default)]
+    watch_plugin: bool,
 }
 
 /// How the service reaches its users.
@@ -104,6 +109,7 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
+    pub watch_plugin: bool,
 }
 
 impl ServeConfig {
@@ -162,6 +168,7 @@ impl ServeConfig {
                 .or(file.max_stanza_bytes)
                 .unwrap_or(256 * 1024),
             link_queue: args.link_queue.or(file.link_queue).unwrap_or(10_000),
+            watch_plugin: args.watch_plugin || file.watch_plugin,
         })
     }
 }

@@ -220,6 +220,31 @@ pub async fn serve_commands(
     }
 }
 
+/// `--watch-plugin`: swaps `path` in whenever its file changes and has stayed unchanged for a
+/// second (so a half-written build is not taken).
+pub async fn watch(path: PathBuf, control: Arc<Control>) {
+    let stamp = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|meta| Ok((meta.modified()?, meta.len())))
+            .ok()
+    };
+    let mut current = stamp(&path);
+    let mut seen = current;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = stamp(&path);
+        if now != seen {
+            seen = now;
+            continue;
+        }
+        if now.is_some() && now != current {
+            current = now;
+            let answer = control.handle(Request::Swap { path: path.clone() }).await;
+            tracing::info!(path = %path.display(), ok = answer.ok, message = answer.message, "plugin file changed");
+        }
+    }
+}
+
 fn refused(message: impl Into<String>) -> Answer {
     Answer {
         ok: false,

@@ -129,8 +129,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => {
             let config = ServeConfig::resolve(args, cli.data)?;
             let engine = PluginEngine::new(Some(config.data.join("cache")))?;
-            let plugin = engine.compile(&plugin_path(config.plugin.clone())?)?;
-            serve::serve(config, std::sync::Arc::new(engine), plugin)?;
+            let plugin_file = std::fs::canonicalize(plugin_path(config.plugin.clone())?)?;
+            let plugin = engine.compile(&plugin_file)?;
+            serve::serve(config, std::sync::Arc::new(engine), plugin, plugin_file)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl { command } => {

@@ -33,7 +33,13 @@ pub fn database_file(data: &std::path::Path) -> PathBuf {
     data.join("muc.sqlite3")
 }
 
-pub fn serve(config: ServeConfig, engine: Arc<PluginEngine>, plugin: CompiledPlugin) -> Result<()> {
+/// `plugin_file` is the component `plugin` was compiled from (watched with `--watch-plugin`).
+pub fn serve(
+    config: ServeConfig,
+    engine: Arc<PluginEngine>,
+    plugin: CompiledPlugin,
+    plugin_file: PathBuf,
+) -> Result<()> {
     if config.insecure_auth {
         tracing::warn!("INSECURE AUTHENTICATION: any password is accepted for any account. For test suites only; never expose this service.");
     }
@@ -53,6 +59,21 @@ pub fn serve(config: ServeConfig, engine: Arc<PluginEngine>, plugin: CompiledPlu
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
+        // The control socket exists before the listeners are announced, so that whoever waits
+        // for the announcement can use `ctl` at once.
+        let control = Arc::new(Control {
+            engine,
+            preparer: runtime.preparer(),
+            core: core_events.clone(),
+            swapping: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(control::serve(
+            control::bind(&config.data)?,
+            control.clone(),
+        ));
+        if config.watch_plugin {
+            tokio::spawn(control::watch(plugin_file, control.clone()));
+        }
         let (router, network) = match &config.mode {
             Mode::Bundled { c2s } => {
                 let listener = TcpListener::bind(c2s)
@@ -106,16 +127,6 @@ pub fn serve(config: ServeConfig, engine: Arc<PluginEngine>, plugin: CompiledPlu
             announce("metrics", &listener)?;
             tokio::spawn(metrics::serve(listener, metrics.clone(), storage.clone()));
         }
-        let control = Arc::new(Control {
-            engine,
-            preparer: runtime.preparer(),
-            core: core_events.clone(),
-            swapping: tokio::sync::Mutex::new(()),
-        });
-        tokio::spawn(control::serve(
-            control::bind(&config.data)?,
-            control.clone(),
-        ));
         let (commands, diverted) = tokio::sync::mpsc::unbounded_channel();
         let admins = config.admins.iter().cloned().collect();
         tokio::spawn(control::serve_commands(diverted, control, admins));

@@ -333,6 +333,7 @@ class GroupchatLoad:
                        for o in range(self.occupants_per_room)]
             by_room.append(members)
         everyone = [o for members in by_room for o in members]
+        self.occupants = everyone  # for close(), should the setup fail
         await asyncio.gather(*(o.client.connect() for o in everyone))
         await asyncio.gather(*(instant_room(members[0].client, members[0].room, members[0].nick)
                                for members in by_room))
@@ -654,7 +655,11 @@ def room_works(port: int, tag: str) -> None:
 
 def summary(said: str, limit: int = 220) -> str:
     """A refusal on one line for the report: wasm backtrace lines left out."""
-    lines = [l.strip() for l in said.splitlines() if not re.match(r"\s*\d+:\s+0x[0-9a-f]+ ", l)]
+    lines = []
+    for line in said.splitlines():
+        if re.match(r"\s*\d+:\s+0x[0-9a-f]+ ", line):  # a frame; the last one ends with the cause
+            line = line.rsplit(">: ", 1)[1] if ">: " in line else ""
+        lines.append(line.strip())
     text = re.sub(r"\s+", " ", " ".join(lines))
     return text if len(text) <= limit else text[:limit] + "..."
 

@@ -5,7 +5,7 @@ import time
 
 import conftest_report
 from flows import room_survives_restart, seed_flow
-from harness import DOMAIN, MUC_DOMAIN, LOGIN_TIMEOUT, E2EFailure
+from harness import DOMAIN, MUC_DOMAIN, LOGIN_TIMEOUT, REPO, E2EFailure, ctl
 
 RECONNECT_TIMEOUT = 45  # muc-host's reconnection back-off, bounded
 
@@ -42,7 +42,8 @@ def test_prosody_fixture_accepts_a_component(h):
 
 def test_seed_flow_through_prosody_and_reconnect(h):
     prosody = h.prosody("component").start()
-    muc = h.muc_host(h.data_dir(), "--component", f"127.0.0.1:{prosody.component_port}",
+    data = h.data_dir()
+    muc = h.muc_host(data, "--component", f"127.0.0.1:{prosody.component_port}",
                      "--component-secret", prosody.secret, "--muc-domain", MUC_DOMAIN,
                      "--domain", DOMAIN).start()
     connected = muc.wait_component_connected(0)
@@ -50,6 +51,16 @@ def test_seed_flow_through_prosody_and_reconnect(h):
         f"unexpected line: {connected.group(0)!r}"
 
     seeded = seed_flow(lambda user: prosody_login(h, prosody, user))
+
+    # Hot swap in component mode: the logic changes under the live room, seen through Prosody.
+    def version(n: int) -> str:
+        answer = seeded.owner.iq_ok(f'<iq type="get" id="version{n}" to="{MUC_DOMAIN}">'
+                                    '<query xmlns="jabber:iq:version"/></iq>')
+        return answer.find("{jabber:iq:version}query/{jabber:iq:version}version").text
+    assert version(1) == "0.1.0"
+    swapped = ctl(data, "swap", REPO / "target/wasm32-wasip2/component/muc_plugin_swap_test.wasm")
+    assert swapped.returncode == 0, f"ctl swap failed: {swapped.stderr}"
+    assert version(2) == "0.1.0+swap-test", "the swapped-in logic does not answer"
 
     # Prosody dies (its clients with it) and comes back on the same ports.
     mark = muc.service.line_count()

@@ -79,3 +79,31 @@ fn administrators_swap_and_roll_back_from_a_client_and_others_are_refused() {
     assert!(back.contains("type='info'"), "{back}");
     assert_eq!(version(&mut harness, "admin"), "0.1.0");
 }
+
+#[test]
+fn with_watch_plugin_a_changed_file_is_swapped_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("muc.wasm");
+    std::fs::copy(component("muc_plugin"), &plugin).unwrap();
+    let server = Server::start(&[
+        "--insecure-auth",
+        "--watch-plugin",
+        "--plugin",
+        plugin.to_str().unwrap(),
+    ]);
+    let mut harness = NetworkHarness::new(server.c2s, "conference.localhost");
+    harness.connect("user", "user@localhost/x", "pw").unwrap();
+    assert_eq!(version(&mut harness, "user"), "0.1.0");
+    // Written elsewhere and renamed into place, as a deployment would.
+    let next = dir.path().join("muc.wasm.new");
+    std::fs::copy(component("muc_plugin_swap_test"), &next).unwrap();
+    std::fs::rename(&next, &plugin).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while version(&mut harness, "user") != "0.1.0+swap-test" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new file was not swapped in"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
