@@ -9,7 +9,6 @@
 //! second request while one is under way is refused, not queued.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::core::CoreEvent;
+use crate::metrics::{Metrics, OutcomeLabel};
 use crate::runtime::{CompiledPlugin, PluginEngine, Preparer, Status};
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -45,7 +45,8 @@ pub fn socket_path(data: &Path) -> PathBuf {
 pub struct Control {
     pub engine: Arc<PluginEngine>,
     pub preparer: Preparer,
-    pub core: Sender<CoreEvent>,
+    pub core: flume::Sender<CoreEvent>,
+    pub metrics: Arc<Metrics>,
     /// Held for the whole of a swap or rollback.
     pub swapping: Mutex<()>,
 }
@@ -98,6 +99,20 @@ impl Control {
     }
 
     pub async fn handle(&self, request: Request) -> Answer {
+        let swapping = !matches!(request, Request::Status);
+        let answer = self.answer_to(request).await;
+        if swapping {
+            let outcome = if answer.ok {
+                OutcomeLabel::ok()
+            } else {
+                OutcomeLabel::refused()
+            };
+            self.metrics.swaps.get_or_create(&outcome).inc();
+        }
+        answer
+    }
+
+    async fn answer_to(&self, request: Request) -> Answer {
         match request {
             Request::Status => match self.status().await {
                 Ok(status) => Answer {
@@ -135,7 +150,12 @@ impl Control {
                     return refused("a swap is already in progress: try again when it has ended");
                 };
                 let (reply, previous) = oneshot::channel();
-                if self.core.send(CoreEvent::Previous { reply }).is_err() {
+                if self
+                    .core
+                    .send_async(CoreEvent::Previous { reply })
+                    .await
+                    .is_err()
+                {
                     return refused("the service is stopping");
                 }
                 match previous.await {
@@ -166,7 +186,7 @@ impl Control {
             prepared: Box::new(prepared),
             reply,
         };
-        if self.core.send(event).is_err() {
+        if self.core.send_async(event).await.is_err() {
             return refused("the service is stopping");
         }
         match outcome.await {
@@ -195,7 +215,8 @@ impl Control {
     async fn status(&self) -> Result<Status, String> {
         let (reply, status) = oneshot::channel();
         self.core
-            .send(CoreEvent::Status { reply })
+            .send_async(CoreEvent::Status { reply })
+            .await
             .map_err(|_| "the service is stopping".to_string())?;
         status
             .await
@@ -215,7 +236,7 @@ pub async fn serve_commands(
         let (control, admins) = (control.clone(), admins.clone());
         tokio::spawn(async move {
             let answer = crate::adhoc::run(&control, &admins, iq).await;
-            let _ = control.core.send(CoreEvent::FromHost(answer));
+            let _ = control.core.send_async(CoreEvent::FromHost(answer)).await;
         });
     }
 }
@@ -238,8 +259,11 @@ pub async fn watch(path: PathBuf, control: Arc<Control>) {
             continue;
         }
         if now.is_some() && now != current {
-            current = now;
             let answer = control.handle(Request::Swap { path: path.clone() }).await;
+            // Busy with another swap: try again on the next tick.
+            if answer.ok || !answer.message.contains("in progress") {
+                current = now;
+            }
             tracing::info!(path = %path.display(), ok = answer.ok, message = answer.message, "plugin file changed");
         }
     }

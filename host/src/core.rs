@@ -5,7 +5,7 @@
 //! batch's stanzas leave, in order. Under load a sync covers many stanzas; when idle, each
 //! stanza is its own batch.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use flume::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,13 +13,16 @@ use jid::FullJid;
 use minidom::Element;
 
 use crate::clock::{Clock, SystemClock};
-use crate::metrics::{Metrics, OutcomeLabel};
+use crate::metrics::Metrics;
 use crate::router::SessionSink;
 use crate::runtime::{CompiledPlugin, Prepared, Status, SwapReport};
 use crate::service::Service;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
 const MAX_BATCH: usize = 512;
+/// Events waiting for the core: past this, connections wait to hand theirs over, and so stop
+/// reading their sockets: TCP pushes back on whoever floods.
+pub const INBOX: usize = 4096;
 /// Wake up at least this often, to notice timers set by other means.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -33,13 +36,13 @@ pub enum CoreEvent {
     },
     FromClient {
         from: FullJid,
+        /// The connection it came on: a stanza still in flight from a session that another
+        /// took over is not the newer session's.
+        session: u64,
         stanza: Element,
     },
     /// The session ended, cleanly or not.
-    Unbind {
-        jid: FullJid,
-        session: u64,
-    },
+    Unbind { jid: FullJid, session: u64 },
     /// A stanza from the server at the other end of the component link.
     FromComponent(Element),
     /// A stanza the host sends itself (the answer to its ad-hoc command).
@@ -51,9 +54,7 @@ pub enum CoreEvent {
         reply: Reply<Result<SwapReport, String>>,
     },
     /// What `ctl status` shows.
-    Status {
-        reply: Reply<Status>,
-    },
+    Status { reply: Reply<Status> },
     /// The plugin the current one replaced, for a rollback.
     Previous {
         reply: Reply<Option<CompiledPlugin>>,
@@ -118,7 +119,15 @@ fn handle(
 ) -> bool {
     match event {
         CoreEvent::Bind { jid, session, sink } => service.connect_session(jid, session, sink),
-        CoreEvent::FromClient { from, stanza } => service.from_client(&from, stanza),
+        CoreEvent::FromClient {
+            from,
+            session,
+            stanza,
+        } => {
+            if service.router.is_session(&from, session) {
+                service.from_client(&from, stanza)
+            }
+        }
         CoreEvent::Unbind { jid, session } => service.disconnect_session(&jid, session),
         CoreEvent::FromComponent(stanza) => service.from_component(stanza),
         CoreEvent::FromHost(stanza) => service.send_from_host(stanza),
@@ -154,7 +163,6 @@ fn swap(
     metrics.swap_pause_seconds.observe(pause.as_secs_f64());
     match &outcome {
         Ok(report) => {
-            metrics.swaps.get_or_create(&OutcomeLabel::ok()).inc();
             tracing::info!(
                 from = report.from.version,
                 from_hash = report.from.hash,
@@ -167,7 +175,6 @@ fn swap(
             );
         }
         Err(error) => {
-            metrics.swaps.get_or_create(&OutcomeLabel::refused()).inc();
             tracing::warn!(
                 from = from.version,
                 to = to.version,

@@ -184,6 +184,13 @@ impl Router {
             .collect()
     }
 
+    /// Whether `jid` is bound to session `id` (not to a newer session that replaced it).
+    pub fn is_session(&self, jid: &FullJid, id: u64) -> bool {
+        self.sessions
+            .get(jid)
+            .is_some_and(|session| session.id == id)
+    }
+
     pub fn is_bound(&self, jid: &FullJid) -> bool {
         self.sessions.contains_key(jid)
     }

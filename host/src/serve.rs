@@ -43,6 +43,7 @@ pub fn serve(
     if config.insecure_auth {
         tracing::warn!("INSECURE AUTHENTICATION: any password is accepted for any account. For test suites only; never expose this service.");
     }
+    let _lock = lock_data(&config.data)?;
     let mut storage = Storage::open(&config.data)?;
     storage.enable_group_commit();
     let storage = Arc::new(Mutex::new(storage));
@@ -53,7 +54,7 @@ pub fn serve(
     };
     let runtime = PluginRuntime::start(plugin, storage.clone(), settings, Arc::new(SystemClock))?;
     let metrics = Metrics::new();
-    let (core_events, core_inbox) = std::sync::mpsc::channel();
+    let (core_events, core_inbox) = flume::bounded(core::INBOX);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,6 +66,7 @@ pub fn serve(
             engine,
             preparer: runtime.preparer(),
             core: core_events.clone(),
+            metrics: metrics.clone(),
             swapping: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(control::serve(
@@ -134,18 +136,28 @@ pub fn serve(
             .with_metrics(metrics.clone())
             .with_host_commands(commands);
         let core_metrics = metrics.clone();
+        // If the core thread ends before it is told to (a bug), the service must not go on
+        // accepting stanzas nobody handles: its end is watched like a signal.
+        let (core_alive, core_ended) = tokio::sync::oneshot::channel::<()>();
         let core = std::thread::Builder::new()
             .name("muc-core".into())
-            .spawn(move || core::run(service, core_inbox, core_metrics))?;
+            .spawn(move || {
+                let _alive = core_alive;
+                core::run(service, core_inbox, core_metrics)
+            })?;
         tracing::info!(domain = config.muc_domain, "serving");
 
         let mut terminate = signal(SignalKind::terminate())?;
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+            _ = core_ended => {
+                tracing::error!("the core thread ended unexpectedly; stopping");
+                anyhow::bail!("the core thread ended unexpectedly (see the log)");
+            }
         }
         network.stop_accepting();
-        let _ = core_events.send(CoreEvent::Shutdown);
+        let _ = core_events.send_async(CoreEvent::Shutdown).await;
         drop(core_events);
         tokio::task::spawn_blocking(move || core.join())
             .await?
@@ -153,6 +165,23 @@ pub fn serve(
         network.drain().await;
         Ok(())
     })
+}
+
+/// One service per data directory: a second one would overwrite the first's store and take
+/// its control socket. The lock lasts as long as the returned file is open.
+fn lock_data(data: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let path = data.join("lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another muc-host serve is using {} (it holds {})",
+            data.display(),
+            path.display()
+        )
+    })?;
+    Ok(file)
 }
 
 /// Prints where a listener ended up (the port may have been 0), for operators and tests.

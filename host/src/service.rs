@@ -230,7 +230,9 @@ impl<M: MucBackend> Service<M> {
 
     /// Bounces `stanza` to its sender with a stanza error, unless it is an error itself.
     fn reply_error(&mut self, stanza: &Element, type_: &str, condition: &str) {
-        if stanza.attr("type") == Some("error") {
+        // Errors are never answered, nor iq results (RFC 6120 §8.2.3).
+        let is_result = stanza.name() == "iq" && stanza.attr("type") == Some("result");
+        if stanza.attr("type") == Some("error") || is_result {
             return;
         }
         self.outbox.push(error_reply(stanza, type_, condition));

@@ -115,12 +115,18 @@ fn each_kind_of_bad_input_ends_only_its_own_stream() {
         .is_some()
     {}
 
-    let cases: [(&str, &str, &str); 5] = [
+    let deep = format!(
+        "<message>{}{}</message>",
+        "<a>".repeat(200),
+        "</a>".repeat(200)
+    );
+    let cases: [(&str, &str, &str); 6] = [
         ("bad1", "<message><body>unclosed</message>", "not-well-formed"),
         ("bad2", "<unknown xmlns='urn:example:nothing'/>", "unsupported-stanza-type"),
         ("bad3", "<message from='good@localhost/r' to='lounge@conference.localhost' type='groupchat'><body>spoof</body></message>", "invalid-from"),
         ("bad4", "<!-- comments are not XMPP -->", "not-well-formed"),
         ("bad5", "", "policy-violation"),
+        ("bad6", &deep, "policy-violation"),
     ];
     for (user, bad, condition) in cases {
         let mut raw = Raw::logged_in(&server, user);
@@ -211,4 +217,23 @@ fn without_insecure_auth_tls_comes_before_any_password() {
     raw.read_until("<encryption-required/>");
     raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
     raw.read_until("<proceed");
+}
+
+#[test]
+fn a_redundant_xml_prefix_declaration_neither_crashes_the_core_nor_the_recipient() {
+    // Found by review: minidom panicked writing such a stanza back out, on the core thread.
+    let server = Server::start(&["--insecure-auth"]);
+    let mut good = NetworkHarness::new(server.c2s, "conference.localhost");
+    good.connect("good", "good@localhost/r", "pw").unwrap();
+    let mut raw = Raw::logged_in(&server, "odd");
+    raw.send("<message to='good@localhost/r' xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'><body>hello</body></message>");
+    let delivered = good
+        .next_stanza("good", Duration::from_secs(5))
+        .expect("delivered");
+    assert!(String::from(&delivered).contains("<body>hello</body>"));
+    // The service still answers.
+    let ping: Element = "<iq xmlns='jabber:client' type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+        .parse()
+        .unwrap();
+    good.send("good", ping).unwrap();
 }

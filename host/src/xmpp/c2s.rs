@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -37,6 +36,10 @@ const MAX_AUTH_FAILURES: u32 = 3;
 /// Stanzas a session may have waiting for its socket: a client that reads slower than it is
 /// written to is disconnected rather than allowed to grow the server's memory.
 const MAX_QUEUED_STANZAS: usize = 10_000;
+/// A client whose socket takes no bytes for this long is gone, whatever TCP thinks.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Time from connecting to a bound resource.
+const NEGOTIATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What every client connection shares.
 pub struct C2s {
@@ -46,7 +49,7 @@ pub struct C2s {
     pub insecure_auth: bool,
     pub registration: bool,
     pub max_stanza_bytes: usize,
-    pub core: Sender<CoreEvent>,
+    pub core: flume::Sender<CoreEvent>,
     pub metrics: Arc<Metrics>,
     /// Held by every session's writer: the count of writers still flushing at shutdown.
     pub writers: Arc<()>,
@@ -93,7 +96,12 @@ impl C2s {
             Box::new(socket) as Box<dyn Transport>,
             self.max_stanza_bytes,
         );
-        match self.negotiate(conn).await {
+        let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, self.negotiate(conn)).await;
+        let Ok(negotiated) = negotiated else {
+            tracing::info!(%peer, "client took too long to log in; dropped");
+            return;
+        };
+        match negotiated {
             Ok((conn, jid)) => self.session(conn, jid, peer).await,
             Err(Ended::Read(error)) => tracing::info!(%peer, %error, "client left before binding"),
             Err(Ended::Io(error)) => tracing::info!(%peer, %error, "client connection failed"),
@@ -383,14 +391,17 @@ impl C2s {
         ));
         static SESSIONS: AtomicU64 = AtomicU64::new(1);
         let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
-        let _ = self.core.send(CoreEvent::Bind {
-            jid: jid.clone(),
-            session,
-            sink: Box::new(ClientSink {
-                queue: outgoing.clone(),
-                waiting,
-            }),
-        });
+        let _ = self
+            .core
+            .send_async(CoreEvent::Bind {
+                jid: jid.clone(),
+                session,
+                sink: Box::new(ClientSink {
+                    queue: outgoing.clone(),
+                    waiting,
+                }),
+            })
+            .await;
         tracing::info!(%peer, %jid, "session bound");
         let reason = loop {
             let event = tokio::select! {
@@ -401,10 +412,14 @@ impl C2s {
                 Ok(StreamEvent::Element(stanza)) => match checked(&jid, stanza) {
                     Ok(stanza) => {
                         self.metrics.stanza_in(stanza.name());
-                        let _ = self.core.send(CoreEvent::FromClient {
-                            from: jid.clone(),
-                            stanza,
-                        });
+                        let _ = self
+                            .core
+                            .send_async(CoreEvent::FromClient {
+                                from: jid.clone(),
+                                session,
+                                stanza,
+                            })
+                            .await;
                     }
                     Err((condition, text)) => {
                         let _ = outgoing.send(Outgoing::Error(condition, text.clone()));
@@ -424,10 +439,13 @@ impl C2s {
             }
         };
         // The rooms it was in hear it leave (RFC 6121 directed presence), clean exit or not.
-        let _ = self.core.send(CoreEvent::Unbind {
-            jid: jid.clone(),
-            session,
-        });
+        let _ = self
+            .core
+            .send_async(CoreEvent::Unbind {
+                jid: jid.clone(),
+                session,
+            })
+            .await;
         tracing::info!(%peer, %jid, reason, "session ended");
     }
 }
@@ -637,8 +655,13 @@ async fn write_loop(
                 next = queued.try_recv().ok();
             }
         }
-        if io.write_all(buffer.as_bytes()).await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(buffer.as_bytes())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!("a client took nothing for {WRITE_TIMEOUT:?}: dropping it");
+                return;
+            }
         }
         waiting.fetch_sub(stanzas, Ordering::Relaxed);
         buffer.clear();

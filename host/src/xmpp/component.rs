@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::io::Write as _;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,9 @@ const CLIENT_NS: &str = "jabber:client";
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A server that accepts the connection but never finishes the handshake, or stops reading,
+/// is given up on after this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Link {
     /// The server's component port, HOST:PORT.
@@ -36,7 +38,7 @@ pub struct Link {
     /// Stanzas kept while the link is down.
     pub queue_bound: usize,
     pub max_stanza_bytes: usize,
-    pub core: Sender<CoreEvent>,
+    pub core: flume::Sender<CoreEvent>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -99,7 +101,11 @@ pub async fn run(link: Link, mut outbound: mpsc::UnboundedReceiver<LinkOut>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let connected = {
-            let attempt = connect(&link);
+            let attempt = async {
+                tokio::time::timeout(STALL_TIMEOUT, connect(&link))
+                    .await
+                    .unwrap_or_else(|_| Err("the server did not finish the handshake".into()))
+            };
             tokio::pin!(attempt);
             loop {
                 tokio::select! {
@@ -220,6 +226,8 @@ async fn serve(
     outbound: &mut mpsc::UnboundedReceiver<LinkOut>,
 ) -> LinkEnd {
     let (mut reader, mut writer) = conn.split();
+    // Once the core has stopped, nothing read can be handled: only what it sent is written.
+    let mut reading = true;
     loop {
         // What waited while the link was down leaves first, in order.
         while !backlog.stanzas.is_empty() {
@@ -227,21 +235,21 @@ async fn serve(
                 .stanzas
                 .drain(..backlog.stanzas.len().min(256))
                 .collect();
-            if let Err(error) = writer.write_all(wire_form(&batch).as_bytes()).await {
+            if let Err(error) = send_to_server(&mut writer, wire_form(&batch).as_bytes()).await {
                 requeue(backlog, batch);
-                return LinkEnd::Lost(error.to_string());
+                return LinkEnd::Lost(error);
             }
         }
         tokio::select! {
-            event = reader.next() => match event {
+            event = reader.next(), if reading => match event {
                 Ok(StreamEvent::Element(stanza)) if stanza.ns() == STREAMS_NS => {
                     return LinkEnd::Lost(format!("stream error: {}", describe_stream_error(&stanza)));
                 }
                 Ok(StreamEvent::Element(stanza)) => {
                     let stanza = renamespace(stanza, COMPONENT_NS, CLIENT_NS);
                     link.metrics.stanza_in(stanza.name());
-                    if link.core.send(CoreEvent::FromComponent(stanza)).is_err() {
-                        return LinkEnd::Stopped;
+                    if link.core.send_async(CoreEvent::FromComponent(stanza)).await.is_err() {
+                        reading = false;
                     }
                 }
                 Ok(StreamEvent::Close) => return LinkEnd::Lost("the server closed the stream".into()),
@@ -269,9 +277,9 @@ async fn serve(
                     // Every sender is gone: the core has stopped.
                     stopping = true;
                 }
-                if let Err(error) = writer.write_all(wire_form(&batch).as_bytes()).await {
+                if let Err(error) = send_to_server(&mut writer, wire_form(&batch).as_bytes()).await {
                     requeue(backlog, batch);
-                    return LinkEnd::Lost(error.to_string());
+                    return LinkEnd::Lost(error);
                 }
                 if stopping {
                     let _ = writer.write_all(b"</stream:stream>").await;
@@ -280,6 +288,17 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// Writes to the server, giving up when it stops reading.
+async fn send_to_server(
+    writer: &mut tokio::io::WriteHalf<TcpStream>,
+    bytes: &[u8],
+) -> Result<(), String> {
+    match tokio::time::timeout(STALL_TIMEOUT, writer.write_all(bytes)).await {
+        Ok(written) => written.map_err(|error| error.to_string()),
+        Err(_) => Err("the server stopped reading".into()),
     }
 }
 
@@ -366,7 +385,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stanzas_sent_while_the_link_is_down_leave_in_order_once_it_is_back() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (core, inbox) = std::sync::mpsc::channel();
+        let (core, inbox) = flume::unbounded();
         let link = Link {
             server: listener.local_addr().unwrap().to_string(),
             secret: "s3cret".into(),
@@ -386,11 +405,10 @@ mod tests {
             .write_all(b"<message from='a@localhost/x' to='room@conference.localhost' type='groupchat'><body>hi</body></message>")
             .await
             .unwrap();
-        let inbound =
-            tokio::task::spawn_blocking(move || inbox.recv_timeout(Duration::from_secs(5)))
-                .await
-                .unwrap()
-                .unwrap();
+        let inbound = tokio::time::timeout(Duration::from_secs(5), inbox.recv_async())
+            .await
+            .unwrap()
+            .unwrap();
         let CoreEvent::FromComponent(inbound) = inbound else {
             panic!("not a component stanza")
         };

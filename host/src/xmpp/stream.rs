@@ -8,6 +8,11 @@ use minidom::Element;
 use rxml::{Parse, RawEvent, RawParser, WithOptions};
 
 pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
+/// Deeper stanzas are refused: real ones nest a handful of levels, and the element tree is
+/// walked recursively (dropping, serialising), so depth must not be the peer's to choose.
+const MAX_DEPTH: usize = 48;
+/// The stream header's own size limit (its attributes are not part of any stanza).
+const MAX_HEADER_BYTES: usize = 4096;
 
 /// What the peer said in its `<stream:stream>` header.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +39,8 @@ pub enum StreamError {
     NotWellFormed(String),
     /// A stanza larger than the limit (§4.9.3.12 policy-violation, as Prosody does).
     TooLarge(usize),
+    /// Elements nested deeper than [`MAX_DEPTH`], or a header over [`MAX_HEADER_BYTES`].
+    TooComplex(&'static str),
     /// The root is not `stream:stream` in the streams namespace.
     InvalidNamespace,
 }
@@ -42,7 +49,7 @@ impl StreamError {
     pub fn condition(&self) -> &'static str {
         match self {
             StreamError::NotWellFormed(_) => "not-well-formed",
-            StreamError::TooLarge(_) => "policy-violation",
+            StreamError::TooLarge(_) | StreamError::TooComplex(_) => "policy-violation",
             StreamError::InvalidNamespace => "invalid-namespace",
         }
     }
@@ -51,6 +58,7 @@ impl StreamError {
         match self {
             StreamError::NotWellFormed(why) => why.clone(),
             StreamError::TooLarge(limit) => format!("stanza larger than {limit} bytes"),
+            StreamError::TooComplex(what) => what.to_string(),
             StreamError::InvalidNamespace => "the root must be <stream:stream>".into(),
         }
     }
@@ -70,7 +78,10 @@ pub struct StreamParser {
     header: StreamHeader,
     max_stanza_bytes: usize,
     stanza_bytes: usize,
+    header_bytes: usize,
     closed: bool,
+    /// The fault that ended the stream, reported once the stanzas before it are taken.
+    failed: Option<StreamError>,
 }
 
 impl StreamParser {
@@ -87,24 +98,39 @@ impl StreamParser {
             header: StreamHeader::default(),
             max_stanza_bytes,
             stanza_bytes: 0,
+            header_bytes: 0,
             closed: false,
+            failed: None,
         }
     }
 
-    /// Parses what `data` holds; a partial stanza is kept for the next call.
+    /// Parses what `data` holds; a partial stanza is kept for the next call. When `data`
+    /// breaks the stream, the whole stanzas before the fault are still returned, and the fault
+    /// is the answer to the next call.
     pub fn feed(&mut self, mut data: &[u8]) -> Result<Vec<StreamEvent>, StreamError> {
+        if let Some(failure) = &self.failed {
+            return Err(failure.clone());
+        }
         let mut events = Vec::new();
         while !self.closed {
-            let event = match self.parser.parse(&mut data, false) {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(rxml::error::EndOrError::NeedMoreData) => break,
+            let parsed = match self.parser.parse(&mut data, false) {
+                Ok(Some(event)) => self.process(event),
+                Ok(None) | Err(rxml::error::EndOrError::NeedMoreData) => break,
                 Err(rxml::error::EndOrError::Error(error)) => {
-                    return Err(StreamError::NotWellFormed(error.to_string()))
+                    Err(StreamError::NotWellFormed(error.to_string()))
                 }
             };
-            if let Some(event) = self.process(event)? {
-                events.push(event);
+            match parsed {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(failure) if events.is_empty() => {
+                    self.failed = Some(failure.clone());
+                    return Err(failure);
+                }
+                Err(failure) => {
+                    self.failed = Some(failure);
+                    break;
+                }
             }
         }
         Ok(events)
@@ -113,8 +139,23 @@ impl StreamParser {
     fn process(&mut self, event: RawEvent) -> Result<Option<StreamEvent>, StreamError> {
         if self.depth >= 1 && !matches!(event, RawEvent::ElementFoot(_) if self.depth == 1) {
             self.count(event_len(&event))?;
+        } else if self.depth == 0 {
+            self.header_bytes += event_len(&event);
+            if self.header_bytes > MAX_HEADER_BYTES {
+                return Err(StreamError::TooComplex("stream header too large"));
+            }
         }
         match &event {
+            // minidom cannot write `xml` back as a declared prefix (it is predeclared), and
+            // would panic trying: the declaration says nothing, so it is dropped.
+            RawEvent::Attribute(_, (Some(prefix), name), _)
+                if prefix.as_str() == "xmlns" && name.as_str() == "xml" =>
+            {
+                return Ok(None)
+            }
+            RawEvent::ElementHeadOpen(..) if self.depth >= MAX_DEPTH => {
+                return Err(StreamError::TooComplex("elements nested too deep"))
+            }
             RawEvent::XmlDeclaration(..) => return Ok(None),
             // Whitespace between stanzas (keepalives) would pile up as text in the root.
             RawEvent::Text(..) if self.depth == 1 => return Ok(None),
@@ -232,6 +273,33 @@ mod tests {
     }
 
     #[test]
+    fn a_redundant_xml_prefix_declaration_is_dropped_so_the_stanza_can_be_written_again() {
+        let mut parser = StreamParser::new(1 << 16);
+        feed_all(&mut parser, HEADER).unwrap();
+        let events = feed_all(
+            &mut parser,
+            "<message xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'><body>x</body></message>",
+        )
+        .unwrap();
+        let StreamEvent::Element(message) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert!(String::from(message).contains("<body>x</body>"));
+    }
+
+    #[test]
+    fn the_stanzas_before_a_fault_are_kept_and_the_fault_comes_next() {
+        let mut parser = StreamParser::new(1 << 16);
+        feed_all(&mut parser, HEADER).unwrap();
+        let events = feed_all(&mut parser, "<presence/><message><a></b>").unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(matches!(
+            parser.feed(b""),
+            Err(StreamError::NotWellFormed(_))
+        ));
+    }
+
+    #[test]
     fn byte_by_byte_gives_the_same_events() {
         let text = format!("{HEADER}<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>");
         let whole = feed_all(&mut StreamParser::new(1 << 16), &text).unwrap();
@@ -340,7 +408,11 @@ mod tests {
             fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
                 let mut parser = StreamParser::new(1024);
                 let _ = parser.feed(HEADER.as_bytes());
-                let _ = parser.feed(&bytes);
+                for event in parser.feed(&bytes).unwrap_or_default() {
+                    if let StreamEvent::Element(element) = event {
+                        let _ = String::from(&element);
+                    }
+                }
             }
 
             #[test]
@@ -353,7 +425,12 @@ mod tests {
                     let at = at.index(bytes.len());
                     bytes[at] = byte;
                 }
-                let _ = StreamParser::new(256).feed(&bytes);
+                // Whatever is taken as a stanza can be written out again.
+                for event in StreamParser::new(256).feed(&bytes).unwrap_or_default() {
+                    if let StreamEvent::Element(element) = event {
+                        let _ = String::from(&element);
+                    }
+                }
             }
 
             #[test]

@@ -57,6 +57,8 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
             if let Some(event) = self.events.pop_front() {
                 return Ok(event);
             }
+            // A fault found after the last stanzas handed out is reported before reading more.
+            self.parser.feed(&[]).map_err(ReadError::Stream)?;
             let read = self.io.read(&mut buffer).await.map_err(ReadError::Io)?;
             if read == 0 {
                 return Err(ReadError::Eof);
@@ -126,17 +128,20 @@ pub fn stream_error(condition: &str, text: &str) -> String {
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
+        .replace('>', "&gt;")
         .replace('\'', "&apos;")
         .replace('"', "&quot;")
 }
 
-/// `element` with every element in namespace `from` moved to `to`: the component stream calls
-/// stanzas `jabber:component:accept`, the plugin and router `jabber:client`.
+/// `element` moved from namespace `from` to `to`, with its children in `from`: the component
+/// stream calls stanzas `jabber:component:accept`, the plugin and router `jabber:client`.
+/// Elements of other namespaces are kept whole, with whatever they carry (a forwarded
+/// `jabber:client` message stays one).
 pub fn renamespace(mut element: Element, from: &str, to: &str) -> Element {
-    let ns = match element.ns() {
-        ns if ns == from => to.to_string(),
-        ns => ns,
-    };
+    if element.ns() != from {
+        return element;
+    }
+    let ns = to.to_string();
     let mut moved = Element::bare(element.name().to_string(), ns);
     *moved.attrs_mut() = element.attrs().clone();
     for node in element.take_nodes() {
@@ -181,5 +186,17 @@ mod tests {
             "hi & bye"
         );
         assert!(client.has_child("x", "http://jabber.org/protocol/muc#user"));
+        let carrying: Element =
+            "<message xmlns='jabber:client'><forwarded xmlns='urn:xmpp:forward:0'>\
+            <message xmlns='jabber:client'><body>kept</body></message></forwarded></message>"
+                .parse()
+                .unwrap();
+        let out = renamespace(carrying, "jabber:client", "jabber:component:accept");
+        assert_eq!(out.ns(), "jabber:component:accept");
+        let inner = out.get_child("forwarded", "urn:xmpp:forward:0").unwrap();
+        assert!(
+            inner.has_child("message", "jabber:client"),
+            "a forwarded message stays jabber:client"
+        );
     }
 }
