@@ -61,10 +61,28 @@ pub fn bind(data: &Path) -> Result<UnixListener> {
     if path.exists() {
         std::fs::remove_file(&path)?;
     }
+    let (_dir, reachable) = reachable(&path)?;
     let listener =
-        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        UnixListener::bind(&reachable).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// A name for the socket at `path` short enough for `sun_path` (108 bytes): the path itself, or
+/// the same file through an open handle on its directory (`/proc/self/fd/N/...`), kept open by
+/// the returned file as long as the name is used.
+fn reachable(path: &Path) -> Result<(Option<std::fs::File>, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    if path.as_os_str().len() < 100 {
+        return Ok((None, path.to_path_buf()));
+    }
+    let dir = path.parent().expect("the socket is in a directory");
+    let handle = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let name = path.file_name().expect("the socket has a name");
+    let short = Path::new("/proc/self/fd")
+        .join(handle.as_raw_fd().to_string())
+        .join(name);
+    Ok((Some(handle), short))
 }
 
 /// Answers requests until the task is dropped.
@@ -310,7 +328,9 @@ fn describe_status(status: &Status) -> String {
 pub fn request(data: &Path, request: &Request) -> Result<Answer> {
     use std::io::{BufRead, Write};
     let path = socket_path(data);
-    let mut socket = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+    let (_dir, reachable) = reachable(&path)
+        .with_context(|| format!("is `muc-host serve --data {}` running?", data.display()))?;
+    let mut socket = std::os::unix::net::UnixStream::connect(&reachable).with_context(|| {
         format!(
             "connecting to {} (is `muc-host serve --data {}` running, as this user?)",
             path.display(),
