@@ -325,6 +325,30 @@ def user_add(data: Path, jid: str, password: str) -> None:
         raise E2EFailure(f"muc-host user add {jid} exited with {r.returncode}\n{r.stdout}\n{r.stderr}")
 
 
+def component_accepted(h: "Harness", port: int, secret: str) -> list[str]:
+    """Whether the server on `port` takes a XEP-0114 handshake for the MUC domain with `secret`
+    (slixmpp's own component client): the events seen, `session_start` among them on success."""
+    import slixmpp
+    events: list[str] = []
+
+    def make():
+        # Made in the loop's thread: slixmpp takes the running loop.
+        c = slixmpp.ComponentXMPP(MUC_DOMAIN, secret, "127.0.0.1", port)
+        c.add_event_handler("session_start", lambda _: events.append("session_start"))
+        c.add_event_handler("disconnected", lambda e: events.append(f"disconnected: {e}"))
+        c.connect()
+        return c
+
+    component = h.loop.call(make)
+    try:
+        deadline = time.monotonic() + LOGIN_TIMEOUT
+        while "session_start" not in events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(events)
+    finally:
+        h.loop.call(component.abort)
+
+
 # --------------------------------------------------------------------------------------------
 # Prosody
 

@@ -6,7 +6,7 @@ import time
 import conftest_report
 from ejabberd import ejabberd_login, start_ejabberd
 from flows import room_survives_restart, seed_flow
-from harness import DOMAIN, LOGIN_TIMEOUT, MUC_DOMAIN, E2EFailure
+from harness import DOMAIN, MUC_DOMAIN, E2EFailure, component_accepted
 
 RECONNECT_TIMEOUT = 45  # muc-host's reconnection back-off, bounded
 USERS = ("alice", "bob", "carol", "dave")
@@ -16,28 +16,11 @@ def test_ejabberd_fixture_accepts_a_component(h):
     """The fixture itself: ejabberd takes a component handshake with the configured secret and
     a registered account logs in (so a failure of the next test is muc-host's, not the
     configuration's)."""
-    import slixmpp
     ej = start_ejabberd(h, users=["alice"])
-    events = []
-
-    def make():
-        # Made in the loop's thread: slixmpp takes the running loop.
-        c = slixmpp.ComponentXMPP(MUC_DOMAIN, ej.secret, "127.0.0.1", ej.component_port)
-        c.add_event_handler("session_start", lambda _: events.append("session_start"))
-        c.add_event_handler("disconnected", lambda e: events.append(f"disconnected: {e}"))
-        c.connect()
-        return c
-
-    component = h.loop.call(make)
-    try:
-        deadline = time.monotonic() + LOGIN_TIMEOUT
-        while "session_start" not in events and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "session_start" in events, f"ejabberd refused the component: {events}\n{ej.tail()}"
-        alice = ejabberd_login(h, ej, "alice")
-        assert alice.full_jid == f"alice@{DOMAIN}/e2e", f"bound {alice.full_jid!r}"
-    finally:
-        h.loop.call(component.abort)
+    events = component_accepted(h, ej.component_port, ej.secret)
+    assert "session_start" in events, f"ejabberd refused the component: {events}\n{ej.tail()}"
+    alice = ejabberd_login(h, ej, "alice")
+    assert alice.full_jid == f"alice@{DOMAIN}/e2e", f"bound {alice.full_jid!r}"
 
 
 def test_seed_flow_through_ejabberd_and_reconnect(h):

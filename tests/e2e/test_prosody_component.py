@@ -5,7 +5,7 @@ import time
 
 import conftest_report
 from flows import room_survives_restart, seed_flow
-from harness import DOMAIN, MUC_DOMAIN, LOGIN_TIMEOUT, REPO, E2EFailure, ctl
+from harness import DOMAIN, MUC_DOMAIN, REPO, E2EFailure, component_accepted, ctl
 
 RECONNECT_TIMEOUT = 45  # muc-host's reconnection back-off, bounded
 
@@ -18,26 +18,9 @@ def prosody_login(h, prosody, user: str, resource: str = "e2e"):
 def test_prosody_fixture_accepts_a_component(h):
     """The fixture itself: Prosody takes a component handshake with the configured secret (so a
     failure of the next test is muc-host's, not the configuration's)."""
-    import slixmpp
     prosody = h.prosody("component").start()
-    events = []
-
-    def make():
-        # Made in the loop's thread: slixmpp takes the running loop.
-        c = slixmpp.ComponentXMPP(MUC_DOMAIN, prosody.secret, "127.0.0.1", prosody.component_port)
-        c.add_event_handler("session_start", lambda _: events.append("session_start"))
-        c.add_event_handler("disconnected", lambda e: events.append(f"disconnected: {e}"))
-        c.connect()
-        return c
-
-    component = h.loop.call(make)
-    try:
-        deadline = time.monotonic() + LOGIN_TIMEOUT
-        while "session_start" not in events and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "session_start" in events, f"Prosody refused the component: {events}\n{prosody.tail()}"
-    finally:
-        h.loop.call(component.abort)
+    events = component_accepted(h, prosody.component_port, prosody.secret)
+    assert "session_start" in events, f"Prosody refused the component: {events}\n{prosody.tail()}"
 
 
 def test_seed_flow_through_prosody_and_reconnect(h):
