@@ -28,6 +28,7 @@ mod presence;
 mod private_message;
 mod room;
 mod shutdown;
+mod software_version;
 mod xml;
 
 #[cfg(target_arch = "wasm32")]

@@ -23,6 +23,7 @@ use crate::presence;
 use crate::private_message;
 use crate::room::Room;
 use crate::shutdown;
+use crate::software_version;
 
 pub const NAME: &str = "muc";
 #[cfg(not(feature = "swap-test-variant"))]
@@ -140,7 +141,7 @@ impl Muc {
                 host.send(errors::result(envelope, None))
             }
             (StanzaKind::Iq, Some("get"), Some(ns::VERSION)) => {
-                host.send(errors::result(envelope, Some(software_version())))
+                host.send(errors::result(envelope, Some(software_version::query())))
             }
             (StanzaKind::Iq, Some("set"), Some(adhoc::NS)) => {
                 let command = inbound
@@ -186,7 +187,11 @@ impl Muc {
 
     /// Non-groupchat messages to a room: invitations and declines.
     fn room_message(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
-        let room = visible_room(host, &inbound.to.to_bare().to_string(), inbound.envelope)?;
+        let room = lock::visible_to(
+            host,
+            &inbound.to.to_bare().to_string(),
+            &inbound.envelope.from,
+        )?;
         if let (Some(room), Some(form)) = (&room, inbound.element.get_child("x", ns::DATA_FORMS)) {
             if voice_requests::is_request(form) {
                 return voice_requests::handle(self, host, inbound, room, form);
@@ -232,7 +237,7 @@ impl Muc {
         }
         let bare_jid = inbound.from.to_bare().to_string();
         let get = envelope.type_.as_deref() == Some("get");
-        let room = visible_room(host, &room_jid, envelope)?;
+        let room = lock::visible_to(host, &room_jid, &envelope.from)?;
         match (get, room, query.ns().as_str()) {
             (true, Some(_), ns::DISCO_INFO)
                 if query.attr("node") == Some(registration::ROOMUSER_NODE) =>
@@ -393,40 +398,6 @@ fn error_summary(bounced: &Element) -> String {
         Some(text) if !text.is_empty() => format!("{condition}: {text}"),
         _ => condition,
     }
-}
-
-/// The room as the sender may see it: a locked room exists only for those already in it (its
-/// creator, who must be able to discover and ping it while configuring it).
-fn visible_room(
-    host: &mut dyn Host,
-    room_jid: &str,
-    envelope: &Envelope,
-) -> Result<Option<Room>, Fault> {
-    Ok(match Room::load(host, room_jid)? {
-        Some(room)
-            if room.locked && Occupant::of_session(host, room_jid, &envelope.from)?.is_none() =>
-        {
-            None
-        }
-        room => room,
-    })
-}
-
-/// XEP-0092: what answers for the service, so an operator (or a test) can tell which build of
-/// the MUC logic is serving.
-fn software_version() -> Element {
-    Element::builder("query", ns::VERSION)
-        .append(
-            Element::builder("name", ns::VERSION)
-                .append("muc-wasm")
-                .build(),
-        )
-        .append(
-            Element::builder("version", ns::VERSION)
-                .append(VERSION)
-                .build(),
-        )
-        .build()
 }
 
 fn unsupported(host: &mut dyn Host, envelope: &Envelope) -> Result<(), Fault> {

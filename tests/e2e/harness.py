@@ -325,6 +325,25 @@ def user_add(data: Path, jid: str, password: str) -> None:
         raise E2EFailure(f"muc-host user add {jid} exited with {r.returncode}\n{r.stdout}\n{r.stderr}")
 
 
+def _accepts(pred: Callable[[ET.Element], bool], el: ET.Element) -> bool:
+    """`pred(el)`, a predicate that fails on an unexpected stanza's shape counting as no."""
+    try:
+        return bool(pred(el))
+    except Exception:
+        return False
+
+
+def start_component(h: "Harness", data: Path, port: int, secret: str):
+    """`muc-host serve` as the MUC component of the server whose component port is `port`,
+    once it reports the link up."""
+    muc = h.muc_host(data, "--component", f"127.0.0.1:{port}", "--component-secret", secret,
+                     "--muc-domain", MUC_DOMAIN, "--domain", DOMAIN).start()
+    connected = muc.wait_component_connected(0)
+    assert connected.group(1) == f"127.0.0.1:{port}" and connected.group(2) == MUC_DOMAIN, \
+        f"unexpected line: {connected.group(0)!r}"
+    return muc
+
+
 def component_accepted(h: "Harness", port: int, secret: str) -> list[str]:
     """Whether the server on `port` takes a XEP-0114 handshake for the MUC domain with `secret`
     (slixmpp's own component client): the events seen, `session_start` among them on success."""
@@ -748,15 +767,9 @@ class Client:
             index = 0
             while True:
                 while index < len(self.received):
-                    if index not in self.taken:
-                        el = self.received[index]
-                        try:
-                            ok = pred(el)
-                        except Exception:
-                            ok = False
-                        if ok:
-                            self.taken.add(index)
-                            return el
+                    if index not in self.taken and _accepts(pred, self.received[index]):
+                        self.taken.add(index)
+                        return self.received[index]
                     index += 1
                 left = deadline - time.monotonic()
                 gone = self._has_event("disconnected")  # nothing more can arrive
@@ -792,14 +805,9 @@ class Client:
         out = []
         with self.cond:
             for i, el in enumerate(self.received):
-                if i not in self.taken:
-                    try:
-                        ok = pred(el)
-                    except Exception:
-                        ok = False
-                    if ok:
-                        self.taken.add(i)
-                        out.append(el)
+                if i not in self.taken and _accepts(pred, el):
+                    self.taken.add(i)
+                    out.append(el)
         return out
 
     def _pending_text(self, n: int = 25) -> str:

@@ -6,7 +6,7 @@ import time
 import conftest_report
 from ejabberd import ejabberd_login, start_ejabberd
 from flows import room_survives_restart, seed_flow
-from harness import DOMAIN, MUC_DOMAIN, E2EFailure, component_accepted
+from harness import DOMAIN, E2EFailure, component_accepted, start_component
 
 RECONNECT_TIMEOUT = 45  # muc-host's reconnection back-off, bounded
 USERS = ("alice", "bob", "carol", "dave")
@@ -25,12 +25,7 @@ def test_ejabberd_fixture_accepts_a_component(h):
 
 def test_seed_flow_through_ejabberd_and_reconnect(h):
     ej = start_ejabberd(h, users=USERS)
-    muc = h.muc_host(h.data_dir(), "--component", f"127.0.0.1:{ej.component_port}",
-                     "--component-secret", ej.secret, "--muc-domain", MUC_DOMAIN,
-                     "--domain", DOMAIN).start()
-    connected = muc.wait_component_connected(0)
-    assert connected.group(1) == f"127.0.0.1:{ej.component_port}" and connected.group(2) == MUC_DOMAIN, \
-        f"unexpected line: {connected.group(0)!r}"
+    muc = start_component(h, h.data_dir(), ej.component_port, ej.secret)
 
     seeded = seed_flow(lambda user: ejabberd_login(h, ej, user))
 

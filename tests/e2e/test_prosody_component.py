@@ -5,7 +5,7 @@ import time
 
 import conftest_report
 from flows import room_survives_restart, seed_flow
-from harness import DOMAIN, MUC_DOMAIN, REPO, E2EFailure, component_accepted, ctl
+from harness import DOMAIN, MUC_DOMAIN, REPO, E2EFailure, component_accepted, ctl, start_component
 
 RECONNECT_TIMEOUT = 45  # muc-host's reconnection back-off, bounded
 
@@ -26,12 +26,7 @@ def test_prosody_fixture_accepts_a_component(h):
 def test_seed_flow_through_prosody_and_reconnect(h):
     prosody = h.prosody("component").start()
     data = h.data_dir()
-    muc = h.muc_host(data, "--component", f"127.0.0.1:{prosody.component_port}",
-                     "--component-secret", prosody.secret, "--muc-domain", MUC_DOMAIN,
-                     "--domain", DOMAIN).start()
-    connected = muc.wait_component_connected(0)
-    assert connected.group(1) == f"127.0.0.1:{prosody.component_port}" and connected.group(2) == MUC_DOMAIN, \
-        f"unexpected line: {connected.group(0)!r}"
+    muc = start_component(h, data, prosody.component_port, prosody.secret)
 
     seeded = seed_flow(lambda user: prosody_login(h, prosody, user))
 

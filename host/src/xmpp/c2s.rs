@@ -23,6 +23,7 @@ use crate::auth::{offered, Accounts, AuthPolicy, SaslExchange, SaslFailure, Step
 use crate::core::CoreEvent;
 use crate::metrics::Metrics;
 use crate::router::SessionSink;
+use crate::service::error_reply;
 
 const CLIENT_NS: &str = "jabber:client";
 const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
@@ -30,7 +31,6 @@ const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
 const REGISTER_NS: &str = "jabber:iq:register";
-const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 /// Failed SASL attempts before the stream is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
 /// Stanzas a session may have waiting for its socket: a client that reads slower than it is
@@ -329,7 +329,7 @@ impl C2s {
     fn register(&self, iq: &Element, registered: &mut bool) -> Element {
         if iq.attr("to").is_some_and(|to| to != self.domain) {
             // Before authentication only the server itself answers.
-            return iq_error(iq, "cancel", "service-unavailable");
+            return error_reply(iq, "cancel", "service-unavailable");
         }
         let query = iq.get_child("query", REGISTER_NS);
         match (iq.attr("type"), query) {
@@ -350,11 +350,11 @@ impl C2s {
                 // XEP-0077 §3.1: a missing or empty field is not-acceptable.
                 let (Some(username), Some(password)) = (field("username"), field("password"))
                 else {
-                    return iq_error(iq, "modify", "not-acceptable");
+                    return error_reply(iq, "modify", "not-acceptable");
                 };
                 let jid = match BareJid::new(&format!("{username}@{}", self.domain)) {
                     Ok(jid) if !password.is_empty() && !*registered => jid,
-                    _ => return iq_error(iq, "modify", "not-acceptable"),
+                    _ => return error_reply(iq, "modify", "not-acceptable"),
                 };
                 // Deriving the SCRAM keys takes milliseconds: not on an async worker's time.
                 match tokio::task::block_in_place(|| self.accounts.add(&jid, &password)) {
@@ -363,14 +363,14 @@ impl C2s {
                         *registered = true;
                         iq_result(iq, None)
                     }
-                    Err(crate::auth::AccountError::Exists) => iq_error(iq, "cancel", "conflict"),
+                    Err(crate::auth::AccountError::Exists) => error_reply(iq, "cancel", "conflict"),
                     Err(error) => {
                         tracing::error!(%jid, %error, "registering an account failed");
-                        iq_error(iq, "wait", "internal-server-error")
+                        error_reply(iq, "wait", "internal-server-error")
                     }
                 }
             }
-            _ => iq_error(iq, "cancel", "service-unavailable"),
+            _ => error_reply(iq, "cancel", "service-unavailable"),
         }
     }
 
@@ -485,7 +485,7 @@ fn bind(iq: &Element, user: &BareJid) -> Result<Option<(Element, FullJid)>, Elem
         .get_child("bind", BIND_NS)
         .filter(|_| iq.attr("type") == Some("set"))
     else {
-        return Err(iq_error(iq, "cancel", "not-allowed"));
+        return Err(error_reply(iq, "cancel", "not-allowed"));
     };
     let wanted = request
         .get_child("resource", BIND_NS)
@@ -493,7 +493,7 @@ fn bind(iq: &Element, user: &BareJid) -> Result<Option<(Element, FullJid)>, Elem
         .filter(|resource| !resource.trim().is_empty());
     let resource = wanted.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let Ok(jid) = user.with_resource_str(&resource) else {
-        return Err(iq_error(iq, "modify", "bad-request"));
+        return Err(error_reply(iq, "modify", "bad-request"));
     };
     let payload = Element::builder("bind", BIND_NS)
         .append(
@@ -518,18 +518,6 @@ fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
         reply.append_child(payload);
     }
     reply
-}
-
-fn iq_error(iq: &Element, kind: &str, condition: &str) -> Element {
-    let error = Element::builder("error", CLIENT_NS)
-        .attr(minidom::rxml::xml_ncname!("type").into(), kind)
-        .append(Element::builder(condition, STANZAS_NS).build())
-        .build();
-    Element::builder("iq", CLIENT_NS)
-        .attr(minidom::rxml::xml_ncname!("type").into(), "error")
-        .attr(minidom::rxml::xml_ncname!("id").into(), iq.attr("id"))
-        .append(error)
-        .build()
 }
 
 /// SASL payloads are base64, with `=` for an empty one and nothing for none (RFC 6120 §6.4.2).

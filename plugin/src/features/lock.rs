@@ -1,11 +1,14 @@
 //! Room lock (XEP-0045 §10.1.1): a new room refuses everyone but its owners until it is
 //! configured, answering `item-not-found` as if it did not exist yet. A room left locked is
-//! destroyed after [`TIMEOUT_MS`] by a timer set when it is created.
+//! destroyed after [`TIMEOUT_MS`] by a timer set when it is created. Its creator, already in
+//! it, still sees it (disco, ping) while configuring it.
 
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use super::{Joiner, Refusal, RoomFeature};
+use crate::host::{Fault, Host};
+use crate::occupant::Occupant;
 use crate::room::Room;
 
 /// How long a new room waits for its owner's configuration.
@@ -18,6 +21,14 @@ pub fn timer_key(room: &str) -> String {
 /// The room a lock timer is for.
 pub fn timer_room(key: &str) -> Option<&str> {
     key.strip_prefix("lock/")
+}
+
+/// The room as `from` may see it: a locked room exists only for those already in it.
+pub fn visible_to(host: &mut dyn Host, room_jid: &str, from: &str) -> Result<Option<Room>, Fault> {
+    Ok(match Room::load(host, room_jid)? {
+        Some(room) if room.locked && Occupant::of_session(host, room_jid, from)?.is_none() => None,
+        room => room,
+    })
 }
 
 pub struct Lock;
