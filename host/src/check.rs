@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::extensions::Compiled;
 use crate::runtime::CompiledPlugin;
 use crate::scansion::network::NetworkHarness;
 use crate::scansion::{runner, script};
@@ -23,21 +24,26 @@ pub struct ScriptResult {
     pub outcome: Result<(), String>,
 }
 
-/// Runs each script in a fresh test host (fresh store, fresh clock).
-pub fn run_scripts(plugin: &CompiledPlugin, scripts: &[PathBuf]) -> Vec<ScriptResult> {
+/// Runs each script in a fresh test host (fresh store, fresh clock), with `extensions` switched
+/// on in every room.
+pub fn run_scripts(
+    plugin: &CompiledPlugin,
+    extensions: &[Compiled],
+    scripts: &[PathBuf],
+) -> Vec<ScriptResult> {
     scripts
         .iter()
         .map(|path| ScriptResult {
             name: file_name(path),
-            outcome: run_one(plugin, path),
+            outcome: run_one(plugin, extensions, path),
         })
         .collect()
 }
 
-fn run_one(plugin: &CompiledPlugin, path: &Path) -> Result<(), String> {
+fn run_one(plugin: &CompiledPlugin, extensions: &[Compiled], path: &Path) -> Result<(), String> {
     let script = script::load(path).map_err(|e| format!("{}: {e:#}", path.display()))?;
-    let mut host =
-        TestHost::new(plugin.clone()).map_err(|e| format!("starting the test host: {e:#}"))?;
+    let mut host = TestHost::with_extensions(plugin.clone(), extensions)
+        .map_err(|e| format!("starting the test host: {e:#}"))?;
     let options = runner::Options {
         wait: Duration::ZERO,
     };

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod extensions;
 pub mod metrics;
 pub mod router;
 pub mod runtime;

@@ -12,6 +12,7 @@ use muc_host::auth::Accounts;
 use muc_host::check::{self, Expectations};
 use muc_host::config::{ServeArgs, ServeConfig};
 use muc_host::control::{self, Request};
+use muc_host::extensions::{ExtensionCompiler, ExtensionLimits};
 use muc_host::runtime::{host_contract, PluginEngine};
 use muc_host::serve;
 
@@ -62,6 +63,10 @@ enum Command {
         /// With --server: how long a `receives` step waits for each stanza, in ms.
         #[arg(long, default_value_t = 2000)]
         wait_ms: u64,
+        /// A room extension component, switched on in every room the scripts use (repeatable;
+        /// in-process only). Its settings are at their defaults until a script configures them.
+        #[arg(long = "extension", conflicts_with = "server")]
+        extensions: Vec<PathBuf>,
         /// Scansion scripts (.scs).
         #[arg(required = true)]
         scripts: Vec<PathBuf>,
@@ -189,6 +194,7 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
             server,
             muc_domain,
             wait_ms,
+            extensions,
             scripts,
         } => {
             let expectations = expectations
@@ -202,7 +208,25 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
                     std::time::Duration::from_millis(wait_ms),
                     &scripts,
                 ),
-                None => check::run_scripts(&engine.compile(&plugin_path(plugin)?)?, &scripts),
+                None => {
+                    let compiler = ExtensionCompiler::new(
+                        engine.engine(),
+                        Some(data.join("cache")),
+                        ExtensionLimits::default(),
+                    )?;
+                    let extensions = extensions
+                        .iter()
+                        .map(|path| {
+                            let bytes = std::fs::read(path)
+                                .with_context(|| format!("reading {}", path.display()))?;
+                            compiler
+                                .compile(&bytes)
+                                .with_context(|| format!("extension {}", path.display()))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let plugin = engine.compile(&plugin_path(plugin)?)?;
+                    check::run_scripts(&plugin, &extensions, &scripts)
+                }
             };
             let report = check::report(&results, expectations.as_ref());
             print!("{}", report.text);

@@ -11,6 +11,7 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 
 use crate::clock::ManualClock;
+use crate::extensions::{Compiled, ExtensionCompiler, ExtensionLimits, Extensions, SharedExtensions};
 use crate::router::{QueueSink, Router};
 use crate::runtime::{CompiledPlugin, Limits, PluginRuntime, Settings};
 use crate::scansion::Harness;
@@ -43,6 +44,31 @@ impl TestHost {
             service: MUC_DOMAIN.to_string(),
             admins: vec![ADMIN.to_string()],
             limits,
+            extensions: None,
+        };
+        TestHost::with_settings(plugin, settings)
+    }
+
+    /// A fresh service with `extensions` switched on in every room (with none, as `new`).
+    pub fn with_extensions(plugin: CompiledPlugin, extensions: &[Compiled]) -> Result<TestHost> {
+        let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, ExtensionLimits::default())?;
+        let mut installed = Extensions::new(compiler);
+        for extension in extensions {
+            installed.install_everywhere(extension.clone());
+        }
+        TestHost::with_shared_extensions(plugin, installed.shared())
+    }
+
+    /// A fresh service whose rooms may use the extensions in `extensions`.
+    pub fn with_shared_extensions(
+        plugin: CompiledPlugin,
+        extensions: SharedExtensions,
+    ) -> Result<TestHost> {
+        let settings = Settings {
+            service: MUC_DOMAIN.to_string(),
+            admins: vec![ADMIN.to_string()],
+            extensions: Some(extensions),
+            ..Settings::default()
         };
         TestHost::with_settings(plugin, settings)
     }

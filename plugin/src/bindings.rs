@@ -5,9 +5,14 @@ wit_bindgen::generate!({ path: "../wit", world: "muc-plugin" });
 use minidom::Element;
 
 use exports::muc::plugin::guest::{self, Guest, PluginInfo};
-use muc::plugin::{clock, ids, logging, routing, storage, timers, types};
+use muc::plugin::{clock, extensions, ids, logging, routing, storage, timers, types};
+use xmpp_parsers::data_forms::{Field, FieldType, Option_};
+use xmpp_parsers::muc::user::{Affiliation, Role};
 
-use crate::host::{Envelope, Fault, Host, Level, StanzaKind, Tier};
+use crate::host::{
+    Configured, Envelope, Fault, HookEvent, HookOutcome, Host, Level, OccupantView, RoomView, Said,
+    StanzaKind, Tier, TickRequest, Verdict,
+};
 use crate::service::{self, Muc, Settings};
 
 /// The instance's settings, given by `init`. A component instance is single-threaded.
@@ -144,6 +149,124 @@ impl Host for WitHost {
             Level::Error => logging::Level::Error,
         };
         logging::log(level, message)
+    }
+
+    fn extensions_active(&mut self, room: &str) -> bool {
+        extensions::active(room)
+    }
+
+    fn extension_hook(&mut self, room: &RoomView, event: HookEvent) -> HookOutcome {
+        let event = match event {
+            HookEvent::Message { sender, body } => {
+                extensions::Event::Message(extensions::MessageEvent {
+                    sender: occupant(&sender),
+                    body,
+                })
+            }
+            HookEvent::Join(who) => extensions::Event::Join(occupant(&who)),
+            HookEvent::Joined(who) => extensions::Event::Joined(occupant(&who)),
+            HookEvent::Left(who) => extensions::Event::Left(occupant(&who)),
+            HookEvent::Tick => extensions::Event::Tick,
+        };
+        let outcome = extensions::hook(&wit_room(room), &event);
+        HookOutcome {
+            verdict: match outcome.verdict {
+                extensions::Verdict::Pass => Verdict::Pass,
+                extensions::Verdict::Rewrite(body) => Verdict::Rewrite(body),
+                extensions::Verdict::Refuse(why) => Verdict::Refuse(why),
+            },
+            said: outcome
+                .said
+                .into_iter()
+                .map(|s| Said {
+                    nick: s.nick,
+                    body: s.body,
+                })
+                .collect(),
+            next_tick: tick_request(outcome.next_tick),
+        }
+    }
+
+    fn extension_form_fields(&mut self, room: &str) -> Vec<Field> {
+        extensions::form_fields(room)
+            .into_iter()
+            .map(|f| {
+                let type_ = match f.kind {
+                    extensions::FieldKind::Boolean => FieldType::Boolean,
+                    extensions::FieldKind::TextSingle => FieldType::TextSingle,
+                    extensions::FieldKind::TextMulti => FieldType::TextMulti,
+                    extensions::FieldKind::ListSingle => FieldType::ListSingle,
+                };
+                let mut field = Field::new(&f.var, type_);
+                field.label = Some(f.label);
+                field.values = f.values;
+                field.options = f
+                    .options
+                    .into_iter()
+                    .map(|value| Option_ { label: None, value })
+                    .collect();
+                field
+            })
+            .collect()
+    }
+
+    fn configure_extensions(
+        &mut self,
+        room: &RoomView,
+        submitted: &[(String, Vec<String>)],
+    ) -> Result<Configured, String> {
+        let submitted: Vec<extensions::SubmittedField> = submitted
+            .iter()
+            .map(|(var, values)| extensions::SubmittedField {
+                var: var.clone(),
+                values: values.clone(),
+            })
+            .collect();
+        extensions::configure(&wit_room(room), &submitted).map(|c| Configured {
+            changed: c.changed,
+            next_tick: tick_request(c.next_tick),
+        })
+    }
+
+    fn forget_extensions(&mut self, room: &str) {
+        extensions::forget(room)
+    }
+}
+
+fn tick_request(request: extensions::TickRequest) -> TickRequest {
+    match request {
+        extensions::TickRequest::Keep => TickRequest::Keep,
+        extensions::TickRequest::At(at) => TickRequest::At(at),
+        extensions::TickRequest::Stop => TickRequest::Stop,
+    }
+}
+
+fn wit_room(room: &RoomView) -> extensions::Room {
+    extensions::Room {
+        jid: room.jid.clone(),
+        name: room.name.clone(),
+        subject: room.subject.clone(),
+        non_anonymous: room.non_anonymous,
+        owners: room.owners.clone(),
+        occupants: room.occupants.iter().map(occupant).collect(),
+    }
+}
+
+fn occupant(occupant: &OccupantView) -> extensions::Occupant {
+    extensions::Occupant {
+        nick: occupant.nick.clone(),
+        role: match occupant.role {
+            Role::Moderator => extensions::Role::Moderator,
+            Role::Visitor => extensions::Role::Visitor,
+            _ => extensions::Role::Participant,
+        },
+        affiliation: match occupant.affiliation {
+            Affiliation::Owner => extensions::Affiliation::Owner,
+            Affiliation::Admin => extensions::Affiliation::Admin,
+            Affiliation::Member => extensions::Affiliation::Member,
+            _ => extensions::Affiliation::None,
+        },
+        jid: occupant.bare_jid.clone(),
     }
 }
 

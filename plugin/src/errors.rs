@@ -28,7 +28,8 @@ pub fn reply(
             .map(|to| to.to_bare().into()),
         defined_condition: condition,
         texts: text
-            .map(|t| BTreeMap::from([(String::new(), t.to_string())]))
+            // Every text the service writes is in English.
+            .map(|t| BTreeMap::from([("en".to_string(), t.to_string())]))
             .unwrap_or_default(),
         other: None,
     };

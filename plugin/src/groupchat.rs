@@ -9,6 +9,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::announce;
 use crate::errors;
+use crate::extensions;
 use crate::features::{history, moderated, occupant_id, stable_id, subject};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
@@ -45,6 +46,17 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         });
         room.save(host)?;
     }
+    let occupants = Occupant::all(host, &room.jid)?;
+    let mut said = Vec::new();
+    if !changes_subject {
+        match extensions::filter_message(host, &room, &occupants, &sender, &mut message)? {
+            Ok(saying) => said = saying,
+            Err(why) => {
+                let (type_, condition) = (ErrorType::Modify, DefinedCondition::PolicyViolation);
+                return errors::reply(host, inbound.envelope, "message", type_, condition, Some(&why));
+            }
+        }
+    }
     let stanza_id = host.unique_id();
     stable_id::stamp(&mut message, &room.jid, &stanza_id);
     let id = occupant_id::id(host, &room.jid, &sender.bare_jid)?;
@@ -54,9 +66,9 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     if worth_keeping && !changes_subject {
         history::record(host, &room, &message)?;
     }
-    let occupants = Occupant::all(host, &room.jid)?;
     let everyone = announce::sessions(&occupants.iter().collect::<Vec<_>>());
-    host.broadcast(message, &everyone)
+    host.broadcast(message, &everyone)?;
+    extensions::say(host, &room, &occupants, said)
 }
 
 /// The message as the room relays it: from `room/nick`, the client's id and payload kept.

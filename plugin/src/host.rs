@@ -4,6 +4,8 @@
 //! Every write and send is part of the current call's transaction (see `wit/muc-plugin.wit`).
 
 use minidom::Element;
+use xmpp_parsers::data_forms::Field;
+use xmpp_parsers::muc::user::{Affiliation, Role};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tier {
@@ -69,4 +71,95 @@ pub trait Host {
     fn now_ms(&mut self) -> u64;
     fn unique_id(&mut self) -> String;
     fn log(&mut self, level: Level, message: &str);
+
+    // Room extensions, as the host runs them (`muc:plugin/extensions`). The defaults are a host
+    // without any.
+    fn extensions_active(&mut self, _room: &str) -> bool {
+        false
+    }
+    fn extension_hook(&mut self, _room: &RoomView, _event: HookEvent) -> HookOutcome {
+        HookOutcome {
+            verdict: Verdict::Pass,
+            said: Vec::new(),
+            next_tick: TickRequest::Keep,
+        }
+    }
+    fn extension_form_fields(&mut self, _room: &str) -> Vec<Field> {
+        Vec::new()
+    }
+    fn configure_extensions(
+        &mut self,
+        _room: &RoomView,
+        _submitted: &[(String, Vec<String>)],
+    ) -> Result<Configured, String> {
+        Ok(Configured::default())
+    }
+    fn forget_extensions(&mut self, _room: &str) {}
+}
+
+/// The room as the host's room extensions see it (`muc:plugin/extensions`).
+#[derive(Clone, Debug)]
+pub struct RoomView {
+    pub jid: String,
+    pub name: String,
+    pub subject: Option<String>,
+    pub non_anonymous: bool,
+    /// Bare JIDs of the room's owners: the host tells them of extension faults.
+    pub owners: Vec<String>,
+    pub occupants: Vec<OccupantView>,
+}
+
+#[derive(Clone, Debug)]
+pub struct OccupantView {
+    pub nick: String,
+    pub role: Role,
+    pub affiliation: Affiliation,
+    pub bare_jid: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum HookEvent {
+    Message { sender: OccupantView, body: String },
+    Join(OccupantView),
+    Joined(OccupantView),
+    Left(OccupantView),
+    Tick,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Rewrite(String),
+    Refuse(String),
+}
+
+/// A groupchat message an extension says in the room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Said {
+    pub nick: String,
+    pub body: String,
+}
+
+/// When the room's extensions want their next tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TickRequest {
+    /// As asked before.
+    #[default]
+    Keep,
+    /// At this time (ms since the Unix epoch).
+    At(u64),
+    Stop,
+}
+
+#[derive(Clone, Debug)]
+pub struct HookOutcome {
+    pub verdict: Verdict,
+    pub said: Vec<Said>,
+    pub next_tick: TickRequest,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Configured {
+    pub changed: bool,
+    pub next_tick: TickRequest,
 }

@@ -17,6 +17,7 @@ mod config;
 mod destroy;
 mod disco;
 mod errors;
+mod extensions;
 mod features;
 mod groupchat;
 mod keys;

@@ -14,6 +14,7 @@ use crate::admin;
 use crate::config::Invalid;
 use crate::destroy;
 use crate::errors;
+use crate::extensions;
 use crate::features::{self, affiliation_lists, lock, members_only, naming, persistent};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
@@ -103,6 +104,15 @@ fn submit(
         Ok(changes) => changes,
         Err(invalid) => return not_acceptable(host, invalid),
     };
+    let submitted: Vec<(String, Vec<String>)> = form
+        .fields
+        .iter()
+        .filter_map(|f| Some((f.var.clone()?, f.values.clone())))
+        .collect();
+    let extensions_changed = match extensions::configure(host, &room, &submitted)? {
+        Ok(changed) => changed,
+        Err(why) => return not_acceptable(host, Invalid(why)),
+    };
     room.config = config;
     room.locked = false;
     host.cancel_timer(&lock::timer_key(&room.jid));
@@ -110,7 +120,7 @@ fn submit(
     persistent::move_to_own_tier(host, &room, before_tier)?;
     affiliation_lists::apply(host, &room, affiliation_changes)?;
     reply(host, inbound, None)?;
-    if room.config != before {
+    if room.config != before || extensions_changed {
         announce_change(host, &room, &before)?;
     }
     remove_non_members(muc, host, &room)
@@ -182,6 +192,7 @@ fn config_form(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
         .map(|spec| spec.render(&room.config))
         .collect();
     fields.extend(affiliation_lists::fields(host, room)?);
+    fields.extend(host.extension_form_fields(&room.jid));
     let mut form = DataForm::new(DataFormType::Form, ROOMCONFIG, fields);
     form.title = Some(format!("Configuration of {}", naming::display_name(room)));
     form.instructions = Some(if room.locked {

@@ -12,10 +12,11 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
+use crate::extensions;
 use crate::features::{
     self, history, lock, persistent, presence_broadcast, registration, subject, Joiner,
 };
-use crate::host::{Fault, Host, Tier};
+use crate::host::{Fault, HookEvent, Host, OccupantView, Tier};
 use crate::keys;
 use crate::muc_user;
 use crate::occupant::{role_name, Occupant, Session};
@@ -85,6 +86,21 @@ fn join(
     {
         return refuse(host, inbound, refusal.type_, refusal.condition);
     }
+    let arriving = holder.is_none().then(|| {
+        let role = features::moderated::default_role(&room, &affiliation);
+        OccupantView {
+            nick: nick.to_string(),
+            role,
+            affiliation: affiliation.clone(),
+            bare_jid: bare_jid.clone(),
+        }
+    });
+    if let Some(joiner) = arriving.clone() {
+        if let Some(why) = extensions::check_join(host, &room, &others, joiner)? {
+            let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
+            return errors::reply(host, inbound.envelope, "presence", type_, condition, Some(&why));
+        }
+    }
     let session = Session {
         full_jid: inbound.from.to_string(),
         presence_payload: announce::payload(&inbound.element)
@@ -120,7 +136,12 @@ fn join(
         &others,
         request.as_ref(),
     )?;
-    presence.to_others(host, &room, &others)
+    presence.to_others(host, &room, &others)?;
+    if let Some(joined) = arriving {
+        let everyone = Occupant::all(host, room_jid)?;
+        extensions::notify(host, &room, &everyone, HookEvent::Joined(joined))?;
+    }
+    Ok(())
 }
 
 /// What a joining session gets, in XEP-0045 order: every other occupant's presence, its own
@@ -376,11 +397,13 @@ fn leave(
     }
     occupant.remove(host, room_jid);
     let others = Occupant::all(host, room_jid)?;
+    let gone = extensions::occupant_view(&occupant, affiliation.clone());
     Presence::departure(&occupant, affiliation, payload).broadcast(host, &room, &others)?;
     if others.is_empty() && !persistent::is_persistent(&room) {
         destroy_silently(host, &room);
+        return Ok(());
     }
-    Ok(())
+    extensions::notify(host, &room, &others, HookEvent::Left(gone))
 }
 
 /// Drops one client session from a user who stays in the room under other sessions.
@@ -400,6 +423,7 @@ pub fn remove_session(
 /// Forgets an empty room and its lock timer.
 pub fn destroy_silently(host: &mut dyn Host, room: &Room) {
     room.delete(host);
+    host.forget_extensions(&room.jid);
     host.cancel_timer(&lock::timer_key(&room.jid));
 }
 

@@ -14,6 +14,7 @@ use crate::announce::Presence;
 use crate::destroy;
 use crate::disco;
 use crate::errors;
+use crate::extensions;
 use crate::features::{invitations, lock, registration, voice_requests};
 use crate::groupchat;
 use crate::host::{Envelope, Fault, Host, Level, StanzaKind};
@@ -33,7 +34,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(feature = "swap-test-variant")]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+swap-test");
 /// The version of `wit/muc-plugin.wit` this plugin is built against.
-pub const CONTRACT: &str = "1.0.0";
+pub const CONTRACT: &str = "1.1.0";
 
 /// Stanzas larger than this are refused with `policy-violation` before any work is done.
 const MAX_STANZA_BYTES: usize = 256 * 1024;
@@ -289,6 +290,9 @@ impl Muc {
     }
 
     pub fn on_timer(&self, host: &mut dyn Host, key: &str) -> Result<(), Fault> {
+        if let Some(room_jid) = extensions::tick_room(key) {
+            return extensions::on_tick(host, room_jid);
+        }
         let Some(room_jid) = lock::timer_room(key) else {
             host.log(Level::Warn, &format!("unknown timer {key}"));
             return Ok(());

@@ -140,6 +140,7 @@ fn a_plugin_that_cannot_start_is_refused_and_the_old_one_serves_on() {
                 memory_bytes: 16 << 20,
                 ..Limits::default()
             },
+            ..Settings::default()
         };
         let mut host = TestHost::with_settings(compile("muc_plugin"), settings).unwrap();
         room_with_two(&mut host);
@@ -173,7 +174,7 @@ fn a_failed_migration_is_rolled_back_and_the_old_plugin_serves_on() {
         let settings = Settings {
             service: "conference.localhost".into(),
             admins: vec![format!("upgrade-{mode}@fixture.invalid")],
-            limits: Limits::default(),
+            ..Settings::default()
         };
         let mut host = TestHost::with_settings(compile("muc_plugin"), settings).unwrap();
         room_with_two(&mut host);

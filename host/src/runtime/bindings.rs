@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::extensions::{Call, SharedExtensions};
 use crate::storage::{Storage, StorageError, Tier as StoreTier, Transaction};
 
 wasmtime::component::bindgen!({
@@ -32,6 +33,7 @@ pub struct CallContext {
     /// Wall time, fixed for the duration of one call.
     pub now_ms: u64,
     plugin_name: String,
+    extensions: Option<SharedExtensions>,
 }
 
 impl CallContext {
@@ -40,6 +42,7 @@ impl CallContext {
         service: String,
         plugin_name: String,
         memory_cap: usize,
+        extensions: Option<SharedExtensions>,
     ) -> CallContext {
         CallContext {
             wasi: WasiCtx::builder().build(),
@@ -50,6 +53,7 @@ impl CallContext {
             service,
             now_ms: 0,
             plugin_name,
+            extensions,
         }
     }
 
@@ -218,6 +222,78 @@ impl muc::plugin::logging::Host for CallContext {
     }
 }
 
+/// The hooks, answered by the host's [`crate::extensions::Extensions`] inside this call.
+impl muc::plugin::extensions::Host for CallContext {
+    fn active(&mut self, room: String) -> bool {
+        self.extensions.as_ref().is_some_and(|extensions| {
+            let extensions = extensions.lock().expect("extensions lock");
+            extensions.active(&self.storage, &self.txn, &room)
+        })
+    }
+
+    fn hook(
+        &mut self,
+        room: muc::plugin::extensions::Room,
+        event: muc::plugin::extensions::Event,
+    ) -> muc::plugin::extensions::Outcome {
+        let Some(extensions) = self.extensions.clone() else {
+            return muc::plugin::extensions::Outcome {
+                verdict: muc::plugin::extensions::Verdict::Pass,
+                said: Vec::new(),
+                next_tick: muc::plugin::extensions::TickRequest::Keep,
+            };
+        };
+        let mut call = Call {
+            storage: &self.storage,
+            txn: &mut self.txn,
+            now_ms: self.now_ms,
+        };
+        let mut extensions = extensions.lock().expect("extensions lock");
+        extensions.hook(&mut call, room, event)
+    }
+
+    fn form_fields(&mut self, room: String) -> Vec<muc::plugin::extensions::FormField> {
+        let Some(extensions) = &self.extensions else {
+            return Vec::new();
+        };
+        let extensions = extensions.lock().expect("extensions lock");
+        extensions.form_fields(&self.storage, &self.txn, &room)
+    }
+
+    fn configure(
+        &mut self,
+        room: muc::plugin::extensions::Room,
+        submitted: Vec<muc::plugin::extensions::SubmittedField>,
+    ) -> Result<muc::plugin::extensions::Configured, String> {
+        let Some(extensions) = self.extensions.clone() else {
+            return Ok(muc::plugin::extensions::Configured {
+                changed: false,
+                next_tick: muc::plugin::extensions::TickRequest::Keep,
+            });
+        };
+        let mut call = Call {
+            storage: &self.storage,
+            txn: &mut self.txn,
+            now_ms: self.now_ms,
+        };
+        let mut extensions = extensions.lock().expect("extensions lock");
+        extensions.configure(&mut call, room, submitted)
+    }
+
+    fn forget(&mut self, room: String) {
+        let Some(extensions) = self.extensions.clone() else {
+            return;
+        };
+        let mut call = Call {
+            storage: &self.storage,
+            txn: &mut self.txn,
+            now_ms: self.now_ms,
+        };
+        let mut extensions = extensions.lock().expect("extensions lock");
+        extensions.forget(&mut call, &room);
+    }
+}
+
 impl muc::plugin::ids::Host for CallContext {
     fn unique_id(&mut self) -> String {
         uuid::Uuid::new_v4().simple().to_string()
@@ -232,7 +308,7 @@ pub struct MemoryCap {
 }
 
 impl MemoryCap {
-    fn new(limit: usize) -> MemoryCap {
+    pub fn new(limit: usize) -> MemoryCap {
         MemoryCap { limit, hit: false }
     }
 }

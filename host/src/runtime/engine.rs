@@ -17,7 +17,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The contract this host implements (`wit/muc-plugin.wit`).
 pub const CONTRACT_PACKAGE: &str = "muc:plugin";
-pub const CONTRACT_VERSION: (u64, u64, u64) = (1, 0, 0);
+pub const CONTRACT_VERSION: (u64, u64, u64) = (1, 1, 0);
 
 pub struct PluginEngine {
     engine: Engine,
@@ -63,8 +63,7 @@ impl PluginEngine {
         let bytes =
             std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
         let hash = format!("{:x}", Sha256::digest(&bytes));
-        let component = self
-            .cached_or_compiled(&bytes, &hash)
+        let component = compile_cached(&self.engine, self.cache_dir.as_deref(), &bytes, &hash)
             .with_context(|| format!("compiling plugin {}", path.display()))?;
         let contract = self.check_contract(&component)?;
         let instance_pre = self
@@ -77,33 +76,6 @@ impl PluginEngine {
             hash,
             contract,
         })
-    }
-
-    fn cached_or_compiled(&self, bytes: &[u8], hash: &str) -> Result<Component> {
-        let Some(dir) = &self.cache_dir else {
-            return Ok(Component::new(&self.engine, bytes)?);
-        };
-        let mut compatibility = DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut compatibility);
-        let file = dir.join(format!("{hash}-{:016x}.cwasm", compatibility.finish()));
-        if file.exists() {
-            // SAFETY: the file was written by `Component::serialize` of this engine version and
-            // configuration (both are in its name) into the host's own cache directory.
-            match unsafe { Component::deserialize_file(&self.engine, &file) } {
-                Ok(component) => return Ok(component),
-                Err(error) => tracing::warn!(?file, %error, "ignoring unreadable compiled plugin"),
-            }
-        }
-        let component = Component::new(&self.engine, bytes)?;
-        std::fs::create_dir_all(dir)?;
-        // Several hosts (or tests) may compile the same component at once: each writes its own
-        // file, and the renames race harmlessly to the same content.
-        let partial = file.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&partial, component.serialize()?)?;
-        std::fs::rename(&partial, &file)?;
-        Ok(component)
     }
 
     /// The component must export `muc:plugin/guest@MAJOR.x.y` with this host's major version.
@@ -133,6 +105,40 @@ impl PluginEngine {
         }
         Ok(version.to_string())
     }
+}
+
+/// Compiles a component, or loads it from `cache_dir` where an earlier compile of the same bytes
+/// (`hash`) by a compatible engine left it.
+pub fn compile_cached(
+engine: &Engine,
+cache_dir: Option<&Path>,
+bytes: &[u8],
+hash: &str,
+) -> Result<Component> {
+    let Some(dir) = cache_dir else {
+        return Ok(Component::new(engine, bytes)?);
+    };
+    let mut compatibility = DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut compatibility);
+    let file = dir.join(format!("{hash}-{:016x}.cwasm", compatibility.finish()));
+    if file.exists() {
+        // SAFETY: the file was written by `Component::serialize` of this engine version and
+        // configuration (both are in its name) into the host's own cache directory.
+        match unsafe { Component::deserialize_file(engine, &file) } {
+            Ok(component) => return Ok(component),
+            Err(error) => tracing::warn!(?file, %error, "ignoring unreadable compiled plugin"),
+        }
+    }
+    let component = Component::new(engine, bytes)?;
+    std::fs::create_dir_all(dir)?;
+    // Several hosts (or tests) may compile the same component at once: each writes its own
+    // file, and the renames race harmlessly to the same content.
+    let partial = file.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&partial, component.serialize()?)?;
+    std::fs::rename(&partial, &file)?;
+    Ok(component)
 }
 
 pub fn host_contract() -> String {

@@ -19,11 +19,13 @@ use minidom::Element;
 use wasmtime::Store;
 
 use crate::clock::Clock;
+use crate::extensions::SharedExtensions;
 use crate::storage::{Quota, Storage, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
 use bindings::muc::plugin::types;
-pub use bindings::{CallContext, MucPlugin};
-pub use engine::{host_contract, CompiledPlugin, PluginEngine, EPOCH_TICK};
+pub use bindings::muc::plugin::extensions as wit_extensions;
+pub use bindings::{CallContext, MemoryCap, MucPlugin};
+pub use engine::{compile_cached, host_contract, CompiledPlugin, PluginEngine, EPOCH_TICK};
 
 /// What an instance may use in one call.
 #[derive(Clone, Copy, Debug)]
@@ -45,13 +47,15 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Settings {
     /// The MUC domain the plugin serves.
     pub service: String,
     /// Service administrators' bare JIDs.
     pub admins: Vec<String>,
     pub limits: Limits,
+    /// The room extensions the plugin's hooks run; none: every room has none.
+    pub extensions: Option<SharedExtensions>,
 }
 
 /// How a call failed. Nothing it wrote was kept and nothing it sent left.
@@ -569,6 +573,7 @@ fn new_instance(
         settings.service.clone(),
         name.to_string(),
         settings.limits.memory_bytes,
+        settings.extensions.clone(),
     );
     let mut store = Store::new(plugin.pre.engine(), context);
     store.limiter(|context| &mut context.memory);

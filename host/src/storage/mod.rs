@@ -21,6 +21,9 @@ pub use transaction::{Quota, StorageError, Transaction};
 pub enum Tier {
     Durable,
     Volatile,
+    /// Room extensions' records (catalog, each room's extension settings, the extensions' own
+    /// storage): durable like `Durable`, written by the host only, never visible to the plugin.
+    Extensions,
 }
 
 pub type Map = BTreeMap<String, Vec<u8>>;
@@ -29,6 +32,7 @@ pub type Map = BTreeMap<String, Vec<u8>>;
 pub struct Storage {
     durable: Map,
     volatile: Map,
+    extensions: Map,
     /// Timer key to due time (ms since the Unix epoch).
     timers: BTreeMap<String, u64>,
     /// The host's own records (e.g. which plugin version owns the data), never seen by plugins.
@@ -50,6 +54,7 @@ impl Storage {
         Storage {
             durable: Map::new(),
             volatile: Map::new(),
+            extensions: Map::new(),
             timers: BTreeMap::new(),
             meta: BTreeMap::new(),
             disk: None,
@@ -67,6 +72,7 @@ impl Storage {
         Ok(Storage {
             durable: loaded.durable,
             volatile: Map::new(),
+            extensions: loaded.extensions,
             timers: loaded.timers,
             meta: loaded.meta,
             disk: Some(disk),
@@ -79,6 +85,7 @@ impl Storage {
         match tier {
             Tier::Durable => &self.durable,
             Tier::Volatile => &self.volatile,
+            Tier::Extensions => &self.extensions,
         }
     }
 
@@ -86,6 +93,7 @@ impl Storage {
         match tier {
             Tier::Durable => &mut self.durable,
             Tier::Volatile => &mut self.volatile,
+            Tier::Extensions => &mut self.extensions,
         }
     }
 
@@ -124,7 +132,7 @@ impl Storage {
                     .insert(key.to_string(), value.to_string());
             }
             (Some(disk), None) => {
-                disk.apply(&Default::default(), &Default::default(), &[(key, value)])?
+                disk.apply(&Writes::default(), &[(key, value)])?
             }
             (None, _) => {}
         }
@@ -163,14 +171,14 @@ impl Storage {
         let (Some(disk), Some(unsynced)) = (&mut self.disk, &mut self.unsynced) else {
             return Ok(0);
         };
-        let count = unsynced.durable.len() + unsynced.timers.len();
+        let count = unsynced.durable.len() + unsynced.extensions.len() + unsynced.timers.len();
         if count > 0 || !self.unsynced_meta.is_empty() {
             let meta: Vec<(&str, &str)> = self
                 .unsynced_meta
                 .iter()
                 .map(|(key, value)| (key.as_str(), value.as_str()))
                 .collect();
-            disk.apply(&unsynced.durable, &unsynced.timers, &meta)?;
+            disk.apply(unsynced, &meta)?;
             *unsynced = Writes::default();
             self.unsynced_meta.clear();
         }
@@ -184,14 +192,16 @@ impl Storage {
         match (&mut self.disk, &mut self.unsynced) {
             (Some(_), Some(unsynced)) => {
                 unsynced.durable.extend(writes.durable.clone());
+                unsynced.extensions.extend(writes.extensions.clone());
                 unsynced.timers.extend(writes.timers.clone());
             }
-            (Some(disk), None) => disk.apply(&writes.durable, &writes.timers, &[])?,
+            (Some(disk), None) => disk.apply(&writes, &[])?,
             (None, _) => {}
         }
         for (tier, changes) in [
             (Tier::Durable, writes.durable),
             (Tier::Volatile, writes.volatile),
+            (Tier::Extensions, writes.extensions),
         ] {
             let map = self.map_mut(tier);
             for (key, value) in changes {
@@ -216,6 +226,7 @@ impl Storage {
 pub struct Writes {
     pub durable: BTreeMap<String, Option<Vec<u8>>>,
     pub volatile: BTreeMap<String, Option<Vec<u8>>>,
+    pub extensions: BTreeMap<String, Option<Vec<u8>>>,
     pub timers: BTreeMap<String, Option<u64>>,
 }
 
@@ -224,6 +235,7 @@ impl Writes {
         match tier {
             Tier::Durable => &self.durable,
             Tier::Volatile => &self.volatile,
+            Tier::Extensions => &self.extensions,
         }
     }
 
@@ -231,6 +243,7 @@ impl Writes {
         match tier {
             Tier::Durable => &mut self.durable,
             Tier::Volatile => &mut self.volatile,
+            Tier::Extensions => &mut self.extensions,
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection};
 
-use super::Map;
+use super::{Map, Writes};
 
 pub struct Sqlite {
     connection: Connection,
@@ -15,6 +15,7 @@ pub struct Sqlite {
 /// Everything the disk holds, read at start.
 pub struct Loaded {
     pub durable: Map,
+    pub extensions: Map,
     pub timers: BTreeMap<String, u64>,
     pub meta: BTreeMap<String, String>,
 }
@@ -32,6 +33,7 @@ impl Sqlite {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS durable (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS extensions (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS timers (key TEXT PRIMARY KEY, due_ms INTEGER NOT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
         )?;
@@ -39,11 +41,15 @@ impl Sqlite {
     }
 
     pub fn load(&self) -> Result<Loaded> {
-        let durable = self
-            .connection
-            .prepare("SELECT key, value FROM durable")?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<Map>>()?;
+        let table = |name: &str| -> Result<Map> {
+            Ok(self
+                .connection
+                .prepare(&format!("SELECT key, value FROM {name}"))?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<Map>>()?)
+        };
+        let durable = table("durable")?;
+        let extensions = table("extensions")?;
         let timers = self
             .connection
             .prepare("SELECT key, due_ms FROM timers")?
@@ -56,30 +62,31 @@ impl Sqlite {
             .collect::<rusqlite::Result<_>>()?;
         Ok(Loaded {
             durable,
+            extensions,
             timers,
             meta,
         })
     }
 
-    /// One disk transaction: durable writes, timer changes and host bookkeeping together.
-    pub fn apply(
-        &mut self,
-        durable: &BTreeMap<String, Option<Vec<u8>>>,
-        timers: &BTreeMap<String, Option<u64>>,
-        meta: &[(&str, &str)],
-    ) -> Result<()> {
-        if durable.is_empty() && timers.is_empty() && meta.is_empty() {
+    /// One disk transaction: durable and extension writes, timer changes and host bookkeeping
+    /// together (the volatile tier in `writes` is not the disk's).
+    pub fn apply(&mut self, writes: &Writes, meta: &[(&str, &str)]) -> Result<()> {
+        let (durable, extensions, timers) = (&writes.durable, &writes.extensions, &writes.timers);
+        if durable.is_empty() && extensions.is_empty() && timers.is_empty() && meta.is_empty() {
             return Ok(());
         }
         let txn = self.connection.transaction()?;
         {
-            let mut put = txn.prepare_cached("INSERT OR REPLACE INTO durable VALUES (?1, ?2)")?;
-            let mut delete = txn.prepare_cached("DELETE FROM durable WHERE key = ?1")?;
-            for (key, value) in durable {
-                match value {
-                    Some(value) => put.execute(params![key, value])?,
-                    None => delete.execute(params![key])?,
-                };
+            for (table, changes) in [("durable", durable), ("extensions", extensions)] {
+                let mut put =
+                    txn.prepare_cached(&format!("INSERT OR REPLACE INTO {table} VALUES (?1, ?2)"))?;
+                let mut delete = txn.prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1"))?;
+                for (key, value) in changes {
+                    match value {
+                        Some(value) => put.execute(params![key, value])?,
+                        None => delete.execute(params![key])?,
+                    };
+                }
             }
             let mut set = txn.prepare_cached("INSERT OR REPLACE INTO timers VALUES (?1, ?2)")?;
             let mut cancel = txn.prepare_cached("DELETE FROM timers WHERE key = ?1")?;

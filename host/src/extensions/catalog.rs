@@ -1,0 +1,139 @@
+//! The operator's catalog: which extensions are installed, what each declared, and which rooms
+//! may use it. Kept in the extensions tier (`catalog/NAME` and the component under
+//! `component/NAME`), so it is on disk with the rest of the data and survives restarts.
+
+use serde::{Deserialize, Serialize};
+
+use super::sandbox::{DeclaredSetting, Manifest, SettingKind};
+
+pub const MAX_NAME_BYTES: usize = 32;
+/// Field names every extension gets in the configuration form beside its own settings.
+pub const RESERVED_SETTINGS: &[&str] = &["nick", "fail-closed"];
+
+/// One installed extension.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// SHA-256 of the component, hex.
+    pub hash: String,
+    pub nick: Option<String>,
+    pub command: Option<String>,
+    pub settings: Vec<Setting>,
+    pub tick_seconds: Option<u32>,
+    /// Rooms (bare JIDs) whose owners may switch it on; `None`: every room.
+    pub rooms: Option<Vec<String>>,
+    /// Switched on in rooms whose owners did not decide (for `muc-host check --extension`).
+    pub on_by_default: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Setting {
+    pub name: String,
+    pub label: String,
+    pub kind: Kind,
+    pub default: Vec<String>,
+    pub options: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Boolean,
+    TextSingle,
+    TextMulti,
+    ListSingle,
+}
+
+impl Entry {
+    /// The catalog entry for a manifest, or why the manifest is unacceptable.
+    pub fn from_manifest(manifest: Manifest, hash: String) -> Result<Entry, String> {
+        if !is_name(&manifest.name) || manifest.name.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "the extension's name '{}' is not 1-{MAX_NAME_BYTES} characters of [a-z0-9-]",
+                manifest.name
+            ));
+        }
+        if manifest.version.trim().is_empty() {
+            return Err("the extension declares no version".into());
+        }
+        if let Some(nick) = &manifest.nick {
+            if !valid_nick(nick) {
+                return Err(format!("the nick '{nick}' is not a valid nickname"));
+            }
+        }
+        if let Some(command) = &manifest.command {
+            if command.is_empty() || command.contains(char::is_whitespace) {
+                return Err(format!("the command '{command}' is not one word"));
+            }
+        }
+        let mut settings: Vec<Setting> = Vec::new();
+        for declared in manifest.settings {
+            if !is_name(&declared.name) || RESERVED_SETTINGS.contains(&declared.name.as_str()) {
+                return Err(format!("the setting name '{}' is not allowed", declared.name));
+            }
+            if settings.iter().any(|s| s.name == declared.name) {
+                return Err(format!("the setting '{}' is declared twice", declared.name));
+            }
+            settings.push(Setting::from(declared));
+        }
+        Ok(Entry {
+            name: manifest.name,
+            version: manifest.version,
+            description: manifest.description,
+            hash,
+            nick: manifest.nick,
+            command: manifest.command,
+            settings,
+            // A tick of zero would be a busy loop: one second is the floor.
+            tick_seconds: manifest.tick_seconds.map(|seconds| seconds.max(1)),
+            rooms: None,
+            on_by_default: false,
+        })
+    }
+
+    pub fn allowed_in(&self, room: &str) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.iter().any(|allowed| allowed == room))
+    }
+}
+
+impl From<DeclaredSetting> for Setting {
+    fn from(declared: DeclaredSetting) -> Setting {
+        Setting {
+            name: declared.name,
+            label: declared.label,
+            kind: match declared.kind {
+                SettingKind::Boolean => Kind::Boolean,
+                SettingKind::TextSingle => Kind::TextSingle,
+                SettingKind::TextMulti => Kind::TextMulti,
+                SettingKind::ListSingle => Kind::ListSingle,
+            },
+            default: declared.default,
+            options: declared.options,
+        }
+    }
+}
+
+pub fn catalog_key(name: &str) -> String {
+    format!("catalog/{name}")
+}
+
+pub fn component_key(name: &str) -> String {
+    format!("component/{name}")
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A nick an extension may speak under: what a room accepts from a person, within 64 bytes.
+pub fn valid_nick(nick: &str) -> bool {
+    let nick = nick.trim();
+    !nick.is_empty() && nick.len() <= 64 && !nick.chars().any(char::is_control)
+}

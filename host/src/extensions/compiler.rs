@@ -1,0 +1,101 @@
+//! Compiling an extension: the component is compiled (or loaded from the host's cache), linked
+//! against the extension world only, and asked to `describe` itself under the host's limits
+//! before it may enter the catalog.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
+
+use super::catalog::Entry;
+use super::sandbox::{ExtensionContext, Instance, RoomExtension, RoomExtensionPre};
+use super::ExtensionLimits;
+use crate::runtime::{compile_cached, EPOCH_TICK};
+
+/// Compiles extensions for one engine; cheap to clone, usable from any thread (so a new version
+/// is compiled off the core thread).
+#[derive(Clone)]
+pub struct ExtensionCompiler {
+    engine: Engine,
+    linker: Arc<Linker<ExtensionContext>>,
+    cache_dir: Option<PathBuf>,
+    limits: ExtensionLimits,
+}
+
+/// An extension compiled, checked and described, ready to instantiate per room.
+#[derive(Clone)]
+pub struct Compiled {
+    pub entry: Entry,
+    pub bytes: Arc<Vec<u8>>,
+    pre: RoomExtensionPre<ExtensionContext>,
+}
+
+impl ExtensionCompiler {
+    /// `engine` must have epoch interruption on, with a ticker (the plugin engine's does).
+    pub fn new(
+        engine: &Engine,
+        cache_dir: Option<PathBuf>,
+        limits: ExtensionLimits,
+    ) -> Result<ExtensionCompiler> {
+        let mut linker = Linker::new(engine);
+        // Rust's std on wasip2 imports WASI: linked with an empty context (no files, sockets or
+        // environment), so those calls fail inside the sandbox.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        RoomExtension::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |ctx| ctx)?;
+        Ok(ExtensionCompiler {
+            engine: engine.clone(),
+            linker: Arc::new(linker),
+            cache_dir,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> ExtensionLimits {
+        self.limits
+    }
+
+    /// Compiles, links and describes the component in `bytes`.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
+        let hash = format!("{:x}", Sha256::digest(bytes));
+        let component = compile_cached(&self.engine, self.cache_dir.as_deref(), bytes, &hash)
+            .context("not a WebAssembly component this host can compile")?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("it imports something a room extension is not given")?;
+        let pre = RoomExtensionPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("not a room extension (muc:extension/hooks@0.x)")?;
+        let compiled = Compiled {
+            entry: Entry::default(),
+            bytes: Arc::new(bytes.to_vec()),
+            pre,
+        };
+        let mut instance = compiled.instantiate(self.limits.memory_bytes)?;
+        let ticks = self.limits.call_budget.as_millis() / EPOCH_TICK.as_millis();
+        instance.store.set_epoch_deadline(ticks.max(1) as u64);
+        let manifest = instance
+            .bindings
+            .muc_extension_hooks()
+            .call_describe(&mut instance.store)
+            .map_err(anyhow::Error::from)
+            .context("describe")?;
+        let entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
+        Ok(Compiled { entry, ..compiled })
+    }
+}
+
+impl Compiled {
+    pub fn instantiate(&self, memory_bytes: usize) -> Result<Instance> {
+        let mut store = Store::new(self.pre.engine(), ExtensionContext::new(memory_bytes));
+        store.limiter(|context| &mut context.memory);
+        // Instantiation runs no guest code of ours, but a start function could: bound it too.
+        store.set_epoch_deadline(2);
+        let bindings = self.pre.instantiate(&mut store)?;
+        Ok(Instance { store, bindings })
+    }
+}

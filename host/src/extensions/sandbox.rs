@@ -1,0 +1,220 @@
+//! One room extension instance under the host's limits: the `room-extension` world's imports,
+//! answered for one (extension, room) from inside the MUC call that runs its hook.
+//!
+//! Everything the extension may touch is in [`HookCall`]: its room as the plugin described it,
+//! its owner's settings, its slice of the extensions tier, and a message allowance. WASI is
+//! linked with an empty context: no files, no sockets, no environment.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::Store;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::runtime::MemoryCap;
+use crate::storage::{Storage, Tier, Transaction};
+
+wasmtime::component::bindgen!({
+    path: "../wit/extension",
+    world: "room-extension",
+    // An import used outside a hook call (from `describe`) traps.
+    imports: { default: trappable },
+});
+
+pub use exports::muc::extension::hooks::{JoinVerdict, Manifest, MessageVerdict};
+pub use muc::extension::room::RoomInfo;
+pub use muc::extension::types::{
+    Affiliation, Occupant, Role, Setting as DeclaredSetting, SettingKind,
+};
+
+/// Caps on one said body (the room's own message cap applies to people, this one to code).
+pub const MAX_SAID_BYTES: usize = 4096;
+
+/// What one hook call may reach, and what it did.
+pub struct HookCall {
+    pub storage: Arc<Mutex<Storage>>,
+    /// The MUC call's transaction, lent to the extension for the duration of its hook.
+    pub txn: Transaction,
+    /// `store/<extension>/<room>/`: the extension's keys in the extensions tier.
+    pub prefix: String,
+    pub quota_bytes: usize,
+    /// Bytes stored under `prefix`, counted on the first write of the call.
+    pub used_bytes: Option<usize>,
+    pub room: RoomInfo,
+    pub settings: BTreeMap<String, Vec<String>>,
+    /// The nick the owner approved; `None`: the extension may not speak.
+    pub nick: Option<String>,
+    /// Messages it may still say in this call (what is left of its per-minute cap).
+    pub say_allowance: usize,
+    pub said: Vec<String>,
+    /// The first rule the extension broke: the call counts as a fault whatever it returns.
+    pub broke: Option<String>,
+    pub now_ms: u64,
+    /// `extension@room`, for log lines.
+    pub tag: String,
+}
+
+/// The data of one extension instance's store.
+pub struct ExtensionContext {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub memory: MemoryCap,
+    /// Set for the duration of a hook call.
+    pub call: Option<HookCall>,
+}
+
+impl ExtensionContext {
+    pub fn new(memory_cap: usize) -> ExtensionContext {
+        ExtensionContext {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap::new(memory_cap),
+            call: None,
+        }
+    }
+
+    fn call(&mut self) -> wasmtime::Result<&mut HookCall> {
+        self.call
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("an import used outside a hook call"))
+    }
+}
+
+impl WasiView for ExtensionContext {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// An instance, ready for hook calls.
+pub struct Instance {
+    pub store: Store<ExtensionContext>,
+    pub bindings: RoomExtension,
+}
+
+impl muc::extension::types::Host for ExtensionContext {}
+
+impl muc::extension::room::Host for ExtensionContext {
+    fn info(&mut self) -> wasmtime::Result<RoomInfo> {
+        Ok(self.call()?.room.clone())
+    }
+
+    fn setting(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.call()?.settings.get(&name).cloned().unwrap_or_default())
+    }
+
+    fn say(&mut self, body: String) -> wasmtime::Result<Result<(), String>> {
+        let call = self.call()?;
+        let refusal = if call.nick.is_none() {
+            Some("it has no approved nick to speak under".to_string())
+        } else if body.len() > MAX_SAID_BYTES {
+            Some(format!("a message of {} bytes, over {MAX_SAID_BYTES}", body.len()))
+        } else if call.say_allowance == 0 {
+            Some("it sent more messages than its cap per minute".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            call.broke.get_or_insert_with(|| why.clone());
+            return Ok(Err(why));
+        }
+        call.say_allowance -= 1;
+        call.said.push(body);
+        Ok(Ok(()))
+    }
+}
+
+impl muc::extension::store::Host for ExtensionContext {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let call = self.call()?;
+        let storage = call.storage.lock().expect("storage lock");
+        Ok(call
+            .txn
+            .get(&storage, Tier::Extensions, &format!("{}{key}", call.prefix)))
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let call = self.call()?;
+        let full_key = format!("{}{key}", call.prefix);
+        let storage = call.storage.clone();
+        let storage = storage.lock().expect("storage lock");
+        let used = *call.used_bytes.get_or_insert_with(|| {
+            call.txn
+                .scan(&storage, Tier::Extensions, &call.prefix, None, usize::MAX)
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum()
+        });
+        let replaced = call
+            .txn
+            .get(&storage, Tier::Extensions, &full_key)
+            .map_or(0, |old| full_key.len() + old.len());
+        let after = used - replaced + full_key.len() + value.len();
+        if after > call.quota_bytes {
+            let why = format!("its storage quota of {} bytes is full", call.quota_bytes);
+            call.broke.get_or_insert_with(|| why.clone());
+            return Ok(Err(why));
+        }
+        if let Err(error) = call.txn.put(Tier::Extensions, full_key, value) {
+            let why = format!("{error:?}");
+            call.broke.get_or_insert_with(|| why.clone());
+            return Ok(Err(why));
+        }
+        call.used_bytes = Some(after);
+        Ok(Ok(()))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        let call = self.call()?;
+        let full_key = format!("{}{key}", call.prefix);
+        let storage = call.storage.clone();
+        let storage = storage.lock().expect("storage lock");
+        if let (Some(used), Some(old)) = (
+            call.used_bytes,
+            call.txn.get(&storage, Tier::Extensions, &full_key),
+        ) {
+            call.used_bytes = Some(used - full_key.len() - old.len());
+        }
+        call.txn.delete(Tier::Extensions, full_key);
+        Ok(())
+    }
+
+    fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        let call = self.call()?;
+        let storage = call.storage.lock().expect("storage lock");
+        let full_prefix = format!("{}{prefix}", call.prefix);
+        Ok(call
+            .txn
+            .scan(&storage, Tier::Extensions, &full_prefix, None, 1000)
+            .into_iter()
+            .map(|(key, _)| key[call.prefix.len()..].to_string())
+            .collect())
+    }
+}
+
+impl muc::extension::clock::Host for ExtensionContext {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.call()?.now_ms)
+    }
+}
+
+impl muc::extension::logging::Host for ExtensionContext {
+    fn log(
+        &mut self,
+        level: muc::extension::logging::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        use muc::extension::logging::Level;
+        let extension = self.call()?.tag.as_str();
+        match level {
+            Level::Debug => tracing::debug!(extension, "{message}"),
+            Level::Info => tracing::info!(extension, "{message}"),
+            Level::Warn => tracing::warn!(extension, "{message}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! Room extensions: the host's sandboxed, per-room components (`muc:plugin/extensions`). This
+//! module is where the MUC logic calls them: it describes the room, asks for a verdict on a
+//! message or a join, tells them of arrivals, departures and ticks, and broadcasts what they say
+//! (from `room/nick`, kept in the history like any groupchat message). The host decides which
+//! extensions run and contains their faults; the logic only obeys verdicts.
+
+use std::collections::BTreeMap;
+
+use minidom::rxml::{xml_ncname, Namespace};
+use minidom::Element;
+use xmpp_parsers::muc::user::Affiliation;
+use xmpp_parsers::ns;
+
+use crate::affiliation::AffiliationRecord;
+use crate::announce;
+use crate::features::{history, naming, stable_id, whois};
+use crate::host::{
+    Fault, HookEvent, Host, OccupantView, RoomView, Said, Tier, TickRequest, Verdict,
+};
+use crate::keys;
+use crate::occupant::Occupant;
+use crate::room::Room;
+
+const TICK_PREFIX: &str = "extension-tick/";
+
+/// The room a tick timer is for.
+pub fn tick_room(key: &str) -> Option<&str> {
+    key.strip_prefix(TICK_PREFIX)
+}
+
+/// The room as extensions see it, with every occupant's affiliation read in one scan.
+pub fn view(host: &mut dyn Host, room: &Room, occupants: &[Occupant]) -> Result<RoomView, Fault> {
+    let prefix = keys::affiliations(&room.jid);
+    let mut affiliations = BTreeMap::new();
+    for (key, bytes) in host.scan(Tier::Durable, &prefix, None, u32::MAX) {
+        let record: AffiliationRecord = serde_json::from_slice(&bytes)?;
+        affiliations.insert(key[prefix.len()..].to_string(), record.affiliation());
+    }
+    let owners = affiliations
+        .iter()
+        .filter(|(_, affiliation)| **affiliation == Affiliation::Owner)
+        .map(|(jid, _)| jid.clone())
+        .collect();
+    let occupants = occupants
+        .iter()
+        .map(|o| {
+            let affiliation = affiliations.get(&o.bare_jid).cloned();
+            occupant_view(o, affiliation.unwrap_or(Affiliation::None))
+        })
+        .collect();
+    Ok(RoomView {
+        jid: room.jid.clone(),
+        name: naming::display_name(room),
+        subject: room.subject.as_ref().map(|s| s.text.clone()),
+        non_anonymous: whois::is_non_anonymous(&room.config),
+        owners,
+        occupants,
+    })
+}
+
+pub fn occupant_view(occupant: &Occupant, affiliation: Affiliation) -> OccupantView {
+    OccupantView {
+        nick: occupant.nick.clone(),
+        role: occupant.role(),
+        affiliation,
+        bare_jid: occupant.bare_jid.clone(),
+    }
+}
+
+/// Runs a groupchat message with a body through the room's extensions: `Err` holds a refusal's
+/// text; otherwise the body may have been rewritten in `message`, and what the extensions say
+/// is returned, to broadcast after it.
+pub fn filter_message(
+    host: &mut dyn Host,
+    room: &Room,
+    occupants: &[Occupant],
+    sender: &Occupant,
+    message: &mut Element,
+) -> Result<Result<Vec<Said>, String>, Fault> {
+    let Some(body) = message.get_child("body", ns::JABBER_CLIENT).map(Element::text) else {
+        return Ok(Ok(Vec::new()));
+    };
+    if !host.extensions_active(&room.jid) {
+        return Ok(Ok(Vec::new()));
+    }
+    let view = view(host, room, occupants)?;
+    let sender = view
+        .occupants
+        .iter()
+        .find(|o| o.nick == sender.nick)
+        .cloned()
+        .unwrap_or_else(|| occupant_view(sender, Affiliation::None));
+    let outcome = host.extension_hook(&view, HookEvent::Message { sender, body });
+    schedule(host, &room.jid, outcome.next_tick);
+    match outcome.verdict {
+        Verdict::Refuse(why) => return Ok(Err(why)),
+        Verdict::Rewrite(body) => {
+            if let Some(old) = message.get_child_mut("body", ns::JABBER_CLIENT) {
+                *old = Element::builder("body", ns::JABBER_CLIENT).append(body).build();
+            }
+        }
+        Verdict::Pass => {}
+    }
+    Ok(Ok(outcome.said))
+}
+
+/// Asks the room's extensions whether `joiner` may enter: `Some(reason)` refuses.
+pub fn check_join(
+    host: &mut dyn Host,
+    room: &Room,
+    occupants: &[Occupant],
+    joiner: OccupantView,
+) -> Result<Option<String>, Fault> {
+    if !host.extensions_active(&room.jid) {
+        return Ok(None);
+    }
+    let view = view(host, room, occupants)?;
+    let outcome = host.extension_hook(&view, HookEvent::Join(joiner));
+    schedule(host, &room.jid, outcome.next_tick);
+    say(host, room, occupants, outcome.said)?;
+    Ok(match outcome.verdict {
+        Verdict::Refuse(why) => Some(why),
+        _ => None,
+    })
+}
+
+/// Tells the room's extensions of an arrival, a departure or a tick, and broadcasts what they
+/// say. `occupants` is the room after the event.
+pub fn notify(
+    host: &mut dyn Host,
+    room: &Room,
+    occupants: &[Occupant],
+    event: HookEvent,
+) -> Result<(), Fault> {
+    if !host.extensions_active(&room.jid) {
+        return Ok(());
+    }
+    let view = view(host, room, occupants)?;
+    let outcome = host.extension_hook(&view, event);
+    schedule(host, &room.jid, outcome.next_tick);
+    say(host, room, occupants, outcome.said)
+}
+
+/// A tick timer came due: the room's extensions get their tick.
+pub fn on_tick(host: &mut dyn Host, room_jid: &str) -> Result<(), Fault> {
+    let Some(room) = Room::load(host, room_jid)? else {
+        return Ok(());
+    };
+    let occupants = Occupant::all(host, room_jid)?;
+    notify(host, &room, &occupants, HookEvent::Tick)
+}
+
+/// The owners' form submission, for the extensions' fields: whether anything changed, or why a
+/// value is refused.
+pub fn configure(
+    host: &mut dyn Host,
+    room: &Room,
+    submitted: &[(String, Vec<String>)],
+) -> Result<Result<bool, String>, Fault> {
+    let occupants = Occupant::all(host, &room.jid)?;
+    let view = view(host, room, &occupants)?;
+    Ok(match host.configure_extensions(&view, submitted) {
+        Ok(configured) => {
+            schedule(host, &room.jid, configured.next_tick);
+            Ok(configured.changed)
+        }
+        Err(why) => Err(why),
+    })
+}
+
+/// Broadcasts what extensions said, each from `room/nick`, with a stanza-id, into the history.
+pub fn say(
+    host: &mut dyn Host,
+    room: &Room,
+    occupants: &[Occupant],
+    said: Vec<Said>,
+) -> Result<(), Fault> {
+    if said.is_empty() {
+        return Ok(());
+    }
+    let everyone = announce::sessions(&occupants.iter().collect::<Vec<_>>());
+    for Said { nick, body } in said {
+        let mut message = Element::builder("message", ns::JABBER_CLIENT)
+            .attr(xml_ncname!("type").into(), "groupchat")
+            .append(Element::builder("body", ns::JABBER_CLIENT).append(body).build())
+            .build();
+        message.set_attr(
+            Namespace::NONE,
+            xml_ncname!("from").into(),
+            format!("{}/{nick}", room.jid),
+        );
+        let stanza_id = host.unique_id();
+        stable_id::stamp(&mut message, &room.jid, &stanza_id);
+        history::record(host, room, &message)?;
+        if !everyone.is_empty() {
+            host.broadcast(message, &everyone)?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the room's tick timer where the host asked for it.
+fn schedule(host: &mut dyn Host, room_jid: &str, next_tick: TickRequest) {
+    let key = format!("{TICK_PREFIX}{room_jid}");
+    match next_tick {
+        TickRequest::Keep => {}
+        TickRequest::At(at) => host.set_timer(&key, at),
+        TickRequest::Stop => host.cancel_timer(&key),
+    }
+}
