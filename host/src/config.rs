@@ -3,8 +3,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use serde::Deserialize;
+
+use crate::extensions::ExtensionLimits;
 
 /// The flags of `muc-host serve`; each may also be set in the `--config` file under the same
 /// name (with `_` for `-`).
@@ -58,6 +62,24 @@ pub struct ServeArgs {
     /// Swap the plugin in whenever its file changes (as `ctl swap` would).
     #[arg(long)]
     pub watch_plugin: bool,
+    /// Install every room extension (*.wasm) in this directory at start, allowed in every room.
+    #[arg(long)]
+    pub extension_dir: Option<PathBuf>,
+    /// Faults after which a room extension is switched off in a room (default 3).
+    #[arg(long)]
+    pub extension_faults: Option<u32>,
+    /// CPU time a room extension may use per hook call, in ms (default 50).
+    #[arg(long)]
+    pub extension_call_ms: Option<u64>,
+    /// Memory of one room extension instance, in MiB (default 16).
+    #[arg(long)]
+    pub extension_memory_mib: Option<usize>,
+    /// Storage of one room extension in one room, in KiB (default 256).
+    #[arg(long)]
+    pub extension_storage_kib: Option<usize>,
+    /// Messages a room extension may say in one room per minute (default 20).
+    #[arg(long)]
+    pub extension_messages_per_minute: Option<usize>,
 }
 
 /// The file form of [`ServeArgs`].
@@ -84,6 +106,12 @@ struct ConfigFile {
     link_queue: Option<usize>,
     #[serde(default)]
     watch_plugin: bool,
+    extension_dir: Option<PathBuf>,
+    extension_faults: Option<u32>,
+    extension_call_ms: Option<u64>,
+    extension_memory_mib: Option<usize>,
+    extension_storage_kib: Option<usize>,
+    extension_messages_per_minute: Option<usize>,
 }
 
 /// How the service reaches its users.
@@ -110,6 +138,8 @@ pub struct ServeConfig {
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
     pub watch_plugin: bool,
+    pub extension_dir: Option<PathBuf>,
+    pub extension_limits: ExtensionLimits,
 }
 
 impl ServeConfig {
@@ -150,6 +180,30 @@ impl ServeConfig {
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
+        let defaults = ExtensionLimits::default();
+        let extension_limits = ExtensionLimits {
+            call_budget: args
+                .extension_call_ms
+                .or(file.extension_call_ms)
+                .map_or(defaults.call_budget, Duration::from_millis),
+            memory_bytes: args
+                .extension_memory_mib
+                .or(file.extension_memory_mib)
+                .map_or(defaults.memory_bytes, |mib| mib << 20),
+            quota_bytes: args
+                .extension_storage_kib
+                .or(file.extension_storage_kib)
+                .map_or(defaults.quota_bytes, |kib| kib << 10),
+            messages_per_minute: args
+                .extension_messages_per_minute
+                .or(file.extension_messages_per_minute)
+                .unwrap_or(defaults.messages_per_minute),
+            faults_before_off: args
+                .extension_faults
+                .or(file.extension_faults)
+                .unwrap_or(defaults.faults_before_off)
+                .max(1),
+        };
         let mut admins = file.admins;
         admins.extend(args.admins);
         Ok(ServeConfig {
@@ -169,6 +223,8 @@ impl ServeConfig {
                 .unwrap_or(256 * 1024),
             link_queue: args.link_queue.or(file.link_queue).unwrap_or(10_000),
             watch_plugin: args.watch_plugin || file.watch_plugin,
+            extension_dir: args.extension_dir.or(file.extension_dir),
+            extension_limits,
         })
     }
 }

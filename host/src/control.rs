@@ -19,15 +19,28 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::core::CoreEvent;
+use crate::extensions::{Change, Entry, SharedExtensions};
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::runtime::{CompiledPlugin, PluginEngine, Preparer, Status};
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
-    Swap { path: PathBuf },
+    Swap {
+        path: PathBuf,
+    },
     Rollback,
     Status,
+    /// Install (or replace) a room extension; `rooms`: where owners may switch it on (all when
+    /// absent).
+    ExtAdd {
+        path: PathBuf,
+        rooms: Option<Vec<String>>,
+    },
+    ExtRemove {
+        name: String,
+    },
+    ExtList,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -49,6 +62,7 @@ pub struct Control {
     pub metrics: Arc<Metrics>,
     /// Held for the whole of a swap or rollback.
     pub swapping: Mutex<()>,
+    pub extensions: SharedExtensions,
 }
 
 /// Binds the socket (replacing a stale one) with owner-only permissions.
@@ -117,7 +131,7 @@ impl Control {
     }
 
     pub async fn handle(&self, request: Request) -> Answer {
-        let swapping = !matches!(request, Request::Status);
+        let swapping = matches!(request, Request::Swap { .. } | Request::Rollback);
         let answer = self.answer_to(request).await;
         if swapping {
             let outcome = if answer.ok {
@@ -163,6 +177,32 @@ impl Control {
                     Err(error) => refused(format!("compiling: {error}")),
                 }
             }
+            Request::ExtAdd { path, rooms } => {
+                let compiler = self.extensions.lock().expect("extensions lock").compiler().clone();
+                // Compiled off the core thread, like a plugin swap; only the switch is on it.
+                let compiled = tokio::task::spawn_blocking(move || {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    compiler.compile(&bytes)
+                })
+                .await;
+                match compiled {
+                    Ok(Ok(compiled)) => {
+                        self.change_extensions(Change::Install {
+                            compiled: Box::new(compiled),
+                            rooms,
+                        })
+                        .await
+                    }
+                    Ok(Err(error)) => refused(format!("not installed: {error:#}")),
+                    Err(error) => refused(format!("compiling: {error}")),
+                }
+            }
+            Request::ExtRemove { name } => self.change_extensions(Change::Remove(name)).await,
+            Request::ExtList => Answer {
+                ok: true,
+                message: describe_catalog(&self.extensions.lock().expect("extensions lock").list()),
+            },
             Request::Rollback => {
                 let Ok(_swapping) = self.swapping.try_lock() else {
                     return refused("a swap is already in progress: try again when it has ended");
@@ -225,6 +265,22 @@ impl Control {
                     }
                 ),
             },
+            Ok(Err(error)) => refused(error),
+            Err(_) => refused("the service is stopping"),
+        }
+    }
+
+    async fn change_extensions(&self, change: Change) -> Answer {
+        let (reply, outcome) = oneshot::channel();
+        let event = CoreEvent::Extensions {
+            change: Box::new(change),
+            reply,
+        };
+        if self.core.send_async(event).await.is_err() {
+            return refused("the service is stopping");
+        }
+        match outcome.await {
+            Ok(Ok(message)) => Answer { ok: true, message },
             Ok(Err(error)) => refused(error),
             Err(_) => refused("the service is stopping"),
         }
@@ -296,6 +352,30 @@ fn refused(message: impl Into<String>) -> Answer {
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
+}
+
+/// `ext list`: one line per installed extension.
+pub fn describe_catalog(entries: &[Entry]) -> String {
+    if entries.is_empty() {
+        return "no room extensions installed".into();
+    }
+    entries
+        .iter()
+        .map(|entry| {
+            let rooms = match &entry.rooms {
+                None => "every room".to_string(),
+                Some(rooms) => rooms.join(", "),
+            };
+            format!(
+                "{} {} ({}): {} [allowed in {rooms}]",
+                entry.name,
+                entry.version,
+                short(&entry.hash),
+                entry.description
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn describe_status(status: &Status) -> String {

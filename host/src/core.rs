@@ -13,6 +13,7 @@ use jid::FullJid;
 use minidom::Element;
 
 use crate::clock::{Clock, SystemClock};
+use crate::extensions::Change;
 use crate::metrics::Metrics;
 use crate::router::SessionSink;
 use crate::runtime::{CompiledPlugin, Prepared, Status, SwapReport};
@@ -52,6 +53,12 @@ pub enum CoreEvent {
     Swap {
         prepared: Box<Prepared>,
         reply: Reply<Result<SwapReport, String>>,
+    },
+    /// An operator's change to the room extensions' catalog; the answer goes back once its
+    /// writes are durable.
+    Extensions {
+        change: Box<Change>,
+        reply: Reply<Result<String, String>>,
     },
     /// What `ctl status` shows.
     Status { reply: Reply<Status> },
@@ -133,6 +140,12 @@ fn handle(
         CoreEvent::FromHost(stanza) => service.send_from_host(stanza),
         CoreEvent::Swap { prepared, reply } => {
             let outcome = swap(service, *prepared, metrics);
+            answers.push(Box::new(move || {
+                let _ = reply.send(outcome);
+            }));
+        }
+        CoreEvent::Extensions { change, reply } => {
+            let outcome = service.change_extensions(*change);
             answers.push(Box::new(move || {
                 let _ = reply.send(outcome);
             }));

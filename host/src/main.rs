@@ -40,6 +40,12 @@ enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+    /// Manage the catalog of room extensions (through the running service when there is one, so
+    /// a new version takes over without a restart; directly on --data otherwise).
+    Ext {
+        #[command(subcommand)]
+        command: ExtCommand,
+    },
     /// Manage the accounts of the bundled client listener.
     User {
         #[command(subcommand)]
@@ -87,6 +93,22 @@ enum CtlCommand {
     Rollback,
     /// The current plugin: name, versions, hash, loaded since, stanzas handled, faults.
     Status,
+}
+
+#[derive(Subcommand)]
+enum ExtCommand {
+    /// Install a room extension component, or replace the installed version of the same name
+    /// (rooms that use it keep their settings and storage).
+    Add {
+        path: PathBuf,
+        /// A room (bare JID) whose owners may switch it on (repeatable); default: every room.
+        #[arg(long = "room")]
+        rooms: Vec<String>,
+    },
+    /// The installed extensions.
+    List,
+    /// Uninstall an extension: it is switched off in every room, and their owners are told.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +171,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 CtlCommand::Status => Request::Status,
             };
             let answer = control::request(&data, &request)?;
+            if answer.ok {
+                println!("{}", answer.message);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("muc-host: {}", answer.message);
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Ext { command } => {
+            let request = match command {
+                ExtCommand::Add { path, rooms } => Request::ExtAdd {
+                    path: std::fs::canonicalize(&path)
+                        .with_context(|| format!("{}", path.display()))?,
+                    rooms: (!rooms.is_empty()).then_some(rooms),
+                },
+                ExtCommand::List => Request::ExtList,
+                ExtCommand::Remove { name } => Request::ExtRemove { name },
+            };
+            let answer = match control::request(&data, &request) {
+                Ok(answer) => answer,
+                // No service on this data directory: change the store directly.
+                Err(_) => serve::change_extensions_offline(&data, request)?,
+            };
             if answer.ok {
                 println!("{}", answer.message);
                 Ok(ExitCode::SUCCESS)
@@ -256,7 +301,7 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
             println!("sha256:   {}", info.hash);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve(_) | Command::User { .. } | Command::Ctl { .. } => {
+        Command::Serve(_) | Command::User { .. } | Command::Ctl { .. } | Command::Ext { .. } => {
             unreachable!("handled by run")
         }
     }

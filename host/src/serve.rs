@@ -3,7 +3,7 @@
 //! SIGTERM or Ctrl-C.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,21 +12,112 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::auth::Accounts;
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Mode, ServeConfig};
-use crate::control::{self, Control};
+use crate::control::{self, Answer, Control, Request};
 use crate::core::{self, CoreEvent};
+use crate::extensions::{Call, Change, ExtensionCompiler, Extensions, SharedExtensions};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
 use crate::runtime::{CompiledPlugin, PluginEngine, PluginRuntime, Settings};
 use crate::service::Service;
-use crate::storage::Storage;
+use crate::storage::{Storage, Transaction};
 use crate::xmpp::c2s::{self, C2s};
 use crate::xmpp::component::{self, Link, LinkSink};
 use crate::xmpp::tls;
 
 /// How long stopping waits for sessions to write their last stanzas.
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// The catalog's extensions, compiled, and those of `--extension-dir` installed (or replaced, when
+/// the file changed) before anything is served.
+fn load_extensions(
+    config: &ServeConfig,
+    engine: &PluginEngine,
+    storage: &mut Storage,
+) -> Result<SharedExtensions> {
+    let compiler = ExtensionCompiler::new(
+        engine.engine(),
+        Some(config.data.join("cache")),
+        config.extension_limits,
+    )?;
+    let mut extensions = Extensions::new(compiler.clone());
+    extensions.load(storage);
+    if let Some(dir) = &config.extension_dir {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the extension directory {}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+            .collect();
+        files.sort();
+        let mut txn = Transaction::default();
+        for file in files {
+            let bytes = std::fs::read(&file)?;
+            let compiled = compiler
+                .compile(&bytes)
+                .with_context(|| format!("room extension {}", file.display()))?;
+            let installed = extensions.list().into_iter().find(|e| e.name == compiled.entry.name);
+            if installed.is_some_and(|entry| entry.hash == compiled.entry.hash) {
+                continue;
+            }
+            extensions.install(compiled, &mut txn)?;
+            tracing::info!(file = %file.display(), "room extension installed from the extension directory");
+        }
+        storage.apply(txn.writes)?;
+        storage.sync()?;
+    }
+    for entry in extensions.list() {
+        tracing::info!(extension = entry.name, version = entry.version, "room extension available");
+    }
+    Ok(extensions.shared())
+}
+
+/// `muc-host ext ...` with no service running on `data`: the same change, made on the store
+/// directly. The owners of rooms that lose an extension cannot be told (nobody is connected).
+pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer> {
+    let _lock = lock_data(data)?;
+    let storage = Arc::new(Mutex::new(Storage::open(data)?));
+    if matches!(request, Request::ExtList) {
+        let catalog = Extensions::catalog(&storage.lock().expect("storage lock"));
+        return Ok(Answer {
+            ok: true,
+            message: control::describe_catalog(&catalog),
+        });
+    }
+    let engine = PluginEngine::new(Some(data.join("cache")))?;
+    let compiler =
+        ExtensionCompiler::new(engine.engine(), Some(data.join("cache")), Default::default())?;
+    let mut extensions = Extensions::new(compiler.clone());
+    extensions.load(&storage.lock().expect("storage lock"));
+    let change = match request {
+        Request::ExtAdd { path, rooms } => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Change::Install {
+                compiled: Box::new(compiler.compile(&bytes).context("not installed")?),
+                rooms,
+            }
+        }
+        Request::ExtRemove { name } => Change::Remove(name),
+        _ => anyhow::bail!("not an extension request"),
+    };
+    let mut txn = Transaction::default();
+    let mut call = Call {
+        storage: &storage,
+        txn: &mut txn,
+        now_ms: SystemClock.now_ms(),
+    };
+    Ok(match extensions.change(change, &mut call) {
+        Ok(message) => {
+            storage.lock().expect("storage lock").apply(txn.writes)?;
+            Answer { ok: true, message }
+        }
+        Err(error) => Answer {
+            ok: false,
+            message: format!("{error:#}"),
+        },
+    })
+}
 
 /// The SQLite file under the data directory: the plugin's store and the accounts.
 pub fn database_file(data: &std::path::Path) -> PathBuf {
@@ -46,10 +137,12 @@ pub fn serve(
     let _lock = lock_data(&config.data)?;
     let mut storage = Storage::open(&config.data)?;
     storage.enable_group_commit();
+    let extensions = load_extensions(&config, &engine, &mut storage)?;
     let storage = Arc::new(Mutex::new(storage));
     let settings = Settings {
         service: config.muc_domain.clone(),
         admins: config.admins.clone(),
+        extensions: Some(extensions.clone()),
         ..Settings::default()
     };
     let runtime = PluginRuntime::start(plugin, storage.clone(), settings, Arc::new(SystemClock))?;
@@ -68,6 +161,7 @@ pub fn serve(
             core: core_events.clone(),
             metrics: metrics.clone(),
             swapping: tokio::sync::Mutex::new(()),
+            extensions,
         });
         tokio::spawn(control::serve(
             control::bind(&config.data)?,

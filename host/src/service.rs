@@ -15,6 +15,8 @@ use minidom::Element;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::adhoc;
+use crate::extensions::{Call, Change};
+use crate::storage::Transaction;
 use crate::metrics::Metrics;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
@@ -246,6 +248,35 @@ impl Service<PluginRuntime> {
         let (report, outbound) = self.muc.swap(prepared)?;
         self.deliver_all(outbound);
         Ok(report)
+    }
+
+    /// Installs or removes a room extension between two stanzas: the catalog's writes commit
+    /// with the next flush, and the owners' notices leave after them.
+    pub fn change_extensions(&mut self, change: Change) -> Result<String, String> {
+        let extensions = self
+            .muc
+            .extensions()
+            .ok_or("this service runs no room extensions")?
+            .clone();
+        let storage = self.muc.storage().clone();
+        let mut txn = Transaction::default();
+        let mut call = Call {
+            storage: &storage,
+            txn: &mut txn,
+            now_ms: self.muc.now_ms(),
+        };
+        let message = extensions
+            .lock()
+            .expect("extensions lock")
+            .change(change, &mut call)
+            .map_err(|error| format!("{error:#}"))?;
+        storage
+            .lock()
+            .expect("storage lock")
+            .apply(txn.writes)
+            .map_err(|error| format!("storing the catalog: {error:#}"))?;
+        self.deliver_all(txn.outbound);
+        Ok(message)
     }
 }
 

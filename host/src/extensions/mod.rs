@@ -77,6 +77,16 @@ pub struct Extensions {
     tick_asked: HashMap<String, Option<u64>>,
 }
 
+/// An operator's change to the catalog (`muc-host ext add/remove`).
+pub enum Change {
+    /// Install, or replace the installed version; `rooms` limits where owners may switch it on.
+    Install {
+        compiled: Box<Compiled>,
+        rooms: Option<Vec<String>>,
+    },
+    Remove(String),
+}
+
 /// A hook call that went wrong, as the owners are told.
 struct Fault(String);
 
@@ -128,6 +138,14 @@ impl Extensions {
         }
     }
 
+    /// The catalog as stored, without compiling anything.
+    pub fn catalog(storage: &Storage) -> Vec<Entry> {
+        storage
+            .range(Tier::Extensions, "catalog/", None)
+            .filter_map(|(_, value)| serde_json::from_slice(value).ok())
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<Entry> {
         self.installed.values().map(|c| c.entry.clone()).collect()
     }
@@ -152,6 +170,37 @@ impl Extensions {
         self.instances.retain(|(extension, _), _| *extension != name);
         self.installed.insert(name, compiled);
         Ok(())
+    }
+
+    /// Applies an operator's change inside `call` (the catalog's writes, the owners' notices);
+    /// returns what to tell the operator.
+    pub fn change(&mut self, change: Change, call: &mut Call) -> anyhow::Result<String> {
+        match change {
+            Change::Install {
+                mut compiled,
+                rooms,
+            } => {
+                compiled.entry.rooms = rooms;
+                let entry = compiled.entry.clone();
+                let replaced = self.installed.get(&entry.name).map(|c| c.entry.version.clone());
+                self.install(*compiled, call.txn)?;
+                let allowed = match &entry.rooms {
+                    None => "every room".to_string(),
+                    Some(rooms) => rooms.join(", "),
+                };
+                Ok(match replaced {
+                    Some(old) => format!(
+                        "replaced {} {old} by {}: rooms that use it keep their settings and storage (allowed in {allowed})",
+                        entry.name, entry.version
+                    ),
+                    None => format!("installed {} {} (allowed in {allowed})", entry.name, entry.version),
+                })
+            }
+            Change::Remove(name) => {
+                let rooms = self.remove(&name, call)?;
+                Ok(format!("removed {name}; it was switched off in {rooms} room(s), whose owners are told"))
+            }
+        }
     }
 
     /// Installs `compiled` switched on in every room, in memory only (the test host's store is

@@ -375,6 +375,16 @@ impl PluginRuntime {
         &self.storage
     }
 
+    /// The room extensions the plugin's hooks run, if the host has any.
+    pub fn extensions(&self) -> Option<&SharedExtensions> {
+        self.settings.extensions.as_ref()
+    }
+
+    /// The clock calls see.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Discards the current instance and makes a fresh one, as after a fault; the store, and so
     /// every room, is untouched.
     pub fn replace_instance(&mut self) -> Result<()> {
