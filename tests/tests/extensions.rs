@@ -1,0 +1,325 @@
+//! Room extensions in the service core: each hook's effect, the owner's switches, the catalog's
+//! changes, and above all containment: every escape the hostile extension tries ends as a fault
+//! in its own room, undone, reported to that room's owners, with the room (and every other room)
+//! still answering.
+
+use std::time::Duration;
+
+use minidom::Element;
+use muc_host::extensions::{Change, ExtensionCompiler, ExtensionLimits, Extensions};
+use muc_host::scansion::Harness;
+use muc_host::storage::Tier;
+use muc_host::testhost::TestHost;
+use muc_tests::{compile, component, engine};
+
+const ROOM: &str = "lab@conference.localhost";
+const CALM: &str = "calm@conference.localhost";
+
+fn stanza(xml: &str) -> Element {
+    xml.parse().unwrap()
+}
+
+fn drain(host: &mut TestHost, client: &str) -> Vec<String> {
+    std::iter::from_fn(|| host.next_stanza(client, Duration::ZERO))
+        .map(|stanza| String::from(&stanza))
+        .collect()
+}
+
+fn limits() -> ExtensionLimits {
+    ExtensionLimits {
+        faults_before_off: 100,
+        ..ExtensionLimits::default()
+    }
+}
+
+/// A test host with `extensions` installed (switched off until an owner switches them on).
+fn host_with(extensions: &[&str], limits: ExtensionLimits) -> TestHost {
+    let plugin = compile("muc_plugin");
+    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits).unwrap();
+    let shared = Extensions::new(compiler.clone()).shared();
+    let mut host = TestHost::with_shared_extensions(plugin, shared).unwrap();
+    for name in extensions {
+        install(&mut host, &compiler, name);
+    }
+    host
+}
+
+fn install(host: &mut TestHost, compiler: &ExtensionCompiler, name: &str) -> String {
+    let bytes = std::fs::read(component(name)).unwrap();
+    let compiled = compiler.compile(&bytes).unwrap();
+    let message = host
+        .service()
+        .change_extensions(Change::Install {
+            compiled: Box::new(compiled),
+            rooms: None,
+        })
+        .unwrap();
+    host.service().flush().unwrap();
+    message
+}
+
+fn submit(host: &mut TestHost, client: &str, room: &str, fields: &[(&str, &str)]) -> Vec<String> {
+    let fields: String = fields
+        .iter()
+        .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
+        .collect();
+    host.send(
+        client,
+        stanza(&format!(
+            "<iq xmlns='jabber:client' type='set' id='cfg' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>{fields}</x></query></iq>"
+        )),
+    )
+    .unwrap();
+    drain(host, client)
+}
+
+fn join(host: &mut TestHost, client: &str, room: &str, nick: &str) -> Vec<String> {
+    host.send(
+        client,
+        stanza(&format!(
+            "<presence xmlns='jabber:client' to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        )),
+    )
+    .unwrap();
+    drain(host, client)
+}
+
+fn say(host: &mut TestHost, client: &str, room: &str, body: &str) {
+    host.send(
+        client,
+        stanza(&format!(
+            "<message xmlns='jabber:client' type='groupchat' to='{room}' id='m'><body>{body}</body></message>"
+        )),
+    )
+    .unwrap();
+}
+
+/// `room` owned by "owner" (nick boss) with "guest" in it, configured with `fields`.
+fn room(host: &mut TestHost, room: &str, fields: &[(&str, &str)]) {
+    for (client, jid) in [("owner", "owner@localhost/a"), ("guest", "guest@localhost/b")] {
+        if host.connect(client, jid, "").is_err() {
+            unreachable!()
+        }
+    }
+    join(host, "owner", room, "boss");
+    let answer = submit(host, "owner", room, fields);
+    assert!(answer[0].contains("type='result'"), "{answer:?}");
+    join(host, "guest", room, "guest");
+    drain(host, "owner");
+}
+
+/// Both rooms: `lab` with the hostile extension on, `calm` without it.
+fn hostile_host(limits: ExtensionLimits) -> TestHost {
+    let mut host = host_with(&["hostile_extension"], limits);
+    room(&mut host, ROOM, &[("extension#hostile", "1")]);
+    host.connect("calm-owner", "calm@localhost/c", "").unwrap();
+    join(&mut host, "calm-owner", CALM, "calm");
+    submit(&mut host, "calm-owner", CALM, &[]);
+    host
+}
+
+fn notices(received: &[String]) -> Vec<&String> {
+    received
+        .iter()
+        .filter(|s| s.contains("type='normal'") && s.contains("room extension"))
+        .collect()
+}
+
+#[test]
+fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
+    let mut host = hostile_host(limits());
+    let escapes = [
+        ("loop", "time budget of 50 ms"),
+        ("memory", "memory cap of 16 MiB"),
+        ("storage", "storage quota of 262144 bytes"),
+        ("flood", "more messages than its cap per minute"),
+        ("panic", "it crashed"),
+    ];
+    for (command, reason) in escapes {
+        say(&mut host, "guest", ROOM, &format!("!hostile {command}"));
+        let guest = drain(&mut host, "guest");
+        assert_eq!(guest.len(), 1, "{command}: only the command itself, echoed: {guest:?}");
+        assert!(guest[0].contains(&format!("!hostile {command}")));
+        let owner = drain(&mut host, "owner");
+        let told = notices(&owner);
+        assert_eq!(told.len(), 1, "{command}: the owner is told once: {owner:?}");
+        assert!(told[0].contains("'hostile'") && told[0].contains(reason), "{command}: {}", told[0]);
+        assert!(told[0].contains("to='owner@localhost'"), "{}", told[0]);
+        assert!(!owner.iter().any(|s| s.contains("flood 0")), "the flood's messages are undone");
+        // The room still answers, and so does the room next door.
+        say(&mut host, "guest", ROOM, "still here");
+        assert!(drain(&mut host, "guest")[0].contains("still here"));
+        say(&mut host, "calm-owner", CALM, "calm as ever");
+        let calm = drain(&mut host, "calm-owner");
+        assert_eq!(calm.len(), 1, "{calm:?}");
+        assert!(calm[0].contains("calm as ever"));
+        drain(&mut host, "owner");
+    }
+    let storage = host.service().muc.storage().clone();
+    let stored = storage
+        .lock()
+        .unwrap()
+        .range(Tier::Extensions, "store/hostile/", None)
+        .count();
+    assert_eq!(stored, 0, "the storage flood was undone with its fault");
+}
+
+#[test]
+fn the_sandbox_has_no_files_network_or_environment_and_says_only_text_in_its_room() {
+    let mut host = hostile_host(limits());
+    say(&mut host, "guest", ROOM, "!hostile escape");
+    let guest = drain(&mut host, "guest");
+    assert!(
+        guest[1].contains("escape: fs=denied dir=denied net=denied env=0"),
+        "{guest:?}"
+    );
+    say(&mut host, "guest", ROOM, "!hostile inject");
+    let guest = drain(&mut host, "guest");
+    let said: Element = guest[1].parse().unwrap();
+    assert_eq!(said.attr("from"), Some("lab@conference.localhost/hostile"));
+    let body = said.get_child("body", "jabber:client").unwrap().text();
+    assert!(body.starts_with("</body></message><message"), "kept as text: {body}");
+    assert_eq!(said.children().filter(|c| c.name() == "message").count(), 0);
+    assert!(drain(&mut host, "calm-owner").is_empty(), "nothing reached the other room");
+}
+
+#[test]
+fn nobody_speaks_as_an_occupant_and_nobody_takes_an_extension_s_nick() {
+    let mut host = hostile_host(limits());
+    let answer = submit(&mut host, "owner", ROOM, &[("extension#hostile#nick", "guest")]);
+    assert!(
+        answer[0].contains("not-acceptable") && answer[0].contains("belongs to an occupant"),
+        "{answer:?}"
+    );
+    host.connect("mallory", "mallory@localhost/m", "").unwrap();
+    let refused = join(&mut host, "mallory", ROOM, "hostile");
+    assert!(refused[0].contains("not-allowed") && refused[0].contains("extension hostile"), "{refused:?}");
+}
+
+#[test]
+fn after_the_configured_number_of_faults_the_extension_is_switched_off_in_that_room_only() {
+    let mut host = hostile_host(ExtensionLimits::default());
+    for fault in 1..=3 {
+        say(&mut host, "guest", ROOM, "!hostile panic");
+        let owner = drain(&mut host, "owner");
+        let told = notices(&owner);
+        assert!(told[0].contains(&format!("fault {fault} of 3")), "{}", told[0]);
+        assert_eq!(told[0].contains("switched off"), fault == 3, "{}", told[0]);
+    }
+    say(&mut host, "guest", ROOM, "!hostile panic");
+    assert!(notices(&drain(&mut host, "owner")).is_empty(), "off: no more hooks, no more faults");
+    assert_eq!(drain(&mut host, "guest").len(), 3 + 1, "every message went through");
+    host.send(
+        "owner",
+        stanza("<iq xmlns='jabber:client' type='get' id='f' to='lab@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"),
+    )
+    .unwrap();
+    let form = drain(&mut host, "owner").join("");
+    assert!(form.contains("var='extension#hostile'><value>0</value>"), "{form}");
+    // An owner switches it on again: the count starts over.
+    submit(&mut host, "owner", ROOM, &[("extension#hostile", "1")]);
+    say(&mut host, "guest", ROOM, "!hostile panic");
+    let told = notices(&drain(&mut host, "owner")).iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(told[0].contains("fault 1 of 3"), "{told:?}");
+}
+
+#[test]
+fn a_failing_filter_lets_messages_through_unless_the_owner_chose_fail_closed() {
+    let mut host = hostile_host(limits());
+    for body in ["trap", "huge"] {
+        say(&mut host, "guest", ROOM, body);
+        let guest = drain(&mut host, "guest");
+        assert!(guest[0].contains(&format!("<body>{body}</body>")), "fail-open: {guest:?}");
+    }
+    submit(&mut host, "owner", ROOM, &[("extension#hostile#fail-closed", "1")]);
+    drain(&mut host, "guest");
+    say(&mut host, "guest", ROOM, "trap");
+    let guest = drain(&mut host, "guest");
+    assert_eq!(guest.len(), 1, "{guest:?}");
+    assert!(guest[0].contains("policy-violation") && guest[0].contains("extension hostile failed"), "{guest:?}");
+    // A join hook that never returns: fail-closed refuses, fail-open admits.
+    host.connect("slow", "slow@localhost/s", "").unwrap();
+    let refused = join(&mut host, "slow", ROOM, "slowpoke");
+    assert!(refused[0].contains("not-allowed"), "{refused:?}");
+    submit(&mut host, "owner", ROOM, &[("extension#hostile#fail-closed", "0")]);
+    let admitted = join(&mut host, "slow", ROOM, "slowpoke");
+    assert!(admitted.iter().any(|s| s.contains("code='110'")), "{admitted:?}");
+}
+
+#[test]
+fn ticks_come_at_the_extension_s_interval() {
+    let mut host = host_with(&["probe_extension"], limits());
+    room(&mut host, ROOM, &[("extension#probe", "1")]);
+    drain(&mut host, "guest");
+    host.clock().advance_ms(59_000);
+    host.run_due_timers().unwrap();
+    assert!(drain(&mut host, "guest").is_empty(), "not yet");
+    host.clock().advance_ms(2_000);
+    host.run_due_timers().unwrap();
+    let guest = drain(&mut host, "guest");
+    assert_eq!(guest.len(), 1, "{guest:?}");
+    assert!(guest[0].contains("from='lab@conference.localhost/probe'") && guest[0].contains("<body>tick</body>"));
+    host.clock().advance_ms(61_000);
+    host.run_due_timers().unwrap();
+    assert!(drain(&mut host, "guest")[0].contains("<body>tick</body>"), "and again");
+    // Switched off: no more ticks.
+    submit(&mut host, "owner", ROOM, &[("extension#probe", "0")]);
+    drain(&mut host, "guest");
+    host.clock().advance_ms(120_000);
+    host.run_due_timers().unwrap();
+    assert!(drain(&mut host, "guest").is_empty());
+}
+
+#[test]
+fn a_new_version_takes_over_with_the_room_s_settings_and_storage_and_removal_tells_owners() {
+    let plugin = compile("muc_plugin");
+    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let mut host =
+        TestHost::with_shared_extensions(plugin, Extensions::new(compiler.clone()).shared())
+            .unwrap();
+    install(&mut host, &compiler, "probe_extension");
+    room(&mut host, ROOM, &[("extension#probe", "1"), ("extension#probe#greeting", "hi")]);
+    say(&mut host, "guest", ROOM, "!probe count");
+    assert!(drain(&mut host, "guest")[1].contains("count 1"));
+
+    let message = install(&mut host, &compiler, "probe_extension_v2");
+    assert!(message.contains("replaced probe 1.0.0 by 2.0.0"), "{message}");
+    say(&mut host, "guest", ROOM, "!probe count");
+    assert!(drain(&mut host, "guest")[1].contains("count 2"), "its storage carried over");
+    host.clock().advance_ms(61_000);
+    host.run_due_timers().unwrap();
+    assert!(drain(&mut host, "guest")[0].contains("tick v2"), "the new version answers");
+    host.connect("late", "late@localhost/l", "").unwrap();
+    let late = join(&mut host, "late", ROOM, "late");
+    assert!(late.iter().any(|s| s.contains("hi late")), "its settings carried over: {late:?}");
+    drain(&mut host, "guest");
+
+    let removed = host
+        .service()
+        .change_extensions(Change::Remove("probe".into()))
+        .unwrap();
+    assert!(removed.contains("switched off in 1 room"), "{removed}");
+    host.service().flush().unwrap();
+    let owner = drain(&mut host, "owner");
+    assert!(owner.iter().any(|s| s.contains("uninstalled")), "{owner:?}");
+    say(&mut host, "guest", ROOM, "!probe count");
+    let guest = drain(&mut host, "guest");
+    assert_eq!(guest.len(), 1, "no extension answers any more: {guest:?}");
+}
+
+#[test]
+fn the_owner_s_choices_survive_a_hot_swap_of_the_muc_plugin() {
+    let mut host = host_with(&["probe_extension"], limits());
+    room(&mut host, ROOM, &[("extension#probe", "1")]);
+    drain(&mut host, "guest");
+    let prepared = host
+        .service()
+        .muc
+        .preparer()
+        .prepare(engine().compile(&component("muc_plugin_swap_test")).unwrap())
+        .unwrap();
+    host.service().swap(prepared).unwrap();
+    say(&mut host, "guest", ROOM, "[rewrite] after the swap");
+    let guest = drain(&mut host, "guest");
+    assert!(guest[0].contains("[rewritten] after the swap"), "{guest:?}");
+}
