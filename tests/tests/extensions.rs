@@ -323,3 +323,60 @@ fn the_owner_s_choices_survive_a_hot_swap_of_the_muc_plugin() {
     let guest = drain(&mut host, "guest");
     assert!(guest[0].contains("[rewritten] after the swap"), "{guest:?}");
 }
+
+#[test]
+fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
+    use std::sync::{Arc, Mutex};
+
+    use muc_host::clock::SystemClock;
+    use muc_host::router::{QueueSink, Router};
+    use muc_host::runtime::{PluginRuntime, Settings};
+    use muc_host::service::Service;
+    use muc_host::storage::Storage;
+
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let plugin = compile("muc_plugin");
+        let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+        let storage = Arc::new(Mutex::new(Storage::open(dir.path()).unwrap()));
+        let mut extensions = Extensions::new(compiler.clone());
+        extensions.load(&storage.lock().unwrap());
+        let settings = Settings {
+            service: "conference.localhost".into(),
+            extensions: Some(extensions.shared()),
+            ..Settings::default()
+        };
+        let muc = PluginRuntime::start(plugin, storage, settings, Arc::new(SystemClock)).unwrap();
+        let mut service = Service::new(Router::new("localhost", "conference.localhost"), muc);
+        let sink = QueueSink::default();
+        service.connect("owner@localhost/a".parse().unwrap(), Box::new(sink.clone()));
+        (service, sink, compiler)
+    };
+    let send = |service: &mut Service, xml: &str| {
+        service.from_client(&"owner@localhost/a".parse().unwrap(), stanza(xml));
+        service.flush().unwrap();
+    };
+    {
+        let (mut service, _sink, compiler) = start();
+        let bytes = std::fs::read(component("probe_extension")).unwrap();
+        let compiled = compiler.compile(&bytes).unwrap();
+        service
+            .change_extensions(Change::Install {
+                compiled: Box::new(compiled),
+                rooms: None,
+            })
+            .unwrap();
+        send(&mut service, "<presence xmlns='jabber:client' to='lab@conference.localhost/boss'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+        send(&mut service, "<iq xmlns='jabber:client' type='set' id='c' to='lab@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_persistentroom'><value>1</value></field><field var='extension#probe'><value>1</value></field></x></query></iq>");
+    }
+    let (mut service, sink, _) = start();
+    send(&mut service, "<presence xmlns='jabber:client' to='lab@conference.localhost/boss'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    send(&mut service, "<message xmlns='jabber:client' type='groupchat' to='lab@conference.localhost'><body>[rewrite] after a restart</body></message>");
+    let received: Vec<String> = std::iter::from_fn(|| sink.pop())
+        .map(|stanza| String::from(&stanza))
+        .collect();
+    assert!(
+        received.iter().any(|s| s.contains("[rewritten] after a restart")),
+        "{received:?}"
+    );
+}

@@ -36,6 +36,8 @@ impl NativeRuntime {
                 settings.service.clone(),
                 "muc-native".into(),
                 0,
+                // The native build measures the MUC logic alone: no room extensions.
+                None,
             ),
             storage,
             settings,
