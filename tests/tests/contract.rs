@@ -41,3 +41,21 @@ fn compiled_components_are_cached_by_content_hash() {
     let second = engine.compile(&component("misbehaving_plugin")).unwrap();
     assert_eq!(first.hash, second.hash);
 }
+
+#[test]
+fn a_component_of_an_older_minor_version_runs_without_what_came_later() {
+    use muc_host::scansion::Harness;
+    let mut host = muc_host::testhost::TestHost::new(muc_tests::compile("contract_v1_0_plugin"))
+        .expect("a 1.0 plugin starts on a 1.1 host");
+    assert_eq!(host.service().muc.info().contract, "1.0.0");
+    host.connect("user", "user@localhost/x", "").unwrap();
+    host.send(
+        "user",
+        "<message xmlns='jabber:client' to='conference.localhost'><body>hi</body></message>"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let echo = host.next_stanza("user", std::time::Duration::ZERO).unwrap();
+    assert_eq!(echo.get_child("body", "jabber:client").unwrap().text(), "older");
+}
