@@ -136,7 +136,10 @@ fn main() {
         }
     }
     println!("groupchat message into a room of {OCCUPANTS} occupants, median of {ROUNDS} rounds of {MESSAGES_PER_ROUND}");
-    println!("{:<32} {:>14} {:>12}", "extensions switched on", "µs per message", "vs none");
+    println!(
+        "{:<32} {:>14} {:>12}",
+        "extensions switched on", "µs per message", "vs none"
+    );
     let median = |times: &mut Vec<Duration>| {
         times.sort();
         times[times.len() / 2].as_secs_f64() * 1e6

@@ -178,7 +178,12 @@ impl Control {
                 }
             }
             Request::ExtAdd { path, rooms } => {
-                let compiler = self.extensions.lock().expect("extensions lock").compiler().clone();
+                let compiler = self
+                    .extensions
+                    .lock()
+                    .expect("extensions lock")
+                    .compiler()
+                    .clone();
                 // Compiled off the core thread, like a plugin swap; only the switch is on it.
                 let compiled = tokio::task::spawn_blocking(move || {
                     let bytes = std::fs::read(&path)

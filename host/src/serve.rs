@@ -56,7 +56,10 @@ fn load_extensions(
             let compiled = compiler
                 .compile(&bytes)
                 .with_context(|| format!("room extension {}", file.display()))?;
-            let installed = extensions.list().into_iter().find(|e| e.name == compiled.entry.name);
+            let installed = extensions
+                .list()
+                .into_iter()
+                .find(|e| e.name == compiled.entry.name);
             if installed.is_some_and(|entry| entry.hash == compiled.entry.hash) {
                 continue;
             }
@@ -67,7 +70,11 @@ fn load_extensions(
         storage.sync()?;
     }
     for entry in extensions.list() {
-        tracing::info!(extension = entry.name, version = entry.version, "room extension available");
+        tracing::info!(
+            extension = entry.name,
+            version = entry.version,
+            "room extension available"
+        );
     }
     Ok(extensions.shared())
 }
@@ -85,8 +92,11 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
         });
     }
     let engine = PluginEngine::new(Some(data.join("cache")))?;
-    let compiler =
-        ExtensionCompiler::new(engine.engine(), Some(data.join("cache")), Default::default())?;
+    let compiler = ExtensionCompiler::new(
+        engine.engine(),
+        Some(data.join("cache")),
+        Default::default(),
+    )?;
     let mut extensions = Extensions::new(compiler.clone());
     extensions.load(&storage.lock().expect("storage lock"));
     let change = match request {

@@ -16,11 +16,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::adhoc;
 use crate::extensions::{Call, Change};
-use crate::storage::Transaction;
 use crate::metrics::Metrics;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
 use crate::server;
+use crate::storage::Transaction;
 
 const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 

@@ -11,7 +11,9 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 
 use crate::clock::ManualClock;
-use crate::extensions::{Compiled, ExtensionCompiler, ExtensionLimits, Extensions, SharedExtensions};
+use crate::extensions::{
+    Compiled, ExtensionCompiler, ExtensionLimits, Extensions, SharedExtensions,
+};
 use crate::router::{QueueSink, Router};
 use crate::runtime::{CompiledPlugin, Limits, PluginRuntime, Settings};
 use crate::scansion::Harness;
@@ -51,7 +53,8 @@ impl TestHost {
 
     /// A fresh service with `extensions` switched on in every room (with none, as `new`).
     pub fn with_extensions(plugin: CompiledPlugin, extensions: &[Compiled]) -> Result<TestHost> {
-        let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, ExtensionLimits::default())?;
+        let compiler =
+            ExtensionCompiler::new(plugin.pre.engine(), None, ExtensionLimits::default())?;
         let mut installed = Extensions::new(compiler);
         for extension in extensions {
             installed.install_everywhere(extension.clone());
@@ -136,6 +139,12 @@ impl Harness for TestHost {
 
     fn next_stanza(&mut self, client: &str, _wait: Duration) -> Option<Element> {
         self.clients.get(client)?.1.pop()
+    }
+
+    /// The virtual clock jumps; the timers it passes fire, in order.
+    fn wait(&mut self, duration: Duration) -> Result<()> {
+        self.clock.advance_ms(duration.as_millis() as u64);
+        self.run_due_timers()
     }
 
     fn disconnect(&mut self, client: &str) -> Result<()> {

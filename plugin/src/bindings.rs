@@ -11,7 +11,7 @@ use xmpp_parsers::muc::user::{Affiliation, Role};
 
 use crate::host::{
     Configured, Envelope, Fault, HookEvent, HookOutcome, Host, Level, OccupantView, RoomView, Said,
-    StanzaKind, Tier, TickRequest, Verdict,
+    StanzaKind, TickRequest, Tier, Verdict,
 };
 use crate::service::{self, Muc, Settings};
 

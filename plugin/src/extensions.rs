@@ -15,7 +15,7 @@ use crate::affiliation::AffiliationRecord;
 use crate::announce;
 use crate::features::{history, naming, stable_id, whois};
 use crate::host::{
-    Fault, HookEvent, Host, OccupantView, RoomView, Said, Tier, TickRequest, Verdict,
+    Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Tier, Verdict,
 };
 use crate::keys;
 use crate::occupant::Occupant;
@@ -77,7 +77,10 @@ pub fn filter_message(
     sender: &Occupant,
     message: &mut Element,
 ) -> Result<Result<Vec<Said>, String>, Fault> {
-    let Some(body) = message.get_child("body", ns::JABBER_CLIENT).map(Element::text) else {
+    let Some(body) = message
+        .get_child("body", ns::JABBER_CLIENT)
+        .map(Element::text)
+    else {
         return Ok(Ok(Vec::new()));
     };
     if !host.extensions_active(&room.jid) {
@@ -96,7 +99,9 @@ pub fn filter_message(
         Verdict::Refuse(why) => return Ok(Err(why)),
         Verdict::Rewrite(body) => {
             if let Some(old) = message.get_child_mut("body", ns::JABBER_CLIENT) {
-                *old = Element::builder("body", ns::JABBER_CLIENT).append(body).build();
+                *old = Element::builder("body", ns::JABBER_CLIENT)
+                    .append(body)
+                    .build();
             }
         }
         Verdict::Pass => {}
@@ -182,7 +187,11 @@ pub fn say(
     for Said { nick, body } in said {
         let mut message = Element::builder("message", ns::JABBER_CLIENT)
             .attr(xml_ncname!("type").into(), "groupchat")
-            .append(Element::builder("body", ns::JABBER_CLIENT).append(body).build())
+            .append(
+                Element::builder("body", ns::JABBER_CLIENT)
+                    .append(body)
+                    .build(),
+            )
             .build();
         message.set_attr(
             Namespace::NONE,

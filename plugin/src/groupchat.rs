@@ -53,7 +53,14 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
             Ok(saying) => said = saying,
             Err(why) => {
                 let (type_, condition) = (ErrorType::Modify, DefinedCondition::PolicyViolation);
-                return errors::reply(host, inbound.envelope, "message", type_, condition, Some(&why));
+                return errors::reply(
+                    host,
+                    inbound.envelope,
+                    "message",
+                    type_,
+                    condition,
+                    Some(&why),
+                );
             }
         }
     }

@@ -98,7 +98,14 @@ fn join(
     if let Some(joiner) = arriving.clone() {
         if let Some(why) = extensions::check_join(host, &room, &others, joiner)? {
             let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
-            return errors::reply(host, inbound.envelope, "presence", type_, condition, Some(&why));
+            return errors::reply(
+                host,
+                inbound.envelope,
+                "presence",
+                type_,
+                condition,
+                Some(&why),
+            );
         }
     }
     let session = Session {

@@ -57,5 +57,8 @@ fn a_component_of_an_older_minor_version_runs_without_what_came_later() {
     )
     .unwrap();
     let echo = host.next_stanza("user", std::time::Duration::ZERO).unwrap();
-    assert_eq!(echo.get_child("body", "jabber:client").unwrap().text(), "older");
+    assert_eq!(
+        echo.get_child("body", "jabber:client").unwrap().text(),
+        "older"
+    );
 }

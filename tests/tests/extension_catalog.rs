@@ -11,7 +11,9 @@ use muc_host::scansion::Harness;
 use muc_tests::{component, repo_root, Server};
 
 fn send(harness: &mut NetworkHarness, client: &str, xml: &str) {
-    harness.send(client, xml.parse::<Element>().unwrap()).unwrap();
+    harness
+        .send(client, xml.parse::<Element>().unwrap())
+        .unwrap();
 }
 
 /// Everything `client` receives until `wanted` turns up (or a few seconds pass).
@@ -58,18 +60,33 @@ fn operators_install_replace_and_remove_extensions_while_rooms_use_them() {
     send(&mut harness, "guest", "<presence xmlns='jabber:client' to='lab@conference.localhost/guest'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
     until(&mut harness, "guest", "hello guest (participant)");
 
-    let (ok, replaced) = ext(&server, &["add", &component("probe_extension_v2").display().to_string()]);
-    assert!(ok && replaced.contains("replaced probe 1.0.0 by 2.0.0"), "{replaced}");
+    let (ok, replaced) = ext(
+        &server,
+        &[
+            "add",
+            &component("probe_extension_v2").display().to_string(),
+        ],
+    );
+    assert!(
+        ok && replaced.contains("replaced probe 1.0.0 by 2.0.0"),
+        "{replaced}"
+    );
     let (_, listed) = ext(&server, &["list"]);
     assert!(listed.contains("probe 2.0.0"), "{listed}");
     send(&mut harness, "guest", "<message xmlns='jabber:client' type='groupchat' to='lab@conference.localhost'><body>!probe count</body></message>");
     until(&mut harness, "guest", "count 1");
 
-    let (ok, refused) = ext(&server, &["add", &component("muc_plugin").display().to_string()]);
+    let (ok, refused) = ext(
+        &server,
+        &["add", &component("muc_plugin").display().to_string()],
+    );
     assert!(!ok && refused.contains("not installed"), "{refused}");
 
     let (ok, removed) = ext(&server, &["remove", "probe"]);
-    assert!(ok && removed.contains("switched off in 1 room"), "{removed}");
+    assert!(
+        ok && removed.contains("switched off in 1 room"),
+        "{removed}"
+    );
     until(&mut harness, "owner", "uninstalled");
     let (_, listed) = ext(&server, &["list"]);
     assert!(listed.contains("no room extensions"), "{listed}");

@@ -96,7 +96,10 @@ fn say(host: &mut TestHost, client: &str, room: &str, body: &str) {
 
 /// `room` owned by "owner" (nick boss) with "guest" in it, configured with `fields`.
 fn room(host: &mut TestHost, room: &str, fields: &[(&str, &str)]) {
-    for (client, jid) in [("owner", "owner@localhost/a"), ("guest", "guest@localhost/b")] {
+    for (client, jid) in [
+        ("owner", "owner@localhost/a"),
+        ("guest", "guest@localhost/b"),
+    ] {
         if host.connect(client, jid, "").is_err() {
             unreachable!()
         }
@@ -138,14 +141,29 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
     for (command, reason) in escapes {
         say(&mut host, "guest", ROOM, &format!("!hostile {command}"));
         let guest = drain(&mut host, "guest");
-        assert_eq!(guest.len(), 1, "{command}: only the command itself, echoed: {guest:?}");
+        assert_eq!(
+            guest.len(),
+            1,
+            "{command}: only the command itself, echoed: {guest:?}"
+        );
         assert!(guest[0].contains(&format!("!hostile {command}")));
         let owner = drain(&mut host, "owner");
         let told = notices(&owner);
-        assert_eq!(told.len(), 1, "{command}: the owner is told once: {owner:?}");
-        assert!(told[0].contains("'hostile'") && told[0].contains(reason), "{command}: {}", told[0]);
+        assert_eq!(
+            told.len(),
+            1,
+            "{command}: the owner is told once: {owner:?}"
+        );
+        assert!(
+            told[0].contains("'hostile'") && told[0].contains(reason),
+            "{command}: {}",
+            told[0]
+        );
         assert!(told[0].contains("to='owner@localhost'"), "{}", told[0]);
-        assert!(!owner.iter().any(|s| s.contains("flood 0")), "the flood's messages are undone");
+        assert!(
+            !owner.iter().any(|s| s.contains("flood 0")),
+            "the flood's messages are undone"
+        );
         // The room still answers, and so does the room next door.
         say(&mut host, "guest", ROOM, "still here");
         assert!(drain(&mut host, "guest")[0].contains("still here"));
@@ -178,22 +196,36 @@ fn the_sandbox_has_no_files_network_or_environment_and_says_only_text_in_its_roo
     let said: Element = guest[1].parse().unwrap();
     assert_eq!(said.attr("from"), Some("lab@conference.localhost/hostile"));
     let body = said.get_child("body", "jabber:client").unwrap().text();
-    assert!(body.starts_with("</body></message><message"), "kept as text: {body}");
+    assert!(
+        body.starts_with("</body></message><message"),
+        "kept as text: {body}"
+    );
     assert_eq!(said.children().filter(|c| c.name() == "message").count(), 0);
-    assert!(drain(&mut host, "calm-owner").is_empty(), "nothing reached the other room");
+    assert!(
+        drain(&mut host, "calm-owner").is_empty(),
+        "nothing reached the other room"
+    );
 }
 
 #[test]
 fn nobody_speaks_as_an_occupant_and_nobody_takes_an_extension_s_nick() {
     let mut host = hostile_host(limits());
-    let answer = submit(&mut host, "owner", ROOM, &[("extension#hostile#nick", "guest")]);
+    let answer = submit(
+        &mut host,
+        "owner",
+        ROOM,
+        &[("extension#hostile#nick", "guest")],
+    );
     assert!(
         answer[0].contains("not-acceptable") && answer[0].contains("belongs to an occupant"),
         "{answer:?}"
     );
     host.connect("mallory", "mallory@localhost/m", "").unwrap();
     let refused = join(&mut host, "mallory", ROOM, "hostile");
-    assert!(refused[0].contains("not-allowed") && refused[0].contains("extension hostile"), "{refused:?}");
+    assert!(
+        refused[0].contains("not-allowed") && refused[0].contains("extension hostile"),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -203,23 +235,40 @@ fn after_the_configured_number_of_faults_the_extension_is_switched_off_in_that_r
         say(&mut host, "guest", ROOM, "!hostile panic");
         let owner = drain(&mut host, "owner");
         let told = notices(&owner);
-        assert!(told[0].contains(&format!("fault {fault} of 3")), "{}", told[0]);
+        assert!(
+            told[0].contains(&format!("fault {fault} of 3")),
+            "{}",
+            told[0]
+        );
         assert_eq!(told[0].contains("switched off"), fault == 3, "{}", told[0]);
     }
     say(&mut host, "guest", ROOM, "!hostile panic");
-    assert!(notices(&drain(&mut host, "owner")).is_empty(), "off: no more hooks, no more faults");
-    assert_eq!(drain(&mut host, "guest").len(), 3 + 1, "every message went through");
+    assert!(
+        notices(&drain(&mut host, "owner")).is_empty(),
+        "off: no more hooks, no more faults"
+    );
+    assert_eq!(
+        drain(&mut host, "guest").len(),
+        3 + 1,
+        "every message went through"
+    );
     host.send(
         "owner",
         stanza("<iq xmlns='jabber:client' type='get' id='f' to='lab@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"),
     )
     .unwrap();
     let form = drain(&mut host, "owner").join("");
-    assert!(form.contains("var='extension#hostile'><value>0</value>"), "{form}");
+    assert!(
+        form.contains("var='extension#hostile'><value>0</value>"),
+        "{form}"
+    );
     // An owner switches it on again: the count starts over.
     submit(&mut host, "owner", ROOM, &[("extension#hostile", "1")]);
     say(&mut host, "guest", ROOM, "!hostile panic");
-    let told = notices(&drain(&mut host, "owner")).iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let told = notices(&drain(&mut host, "owner"))
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
     assert!(told[0].contains("fault 1 of 3"), "{told:?}");
 }
 
@@ -229,21 +278,40 @@ fn a_failing_filter_lets_messages_through_unless_the_owner_chose_fail_closed() {
     for body in ["trap", "huge"] {
         say(&mut host, "guest", ROOM, body);
         let guest = drain(&mut host, "guest");
-        assert!(guest[0].contains(&format!("<body>{body}</body>")), "fail-open: {guest:?}");
+        assert!(
+            guest[0].contains(&format!("<body>{body}</body>")),
+            "fail-open: {guest:?}"
+        );
     }
-    submit(&mut host, "owner", ROOM, &[("extension#hostile#fail-closed", "1")]);
+    submit(
+        &mut host,
+        "owner",
+        ROOM,
+        &[("extension#hostile#fail-closed", "1")],
+    );
     drain(&mut host, "guest");
     say(&mut host, "guest", ROOM, "trap");
     let guest = drain(&mut host, "guest");
     assert_eq!(guest.len(), 1, "{guest:?}");
-    assert!(guest[0].contains("policy-violation") && guest[0].contains("extension hostile failed"), "{guest:?}");
+    assert!(
+        guest[0].contains("policy-violation") && guest[0].contains("extension hostile failed"),
+        "{guest:?}"
+    );
     // A join hook that never returns: fail-closed refuses, fail-open admits.
     host.connect("slow", "slow@localhost/s", "").unwrap();
     let refused = join(&mut host, "slow", ROOM, "slowpoke");
     assert!(refused[0].contains("not-allowed"), "{refused:?}");
-    submit(&mut host, "owner", ROOM, &[("extension#hostile#fail-closed", "0")]);
+    submit(
+        &mut host,
+        "owner",
+        ROOM,
+        &[("extension#hostile#fail-closed", "0")],
+    );
     let admitted = join(&mut host, "slow", ROOM, "slowpoke");
-    assert!(admitted.iter().any(|s| s.contains("code='110'")), "{admitted:?}");
+    assert!(
+        admitted.iter().any(|s| s.contains("code='110'")),
+        "{admitted:?}"
+    );
 }
 
 #[test]
@@ -258,10 +326,16 @@ fn ticks_come_at_the_extension_s_interval() {
     host.run_due_timers().unwrap();
     let guest = drain(&mut host, "guest");
     assert_eq!(guest.len(), 1, "{guest:?}");
-    assert!(guest[0].contains("from='lab@conference.localhost/probe'") && guest[0].contains("<body>tick</body>"));
+    assert!(
+        guest[0].contains("from='lab@conference.localhost/probe'")
+            && guest[0].contains("<body>tick</body>")
+    );
     host.clock().advance_ms(61_000);
     host.run_due_timers().unwrap();
-    assert!(drain(&mut host, "guest")[0].contains("<body>tick</body>"), "and again");
+    assert!(
+        drain(&mut host, "guest")[0].contains("<body>tick</body>"),
+        "and again"
+    );
     // Switched off: no more ticks.
     submit(&mut host, "owner", ROOM, &[("extension#probe", "0")]);
     drain(&mut host, "guest");
@@ -278,20 +352,36 @@ fn a_new_version_takes_over_with_the_room_s_settings_and_storage_and_removal_tel
         TestHost::with_shared_extensions(plugin, Extensions::new(compiler.clone()).shared())
             .unwrap();
     install(&mut host, &compiler, "probe_extension");
-    room(&mut host, ROOM, &[("extension#probe", "1"), ("extension#probe#greeting", "hi")]);
+    room(
+        &mut host,
+        ROOM,
+        &[("extension#probe", "1"), ("extension#probe#greeting", "hi")],
+    );
     say(&mut host, "guest", ROOM, "!probe count");
     assert!(drain(&mut host, "guest")[1].contains("count 1"));
 
     let message = install(&mut host, &compiler, "probe_extension_v2");
-    assert!(message.contains("replaced probe 1.0.0 by 2.0.0"), "{message}");
+    assert!(
+        message.contains("replaced probe 1.0.0 by 2.0.0"),
+        "{message}"
+    );
     say(&mut host, "guest", ROOM, "!probe count");
-    assert!(drain(&mut host, "guest")[1].contains("count 2"), "its storage carried over");
+    assert!(
+        drain(&mut host, "guest")[1].contains("count 2"),
+        "its storage carried over"
+    );
     host.clock().advance_ms(61_000);
     host.run_due_timers().unwrap();
-    assert!(drain(&mut host, "guest")[0].contains("tick v2"), "the new version answers");
+    assert!(
+        drain(&mut host, "guest")[0].contains("tick v2"),
+        "the new version answers"
+    );
     host.connect("late", "late@localhost/l", "").unwrap();
     let late = join(&mut host, "late", ROOM, "late");
-    assert!(late.iter().any(|s| s.contains("hi late")), "its settings carried over: {late:?}");
+    assert!(
+        late.iter().any(|s| s.contains("hi late")),
+        "its settings carried over: {late:?}"
+    );
     drain(&mut host, "guest");
 
     let removed = host
@@ -316,7 +406,11 @@ fn the_owner_s_choices_survive_a_hot_swap_of_the_muc_plugin() {
         .service()
         .muc
         .preparer()
-        .prepare(engine().compile(&component("muc_plugin_swap_test")).unwrap())
+        .prepare(
+            engine()
+                .compile(&component("muc_plugin_swap_test"))
+                .unwrap(),
+        )
         .unwrap();
     host.service().swap(prepared).unwrap();
     say(&mut host, "guest", ROOM, "[rewrite] after the swap");
@@ -376,7 +470,9 @@ fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
         .map(|stanza| String::from(&stanza))
         .collect();
     assert!(
-        received.iter().any(|s| s.contains("[rewritten] after a restart")),
+        received
+            .iter()
+            .any(|s| s.contains("[rewritten] after a restart")),
         "{received:?}"
     );
 }

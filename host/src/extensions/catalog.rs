@@ -71,7 +71,10 @@ impl Entry {
         let mut settings: Vec<Setting> = Vec::new();
         for declared in manifest.settings {
             if !is_name(&declared.name) || RESERVED_SETTINGS.contains(&declared.name.as_str()) {
-                return Err(format!("the setting name '{}' is not allowed", declared.name));
+                return Err(format!(
+                    "the setting name '{}' is not allowed",
+                    declared.name
+                ));
             }
             if settings.iter().any(|s| s.name == declared.name) {
                 return Err(format!("the setting '{}' is declared twice", declared.name));

@@ -167,7 +167,8 @@ impl Extensions {
             compiled.bytes.to_vec(),
         )
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        self.instances.retain(|(extension, _), _| *extension != name);
+        self.instances
+            .retain(|(extension, _), _| *extension != name);
         self.installed.insert(name, compiled);
         Ok(())
     }
@@ -182,7 +183,10 @@ impl Extensions {
             } => {
                 compiled.entry.rooms = rooms;
                 let entry = compiled.entry.clone();
-                let replaced = self.installed.get(&entry.name).map(|c| c.entry.version.clone());
+                let replaced = self
+                    .installed
+                    .get(&entry.name)
+                    .map(|c| c.entry.version.clone());
                 self.install(*compiled, call.txn)?;
                 let allowed = match &entry.rooms {
                     None => "every room".to_string(),
@@ -198,7 +202,9 @@ impl Extensions {
             }
             Change::Remove(name) => {
                 let rooms = self.remove(&name, call)?;
-                Ok(format!("removed {name}; it was switched off in {rooms} room(s), whose owners are told"))
+                Ok(format!(
+                    "removed {name}; it was switched off in {rooms} room(s), whose owners are told"
+                ))
             }
         }
     }
@@ -244,8 +250,10 @@ impl Extensions {
             );
             save(call.txn, &room, &record);
         }
-        call.txn.delete(Tier::Extensions, catalog::catalog_key(name));
-        call.txn.delete(Tier::Extensions, catalog::component_key(name));
+        call.txn
+            .delete(Tier::Extensions, catalog::catalog_key(name));
+        call.txn
+            .delete(Tier::Extensions, catalog::component_key(name));
         Ok(rooms_using)
     }
 
@@ -295,16 +303,21 @@ impl Extensions {
             if !entry.allowed_in(&room.jid) {
                 continue;
             }
-            let choice = rooms::apply_form(entry, record.choice(entry), &submitted, &occupant_nicks)?;
+            let choice =
+                rooms::apply_form(entry, record.choice(entry), &submitted, &occupant_nicks)?;
             record.extensions.insert(entry.name.clone(), choice);
         }
         let enabled = self.enabled(&record, &room.jid);
-        let mut nicks: Vec<&str> = enabled.iter().filter_map(|(e, c)| {
-            e.nick.as_ref().and(c.nick.as_deref())
-        }).collect();
+        let mut nicks: Vec<&str> = enabled
+            .iter()
+            .filter_map(|(e, c)| e.nick.as_ref().and(c.nick.as_deref()))
+            .collect();
         nicks.sort();
         if let Some(twice) = nicks.windows(2).find(|pair| pair[0] == pair[1]) {
-            return Err(format!("two extensions cannot both speak as '{}'", twice[0]));
+            return Err(format!(
+                "two extensions cannot both speak as '{}'",
+                twice[0]
+            ));
         }
         record.owners = room.owners;
         let changed = record.extensions != before.extensions;
@@ -351,17 +364,34 @@ impl Extensions {
                 let mut body = message.body;
                 let mut rewritten = false;
                 for (entry, choice) in &enabled {
-                    let result = self.run(call, &mut record, entry, choice, &seen, &mut outcome, |ext, store| {
-                        ext.muc_extension_hooks().call_on_message(store, &sender, &body)
-                    });
+                    let result = self.run(
+                        call,
+                        &mut record,
+                        entry,
+                        choice,
+                        &seen,
+                        &mut outcome,
+                        |ext, store| {
+                            ext.muc_extension_hooks()
+                                .call_on_message(store, &sender, &body)
+                        },
+                    );
                     match result {
                         Some(MessageVerdict::Pass) => {}
-                        Some(MessageVerdict::Rewrite(new)) if new.len() <= sandbox::MAX_SAID_BYTES * 16 => {
+                        Some(MessageVerdict::Rewrite(new))
+                            if new.len() <= sandbox::MAX_SAID_BYTES * 16 =>
+                        {
                             body = new;
                             rewritten = true;
                         }
                         Some(MessageVerdict::Rewrite(new)) => {
-                            self.fault(call, &mut record, &room.jid, entry, format!("it rewrote a message into {} bytes", new.len()));
+                            self.fault(
+                                call,
+                                &mut record,
+                                &room.jid,
+                                entry,
+                                format!("it rewrote a message into {} bytes", new.len()),
+                            );
                             if choice.fail_closed {
                                 outcome.verdict = refused_by(entry);
                                 break;
@@ -383,10 +413,21 @@ impl Extensions {
                         outcome.verdict = wit::Verdict::Rewrite(body.clone());
                     }
                     for (entry, choice) in &enabled {
-                        let Some(arguments) = command_arguments(entry, &body) else { continue };
-                        self.run(call, &mut record, entry, choice, &seen, &mut outcome, |ext, store| {
-                            ext.muc_extension_hooks().call_on_command(store, &sender, &arguments)
-                        });
+                        let Some(arguments) = command_arguments(entry, &body) else {
+                            continue;
+                        };
+                        self.run(
+                            call,
+                            &mut record,
+                            entry,
+                            choice,
+                            &seen,
+                            &mut outcome,
+                            |ext, store| {
+                                ext.muc_extension_hooks()
+                                    .call_on_command(store, &sender, &arguments)
+                            },
+                        );
                     }
                 }
             }
@@ -402,9 +443,15 @@ impl Extensions {
                 } else {
                     let joiner = occupant(&joiner, room.non_anonymous);
                     for (entry, choice) in &enabled {
-                        let result = self.run(call, &mut record, entry, choice, &seen, &mut outcome, |ext, store| {
-                            ext.muc_extension_hooks().call_on_join(store, &joiner)
-                        });
+                        let result = self.run(
+                            call,
+                            &mut record,
+                            entry,
+                            choice,
+                            &seen,
+                            &mut outcome,
+                            |ext, store| ext.muc_extension_hooks().call_on_join(store, &joiner),
+                        );
                         match result {
                             Some(JoinVerdict::Allow) => {}
                             Some(JoinVerdict::Refuse(why)) => {
@@ -423,30 +470,55 @@ impl Extensions {
             wit::Event::Joined(who) => {
                 let who = occupant(&who, room.non_anonymous);
                 for (entry, choice) in &enabled {
-                    self.run(call, &mut record, entry, choice, &seen, &mut outcome, |ext, store| {
-                        ext.muc_extension_hooks().call_on_joined(store, &who)
-                    });
+                    self.run(
+                        call,
+                        &mut record,
+                        entry,
+                        choice,
+                        &seen,
+                        &mut outcome,
+                        |ext, store| ext.muc_extension_hooks().call_on_joined(store, &who),
+                    );
                 }
             }
             wit::Event::Left(who) => {
                 let who = occupant(&who, room.non_anonymous);
                 for (entry, choice) in &enabled {
-                    self.run(call, &mut record, entry, choice, &seen, &mut outcome, |ext, store| {
-                        ext.muc_extension_hooks().call_on_left(store, &who)
-                    });
+                    self.run(
+                        call,
+                        &mut record,
+                        entry,
+                        choice,
+                        &seen,
+                        &mut outcome,
+                        |ext, store| ext.muc_extension_hooks().call_on_left(store, &who),
+                    );
                 }
             }
             wit::Event::Tick => {
                 for (entry, choice) in &enabled {
-                    let Some(seconds) = entry.tick_seconds else { continue };
+                    let Some(seconds) = entry.tick_seconds else {
+                        continue;
+                    };
                     let key = (entry.name.clone(), room.jid.clone());
-                    if self.tick_due.get(&key).is_some_and(|due| *due > call.now_ms) {
+                    if self
+                        .tick_due
+                        .get(&key)
+                        .is_some_and(|due| *due > call.now_ms)
+                    {
                         continue;
                     }
-                    self.tick_due.insert(key, call.now_ms + u64::from(seconds) * 1000);
-                    self.run(call, &mut record, entry, choice, &seen, &mut outcome, |ext, store| {
-                        ext.muc_extension_hooks().call_on_tick(store)
-                    });
+                    self.tick_due
+                        .insert(key, call.now_ms + u64::from(seconds) * 1000);
+                    self.run(
+                        call,
+                        &mut record,
+                        entry,
+                        choice,
+                        &seen,
+                        &mut outcome,
+                        |ext, store| ext.muc_extension_hooks().call_on_tick(store),
+                    );
                 }
             }
         }
@@ -497,14 +569,18 @@ impl Extensions {
         choice: &Choice,
         room: &RoomInfo,
         outcome: &mut wit::Outcome,
-        hook: impl FnOnce(&sandbox::RoomExtension, &mut wasmtime::Store<sandbox::ExtensionContext>) -> wasmtime::Result<T>,
+        hook: impl FnOnce(
+            &sandbox::RoomExtension,
+            &mut wasmtime::Store<sandbox::ExtensionContext>,
+        ) -> wasmtime::Result<T>,
     ) -> Option<T> {
         match self.run_sandboxed(call, entry, choice, room, hook) {
             Ok((value, said)) => {
                 let nick = choice.nick.clone().unwrap_or_default();
-                outcome
-                    .said
-                    .extend(said.into_iter().map(|body| wit::Said { nick: nick.clone(), body }));
+                outcome.said.extend(said.into_iter().map(|body| wit::Said {
+                    nick: nick.clone(),
+                    body,
+                }));
                 Some(value)
             }
             Err(Fault(why)) => {
@@ -520,7 +596,10 @@ impl Extensions {
         entry: &Entry,
         choice: &Choice,
         room: &RoomInfo,
-        hook: impl FnOnce(&sandbox::RoomExtension, &mut wasmtime::Store<sandbox::ExtensionContext>) -> wasmtime::Result<T>,
+        hook: impl FnOnce(
+            &sandbox::RoomExtension,
+            &mut wasmtime::Store<sandbox::ExtensionContext>,
+        ) -> wasmtime::Result<T>,
     ) -> Result<(T, Vec<String>), Fault> {
         let limits = self.limits();
         let key = (entry.name.clone(), room.jid.clone());
@@ -570,14 +649,16 @@ impl Extensions {
                 ),
                 _ => format!("it crashed ({})", first_line(&error)),
             }),
-            Ok(_) => done.broke.clone().map(|why| format!("it broke a rule: {why}")),
+            Ok(_) => done
+                .broke
+                .clone()
+                .map(|why| format!("it broke a rule: {why}")),
         };
         let impersonating = speaking_as
             .as_deref()
             .filter(|nick| !done.said.is_empty() && room.occupants.iter().any(|o| o.nick == *nick));
-        let fault = fault.or(impersonating.map(|nick| {
-            format!("it tried to speak as '{nick}', which is an occupant's nickname")
-        }));
+        let fault = fault.or(impersonating
+            .map(|nick| format!("it tried to speak as '{nick}', which is an occupant's nickname")));
         if let Some(why) = fault {
             call.txn.writes.extensions = savepoint;
             return Err(Fault(why));
@@ -588,7 +669,14 @@ impl Extensions {
     }
 
     /// Counts a fault, tells the owners, and switches the extension off at the limit.
-    fn fault(&mut self, call: &mut Call, record: &mut RoomRecord, room: &str, entry: &Entry, why: String) {
+    fn fault(
+        &mut self,
+        call: &mut Call,
+        record: &mut RoomRecord,
+        room: &str,
+        entry: &Entry,
+        why: String,
+    ) {
         let limit = self.limits().faults_before_off;
         let mut choice = record.choice(entry);
         choice.faults += 1;
@@ -596,7 +684,13 @@ impl Extensions {
         if switched_off {
             choice.enabled = false;
         }
-        tracing::warn!(extension = entry.name, room, faults = choice.faults, switched_off, "room extension fault: {why}");
+        tracing::warn!(
+            extension = entry.name,
+            room,
+            faults = choice.faults,
+            switched_off,
+            "room extension fault: {why}"
+        );
         let mut notice = format!(
             "The room extension '{}' failed in {room}: {why} (fault {} of {limit}).",
             entry.name, choice.faults
@@ -609,7 +703,8 @@ impl Extensions {
         }
         record.extensions.insert(entry.name.clone(), choice);
         notify_owners(call.txn, room, &record.owners, &notice);
-        self.instances.remove(&(entry.name.clone(), room.to_string()));
+        self.instances
+            .remove(&(entry.name.clone(), room.to_string()));
     }
 }
 

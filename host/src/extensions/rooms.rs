@@ -130,7 +130,10 @@ pub fn form_fields(entry: &Entry, choice: &Choice) -> Vec<wit::FormField> {
     fields.push(field(
         var(entry, "fail-closed"),
         wit::FieldKind::Boolean,
-        format!("If {} fails, refuse what it checks (instead of letting it through)", entry.name),
+        format!(
+            "If {} fails, refuse what it checks (instead of letting it through)",
+            entry.name
+        ),
         flag(choice.fail_closed),
     ));
     for setting in &entry.settings {
@@ -179,7 +182,10 @@ pub fn apply_form(
         if let Some(values) = value(&var(entry, "nick")) {
             let nick = values.first().map(|v| v.trim()).unwrap_or_default();
             if !catalog::valid_nick(nick) {
-                return Err(format!("{} needs a nickname of 1 to 64 characters", entry.name));
+                return Err(format!(
+                    "{} needs a nickname of 1 to 64 characters",
+                    entry.name
+                ));
             }
             choice.nick = Some(nick.to_string());
         }

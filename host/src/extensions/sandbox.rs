@@ -104,7 +104,12 @@ impl muc::extension::room::Host for ExtensionContext {
     }
 
     fn setting(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
-        Ok(self.call()?.settings.get(&name).cloned().unwrap_or_default())
+        Ok(self
+            .call()?
+            .settings
+            .get(&name)
+            .cloned()
+            .unwrap_or_default())
     }
 
     fn say(&mut self, body: String) -> wasmtime::Result<Result<(), String>> {
@@ -112,7 +117,10 @@ impl muc::extension::room::Host for ExtensionContext {
         let refusal = if call.nick.is_none() {
             Some("it has no approved nick to speak under".to_string())
         } else if body.len() > MAX_SAID_BYTES {
-            Some(format!("a message of {} bytes, over {MAX_SAID_BYTES}", body.len()))
+            Some(format!(
+                "a message of {} bytes, over {MAX_SAID_BYTES}",
+                body.len()
+            ))
         } else if call.say_allowance == 0 {
             Some("it sent more messages than its cap per minute".to_string())
         } else {

@@ -110,10 +110,10 @@ impl PluginEngine {
 /// Compiles a component, or loads it from `cache_dir` where an earlier compile of the same bytes
 /// (`hash`) by a compatible engine left it.
 pub fn compile_cached(
-engine: &Engine,
-cache_dir: Option<&Path>,
-bytes: &[u8],
-hash: &str,
+    engine: &Engine,
+    cache_dir: Option<&Path>,
+    bytes: &[u8],
+    hash: &str,
 ) -> Result<Component> {
     let Some(dir) = cache_dir else {
         return Ok(Component::new(engine, bytes)?);

@@ -22,8 +22,8 @@ use crate::clock::Clock;
 use crate::extensions::SharedExtensions;
 use crate::storage::{Quota, Storage, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
-use bindings::muc::plugin::types;
 pub use bindings::muc::plugin::extensions as wit_extensions;
+use bindings::muc::plugin::types;
 pub use bindings::{CallContext, MemoryCap, MucPlugin};
 pub use engine::{compile_cached, host_contract, CompiledPlugin, PluginEngine, EPOCH_TICK};
 

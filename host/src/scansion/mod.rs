@@ -25,4 +25,10 @@ pub trait Harness {
     fn next_stanza(&mut self, client: &str, wait: Duration) -> Option<Element>;
     /// Closes `client`'s session (the server treats it as a disconnect).
     fn disconnect(&mut self, client: &str) -> anyhow::Result<()>;
+    /// Lets `duration` pass (our addition to scansion, for timers): a real server is waited
+    /// for; the test host's virtual clock jumps, and the timers due run.
+    fn wait(&mut self, duration: Duration) -> anyhow::Result<()> {
+        std::thread::sleep(duration);
+        Ok(())
+    }
 }

@@ -112,6 +112,10 @@ impl Runner<'_> {
             Action::Sends(xml) => self.send(line, client, xml),
             Action::Receives(xmls) => self.receive(line, client, xmls),
             Action::ReceivesNothing => self.receive_nothing(line, client),
+            Action::Waits(duration) => self
+                .harness
+                .wait(*duration)
+                .map_err(|error| Failure::new(line, format!("waiting: {error:#}"))),
         }
     }
 

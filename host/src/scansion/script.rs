@@ -45,6 +45,8 @@ pub enum Action {
     /// Each string is one stanza's raw XML text; they may arrive in any order.
     Receives(Vec<String>),
     ReceivesNothing,
+    /// `NAME waits N seconds` (our addition: time passes, timers fire).
+    Waits(std::time::Duration),
 }
 
 /// Reads and parses the script at `path`; errors name the file and the line.
@@ -190,6 +192,18 @@ fn parse_steps<'a, I: Iterator<Item = (usize, &'a str)>>(
             !is_indented(line),
             "line {number}: indented line outside a sends:/receives: block"
         );
+        if let Some((client, waited)) = parse_wait(line.trim_end()) {
+            ensure!(
+                clients.iter().any(|declared| declared.name == client),
+                "line {number}: no [Client] block for {client}"
+            );
+            steps.push(Step {
+                line: number,
+                client: client.into(),
+                action: Action::Waits(waited),
+            });
+            continue;
+        }
         let (client, verb) = parse_step_line(line.trim_end())
             .ok_or_else(|| anyhow!("line {number}: not a step: {line}"))?;
         ensure!(
@@ -205,6 +219,17 @@ fn parse_steps<'a, I: Iterator<Item = (usize, &'a str)>>(
         });
     }
     Ok(steps)
+}
+
+/// `NAME waits N seconds` (or `second`).
+fn parse_wait(line: &str) -> Option<(&str, std::time::Duration)> {
+    let rest = line
+        .strip_suffix(" seconds")
+        .or_else(|| line.strip_suffix(" second"))?;
+    let (client, seconds) = rest.rsplit_once(" waits ")?;
+    let seconds: u64 = seconds.trim().parse().ok()?;
+    let client = client.trim();
+    (!client.is_empty()).then_some((client, std::time::Duration::from_secs(seconds)))
 }
 
 fn parse_step_line(line: &str) -> Option<(&str, Verb)> {
@@ -655,5 +680,24 @@ Romeo disconnects
                 }
             }
         }
+    }
+
+    #[test]
+    fn waits_take_whole_seconds_and_a_declared_client() {
+        let header = "# t\n[Client] Romeo\n\tjid: romeo@localhost\n\tpassword: p\n-----\n";
+        let script = parse(&format!(
+            "{header}Romeo waits 61 seconds\nRomeo waits 1 second\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            script.steps[0].action,
+            Action::Waits(std::time::Duration::from_secs(61))
+        );
+        assert_eq!(
+            script.steps[1].action,
+            Action::Waits(std::time::Duration::from_secs(1))
+        );
+        assert!(parse(&format!("{header}Tybalt waits 2 seconds\n")).is_err());
+        assert!(parse(&format!("{header}Romeo waits a while seconds\n")).is_err());
     }
 }

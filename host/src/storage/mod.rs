@@ -131,9 +131,7 @@ impl Storage {
                 self.unsynced_meta
                     .insert(key.to_string(), value.to_string());
             }
-            (Some(disk), None) => {
-                disk.apply(&Writes::default(), &[(key, value)])?
-            }
+            (Some(disk), None) => disk.apply(&Writes::default(), &[(key, value)])?,
             (None, _) => {}
         }
         self.meta.insert(key.to_string(), value.to_string());

@@ -80,7 +80,8 @@ impl Sqlite {
             for (table, changes) in [("durable", durable), ("extensions", extensions)] {
                 let mut put =
                     txn.prepare_cached(&format!("INSERT OR REPLACE INTO {table} VALUES (?1, ?2)"))?;
-                let mut delete = txn.prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1"))?;
+                let mut delete =
+                    txn.prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1"))?;
                 for (key, value) in changes {
                     match value {
                         Some(value) => put.execute(params![key, value])?,
