@@ -31,6 +31,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the service: its own client listener (bundled mode, the default), or a component
     /// of an existing XMPP server (--component).

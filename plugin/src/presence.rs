@@ -362,6 +362,15 @@ fn change_nick(
     }
     let affiliation = muc.affiliation(host, room_jid, &occupant.bare_jid)?;
     let others = Occupant::all(host, room_jid)?;
+    // The room's extensions judge the new nickname as they would a join under it.
+    let renamed_view = OccupantView {
+        nick: nick.to_string(),
+        ..extensions::occupant_view(&occupant, affiliation.clone())
+    };
+    if let Some(why) = extensions::check_join(host, &room, &others, renamed_view)? {
+        let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
+        return errors::reply(host, inbound.envelope, "presence", type_, condition, Some(&why));
+    }
     // The old nickname goes unavailable with 303, keeping its role: the occupant stays.
     let mut leaving = Presence::of(&occupant, affiliation.clone(), stored_payload(&occupant));
     leaving.unavailable = true;

@@ -19,7 +19,7 @@ pub struct RoomRecord {
 }
 
 /// An owner's choice for one extension in one room.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Choice {
     pub enabled: bool,
@@ -28,18 +28,6 @@ pub struct Choice {
     pub settings: BTreeMap<String, Vec<String>>,
     /// Faults since it was last switched on.
     pub faults: u32,
-}
-
-impl Default for Choice {
-    fn default() -> Choice {
-        Choice {
-            enabled: false,
-            nick: None,
-            fail_closed: false,
-            settings: BTreeMap::new(),
-            faults: 0,
-        }
-    }
 }
 
 impl Choice {
