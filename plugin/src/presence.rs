@@ -369,7 +369,14 @@ fn change_nick(
     };
     if let Some(why) = extensions::check_join(host, &room, &others, renamed_view)? {
         let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
-        return errors::reply(host, inbound.envelope, "presence", type_, condition, Some(&why));
+        return errors::reply(
+            host,
+            inbound.envelope,
+            "presence",
+            type_,
+            condition,
+            Some(&why),
+        );
     }
     // The old nickname goes unavailable with 303, keeping its role: the occupant stays.
     let mut leaving = Presence::of(&occupant, affiliation.clone(), stored_payload(&occupant));
