@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// Faults after which a room extension is switched off in a room (default 3).
     #[arg(long)]
     pub extension_faults: Option<u32>,
-    /// CPU time a room extension may use per hook call, in ms (default 50).
+    /// Time a room extension may take per hook call, in ms (default 50, at most 100).
     #[arg(long)]
     pub extension_call_ms: Option<u64>,
     /// Memory of one room extension instance, in MiB (default 16).
@@ -185,7 +185,9 @@ impl ServeConfig {
             call_budget: args
                 .extension_call_ms
                 .or(file.extension_call_ms)
-                .map_or(defaults.call_budget, Duration::from_millis),
+                .map_or(defaults.call_budget, Duration::from_millis)
+                // Up to 4 extensions, two calls each per message, inside the MUC call's second.
+                .min(Duration::from_millis(100)),
             memory_bytes: args
                 .extension_memory_mib
                 .or(file.extension_memory_mib)

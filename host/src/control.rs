@@ -19,7 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::core::CoreEvent;
-use crate::extensions::{Change, Entry, SharedExtensions};
+use crate::extensions::{Change, Entry, ExtensionCompiler, SharedExtensions};
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::runtime::{CompiledPlugin, PluginEngine, Preparer, Status};
 
@@ -63,6 +63,8 @@ pub struct Control {
     /// Held for the whole of a swap or rollback.
     pub swapping: Mutex<()>,
     pub extensions: SharedExtensions,
+    /// Compiles new extensions off the core thread.
+    pub compiler: ExtensionCompiler,
 }
 
 /// Binds the socket (replacing a stale one) with owner-only permissions.
@@ -204,10 +206,21 @@ impl Control {
                 }
             }
             Request::ExtRemove { name } => self.change_extensions(Change::Remove(name)).await,
-            Request::ExtList => Answer {
-                ok: true,
-                message: describe_catalog(&self.extensions.lock().expect("extensions lock").list()),
-            },
+            Request::ExtList => {
+                // The core holds the lock through a room's hooks: wait for it off the workers.
+                let extensions = self.extensions.clone();
+                match tokio::task::spawn_blocking(move || {
+                    extensions.lock().expect("extensions lock").list()
+                })
+                .await
+                {
+                    Ok(list) => Answer {
+                        ok: true,
+                        message: describe_catalog(&list),
+                    },
+                    Err(error) => refused(format!("listing: {error}")),
+                }
+            }
             Request::Rollback => {
                 let Ok(_swapping) = self.swapping.try_lock() else {
                     return refused("a swap is already in progress: try again when it has ended");
@@ -359,25 +372,26 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-/// `ext list`: one line per installed extension.
-pub fn describe_catalog(entries: &[Entry]) -> String {
+/// `ext list`: one line per installed extension, saying why when it did not load.
+pub fn describe_catalog(entries: &[(Entry, Option<String>)]) -> String {
     if entries.is_empty() {
         return "no room extensions installed".into();
     }
     entries
         .iter()
-        .map(|entry| {
-            let rooms = match &entry.rooms {
-                None => "every room".to_string(),
-                Some(rooms) => rooms.join(", "),
-            };
-            format!(
-                "{} {} ({}): {} [allowed in {rooms}]",
+        .map(|(entry, broken)| {
+            let mut line = format!(
+                "{} {} ({}): {} [allowed in {}]",
                 entry.name,
                 entry.version,
                 short(&entry.hash),
-                entry.description
-            )
+                entry.description,
+                entry.allowed_rooms()
+            );
+            if let Some(why) = broken {
+                line.push_str(&format!(" NOT LOADED: {why}"));
+            }
+            line
         })
         .collect::<Vec<_>>()
         .join("\n")

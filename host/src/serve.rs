@@ -59,8 +59,8 @@ fn load_extensions(
             let installed = extensions
                 .list()
                 .into_iter()
-                .find(|e| e.name == compiled.entry.name);
-            if installed.is_some_and(|entry| entry.hash == compiled.entry.hash) {
+                .find(|(entry, broken)| entry.name == compiled.entry.name && broken.is_none());
+            if installed.is_some_and(|(entry, _)| entry.hash == compiled.entry.hash) {
                 continue;
             }
             extensions.install(compiled, &mut txn)?;
@@ -69,7 +69,7 @@ fn load_extensions(
         storage.apply(txn.writes)?;
         storage.sync()?;
     }
-    for entry in extensions.list() {
+    for (entry, _) in extensions.list() {
         tracing::info!(
             extension = entry.name,
             version = entry.version,
@@ -85,7 +85,10 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
     let _lock = lock_data(data)?;
     let storage = Arc::new(Mutex::new(Storage::open(data)?));
     if matches!(request, Request::ExtList) {
-        let catalog = Extensions::catalog(&storage.lock().expect("storage lock"));
+        let catalog: Vec<_> = Extensions::catalog(&storage.lock().expect("storage lock"))
+            .into_iter()
+            .map(|entry| (entry, None))
+            .collect();
         return Ok(Answer {
             ok: true,
             message: control::describe_catalog(&catalog),
@@ -148,6 +151,11 @@ pub fn serve(
     let mut storage = Storage::open(&config.data)?;
     storage.enable_group_commit();
     let extensions = load_extensions(&config, &engine, &mut storage)?;
+    let compiler = extensions
+        .lock()
+        .expect("extensions lock")
+        .compiler()
+        .clone();
     let storage = Arc::new(Mutex::new(storage));
     let settings = Settings {
         service: config.muc_domain.clone(),
@@ -171,6 +179,7 @@ pub fn serve(
             core: core_events.clone(),
             metrics: metrics.clone(),
             swapping: tokio::sync::Mutex::new(()),
+            compiler,
             extensions,
         });
         tokio::spawn(control::serve(

@@ -11,8 +11,9 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
+use crate::extensions;
 use crate::features::{member_list, members_only, moderated, registration, whois};
-use crate::host::{Fault, Host};
+use crate::host::{Fault, HookEvent, Host};
 use crate::occupant::{role_name, Occupant};
 use crate::permissions::{self, Actor, Change, Refusal, Target};
 use crate::presence;
@@ -307,11 +308,13 @@ pub fn remove(
 ) -> Result<(), Fault> {
     occupant.remove(host, &room.jid);
     let others = Occupant::all(host, &room.jid)?;
+    let left = extensions::occupant_view(occupant, affiliation.clone());
     let mut gone = Presence::departure(occupant, affiliation, Vec::new());
     gone.statuses.push(status);
     gone.reason = reason;
     gone.actor = by;
-    gone.broadcast(host, room, &others)
+    gone.broadcast(host, room, &others)?;
+    extensions::notify(host, room, &others, HookEvent::Left(left))
 }
 
 /// A user not in the room had their affiliation changed: those who may see real JIDs are told

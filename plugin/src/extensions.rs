@@ -22,6 +22,8 @@ use crate::occupant::Occupant;
 use crate::room::Room;
 
 const TICK_PREFIX: &str = "extension-tick/";
+/// XEP-0071: a second rendering of the body, which filters would not see.
+const XHTML_IM: &str = "http://jabber.org/protocol/xhtml-im";
 
 /// The room a tick timer is for.
 pub fn tick_room(key: &str) -> Option<&str> {
@@ -86,6 +88,14 @@ pub fn filter_message(
     if !host.extensions_active(&room.jid) {
         return Ok(Ok(Vec::new()));
     }
+    // What the extensions judge is what everyone reads: one body, no other rendering of it.
+    let mut first_body = true;
+    crate::xml::retain_children(message, |child| {
+        let is_body = child.is("body", ns::JABBER_CLIENT);
+        let keep = !(is_body && !first_body) && !child.is("html", XHTML_IM);
+        first_body &= !is_body;
+        keep
+    });
     let view = view(host, room, occupants)?;
     let sender = view
         .occupants
@@ -171,6 +181,12 @@ pub fn configure(
         }
         Err(why) => Err(why),
     })
+}
+
+/// The room is gone: the host forgets its extensions' choices and storage, and its tick stops.
+pub fn forget(host: &mut dyn Host, room_jid: &str) {
+    host.forget_extensions(room_jid);
+    host.cancel_timer(&format!("{TICK_PREFIX}{room_jid}"));
 }
 
 /// Broadcasts what extensions said, each from `room/nick`, with a stanza-id, into the history.

@@ -446,7 +446,7 @@ pub fn remove_session(
 /// Forgets an empty room and its lock timer.
 pub fn destroy_silently(host: &mut dyn Host, room: &Room) {
     room.delete(host);
-    host.forget_extensions(&room.jid);
+    extensions::forget(host, &room.jid);
     host.cancel_timer(&lock::timer_key(&room.jid));
 }
 

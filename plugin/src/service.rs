@@ -17,7 +17,7 @@ use crate::errors;
 use crate::extensions;
 use crate::features::{invitations, lock, registration, voice_requests};
 use crate::groupchat;
-use crate::host::{Envelope, Fault, Host, Level, StanzaKind};
+use crate::host::{Envelope, Fault, HookEvent, Host, Level, StanzaKind};
 use crate::occupant::Occupant;
 use crate::owner;
 use crate::presence;
@@ -380,13 +380,15 @@ fn remove_ghost(muc: &Muc, host: &mut dyn Host, inbound: &Inbound) -> Result<(),
     let why = Element::builder("status", ns::JABBER_CLIENT)
         .append(format!("Kicked: {}", error_summary(&inbound.element)))
         .build();
+    let left = extensions::occupant_view(&ghost, affiliation.clone());
     let mut gone = Presence::departure(&ghost, affiliation, vec![why]);
     gone.statuses.push(Status::ServiceErrorKick);
     gone.to_others(host, &room, &others)?;
     if others.is_empty() && !crate::features::persistent::is_persistent(&room) {
         presence::destroy_silently(host, &room);
+        return Ok(());
     }
-    Ok(())
+    extensions::notify(host, &room, &others, HookEvent::Left(left))
 }
 
 /// "service unavailable: TEXT" for a bounced stanza's error, for people to read.

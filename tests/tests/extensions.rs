@@ -137,6 +137,8 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
         ("storage", "storage quota of 262144 bytes"),
         ("flood", "more messages than its cap per minute"),
         ("panic", "it crashed"),
+        ("sleep", "may not wait"),
+        ("log", ""),
     ];
     for (command, reason) in escapes {
         say(&mut host, "guest", ROOM, &format!("!hostile {command}"));
@@ -474,5 +476,78 @@ fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
             .iter()
             .any(|s| s.contains("[rewritten] after a restart")),
         "{received:?}"
+    );
+}
+
+#[test]
+fn a_fail_closed_extension_that_failed_keeps_the_room_refusing_until_an_owner_acts() {
+    let mut host = hostile_host(ExtensionLimits::default());
+    submit(
+        &mut host,
+        "owner",
+        ROOM,
+        &[("extension#hostile#fail-closed", "1")],
+    );
+    drain(&mut host, "guest");
+    for _ in 0..3 {
+        say(&mut host, "guest", ROOM, "trap");
+    }
+    let owner = drain(&mut host, "owner");
+    let told = notices(&owner);
+    assert!(
+        told[2].contains("fault 3 of 3") && told[2].contains("fail-closed"),
+        "{told:?}"
+    );
+    say(&mut host, "guest", ROOM, "harmless");
+    let guest = drain(&mut host, "guest");
+    assert!(
+        guest.last().unwrap().contains("policy-violation"),
+        "still refused: {guest:?}"
+    );
+    assert!(
+        notices(&drain(&mut host, "owner")).is_empty(),
+        "and not run again"
+    );
+    submit(&mut host, "owner", ROOM, &[("extension#hostile", "0")]);
+    drain(&mut host, "guest");
+    say(&mut host, "guest", ROOM, "harmless");
+    assert!(drain(&mut host, "guest")[0].contains("<body>harmless</body>"));
+}
+
+#[test]
+fn what_the_filters_judge_is_the_only_body_anyone_reads() {
+    let mut host = host_with(&["probe_extension"], limits());
+    room(&mut host, ROOM, &[("extension#probe", "1")]);
+    drain(&mut host, "guest");
+    host.send(
+        "guest",
+        stanza("<message xmlns='jabber:client' type='groupchat' to='lab@conference.localhost'><body>[rewrite] one</body><body xml:lang='de'>[rewrite] zwei</body><html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'>[rewrite] html</body></html></message>"),
+    )
+    .unwrap();
+    let owner = drain(&mut host, "owner");
+    let relayed: Element = owner[0].parse().unwrap();
+    let bodies: Vec<String> = relayed
+        .children()
+        .filter(|c| c.is("body", "jabber:client"))
+        .map(Element::text)
+        .collect();
+    assert_eq!(bodies, ["[rewritten] one"]);
+    assert!(!owner[0].contains("xhtml-im"), "{}", owner[0]);
+}
+
+#[test]
+fn a_kicked_occupant_leaves_for_the_extensions_too() {
+    let mut host = host_with(&["probe_extension"], limits());
+    room(&mut host, ROOM, &[("extension#probe", "1")]);
+    drain(&mut host, "guest");
+    host.send(
+        "owner",
+        stanza("<iq xmlns='jabber:client' type='set' id='k' to='lab@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='guest' role='none'/></query></iq>"),
+    )
+    .unwrap();
+    let owner = drain(&mut host, "owner");
+    assert!(
+        owner.iter().any(|s| s.contains("<body>bye guest</body>")),
+        "{owner:?}"
     );
 }

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::sandbox::{DeclaredSetting, Manifest, SettingKind};
 
 pub const MAX_NAME_BYTES: usize = 32;
+/// Bounds on what a manifest declares: it is shown in every room's configuration form.
+const MAX_TEXT_BYTES: usize = 200;
+const MAX_SETTINGS: usize = 16;
+const MAX_OPTIONS: usize = 32;
 /// Field names every extension gets in the configuration form beside its own settings.
 pub const RESERVED_SETTINGS: &[&str] = &["nick", "fail-closed"];
 
@@ -55,8 +59,16 @@ impl Entry {
                 manifest.name
             ));
         }
-        if manifest.version.trim().is_empty() {
-            return Err("the extension declares no version".into());
+        if manifest.version.trim().is_empty() || manifest.version.len() > MAX_NAME_BYTES {
+            return Err("the extension declares no version, or one too long".into());
+        }
+        if !one_line(&manifest.description) {
+            return Err(format!(
+                "the description must be one line of at most {MAX_TEXT_BYTES} bytes"
+            ));
+        }
+        if manifest.settings.len() > MAX_SETTINGS {
+            return Err(format!("more than {MAX_SETTINGS} settings"));
         }
         if let Some(nick) = &manifest.nick {
             if !valid_nick(nick) {
@@ -64,7 +76,10 @@ impl Entry {
             }
         }
         if let Some(command) = &manifest.command {
-            if command.is_empty() || command.contains(char::is_whitespace) {
+            if command.is_empty()
+                || command.len() > MAX_NAME_BYTES
+                || command.contains(char::is_whitespace)
+            {
                 return Err(format!("the command '{command}' is not one word"));
             }
         }
@@ -78,6 +93,27 @@ impl Entry {
             }
             if settings.iter().any(|s| s.name == declared.name) {
                 return Err(format!("the setting '{}' is declared twice", declared.name));
+            }
+            let well_formed = one_line(&declared.label)
+                && declared.options.len() <= MAX_OPTIONS
+                && declared.options.iter().all(|o| one_line(o))
+                && declared.default.len() <= MAX_OPTIONS
+                && declared.default.iter().all(|d| d.len() <= MAX_TEXT_BYTES)
+                && match declared.kind {
+                    SettingKind::Boolean => {
+                        matches!(declared.default.as_slice(), [v] if v == "0" || v == "1")
+                    }
+                    SettingKind::ListSingle => {
+                        matches!(declared.default.as_slice(), [v] if declared.options.contains(v))
+                    }
+                    SettingKind::TextSingle => declared.default.len() <= 1,
+                    SettingKind::TextMulti => true,
+                };
+            if !well_formed {
+                return Err(format!(
+                    "the setting '{}' is malformed (label, options or default)",
+                    declared.name
+                ));
             }
             settings.push(Setting::from(declared));
         }
@@ -94,6 +130,14 @@ impl Entry {
             rooms: None,
             on_by_default: false,
         })
+    }
+
+    /// Where owners may switch it on, for people.
+    pub fn allowed_rooms(&self) -> String {
+        match &self.rooms {
+            None => "every room".into(),
+            Some(rooms) => rooms.join(", "),
+        }
     }
 
     pub fn allowed_in(&self, room: &str) -> bool {
@@ -135,8 +179,14 @@ fn is_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// A nick an extension may speak under: what a room accepts from a person, within 64 bytes.
+/// A nick an extension may speak under: a resource part as it stands (so `room/nick` is a JID),
+/// within 64 bytes.
 pub fn valid_nick(nick: &str) -> bool {
-    let nick = nick.trim();
-    !nick.is_empty() && nick.len() <= 64 && !nick.chars().any(char::is_control)
+    nick.len() <= 64
+        && jid::ResourcePart::new(nick).is_ok_and(|part| part.as_str() == nick)
+        && nick.trim() == nick
+}
+
+fn one_line(text: &str) -> bool {
+    text.len() <= MAX_TEXT_BYTES && !text.contains(['\n', '\r'])
 }

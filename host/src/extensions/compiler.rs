@@ -15,6 +15,9 @@ use super::sandbox::{ExtensionContext, Instance, RoomExtension, RoomExtensionPre
 use super::ExtensionLimits;
 use crate::runtime::{compile_cached, EPOCH_TICK};
 
+/// The WASI poll interface of wasmtime-wasi 48 (guests importing an older 0.2 match it).
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
 /// Compiles extensions for one engine; cheap to clone, usable from any thread (so a new version
 /// is compiled off the core thread).
 #[derive(Clone)]
@@ -44,6 +47,16 @@ impl ExtensionCompiler {
         // Rust's std on wasip2 imports WASI: linked with an empty context (no files, sockets or
         // environment), so those calls fail inside the sandbox.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Except waiting: a blocking poll runs in the host, where no epoch deadline reaches, so
+        // one sleeping extension would stop the core. Waiting traps instead.
+        linker.allow_shadowing(true);
+        let mut poll = linker.instance(WASI_POLL)?;
+        for function in ["poll", "[method]pollable.block"] {
+            poll.func_new(function, |_, _, _, _| {
+                wasmtime::bail!("a room extension may not wait (wasi:io/poll)")
+            })?;
+        }
+        linker.allow_shadowing(false);
         RoomExtension::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |ctx| ctx)?;
         Ok(ExtensionCompiler {
             engine: engine.clone(),
@@ -76,8 +89,9 @@ impl ExtensionCompiler {
             pre,
         };
         let mut instance = compiled.instantiate(self.limits.memory_bytes)?;
-        let ticks = self.limits.call_budget.as_millis() / EPOCH_TICK.as_millis();
-        instance.store.set_epoch_deadline(ticks.max(1) as u64);
+        instance
+            .store
+            .set_epoch_deadline(budget_ticks(self.limits.call_budget));
         let manifest = instance
             .bindings
             .muc_extension_hooks()
@@ -87,6 +101,12 @@ impl ExtensionCompiler {
         let entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
         Ok(Compiled { entry, ..compiled })
     }
+}
+
+/// Epoch ticks for a time budget: at least one, and one more than the budget's whole ticks, as
+/// the call may start just before the ticker fires.
+pub fn budget_ticks(budget: std::time::Duration) -> u64 {
+    (budget.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
 }
 
 impl Compiled {

@@ -2,14 +2,31 @@
 //! savepoint of the MUC call, its messages collected and its faults contained.
 
 use super::catalog::Entry;
+use super::compiler::budget_ticks;
 use super::rooms::{Choice, RoomRecord};
 use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo};
-use super::{load, notify_owners, save, store_prefix, Call, Extensions};
+use super::{load, notify_owners, save, store_prefix, Call, Extensions, MAX_REWRITE_BYTES};
 use crate::runtime::wit_extensions as wit;
-use crate::runtime::EPOCH_TICK;
 
 /// A hook call that went wrong, as the owners are told.
 struct Fault(String);
+
+/// How one extension's hook call went.
+enum Ran<T> {
+    Done(T),
+    /// It faulted now, or it is fail-closed and failed too often before: it cannot vouch.
+    Faulted,
+}
+
+/// What the hook calls of one event share.
+struct Turn<'t, 'c> {
+    call: &'t mut Call<'c>,
+    record: &'t mut RoomRecord,
+    room: &'t RoomInfo,
+    outcome: &'t mut wit::Outcome,
+}
+
+type Store = wasmtime::Store<sandbox::ExtensionContext>;
 
 impl Extensions {
     /// Runs one event through the room's enabled extensions.
@@ -24,254 +41,200 @@ impl Extensions {
             next_tick: wit::TickRequest::Keep,
         };
         let seen = room_info(&room);
-        let ticked = matches!(event, wit::Event::Tick);
+        let mut turn = Turn {
+            call,
+            record: &mut record,
+            room: &seen,
+            outcome: &mut outcome,
+        };
+        let visible = |who: &wit::Occupant| occupant(who, room.non_anonymous);
+        let mut ticked = false;
         match event {
             wit::Event::Message(message) => {
-                let sender = occupant(&message.sender, room.non_anonymous);
-                let mut body = message.body;
-                let mut rewritten = false;
-                for (entry, choice) in &enabled {
-                    let result = self.run(
-                        call,
-                        &mut record,
-                        entry,
-                        choice,
-                        &seen,
-                        &mut outcome,
-                        |ext, store| {
-                            ext.muc_extension_hooks()
-                                .call_on_message(store, &sender, &body)
-                        },
-                    );
-                    match result {
-                        Some(MessageVerdict::Pass) => {}
-                        Some(MessageVerdict::Rewrite(new))
-                            if new.len() <= sandbox::MAX_SAID_BYTES * 16 =>
-                        {
-                            body = new;
-                            rewritten = true;
-                        }
-                        Some(MessageVerdict::Rewrite(new)) => {
-                            self.fault(
-                                call,
-                                &mut record,
-                                &room.jid,
-                                entry,
-                                format!("it rewrote a message into {} bytes", new.len()),
-                            );
-                            if choice.fail_closed {
-                                outcome.verdict = refused_by(entry);
-                                break;
-                            }
-                        }
-                        Some(MessageVerdict::Reject(why)) => {
-                            outcome.verdict = wit::Verdict::Refuse(why);
-                            break;
-                        }
-                        None if choice.fail_closed => {
-                            outcome.verdict = refused_by(entry);
-                            break;
-                        }
-                        None => {}
-                    }
-                }
-                if matches!(outcome.verdict, wit::Verdict::Pass) {
-                    if rewritten {
-                        outcome.verdict = wit::Verdict::Rewrite(body.clone());
-                    }
-                    for (entry, choice) in &enabled {
-                        let Some(arguments) = command_arguments(entry, &body) else {
-                            continue;
-                        };
-                        self.run(
-                            call,
-                            &mut record,
-                            entry,
-                            choice,
-                            &seen,
-                            &mut outcome,
-                            |ext, store| {
-                                ext.muc_extension_hooks()
-                                    .call_on_command(store, &sender, &arguments)
-                            },
-                        );
-                    }
-                }
+                self.on_message(&mut turn, &enabled, &visible(&message.sender), message.body)
             }
-            wit::Event::Join(joiner) => {
-                let taken = enabled.iter().find(|(entry, choice)| {
-                    entry.nick.is_some() && choice.nick.as_deref() == Some(joiner.nick.as_str())
-                });
-                if let Some((entry, _)) = taken {
-                    outcome.verdict = wit::Verdict::Refuse(format!(
-                        "The nickname '{}' belongs to the room's extension {}",
-                        joiner.nick, entry.name
-                    ));
-                } else {
-                    let joiner = occupant(&joiner, room.non_anonymous);
-                    for (entry, choice) in &enabled {
-                        let result = self.run(
-                            call,
-                            &mut record,
-                            entry,
-                            choice,
-                            &seen,
-                            &mut outcome,
-                            |ext, store| ext.muc_extension_hooks().call_on_join(store, &joiner),
-                        );
-                        match result {
-                            Some(JoinVerdict::Allow) => {}
-                            Some(JoinVerdict::Refuse(why)) => {
-                                outcome.verdict = wit::Verdict::Refuse(why);
-                                break;
-                            }
-                            None if choice.fail_closed => {
-                                outcome.verdict = refused_by(entry);
-                                break;
-                            }
-                            None => {}
-                        }
-                    }
-                }
-            }
+            wit::Event::Join(joiner) => self.on_join(&mut turn, &enabled, &visible(&joiner)),
             wit::Event::Joined(who) => {
-                let who = occupant(&who, room.non_anonymous);
-                for (entry, choice) in &enabled {
-                    self.run(
-                        call,
-                        &mut record,
-                        entry,
-                        choice,
-                        &seen,
-                        &mut outcome,
-                        |ext, store| ext.muc_extension_hooks().call_on_joined(store, &who),
-                    );
+                let who = visible(&who);
+                for (entry, _) in &enabled {
+                    self.run(&mut turn, entry, |e, s: &mut Store| {
+                        e.muc_extension_hooks().call_on_joined(s, &who)
+                    });
                 }
             }
             wit::Event::Left(who) => {
-                let who = occupant(&who, room.non_anonymous);
-                for (entry, choice) in &enabled {
-                    self.run(
-                        call,
-                        &mut record,
-                        entry,
-                        choice,
-                        &seen,
-                        &mut outcome,
-                        |ext, store| ext.muc_extension_hooks().call_on_left(store, &who),
-                    );
+                let who = visible(&who);
+                for (entry, _) in &enabled {
+                    self.run(&mut turn, entry, |e, s: &mut Store| {
+                        e.muc_extension_hooks().call_on_left(s, &who)
+                    });
                 }
             }
             wit::Event::Tick => {
-                for (entry, choice) in &enabled {
-                    let Some(seconds) = entry.tick_seconds else {
-                        continue;
-                    };
-                    let key = (entry.name.clone(), room.jid.clone());
-                    if self
-                        .tick_due
-                        .get(&key)
-                        .is_some_and(|due| *due > call.now_ms)
-                    {
-                        continue;
-                    }
-                    self.tick_due
-                        .insert(key, call.now_ms + u64::from(seconds) * 1000);
-                    self.run(
-                        call,
-                        &mut record,
-                        entry,
-                        choice,
-                        &seen,
-                        &mut outcome,
-                        |ext, store| ext.muc_extension_hooks().call_on_tick(store),
-                    );
-                }
+                ticked = true;
+                self.on_tick(&mut turn, &enabled);
             }
         }
+        let ticking: Vec<(Entry, Choice)> = self
+            .enabled(&record, &room.jid)
+            .into_iter()
+            .filter(|(entry, _)| entry.tick_seconds.is_some())
+            .collect();
+        outcome.next_tick = next_tick(&mut record, &ticking, call.now_ms, ticked);
         if record != before {
             save(call.txn, &room.jid, &record);
         }
-        let still_enabled = self.enabled(&record, &room.jid);
-        outcome.next_tick = self.next_tick(&still_enabled, &room.jid, call.now_ms, ticked);
         outcome
     }
 
-    /// When the room's next tick is due, scheduling extensions that have none yet: `keep` when
-    /// the plugin's timer already says so (a tick consumed the timer: then never `keep`).
-    pub(super) fn next_tick(
+    /// Each filter in turn (a rewrite is what the next sees; the first refusal ends it), then
+    /// the commands the final body starts with.
+    fn on_message(
         &mut self,
+        turn: &mut Turn,
         enabled: &[(Entry, Choice)],
-        room: &str,
-        now_ms: u64,
-        timer_consumed: bool,
-    ) -> wit::TickRequest {
-        let due = enabled
-            .iter()
-            .filter_map(|(entry, _)| {
-                let seconds = entry.tick_seconds?;
-                let due = self
-                    .tick_due
-                    .entry((entry.name.clone(), room.to_string()))
-                    .or_insert(now_ms + u64::from(seconds) * 1000);
-                Some(*due)
-            })
-            .min();
-        let asked = self.tick_asked.insert(room.to_string(), due);
-        match due {
-            _ if asked == Some(due) && !timer_consumed => wit::TickRequest::Keep,
-            Some(at) => wit::TickRequest::At(at),
-            None => wit::TickRequest::Stop,
+        sender: &sandbox::Occupant,
+        mut body: String,
+    ) {
+        let mut rewritten = false;
+        for (entry, choice) in enabled {
+            let ran = self.run(turn, entry, |e, s: &mut Store| {
+                e.muc_extension_hooks().call_on_message(s, sender, &body)
+            });
+            match ran {
+                Ran::Done(MessageVerdict::Pass) => {}
+                Ran::Done(MessageVerdict::Rewrite(new)) => {
+                    body = new;
+                    rewritten = true;
+                }
+                Ran::Done(MessageVerdict::Reject(why)) => {
+                    turn.outcome.verdict = wit::Verdict::Refuse(why);
+                    return;
+                }
+                Ran::Faulted if choice.fail_closed => {
+                    turn.outcome.verdict = refused_by(entry);
+                    return;
+                }
+                Ran::Faulted => {}
+            }
+        }
+        for (entry, _) in enabled {
+            let Some(arguments) = command_arguments(entry, &body) else {
+                continue;
+            };
+            self.run(turn, entry, |e, s: &mut Store| {
+                e.muc_extension_hooks()
+                    .call_on_command(s, sender, &arguments)
+            });
+        }
+        if rewritten {
+            turn.outcome.verdict = wit::Verdict::Rewrite(body);
         }
     }
 
-    /// One hook call of `entry` in the room, as a savepoint of `call`. Its messages are added to
-    /// `outcome`; a fault is handled here and gives `None`.
-    #[allow(clippy::too_many_arguments)]
-    fn run<T>(
+    /// Nobody takes an extension's nick; then each extension may refuse.
+    fn on_join(
         &mut self,
-        call: &mut Call,
-        record: &mut RoomRecord,
+        turn: &mut Turn,
+        enabled: &[(Entry, Choice)],
+        joiner: &sandbox::Occupant,
+    ) {
+        let taken = enabled.iter().find(|(entry, choice)| {
+            entry.nick.is_some() && choice.nick.as_deref() == Some(joiner.nick.as_str())
+        });
+        if let Some((entry, _)) = taken {
+            turn.outcome.verdict = wit::Verdict::Refuse(format!(
+                "The nickname '{}' belongs to the room's extension {}",
+                joiner.nick, entry.name
+            ));
+            return;
+        }
+        for (entry, choice) in enabled {
+            let ran = self.run(turn, entry, |e, s: &mut Store| {
+                e.muc_extension_hooks().call_on_join(s, joiner)
+            });
+            match ran {
+                Ran::Done(JoinVerdict::Allow) => {}
+                Ran::Done(JoinVerdict::Refuse(why)) => {
+                    turn.outcome.verdict = wit::Verdict::Refuse(why);
+                    return;
+                }
+                Ran::Faulted if choice.fail_closed => {
+                    turn.outcome.verdict = refused_by(entry);
+                    return;
+                }
+                Ran::Faulted => {}
+            }
+        }
+    }
+
+    /// The extensions whose tick is due get it, and their next one is scheduled.
+    fn on_tick(&mut self, turn: &mut Turn, enabled: &[(Entry, Choice)]) {
+        let now = turn.call.now_ms;
+        for (entry, _) in enabled {
+            let Some(seconds) = entry.tick_seconds else {
+                continue;
+            };
+            if turn
+                .record
+                .ticks
+                .get(&entry.name)
+                .is_some_and(|due| *due > now)
+            {
+                continue;
+            }
+            turn.record
+                .ticks
+                .insert(entry.name.clone(), now + u64::from(seconds) * 1000);
+            self.run(turn, entry, |e, s: &mut Store| {
+                e.muc_extension_hooks().call_on_tick(s)
+            });
+        }
+    }
+
+    /// One hook call of `entry`, as a savepoint of the MUC call: its messages join the outcome,
+    /// a fault is counted and reported here.
+    fn run<T: Checked>(
+        &mut self,
+        turn: &mut Turn,
         entry: &Entry,
-        choice: &Choice,
-        room: &RoomInfo,
-        outcome: &mut wit::Outcome,
-        hook: impl FnOnce(
-            &sandbox::RoomExtension,
-            &mut wasmtime::Store<sandbox::ExtensionContext>,
-        ) -> wasmtime::Result<T>,
-    ) -> Option<T> {
-        match self.run_sandboxed(call, entry, choice, room, hook) {
+        hook: impl FnOnce(&sandbox::RoomExtension, &mut Store) -> wasmtime::Result<T>,
+    ) -> Ran<T> {
+        let choice = turn.record.choice(entry);
+        if choice.failed {
+            // Fail-closed and failed too often (fail-open ones are not run at all).
+            return Ran::Faulted;
+        }
+        match self.run_sandboxed(turn.call, entry, &choice, turn.room, hook) {
             Ok((value, said)) => {
-                let nick = choice.nick.clone().unwrap_or_default();
-                outcome.said.extend(said.into_iter().map(|body| wit::Said {
-                    nick: nick.clone(),
-                    body,
-                }));
-                Some(value)
+                let nick = choice.nick.unwrap_or_default();
+                turn.outcome
+                    .said
+                    .extend(said.into_iter().map(|body| wit::Said {
+                        nick: nick.clone(),
+                        body,
+                    }));
+                Ran::Done(value)
             }
             Err(Fault(why)) => {
-                self.fault(call, record, &room.jid, entry, why);
-                None
+                self.fault(turn, entry, why);
+                Ran::Faulted
             }
         }
     }
 
-    fn run_sandboxed<T>(
+    fn run_sandboxed<T: Checked>(
         &mut self,
         call: &mut Call,
         entry: &Entry,
         choice: &Choice,
         room: &RoomInfo,
-        hook: impl FnOnce(
-            &sandbox::RoomExtension,
-            &mut wasmtime::Store<sandbox::ExtensionContext>,
-        ) -> wasmtime::Result<T>,
+        hook: impl FnOnce(&sandbox::RoomExtension, &mut Store) -> wasmtime::Result<T>,
     ) -> Result<(T, Vec<String>), Fault> {
         let limits = self.limits();
         let key = (entry.name.clone(), room.jid.clone());
         let mut instance = match self.instances.remove(&key) {
-            Some(instance) => instance,
+            Some((instance, _)) => instance,
             None => self.installed[&entry.name]
                 .instantiate(limits.memory_bytes)
                 .map_err(|error| Fault(format!("it could not be started: {error:#}")))?,
@@ -280,7 +243,7 @@ impl Extensions {
         while window.front().is_some_and(|at| *at + 60_000 <= call.now_ms) {
             window.pop_front();
         }
-        let savepoint = call.txn.writes.extensions.clone();
+        let savepoint = call.txn.savepoint();
         let speaking_as = choice.nick.clone().filter(|_| entry.nick.is_some());
         instance.store.data_mut().memory.hit = false;
         instance.store.data_mut().call = Some(HookCall {
@@ -294,12 +257,15 @@ impl Extensions {
             nick: speaking_as.clone(),
             say_allowance: limits.messages_per_minute.saturating_sub(window.len()),
             said: Vec::new(),
+            logged: 0,
+            written_bytes: 0,
             broke: None,
             now_ms: call.now_ms,
             tag: format!("{}@{}", entry.name, room.jid),
         });
-        let ticks = limits.call_budget.as_millis() / EPOCH_TICK.as_millis();
-        instance.store.set_epoch_deadline(ticks.max(1) as u64);
+        instance
+            .store
+            .set_epoch_deadline(budget_ticks(limits.call_budget));
         let result = hook(&instance.bindings, &mut instance.store);
         let context = instance.store.data_mut();
         let done = context.call.take().expect("the hook call's state");
@@ -316,10 +282,11 @@ impl Extensions {
                 ),
                 _ => format!("it crashed ({})", first_line(error)),
             }),
-            Ok(_) => done
+            Ok(value) => done
                 .broke
                 .clone()
-                .map(|why| format!("it broke a rule: {why}")),
+                .map(|why| format!("it broke a rule: {why}"))
+                .or_else(|| value.rule_broken()),
         };
         let impersonating = speaking_as
             .as_deref()
@@ -327,51 +294,117 @@ impl Extensions {
         let fault = fault.or(impersonating
             .map(|nick| format!("it tried to speak as '{nick}', which is an occupant's nickname")));
         if let Some(why) = fault {
-            call.txn.writes.extensions = savepoint;
+            call.txn.roll_back(savepoint);
             return Err(Fault(why));
         }
         window.extend(std::iter::repeat_n(call.now_ms, done.said.len()));
-        self.instances.insert(key, instance);
+        self.keep(key, instance);
         Ok((result.expect("checked above"), done.said))
     }
 
-    /// Counts a fault, tells the owners, and switches the extension off at the limit.
-    fn fault(
-        &mut self,
-        call: &mut Call,
-        record: &mut RoomRecord,
-        room: &str,
-        entry: &Entry,
-        why: String,
-    ) {
-        let limit = self.limits().faults_before_off;
-        let mut choice = record.choice(entry);
-        choice.faults += 1;
-        let switched_off = choice.faults >= limit;
-        if switched_off {
-            choice.enabled = false;
+    /// Keeps an instance for the next call, dropping the least recently used past the cap.
+    fn keep(&mut self, key: (String, String), instance: sandbox::Instance) {
+        self.calls += 1;
+        if self.instances.len() >= super::MAX_INSTANCES {
+            let oldest = self
+                .instances
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.instances.remove(&oldest);
+            }
         }
+        self.instances.insert(key, (instance, self.calls));
+    }
+
+    /// Counts a fault and tells the owners. At the limit a fail-open extension stops running
+    /// in the room; a fail-closed one stops too, and the room refuses what it would have checked,
+    /// until an owner switches it off or on again.
+    fn fault(&mut self, turn: &mut Turn, entry: &Entry, why: String) {
+        let limit = self.limits().faults_before_off;
+        let room = &turn.room.jid;
+        let mut choice = turn.record.choice(entry);
+        choice.faults += 1;
+        choice.failed = choice.faults >= limit;
         tracing::warn!(
             extension = entry.name,
             room,
             faults = choice.faults,
-            switched_off,
+            failed = choice.failed,
             "room extension fault: {why}"
         );
         let mut notice = format!(
             "The room extension '{}' failed in {room}: {why} (fault {} of {limit}).",
             entry.name, choice.faults
         );
-        if switched_off {
+        if choice.failed && choice.fail_closed {
             notice.push_str(
-                " It is now switched off in this room; an owner can switch it on again in the \
-                 room's configuration.",
+                " It is fail-closed: the room now refuses the messages and joins it would have                  checked, until an owner switches it off, or on again, in the room's                  configuration.",
+            );
+        } else if choice.failed {
+            notice.push_str(
+                " It is now switched off in this room; an owner can switch it on again in the                  room's configuration.",
             );
         }
-        record.extensions.insert(entry.name.clone(), choice);
-        notify_owners(call.txn, room, &record.owners, &notice);
-        self.instances
-            .remove(&(entry.name.clone(), room.to_string()));
+        turn.record.extensions.insert(entry.name.clone(), choice);
+        notify_owners(turn.call.txn, room, &turn.record.owners, &notice);
+        self.instances.remove(&(entry.name.clone(), room.clone()));
+    }
+}
+
+/// A hook's answer the host must still check: a rule it breaks is a fault, inside the savepoint.
+trait Checked {
+    fn rule_broken(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Checked for () {}
+
+impl Checked for JoinVerdict {}
+
+impl Checked for MessageVerdict {
+    fn rule_broken(&self) -> Option<String> {
+        match self {
+            MessageVerdict::Rewrite(body) if body.len() > MAX_REWRITE_BYTES => {
+                Some(format!("it rewrote a message into {} bytes", body.len()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// When the room's next tick is due, scheduling ticking extensions that have none yet: `keep`
+/// when the plugin's timer already says so, unless `timer_consumed` (a tick fired it, or the
+/// owner just configured the room: the timer is written again).
+pub(super) fn next_tick(
+    record: &mut RoomRecord,
+    ticking: &[(Entry, Choice)],
+    now_ms: u64,
+    timer_consumed: bool,
+) -> wit::TickRequest {
+    record
+        .ticks
+        .retain(|name, _| ticking.iter().any(|(entry, _)| entry.name == *name));
+    let due = ticking
+        .iter()
+        .filter_map(|(entry, _)| {
+            let seconds = u64::from(entry.tick_seconds?);
+            Some(
+                *record
+                    .ticks
+                    .entry(entry.name.clone())
+                    .or_insert(now_ms + seconds * 1000),
+            )
+        })
+        .min();
+    let unchanged = record.tick_asked == due;
+    record.tick_asked = due;
+    match due {
+        _ if unchanged && !timer_consumed => wit::TickRequest::Keep,
+        Some(at) => wit::TickRequest::At(at),
+        None => wit::TickRequest::Stop,
     }
 }
 
@@ -389,8 +422,9 @@ fn command_arguments(entry: &Entry, body: &str) -> Option<String> {
     (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim().to_string())
 }
 
+/// What ended the call, without the backtrace: the innermost cause, first line.
 fn first_line(error: &wasmtime::Error) -> String {
-    let text = format!("{error}");
+    let text = error.root_cause().to_string();
     text.lines().next().unwrap_or_default().to_string()
 }
 

@@ -23,14 +23,14 @@ use minidom::Element;
 use crate::runtime::wit_extensions as wit;
 use crate::storage::{Storage, Tier, Transaction};
 pub use catalog::Entry;
-pub use compiler::{Compiled, ExtensionCompiler};
+pub use compiler::{budget_ticks, Compiled, ExtensionCompiler};
 use rooms::{Choice, RoomRecord};
 use sandbox::Instance;
 
 /// What the host allows each extension, in each room.
 #[derive(Clone, Copy, Debug)]
 pub struct ExtensionLimits {
-    /// CPU time for one hook call (epoch interruption, to within one tick).
+    /// Wall time for one hook call (epoch interruption, to within one tick).
     pub call_budget: Duration,
     pub memory_bytes: usize,
     /// Bytes of keys and values in its storage, per room.
@@ -67,15 +67,24 @@ pub type SharedExtensions = Arc<Mutex<Extensions>>;
 pub struct Extensions {
     compiler: ExtensionCompiler,
     installed: BTreeMap<String, Compiled>,
-    /// One instance per (extension, room), made on first use, dropped after a fault.
-    instances: HashMap<(String, String), Instance>,
+    /// Catalog entries that did not load at start (name, entry, why): listed and removable.
+    broken: BTreeMap<String, (Entry, String)>,
+    /// One instance per (extension, room), made on first use, dropped after a fault, and the
+    /// least recently used dropped past [`MAX_INSTANCES`].
+    instances: HashMap<(String, String), (Instance, u64)>,
+    /// Counts hook calls, to know which instance was used least recently.
+    calls: u64,
     /// When each (extension, room) said something in the last minute.
     said_at: HashMap<(String, String), VecDeque<u64>>,
-    /// When each (extension, room) is next due a tick.
-    tick_due: HashMap<(String, String), u64>,
-    /// The tick each room's plugin timer was last asked for, so an unchanged one costs no write.
-    tick_asked: HashMap<String, Option<u64>>,
 }
+
+/// Live instances kept at once: memory is capped per instance, this caps their number.
+const MAX_INSTANCES: usize = 256;
+/// Extensions one room may have on at once: each may take two hook calls per message, and all
+/// of them run inside one MUC call, with its own time budget.
+pub const MAX_PER_ROOM: usize = 4;
+/// The longest body a rewrite may give a message.
+const MAX_REWRITE_BYTES: usize = 64 << 10;
 
 /// An operator's change to the catalog (`muc-host ext add/remove`).
 pub enum Change {
@@ -92,10 +101,10 @@ impl Extensions {
         Extensions {
             compiler,
             installed: BTreeMap::new(),
+            broken: BTreeMap::new(),
             instances: HashMap::new(),
+            calls: 0,
             said_at: HashMap::new(),
-            tick_due: HashMap::new(),
-            tick_asked: HashMap::new(),
         }
     }
 
@@ -112,25 +121,34 @@ impl Extensions {
     }
 
     /// Compiles every extension the store's catalog lists (at start). One that no longer compiles
-    /// is logged and left out; its rooms keep their settings for when it is installed again.
+    /// is logged, listed as not loaded and left out; its rooms keep their settings for when it
+    /// is installed again, and `remove` still removes it.
     pub fn load(&mut self, storage: &Storage) {
-        for (key, value) in storage.range(Tier::Extensions, "catalog/", None) {
-            let loaded = serde_json::from_slice::<Entry>(value)
-                .map_err(anyhow::Error::from)
-                .and_then(|entry| {
-                    let bytes = storage
-                        .get(Tier::Extensions, &catalog::component_key(&entry.name))
-                        .ok_or_else(|| anyhow::anyhow!("its component is missing"))?;
-                    let mut compiled = self.compiler.compile(bytes)?;
-                    compiled.entry.rooms = entry.rooms;
+        for entry in Extensions::catalog(storage) {
+            let loaded = storage
+                .get(Tier::Extensions, &catalog::component_key(&entry.name))
+                .ok_or_else(|| anyhow::anyhow!("its component is missing"))
+                .and_then(|bytes| self.compiler.compile(bytes))
+                .and_then(|mut compiled| {
+                    if compiled.entry.name != entry.name {
+                        anyhow::bail!("it now calls itself '{}'", compiled.entry.name);
+                    }
+                    compiled.entry.rooms = entry.rooms.clone();
                     compiled.entry.on_by_default = entry.on_by_default;
                     Ok(compiled)
                 });
             match loaded {
                 Ok(compiled) => {
-                    self.installed.insert(compiled.entry.name.clone(), compiled);
+                    self.installed.insert(entry.name.clone(), compiled);
                 }
-                Err(error) => tracing::error!(key, "extension not loaded: {error:#}"),
+                Err(error) => {
+                    tracing::error!(
+                        extension = entry.name,
+                        "room extension not loaded: {error:#}"
+                    );
+                    self.broken
+                        .insert(entry.name.clone(), (entry, format!("{error:#}")));
+                }
             }
         }
     }
@@ -143,8 +161,14 @@ impl Extensions {
             .collect()
     }
 
-    pub fn list(&self) -> Vec<Entry> {
-        self.installed.values().map(|c| c.entry.clone()).collect()
+    /// The installed extensions, and those that did not load (with why).
+    pub fn list(&self) -> Vec<(Entry, Option<String>)> {
+        let loaded = self.installed.values().map(|c| (c.entry.clone(), None));
+        let broken = self
+            .broken
+            .values()
+            .map(|(entry, why)| (entry.clone(), Some(why.clone())));
+        loaded.chain(broken).collect()
     }
 
     /// Installs `compiled` (or replaces the installed version of the same name: its rooms keep
@@ -152,20 +176,19 @@ impl Extensions {
     /// into `txn`.
     pub fn install(&mut self, compiled: Compiled, txn: &mut Transaction) -> anyhow::Result<()> {
         let name = compiled.entry.name.clone();
-        txn.put(
+        txn.put_bookkeeping(
             Tier::Extensions,
             catalog::catalog_key(&name),
             serde_json::to_vec(&compiled.entry)?,
-        )
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        txn.put(
+        );
+        txn.put_bookkeeping(
             Tier::Extensions,
             catalog::component_key(&name),
             compiled.bytes.to_vec(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        );
         self.instances
             .retain(|(extension, _), _| *extension != name);
+        self.broken.remove(&name);
         self.installed.insert(name, compiled);
         Ok(())
     }
@@ -185,10 +208,7 @@ impl Extensions {
                     .get(&entry.name)
                     .map(|c| c.entry.version.clone());
                 self.install(*compiled, call.txn)?;
-                let allowed = match &entry.rooms {
-                    None => "every room".to_string(),
-                    Some(rooms) => rooms.join(", "),
-                };
+                let allowed = entry.allowed_rooms();
                 Ok(match replaced {
                     Some(old) => format!(
                         "replaced {} {old} by {}: rooms that use it keep their settings and storage (allowed in {allowed})",
@@ -218,10 +238,14 @@ impl Extensions {
     /// owners are told (the notices go into `txn.outbound`). Its storage is kept, for a
     /// reinstallation. Returns how many rooms had it on.
     pub fn remove(&mut self, name: &str, call: &mut Call) -> anyhow::Result<usize> {
-        let Some(removed) = self.installed.remove(name) else {
+        let Some(removed) = self
+            .installed
+            .get(name)
+            .map(|c| c.entry.clone())
+            .or_else(|| self.broken.get(name).map(|(entry, _)| entry.clone()))
+        else {
             anyhow::bail!("no extension named '{name}' is installed");
         };
-        self.instances.retain(|(extension, _), _| extension != name);
         let records: Vec<(String, Vec<u8>)> = {
             let storage = call.storage.lock().expect("storage lock");
             call.txn
@@ -230,12 +254,15 @@ impl Extensions {
         let mut rooms_using = 0;
         for (key, value) in records {
             let room = key["room/".len()..].to_string();
-            let mut record: RoomRecord = serde_json::from_slice(&value)?;
-            if !removed.entry.allowed_in(&room) || !record.choice(&removed.entry).enabled {
+            let Ok(mut record) = serde_json::from_slice::<RoomRecord>(&value) else {
+                continue;
+            };
+            if !removed.allowed_in(&room) || !record.choice(&removed).enabled {
                 continue;
             }
             rooms_using += 1;
             record.extensions.remove(name);
+            record.ticks.remove(name);
             notify_owners(
                 call.txn,
                 &room,
@@ -251,16 +278,20 @@ impl Extensions {
             .delete(Tier::Extensions, catalog::catalog_key(name));
         call.txn
             .delete(Tier::Extensions, catalog::component_key(name));
+        self.installed.remove(name);
+        self.broken.remove(name);
+        self.instances.retain(|(extension, _), _| extension != name);
+        self.said_at.retain(|(extension, _), _| extension != name);
         Ok(rooms_using)
     }
 
-    /// The extensions switched on in `room`, in name order, with the room's choices.
+    /// The extensions that take part in `room`'s events, in name order, with the room's choices.
     fn enabled(&self, record: &RoomRecord, room: &str) -> Vec<(Entry, Choice)> {
         self.installed
             .values()
             .filter(|c| c.entry.allowed_in(room))
             .map(|c| (c.entry.clone(), record.choice(&c.entry)))
-            .filter(|(_, choice)| choice.enabled)
+            .filter(|(_, choice)| choice.takes_part())
             .collect()
     }
 
@@ -309,7 +340,12 @@ impl Extensions {
                 record.extensions.insert(entry.name.clone(), chosen);
             }
         }
-        let enabled = self.enabled(&record, &room.jid);
+        let mut enabled = self.enabled(&record, &room.jid);
+        if enabled.len() > MAX_PER_ROOM {
+            return Err(format!(
+                "a room may have at most {MAX_PER_ROOM} extensions switched on"
+            ));
+        }
         let mut nicks: Vec<&str> = enabled
             .iter()
             .filter_map(|(e, c)| e.nick.as_ref().and(c.nick.as_deref()))
@@ -322,33 +358,30 @@ impl Extensions {
             ));
         }
         record.owners = room.owners;
+        enabled.retain(|(entry, _)| entry.tick_seconds.is_some());
+        let next_tick = hooks::next_tick(&mut record, &enabled, call.now_ms, true);
         if record != before {
             save(call.txn, &room.jid, &record);
         }
-        Ok(wit::Configured {
-            changed,
-            next_tick: self.next_tick(&enabled, &room.jid, call.now_ms, false),
-        })
+        Ok(wit::Configured { changed, next_tick })
     }
 
-    /// The room is gone: its choices and every extension's storage for it go too.
+    /// The room is gone: its choices and every extension's storage for it go too (installed
+    /// or not).
     pub fn forget(&mut self, call: &mut Call, room: &str) {
         call.txn.delete(Tier::Extensions, RoomRecord::key(room));
         let storage = call.storage.clone();
         let storage = storage.lock().expect("storage lock");
-        for name in self.installed.keys() {
-            call.txn
-                .delete_prefix(&storage, Tier::Extensions, &store_prefix(name, room));
-        }
+        call.txn
+            .delete_prefix(&storage, Tier::Extensions, &format!("store/{room}/"));
         self.instances.retain(|(_, r), _| r != room);
         self.said_at.retain(|(_, r), _| r != room);
-        self.tick_due.retain(|(_, r), _| r != room);
-        self.tick_asked.remove(room);
     }
 }
 
+/// An extension's keys in one room: under the room first, so that the room's end takes them all.
 fn store_prefix(extension: &str, room: &str) -> String {
-    format!("store/{extension}/{room}/")
+    format!("store/{room}/{extension}/")
 }
 
 fn load(storage: &Arc<Mutex<Storage>>, txn: &Transaction, room: &str) -> RoomRecord {
@@ -360,8 +393,7 @@ fn load(storage: &Arc<Mutex<Storage>>, txn: &Transaction, room: &str) -> RoomRec
 
 fn save(txn: &mut Transaction, room: &str, record: &RoomRecord) {
     let bytes = serde_json::to_vec(record).expect("a room record serialises");
-    // A room record is small: the per-call quota cannot refuse it.
-    let _ = txn.put(Tier::Extensions, RoomRecord::key(room), bytes);
+    txn.put_bookkeeping(Tier::Extensions, RoomRecord::key(room), bytes);
 }
 
 fn notify_owners(txn: &mut Transaction, room: &str, owners: &[String], text: &str) {

@@ -16,6 +16,11 @@ pub struct RoomRecord {
     /// The room's owners as of the last hook (they are told of faults and removals).
     pub owners: Vec<String>,
     pub extensions: BTreeMap<String, Choice>,
+    /// When each ticking extension is next due its tick (ms since the Unix epoch).
+    pub ticks: BTreeMap<String, u64>,
+    /// The tick the plugin's timer was last asked for, so that an unchanged one costs no write.
+    /// In the record, so that it rolls back with a MUC call that fails.
+    pub tick_asked: Option<u64>,
 }
 
 /// An owner's choice for one extension in one room.
@@ -28,9 +33,17 @@ pub struct Choice {
     pub settings: BTreeMap<String, Vec<String>>,
     /// Faults since it was last switched on.
     pub faults: u32,
+    /// It reached the fault limit: it no longer runs (see `takes_part`).
+    pub failed: bool,
 }
 
 impl Choice {
+    /// Whether the extension has a say in the room's events: switched on and not failed, or
+    /// failed but fail-closed (then the room refuses what it would have checked).
+    pub fn takes_part(&self) -> bool {
+        self.enabled && (!self.failed || self.fail_closed)
+    }
+
     /// What a room that never decided has: the catalog's default, the extension's own nick.
     pub fn default_for(entry: &Entry) -> Choice {
         Choice {
@@ -105,7 +118,7 @@ pub fn form_fields(entry: &Entry, choice: &Choice) -> Vec<wit::FormField> {
             "Extension {} {}: {}",
             entry.name, entry.version, entry.description
         ),
-        flag(choice.enabled),
+        flag(choice.enabled && !choice.failed),
     )];
     if entry.nick.is_some() {
         fields.push(field(
@@ -142,6 +155,10 @@ pub fn form_fields(entry: &Entry, choice: &Choice) -> Vec<wit::FormField> {
     fields
 }
 
+/// What an owner may submit for one text setting.
+const MAX_VALUE_BYTES: usize = 1024;
+const MAX_VALUES: usize = 100;
+
 /// `choice` changed by the submitted fields that belong to `entry` (others are ignored), or why
 /// a value is unacceptable. `occupant_nicks` are the nicks an extension may not take.
 pub fn apply_form(
@@ -158,8 +175,10 @@ pub fn apply_form(
     };
     if let Some(values) = value(&enable_var(entry)) {
         let enabled = boolean(&enable_var(entry), values)?;
-        if enabled && !choice.enabled {
+        // Switching on (again, after failing) starts the fault count over.
+        if enabled && (!choice.enabled || choice.failed) {
             choice.faults = 0;
+            choice.failed = false;
         }
         choice.enabled = enabled;
     }
@@ -188,6 +207,11 @@ pub fn apply_form(
     for setting in &entry.settings {
         let var = var(entry, &setting.name);
         let Some(values) = value(&var) else { continue };
+        if values.len() > MAX_VALUES || values.iter().any(|v| v.len() > MAX_VALUE_BYTES) {
+            return Err(format!(
+                "{var} takes at most {MAX_VALUES} values of {MAX_VALUE_BYTES} bytes"
+            ));
+        }
         let values = match setting.kind {
             Kind::Boolean => flag(boolean(&var, values)?),
             Kind::TextSingle => vec![values.first().cloned().unwrap_or_default()],

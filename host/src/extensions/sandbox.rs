@@ -30,6 +30,11 @@ pub use muc::extension::types::{
 
 /// Caps on one said body (the room's own message cap applies to people, this one to code).
 pub const MAX_SAID_BYTES: usize = 4096;
+/// WASI resources one instance may hold at once.
+const MAX_HANDLES: usize = 1000;
+/// Log lines one hook call may write, and their length (the rest is cut).
+const MAX_LOG_LINES: usize = 20;
+const MAX_LOG_BYTES: usize = 1024;
 
 /// What one hook call may reach, and what it did.
 pub struct HookCall {
@@ -48,6 +53,10 @@ pub struct HookCall {
     /// Messages it may still say in this call (what is left of its per-minute cap).
     pub say_allowance: usize,
     pub said: Vec<String>,
+    pub logged: usize,
+    /// Bytes written in this call, against the same quota as the storage: a call cannot fill
+    /// the MUC call's transaction by rewriting one key.
+    pub written_bytes: usize,
     /// The first rule the extension broke: the call counts as a fault whatever it returns.
     pub broke: Option<String>,
     pub now_ms: u64,
@@ -66,9 +75,12 @@ pub struct ExtensionContext {
 
 impl ExtensionContext {
     pub fn new(memory_cap: usize) -> ExtensionContext {
+        let mut table = ResourceTable::new();
+        // WASI handles live in host memory the linear-memory cap does not count.
+        table.set_max_capacity(MAX_HANDLES);
         ExtensionContext {
             wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
+            table,
             memory: MemoryCap::new(memory_cap),
             call: None,
         }
@@ -162,7 +174,8 @@ impl muc::extension::store::Host for ExtensionContext {
             .get(&storage, Tier::Extensions, &full_key)
             .map_or(0, |old| full_key.len() + old.len());
         let after = used - replaced + full_key.len() + value.len();
-        if after > call.quota_bytes {
+        call.written_bytes += full_key.len() + value.len();
+        if after > call.quota_bytes || call.written_bytes > call.quota_bytes {
             let why = format!("its storage quota of {} bytes is full", call.quota_bytes);
             call.broke.get_or_insert_with(|| why.clone());
             return Ok(Err(why));
@@ -217,7 +230,21 @@ impl muc::extension::logging::Host for ExtensionContext {
         message: String,
     ) -> wasmtime::Result<()> {
         use muc::extension::logging::Level;
-        let extension = self.call()?.tag.as_str();
+        let call = self.call()?;
+        call.logged += 1;
+        if call.logged > MAX_LOG_LINES {
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        let extension = call.tag.as_str();
         match level {
             Level::Debug => tracing::debug!(extension, "{message}"),
             Level::Info => tracing::info!(extension, "{message}"),

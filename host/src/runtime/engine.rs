@@ -128,7 +128,9 @@ pub fn compile_cached(
         // configuration (both are in its name) into the host's own cache directory.
         match unsafe { Component::deserialize_file(engine, &file) } {
             Ok(component) => return Ok(component),
-            Err(error) => tracing::warn!(?file, %error, "ignoring unreadable compiled plugin"),
+            Err(error) => {
+                tracing::warn!(?file, %error, "ignoring an unreadable compiled component")
+            }
         }
     }
     let component = Component::new(engine, bytes)?;

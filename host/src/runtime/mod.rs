@@ -565,9 +565,7 @@ fn begin(store: &mut Store<CallContext>, txn: Transaction, clock: &dyn Clock, se
     context.txn = txn;
     context.now_ms = clock.now_ms();
     context.memory.hit = false;
-    let ticks = settings.limits.call_budget.as_millis() / EPOCH_TICK.as_millis();
-    // One extra tick: the call may start just before the ticker fires.
-    store.set_epoch_deadline(ticks as u64 + 1);
+    store.set_epoch_deadline(crate::extensions::budget_ticks(settings.limits.call_budget));
 }
 
 /// A fresh instance of `plugin`, initialised. `init` may read but must not write or send.

@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::Result;
 
 pub use sqlite::Sqlite;
-pub use transaction::{Quota, StorageError, Transaction};
+pub use transaction::{Quota, Savepoint, StorageError, Transaction};
 
 /// Durability classes, as in the WIT `storage` interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,7 +246,10 @@ impl Writes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.durable.is_empty() && self.volatile.is_empty() && self.timers.is_empty()
+        self.durable.is_empty()
+            && self.volatile.is_empty()
+            && self.extensions.is_empty()
+            && self.timers.is_empty()
     }
 }
 

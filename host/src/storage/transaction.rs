@@ -34,6 +34,12 @@ pub enum StorageError {
     QuotaExceeded(String),
 }
 
+/// See [`Transaction::savepoint`].
+pub struct Savepoint {
+    extensions: std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    written_bytes: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct Transaction {
     pub writes: Writes,
@@ -92,6 +98,26 @@ impl Transaction {
 
     pub fn delete(&mut self, tier: Tier, key: String) {
         self.writes.tier_mut(tier).insert(key, None);
+    }
+
+    /// A write of the host's own bookkeeping (the extension catalog, a room's extension
+    /// choices): not counted against, nor refused by, the caps on what the guest writes.
+    pub fn put_bookkeeping(&mut self, tier: Tier, key: String, value: Vec<u8>) {
+        self.writes.tier_mut(tier).insert(key, Some(value));
+    }
+
+    /// Where the extensions tier stands now, to come back to with [`Transaction::roll_back`]:
+    /// a room extension's hook call writes only there.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            extensions: self.writes.extensions.clone(),
+            written_bytes: self.written_bytes,
+        }
+    }
+
+    pub fn roll_back(&mut self, savepoint: Savepoint) {
+        self.writes.extensions = savepoint.extensions;
+        self.written_bytes = savepoint.written_bytes;
     }
 
     /// Up to `limit` live entries under `prefix`, after `start_after`, merging the committed
