@@ -92,7 +92,7 @@ pub fn filter_message(
     let mut first_body = true;
     crate::xml::retain_children(message, |child| {
         let is_body = child.is("body", ns::JABBER_CLIENT);
-        let keep = !(is_body && !first_body) && !child.is("html", XHTML_IM);
+        let keep = (!is_body || first_body) && !child.is("html", XHTML_IM);
         first_body &= !is_body;
         keep
     });
