@@ -256,6 +256,11 @@ def main() -> None:
             servers.insert(2, (theirs_too, theirs_too.pids()))
         results: dict[str, dict[str, dict]] = {}
         run = 0
+        # A first, discarded round: servers that just started (Erlang's especially) are still
+        # warming up, and would share the machine with the first measured run.
+        for server, pids in servers:
+            run += 1
+            bench(server, pids, "warm-up", SMOKE[0][1], run)
         for name, args in scenarios:
             results[name] = {}
             for server, pids in servers:
