@@ -173,13 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 CtlCommand::Status => Request::Status,
             };
             let answer = control::request(&data, &request)?;
-            if answer.ok {
-                println!("{}", answer.message);
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("muc-host: {}", answer.message);
-                Ok(ExitCode::FAILURE)
-            }
+            Ok(report(&answer))
         }
         Command::Ext { command } => {
             let request = match command {
@@ -196,13 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 // No service on this data directory: change the store directly.
                 Err(_) => serve::change_extensions_offline(&data, request)?,
             };
-            if answer.ok {
-                println!("{}", answer.message);
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("muc-host: {}", answer.message);
-                Ok(ExitCode::FAILURE)
-            }
+            Ok(report(&answer))
         }
         Command::User {
             command:
@@ -228,6 +216,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         command => run_tool(command, &data),
+    }
+}
+
+/// Prints the service's answer, and says whether it was a success.
+fn report(answer: &control::Answer) -> ExitCode {
+    if answer.ok {
+        println!("{}", answer.message);
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("muc-host: {}", answer.message);
+        ExitCode::FAILURE
     }
 }
 

@@ -10,12 +10,14 @@ use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::ns;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::affiliation::AffiliationRecord;
 use crate::announce;
+use crate::errors;
 use crate::features::{history, naming, stable_id, whois};
 use crate::host::{
-    Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Tier, Verdict,
+    Envelope, Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Tier, Verdict,
 };
 use crate::keys;
 use crate::occupant::Occupant;
@@ -119,24 +121,28 @@ pub fn filter_message(
     Ok(Ok(outcome.said))
 }
 
-/// Asks the room's extensions whether `joiner` may enter: `Some(reason)` refuses.
-pub fn check_join(
+/// Asks the room's extensions whether `joiner` may enter (or take a new nickname); a refusal
+/// is answered here (`not-allowed` with their reason) and gives `true`.
+pub fn refuse_join(
     host: &mut dyn Host,
+    request: &Envelope,
     room: &Room,
     occupants: &[Occupant],
     joiner: OccupantView,
-) -> Result<Option<String>, Fault> {
+) -> Result<bool, Fault> {
     if !host.extensions_active(&room.jid) {
-        return Ok(None);
+        return Ok(false);
     }
     let view = view(host, room, occupants)?;
     let outcome = host.extension_hook(&view, HookEvent::Join(joiner));
     schedule(host, &room.jid, outcome.next_tick);
     say(host, room, occupants, outcome.said)?;
-    Ok(match outcome.verdict {
-        Verdict::Refuse(why) => Some(why),
-        _ => None,
-    })
+    let Verdict::Refuse(why) = outcome.verdict else {
+        return Ok(false);
+    };
+    let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
+    errors::reply(host, request, "presence", type_, condition, Some(&why))?;
+    Ok(true)
 }
 
 /// Tells the room's extensions of an arrival, a departure or a tick, and broadcasts what they

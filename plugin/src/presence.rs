@@ -96,16 +96,12 @@ fn join(
         }
     });
     if let Some(joiner) = arriving.clone() {
-        if let Some(why) = extensions::check_join(host, &room, &others, joiner)? {
-            let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
-            return errors::reply(
-                host,
-                inbound.envelope,
-                "presence",
-                type_,
-                condition,
-                Some(&why),
-            );
+        if extensions::refuse_join(host, inbound.envelope, &room, &others, joiner)? {
+            if created {
+                // Nobody entered the room just made for this join: it goes.
+                destroy_silently(host, &room);
+            }
+            return Ok(());
         }
     }
     let session = Session {
@@ -367,16 +363,8 @@ fn change_nick(
         nick: nick.to_string(),
         ..extensions::occupant_view(&occupant, affiliation.clone())
     };
-    if let Some(why) = extensions::check_join(host, &room, &others, renamed_view)? {
-        let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
-        return errors::reply(
-            host,
-            inbound.envelope,
-            "presence",
-            type_,
-            condition,
-            Some(&why),
-        );
+    if extensions::refuse_join(host, inbound.envelope, &room, &others, renamed_view)? {
+        return Ok(());
     }
     // The old nickname goes unavailable with 303, keeping its role: the occupant stays.
     let mut leaving = Presence::of(&occupant, affiliation.clone(), stored_payload(&occupant));

@@ -25,9 +25,12 @@ fn drain(host: &mut TestHost, client: &str) -> Vec<String> {
         .collect()
 }
 
+/// No switching off, and time enough that only an endless loop runs out of it, however busy the
+/// machine (a memory bomb must hit the memory cap, not the clock).
 fn limits() -> ExtensionLimits {
     ExtensionLimits {
         faults_before_off: 100,
+        call_budget: Duration::from_millis(500),
         ..ExtensionLimits::default()
     }
 }
@@ -132,7 +135,7 @@ fn notices(received: &[String]) -> Vec<&String> {
 fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
     let mut host = hostile_host(limits());
     let escapes = [
-        ("loop", "time budget of 50 ms"),
+        ("loop", "time budget of 500 ms"),
         ("memory", "memory cap of 16 MiB"),
         ("storage", "storage quota of 262144 bytes"),
         ("flood", "more messages than its cap per minute"),
@@ -151,17 +154,23 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
         assert!(guest[0].contains(&format!("!hostile {command}")));
         let owner = drain(&mut host, "owner");
         let told = notices(&owner);
-        assert_eq!(
-            told.len(),
-            1,
-            "{command}: the owner is told once: {owner:?}"
-        );
-        assert!(
-            told[0].contains("'hostile'") && told[0].contains(reason),
-            "{command}: {}",
-            told[0]
-        );
-        assert!(told[0].contains("to='owner@localhost'"), "{}", told[0]);
+        if reason.is_empty() {
+            // A log flood is cut by the host; whether copying it in runs out of time depends on
+            // the machine: at most one fault, and the room goes on.
+            assert!(told.len() <= 1, "{command}: {owner:?}");
+        } else {
+            assert_eq!(
+                told.len(),
+                1,
+                "{command}: the owner is told once: {owner:?}"
+            );
+            assert!(
+                told[0].contains("'hostile'") && told[0].contains(reason),
+                "{command}: {}",
+                told[0]
+            );
+            assert!(told[0].contains("to='owner@localhost'"), "{}", told[0]);
+        }
         assert!(
             !owner.iter().any(|s| s.contains("flood 0")),
             "the flood's messages are undone"

@@ -106,7 +106,10 @@ impl Client {
         writer.write_all(auth.as_bytes()).await?;
         let outcome = reader.element().await?;
         if outcome.name() != "success" {
-            bail!("authentication failed for {user}: {}", String::from(&outcome));
+            bail!(
+                "authentication failed for {user}: {}",
+                String::from(&outcome)
+            );
         }
         reader.restart();
         writer.write_all(header(domain).as_bytes()).await?;
@@ -115,7 +118,10 @@ impl Client {
             .write_all(format!("<iq type='set' id='bind'><bind xmlns='{BIND}'><resource>bench</resource></bind></iq>").as_bytes())
             .await?;
         let bound = reader.element().await?;
-        if !bound.get_child("bind", BIND).is_some_and(|b| b.has_child("jid", BIND)) {
+        if !bound
+            .get_child("bind", BIND)
+            .is_some_and(|b| b.has_child("jid", BIND))
+        {
             bail!("binding failed: {}", String::from(&bound));
         }
         Ok(Client { reader, writer })
@@ -131,7 +137,10 @@ impl Client {
         loop {
             let element = self.reader.element().await?;
             if element.attr("type") == Some("error") {
-                bail!("the server answered with an error: {}", String::from(&element));
+                bail!(
+                    "the server answered with an error: {}",
+                    String::from(&element)
+                );
             }
             if wanted(&element) {
                 return Ok(element);

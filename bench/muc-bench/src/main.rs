@@ -171,9 +171,8 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
     });
     let expected = (options.rooms * options.senders * options.messages * options.occupants) as u64;
     tally.expected.store(expected, Ordering::Relaxed);
-    let per_sender_interval = (options.rate > 0.0).then(|| {
-        Duration::from_secs_f64((options.rooms * options.senders) as f64 / options.rate)
-    });
+    let per_sender_interval = (options.rate > 0.0)
+        .then(|| Duration::from_secs_f64((options.rooms * options.senders) as f64 / options.rate));
     let mut readers = Vec::new();
     let mut senders = Vec::new();
     for (r, members) in rooms.into_iter().enumerate() {
@@ -190,26 +189,39 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
             // Each reader's own: uncontended, and readable after the reader is stopped.
             let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
             let mine = latencies.clone();
-            readers.push((latencies, tokio::spawn(async move {
-                let tally = counts;
-                loop {
-                    let Ok(stanza) = reader.element().await else {
-                        return;
-                    };
-                    if let Some(sent_at) = bench_stamp(&stanza) {
-                        let now = tally.started.elapsed().as_micros() as u64;
-                        mine.lock().expect("latencies").push(now.saturating_sub(sent_at));
-                        if stanza.attr("from") == Some(own_for_reader.as_str()) {
-                            reflected_by_reader.add_permits(1);
+            readers.push((
+                latencies,
+                tokio::spawn(async move {
+                    let tally = counts;
+                    loop {
+                        let Ok(stanza) = reader.element().await else {
+                            return;
+                        };
+                        if let Some(sent_at) = bench_stamp(&stanza) {
+                            let now = tally.started.elapsed().as_micros() as u64;
+                            mine.lock()
+                                .expect("latencies")
+                                .push(now.saturating_sub(sent_at));
+                            if stanza.attr("from") == Some(own_for_reader.as_str()) {
+                                reflected_by_reader.add_permits(1);
+                            }
+                            tally.delivered(1);
                         }
-                        tally.delivered(1);
                     }
-                }
-            })));
+                }),
+            ));
             if i < options.senders {
                 let (options, tally, room) = (options.clone(), tally.clone(), room.clone());
                 senders.push(tokio::spawn(async move {
-                    send_all(writer, &room, &options, &tally, reflected, per_sender_interval).await
+                    send_all(
+                        writer,
+                        &room,
+                        &options,
+                        &tally,
+                        reflected,
+                        per_sender_interval,
+                    )
+                    .await
                 }));
             } else {
                 // Kept open, so that the server does not see the occupant leave.

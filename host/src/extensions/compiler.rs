@@ -88,7 +88,7 @@ impl ExtensionCompiler {
             bytes: Arc::new(bytes.to_vec()),
             pre,
         };
-        let mut instance = compiled.instantiate(self.limits.memory_bytes)?;
+        let mut instance = compiled.instantiate(&self.limits)?;
         instance
             .store
             .set_epoch_deadline(budget_ticks(self.limits.call_budget));
@@ -110,11 +110,14 @@ pub fn budget_ticks(budget: std::time::Duration) -> u64 {
 }
 
 impl Compiled {
-    pub fn instantiate(&self, memory_bytes: usize) -> Result<Instance> {
-        let mut store = Store::new(self.pre.engine(), ExtensionContext::new(memory_bytes));
+    pub fn instantiate(&self, limits: &ExtensionLimits) -> Result<Instance> {
+        let mut store = Store::new(
+            self.pre.engine(),
+            ExtensionContext::new(limits.memory_bytes),
+        );
         store.limiter(|context| &mut context.memory);
         // Instantiation runs no guest code of ours, but a start function could: bound it too.
-        store.set_epoch_deadline(2);
+        store.set_epoch_deadline(budget_ticks(limits.call_budget));
         let bindings = self.pre.instantiate(&mut store)?;
         Ok(Instance { store, bindings })
     }

@@ -236,7 +236,7 @@ impl Extensions {
         let mut instance = match self.instances.remove(&key) {
             Some((instance, _)) => instance,
             None => self.installed[&entry.name]
-                .instantiate(limits.memory_bytes)
+                .instantiate(&limits)
                 .map_err(|error| Fault(format!("it could not be started: {error:#}")))?,
         };
         let window = self.said_at.entry(key.clone()).or_default();

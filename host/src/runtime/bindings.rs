@@ -222,12 +222,32 @@ impl muc::plugin::logging::Host for CallContext {
     }
 }
 
+impl CallContext {
+    /// Runs `operation` on the host's extensions inside this call, or gives `none` when the
+    /// host runs no extensions.
+    fn with_extensions<R>(
+        &mut self,
+        none: R,
+        operation: impl FnOnce(&mut crate::extensions::Extensions, &mut Call) -> R,
+    ) -> R {
+        let Some(extensions) = self.extensions.clone() else {
+            return none;
+        };
+        let mut call = Call {
+            storage: &self.storage,
+            txn: &mut self.txn,
+            now_ms: self.now_ms,
+        };
+        let mut extensions = extensions.lock().expect("extensions lock");
+        operation(&mut extensions, &mut call)
+    }
+}
+
 /// The hooks, answered by the host's [`crate::extensions::Extensions`] inside this call.
 impl muc::plugin::extensions::Host for CallContext {
     fn active(&mut self, room: String) -> bool {
-        self.extensions.as_ref().is_some_and(|extensions| {
-            let extensions = extensions.lock().expect("extensions lock");
-            extensions.active(&self.storage, &self.txn, &room)
+        self.with_extensions(false, |extensions, call| {
+            extensions.active(call.storage, call.txn, &room)
         })
     }
 
@@ -236,28 +256,20 @@ impl muc::plugin::extensions::Host for CallContext {
         room: muc::plugin::extensions::Room,
         event: muc::plugin::extensions::Event,
     ) -> muc::plugin::extensions::Outcome {
-        let Some(extensions) = self.extensions.clone() else {
-            return muc::plugin::extensions::Outcome {
-                verdict: muc::plugin::extensions::Verdict::Pass,
-                said: Vec::new(),
-                next_tick: muc::plugin::extensions::TickRequest::Keep,
-            };
+        let unchanged = muc::plugin::extensions::Outcome {
+            verdict: muc::plugin::extensions::Verdict::Pass,
+            said: Vec::new(),
+            next_tick: muc::plugin::extensions::TickRequest::Keep,
         };
-        let mut call = Call {
-            storage: &self.storage,
-            txn: &mut self.txn,
-            now_ms: self.now_ms,
-        };
-        let mut extensions = extensions.lock().expect("extensions lock");
-        extensions.hook(&mut call, room, event)
+        self.with_extensions(unchanged, |extensions, call| {
+            extensions.hook(call, room, event)
+        })
     }
 
     fn form_fields(&mut self, room: String) -> Vec<muc::plugin::extensions::FormField> {
-        let Some(extensions) = &self.extensions else {
-            return Vec::new();
-        };
-        let extensions = extensions.lock().expect("extensions lock");
-        extensions.form_fields(&self.storage, &self.txn, &room)
+        self.with_extensions(Vec::new(), |extensions, call| {
+            extensions.form_fields(call.storage, call.txn, &room)
+        })
     }
 
     fn configure(
@@ -265,32 +277,17 @@ impl muc::plugin::extensions::Host for CallContext {
         room: muc::plugin::extensions::Room,
         submitted: Vec<muc::plugin::extensions::SubmittedField>,
     ) -> Result<muc::plugin::extensions::Configured, String> {
-        let Some(extensions) = self.extensions.clone() else {
-            return Ok(muc::plugin::extensions::Configured {
-                changed: false,
-                next_tick: muc::plugin::extensions::TickRequest::Keep,
-            });
-        };
-        let mut call = Call {
-            storage: &self.storage,
-            txn: &mut self.txn,
-            now_ms: self.now_ms,
-        };
-        let mut extensions = extensions.lock().expect("extensions lock");
-        extensions.configure(&mut call, room, submitted)
+        let unchanged = Ok(muc::plugin::extensions::Configured {
+            changed: false,
+            next_tick: muc::plugin::extensions::TickRequest::Keep,
+        });
+        self.with_extensions(unchanged, |extensions, call| {
+            extensions.configure(call, room, submitted)
+        })
     }
 
     fn forget(&mut self, room: String) {
-        let Some(extensions) = self.extensions.clone() else {
-            return;
-        };
-        let mut call = Call {
-            storage: &self.storage,
-            txn: &mut self.txn,
-            now_ms: self.now_ms,
-        };
-        let mut extensions = extensions.lock().expect("extensions lock");
-        extensions.forget(&mut call, &room);
+        self.with_extensions((), |extensions, call| extensions.forget(call, &room))
     }
 }
 
