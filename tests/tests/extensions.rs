@@ -560,3 +560,24 @@ fn a_kicked_occupant_leaves_for_the_extensions_too() {
         "{owner:?}"
     );
 }
+
+#[test]
+fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
+    let plugin = compile("muc_plugin");
+    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let probe = compiler
+        .compile(&std::fs::read(component("probe_extension")).unwrap())
+        .unwrap();
+    // Switched on in every room, new ones included, as `muc-host check --extension` does.
+    let mut host = TestHost::with_extensions(plugin, &[probe]).unwrap();
+    host.connect("intruder", "intruder@localhost/x", "")
+        .unwrap();
+    let refused = join(&mut host, "intruder", ROOM, "intruder");
+    assert!(refused[0].contains("not-allowed"), "{refused:?}");
+    host.connect("owner", "owner@localhost/a", "").unwrap();
+    let created = join(&mut host, "owner", ROOM, "boss");
+    assert!(
+        created[0].contains("code='201'"),
+        "the room is made anew, not left locked for the refused creator: {created:?}"
+    );
+}
