@@ -54,22 +54,12 @@ impl Extensions {
                 self.on_message(&mut turn, &enabled, &visible(&message.sender), message.body)
             }
             wit::Event::Join(joiner) => self.on_join(&mut turn, &enabled, &visible(&joiner)),
-            wit::Event::Joined(who) => {
-                let who = visible(&who);
-                for (entry, _) in &enabled {
-                    self.run(&mut turn, entry, |e, s: &mut Store| {
-                        e.muc_extension_hooks().call_on_joined(s, &who)
-                    });
-                }
-            }
-            wit::Event::Left(who) => {
-                let who = visible(&who);
-                for (entry, _) in &enabled {
-                    self.run(&mut turn, entry, |e, s: &mut Store| {
-                        e.muc_extension_hooks().call_on_left(s, &who)
-                    });
-                }
-            }
+            wit::Event::Joined(who) => self.tell_each(&mut turn, &enabled, |e, s| {
+                e.muc_extension_hooks().call_on_joined(s, &visible(&who))
+            }),
+            wit::Event::Left(who) => self.tell_each(&mut turn, &enabled, |e, s| {
+                e.muc_extension_hooks().call_on_left(s, &visible(&who))
+            }),
             wit::Event::Tick => {
                 ticked = true;
                 self.on_tick(&mut turn, &enabled);
@@ -165,6 +155,18 @@ impl Extensions {
                 }
                 Ran::Faulted => {}
             }
+        }
+    }
+
+    /// An arrival or a departure: each extension is told; nothing to decide.
+    fn tell_each(
+        &mut self,
+        turn: &mut Turn,
+        enabled: &[(Entry, Choice)],
+        hook: impl Fn(&sandbox::RoomExtension, &mut Store) -> wasmtime::Result<()>,
+    ) {
+        for (entry, _) in enabled {
+            self.run(turn, entry, &hook);
         }
     }
 
