@@ -58,7 +58,7 @@ def wait_for_port(port: int, what: str, timeout: float = 30) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.01)
     raise SystemExit(f"duel: {what} did not listen on {port}")
 
 
@@ -89,7 +89,9 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def muc_host(component_port: int | None = None, secret: str = "") -> Server:
+def muc_host(component_port: int | None = None, secret: str = "", extra: tuple[str, ...] = (),
+             data: Path | None = None) -> Server:
+    """muc-host serve with `extra` flags, on `data` (default: a fresh directory)."""
     if component_port:
         server = Server("muc-host behind Prosody", "")
         argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve",
@@ -97,8 +99,8 @@ def muc_host(component_port: int | None = None, secret: str = "") -> Server:
     else:
         server = Server("muc-host", "MUC history: SQLite for persistent rooms (these are temporary: memory)")
         server.port = free_port()
-        argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve", "--insecure-auth",
-                "--c2s", f"127.0.0.1:{server.port}"]
+        argv = [str(MUC_HOST), "--data", str(data or server.dir / "data"), "serve", "--insecure-auth",
+                "--c2s", f"127.0.0.1:{server.port}", *extra]
     server.processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                              stderr=open(server.dir / "log", "w"),
                                              start_new_session=True))

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Stanzas kept for the component link while it is down [default: 10000].
     #[arg(long)]
     pub link_queue: Option<usize>,
+    /// Seconds a persistent room stays in memory with nobody in it and nothing sent to it; it is
+    /// read from disk again on its next stanza [default: 600].
+    #[arg(long)]
+    pub room_idle_seconds: Option<u64>,
     /// Swap the plugin in whenever its file changes (as `ctl swap` would).
     #[arg(long)]
     pub watch_plugin: bool,
@@ -104,6 +108,7 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     max_stanza_bytes: Option<usize>,
     link_queue: Option<usize>,
+    room_idle_seconds: Option<u64>,
     #[serde(default)]
     watch_plugin: bool,
     extension_dir: Option<PathBuf>,
@@ -137,6 +142,7 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
+    pub room_idle: std::time::Duration,
     pub watch_plugin: bool,
     pub extension_dir: Option<PathBuf>,
     pub extension_limits: ExtensionLimits,
@@ -224,6 +230,10 @@ impl ServeConfig {
                 .or(file.max_stanza_bytes)
                 .unwrap_or(256 * 1024),
             link_queue: args.link_queue.or(file.link_queue).unwrap_or(10_000),
+            room_idle: args
+                .room_idle_seconds
+                .or(file.room_idle_seconds)
+                .map_or(crate::storage::DEFAULT_ROOM_IDLE, std::time::Duration::from_secs),
             watch_plugin: args.watch_plugin || file.watch_plugin,
             extension_dir: args.extension_dir.or(file.extension_dir),
             extension_limits,

@@ -138,7 +138,7 @@ impl Metrics {
             "Time stanzas waited while a swap switched plugins",
             metrics.swap_pause_seconds.clone(),
         );
-        registry.register("rooms", "Rooms in the store", metrics.rooms.clone());
+        registry.register("rooms", "Rooms in memory: the non-persistent ones and the persistent ones in use", metrics.rooms.clone());
         registry.register(
             "occupants",
             "Occupants in all rooms",
@@ -169,11 +169,11 @@ impl Metrics {
             let storage = storage.lock().expect("storage lock");
             let rooms = [Tier::Durable, Tier::Volatile]
                 .into_iter()
-                .flat_map(|tier| storage.range(tier, "room/", None))
+                .flat_map(|tier| storage.resident(tier, "room/"))
                 .filter(|(key, _)| key.ends_with("/config"))
                 .count();
             let occupants = storage
-                .range(Tier::Volatile, "room/", None)
+                .resident(Tier::Volatile, "room/")
                 .filter(|(key, _)| key.contains("/occupant/"))
                 .count();
             self.rooms.set(rooms as i64);

@@ -101,7 +101,7 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
         Default::default(),
     )?;
     let mut extensions = Extensions::new(compiler.clone());
-    extensions.load(&storage.lock().expect("storage lock"));
+    extensions.load(&mut storage.lock().expect("storage lock"));
     let change = match request {
         Request::ExtAdd { path, rooms } => {
             let bytes =
@@ -150,6 +150,7 @@ pub fn serve(
     let _lock = lock_data(&config.data)?;
     let mut storage = Storage::open(&config.data)?;
     storage.enable_group_commit();
+    storage.set_idle_eviction(config.room_idle);
     let extensions = load_extensions(&config, &engine, &mut storage)?;
     let compiler = extensions
         .lock()

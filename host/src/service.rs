@@ -66,7 +66,12 @@ impl<M: MucBackend> Service<M> {
     /// Makes every write so far durable, then delivers what waited for it, in order. Returns
     /// how many durable keys the sync wrote. An error means the disk failed: stop serving.
     pub fn flush(&mut self) -> anyhow::Result<usize> {
-        let synced = self.muc.storage().lock().expect("storage lock").sync()?;
+        let synced = {
+            let mut storage = self.muc.storage().lock().expect("storage lock");
+            let synced = storage.sync()?;
+            storage.evict_idle();
+            synced
+        };
         for stanza in std::mem::take(&mut self.outbox) {
             if let Some(metrics) = &self.metrics {
                 metrics.stanza_out(stanza.name());

@@ -445,7 +445,7 @@ fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
         let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
         let storage = Arc::new(Mutex::new(Storage::open(dir.path()).unwrap()));
         let mut extensions = Extensions::new(compiler.clone());
-        extensions.load(&storage.lock().unwrap());
+        extensions.load(&mut storage.lock().unwrap());
         let settings = Settings {
             service: "conference.localhost".into(),
             extensions: Some(extensions.shared()),

@@ -43,7 +43,7 @@ fn send(host: &mut TestHost, id: &str) -> Element {
 }
 
 fn stored(host: &mut TestHost, tier: Tier, key: &str) -> bool {
-    let storage = host.service().muc.storage().lock().unwrap();
+    let mut storage = host.service().muc.storage().lock().unwrap();
     storage.get(tier, key).is_some()
 }
 

@@ -186,7 +186,7 @@ fn a_failed_migration_is_rolled_back_and_the_old_plugin_serves_on() {
             .unwrap();
         assert!(host.service().swap(prepared).is_err(), "{mode}");
         let storage = host.service().muc.storage().clone();
-        let storage = storage.lock().unwrap();
+        let mut storage = storage.lock().unwrap();
         assert_eq!(
             storage.get(muc_host::storage::Tier::Durable, "upgraded"),
             None,

@@ -83,7 +83,7 @@ fn durable_state_survives_a_restart_and_volatile_state_does_not() {
         assert!(sink.pop().is_some(), "answered before the restart");
     }
     let (service, _) = service_on(dir.path());
-    let storage = service.muc.storage().lock().unwrap();
+    let mut storage = service.muc.storage().lock().unwrap();
     assert_eq!(
         storage.get(Tier::Durable, "durable/kept"),
         Some(&b"kept"[..])

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use minidom::rxml::xml_ncname;
 use minidom::Element;
 use tokio::sync::{Notify, Semaphore};
 
@@ -70,6 +71,22 @@ struct Options {
     /// Room names are PREFIXn.
     #[arg(long, default_value = "bench")]
     room_prefix: String,
+    /// A field of the configuration form each room is created with, as VAR=VALUE (repeatable;
+    /// VALUE may list several values separated by commas), e.g.
+    /// `muc#roomconfig_persistentroom=1` or `muc#roomconfig_presencebroadcast=moderator`.
+    #[arg(long = "room-config", value_parser = parse_field)]
+    room_config: Vec<(String, Vec<String>)>,
+    /// The rooms exist already (persistent rooms in the server's store): everyone joins, nobody
+    /// creates.
+    #[arg(long)]
+    existing_rooms: bool,
+}
+
+fn parse_field(field: &str) -> Result<(String, Vec<String>), String> {
+    let (var, values) = field
+        .split_once('=')
+        .ok_or_else(|| format!("'{field}' is not VAR=VALUE"))?;
+    Ok((var.to_string(), values.split(',').map(str::to_string).collect()))
 }
 
 /// What every client's reader shares.
@@ -136,7 +153,11 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
     for r in 0..options.rooms {
         rooms.push(clients.by_ref().take(options.occupants).collect());
         let room = format!("{}{r}@{}", options.room_prefix, options.muc);
-        create(&mut rooms[r][0], &room).await?;
+        if options.existing_rooms {
+            join(&mut rooms[r][0], &room, 0).await?;
+        } else {
+            create(&mut rooms[r][0], &room, &options.room_config).await?;
+        }
     }
     let mut joins = Vec::new();
     for (r, members) in rooms.into_iter().enumerate() {
@@ -270,8 +291,14 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
         "server_cpu_seconds": round(cpu),
         "server_cpu_seconds_per_million": if options.pids.is_empty() { serde_json::Value::Null } else { round(cpu / delivered.max(1) as f64 * 1e6).into() },
         "server_cpu_seconds_joins": round(before.cpu_seconds - idle.cpu_seconds),
-        "server_resident_mib": round(after.resident_bytes as f64 / f64::from(1 << 20)),
+        "server_resident_mib": round(mib(after.resident_bytes)),
+        "server_resident_mib_before_logins": round(mib(idle.resident_bytes)),
+        "server_resident_mib_joined": round(mib(before.resident_bytes)),
     }))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
 }
 
 fn round(value: f64) -> f64 {
@@ -287,15 +314,40 @@ fn bench_stamp(stanza: &Element) -> Option<u64> {
     body.strip_prefix("bench ")?.split(' ').next()?.parse().ok()
 }
 
-/// Creates `room` as an instant room (XEP-0045 §10.1.2) with its first occupant, u0.
-async fn create(client: &mut Client, room: &str) -> Result<()> {
+/// Creates `room` with its first occupant, u0: an instant room (XEP-0045 §10.1.2), or one
+/// configured with `fields` (§10.1.3).
+async fn create(client: &mut Client, room: &str, fields: &[(String, Vec<String>)]) -> Result<()> {
     join(client, room, 0).await?;
-    client
-        .send(&format!("<iq type='set' id='create' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"))
-        .await?;
-    client
+    const DATA: &str = "jabber:x:data";
+    let mut form = Element::builder("x", DATA).attr(xml_ncname!("type").into(), "submit");
+    if !fields.is_empty() {
+        let form_type = (
+            "FORM_TYPE".to_string(),
+            vec!["http://jabber.org/protocol/muc#roomconfig".to_string()],
+        );
+        for (var, values) in std::iter::once(&form_type).chain(fields) {
+            form = form.append(
+                Element::builder("field", DATA).attr(xml_ncname!("var").into(), var.as_str()).append_all(
+                    values
+                        .iter()
+                        .map(|value| Element::builder("value", DATA).append(value.as_str())),
+                ),
+            );
+        }
+    }
+    let iq = Element::builder("iq", "jabber:client")
+        .attr(xml_ncname!("type").into(), "set")
+        .attr(xml_ncname!("id").into(), "create")
+        .attr(xml_ncname!("to").into(), room)
+        .append(Element::builder("query", "http://jabber.org/protocol/muc#owner").append(form))
+        .build();
+    client.send(&String::from(&iq)).await?;
+    let answer = client
         .wait_for(|e| e.name() == "iq" && e.attr("id") == Some("create"))
         .await?;
+    if answer.attr("type") != Some("result") {
+        bail!("creating {room}: {}", String::from(&answer));
+    }
     Ok(())
 }
 

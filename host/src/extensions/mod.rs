@@ -123,7 +123,7 @@ impl Extensions {
     /// Compiles every extension the store's catalog lists (at start). One that no longer compiles
     /// is logged, listed as not loaded and left out; its rooms keep their settings for when it
     /// is installed again, and `remove` still removes it.
-    pub fn load(&mut self, storage: &Storage) {
+    pub fn load(&mut self, storage: &mut Storage) {
         for entry in Extensions::catalog(storage) {
             let loaded = storage
                 .get(Tier::Extensions, &catalog::component_key(&entry.name))
@@ -156,7 +156,7 @@ impl Extensions {
     /// The catalog as stored, without compiling anything.
     pub fn catalog(storage: &Storage) -> Vec<Entry> {
         storage
-            .range(Tier::Extensions, "catalog/", None)
+            .resident(Tier::Extensions, "catalog/")
             .filter_map(|(_, value)| serde_json::from_slice(value).ok())
             .collect()
     }
@@ -247,9 +247,9 @@ impl Extensions {
             anyhow::bail!("no extension named '{name}' is installed");
         };
         let records: Vec<(String, Vec<u8>)> = {
-            let storage = call.storage.lock().expect("storage lock");
+            let mut storage = call.storage.lock().expect("storage lock");
             call.txn
-                .scan(&storage, Tier::Extensions, "room/", None, usize::MAX)
+                .scan(&mut storage, Tier::Extensions, "room/", None, usize::MAX)
         };
         let mut rooms_using = 0;
         for (key, value) in records {
@@ -371,9 +371,9 @@ impl Extensions {
     pub fn forget(&mut self, call: &mut Call, room: &str) {
         call.txn.delete(Tier::Extensions, RoomRecord::key(room));
         let storage = call.storage.clone();
-        let storage = storage.lock().expect("storage lock");
+        let mut storage = storage.lock().expect("storage lock");
         call.txn
-            .delete_prefix(&storage, Tier::Extensions, &format!("store/{room}/"));
+            .delete_prefix(&mut storage, Tier::Extensions, &format!("store/{room}/"));
         self.instances.retain(|(_, r), _| r != room);
         self.said_at.retain(|(_, r), _| r != room);
     }
@@ -385,8 +385,8 @@ fn store_prefix(extension: &str, room: &str) -> String {
 }
 
 fn load(storage: &Arc<Mutex<Storage>>, txn: &Transaction, room: &str) -> RoomRecord {
-    let storage = storage.lock().expect("storage lock");
-    txn.get(&storage, Tier::Extensions, &RoomRecord::key(room))
+    let mut storage = storage.lock().expect("storage lock");
+    txn.get(&mut storage, Tier::Extensions, &RoomRecord::key(room))
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }

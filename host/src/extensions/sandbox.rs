@@ -151,27 +151,27 @@ impl muc::extension::room::Host for ExtensionContext {
 impl muc::extension::store::Host for ExtensionContext {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let call = self.call()?;
-        let storage = call.storage.lock().expect("storage lock");
+        let mut storage = call.storage.lock().expect("storage lock");
         Ok(call
             .txn
-            .get(&storage, Tier::Extensions, &format!("{}{key}", call.prefix)))
+            .get(&mut storage, Tier::Extensions, &format!("{}{key}", call.prefix)))
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         let call = self.call()?;
         let full_key = format!("{}{key}", call.prefix);
         let storage = call.storage.clone();
-        let storage = storage.lock().expect("storage lock");
+        let mut storage = storage.lock().expect("storage lock");
         let used = *call.used_bytes.get_or_insert_with(|| {
             call.txn
-                .scan(&storage, Tier::Extensions, &call.prefix, None, usize::MAX)
+                .scan(&mut storage, Tier::Extensions, &call.prefix, None, usize::MAX)
                 .iter()
                 .map(|(key, value)| key.len() + value.len())
                 .sum()
         });
         let replaced = call
             .txn
-            .get(&storage, Tier::Extensions, &full_key)
+            .get(&mut storage, Tier::Extensions, &full_key)
             .map_or(0, |old| full_key.len() + old.len());
         let after = used - replaced + full_key.len() + value.len();
         call.written_bytes += full_key.len() + value.len();
@@ -193,10 +193,10 @@ impl muc::extension::store::Host for ExtensionContext {
         let call = self.call()?;
         let full_key = format!("{}{key}", call.prefix);
         let storage = call.storage.clone();
-        let storage = storage.lock().expect("storage lock");
+        let mut storage = storage.lock().expect("storage lock");
         if let (Some(used), Some(old)) = (
             call.used_bytes,
-            call.txn.get(&storage, Tier::Extensions, &full_key),
+            call.txn.get(&mut storage, Tier::Extensions, &full_key),
         ) {
             call.used_bytes = Some(used - full_key.len() - old.len());
         }
@@ -206,11 +206,11 @@ impl muc::extension::store::Host for ExtensionContext {
 
     fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
         let call = self.call()?;
-        let storage = call.storage.lock().expect("storage lock");
+        let mut storage = call.storage.lock().expect("storage lock");
         let full_prefix = format!("{}{prefix}", call.prefix);
         Ok(call
             .txn
-            .scan(&storage, Tier::Extensions, &full_prefix, None, 1000)
+            .scan(&mut storage, Tier::Extensions, &full_prefix, None, 1000)
             .into_iter()
             .map(|(key, _)| key[call.prefix.len()..].to_string())
             .collect())

@@ -113,8 +113,8 @@ impl muc::plugin::types::Host for CallContext {}
 
 impl muc::plugin::storage::Host for CallContext {
     fn get(&mut self, t: Tier, key: String) -> Option<Vec<u8>> {
-        let storage = self.storage();
-        self.txn.get(&storage, tier(t), &key)
+        let mut storage = self.storage();
+        self.txn.get(&mut storage, tier(t), &key)
     }
 
     fn put(&mut self, t: Tier, key: String, value: Vec<u8>) -> Result<(), WitStorageError> {
@@ -137,10 +137,10 @@ impl muc::plugin::storage::Host for CallContext {
         start_after: Option<String>,
         limit: u32,
     ) -> Vec<Entry> {
-        let storage = self.storage();
+        let mut storage = self.storage();
         self.txn
             .scan(
-                &storage,
+                &mut storage,
                 tier(t),
                 &prefix,
                 start_after.as_deref(),
@@ -153,8 +153,8 @@ impl muc::plugin::storage::Host for CallContext {
 
     fn delete_prefix(&mut self, t: Tier, prefix: String) -> u32 {
         let storage = self.storage.clone();
-        let storage = storage.lock().expect("storage lock poisoned");
-        self.txn.delete_prefix(&storage, tier(t), &prefix)
+        let mut storage = storage.lock().expect("storage lock poisoned");
+        self.txn.delete_prefix(&mut storage, tier(t), &prefix)
     }
 }
 

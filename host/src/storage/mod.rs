@@ -1,9 +1,13 @@
 //! The host's store: the truth for every plugin instance.
 //!
-//! Both tiers are kept in memory, where calls read them; the durable tier, the timers and the
-//! host's own bookkeeping are also written to SQLite, before any stanza of the call that wrote
-//! them leaves the host. A call's writes reach the store only through [`Transaction`], whole.
+//! Calls read the tiers from memory; the durable tier, the timers and the host's own bookkeeping
+//! are also written to SQLite, before any stanza of the call that wrote them leaves the host. A
+//! call's writes reach the store only through [`Transaction`], whole.
+//!
+//! On disk, the durable tier is read lazily, a room at a time (see [`residency`]): start-up and
+//! memory follow the rooms in use, not the rooms stored.
 
+mod residency;
 mod sqlite;
 mod transaction;
 
@@ -13,6 +17,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
+pub use residency::DEFAULT_IDLE as DEFAULT_ROOM_IDLE;
+use residency::{Residency, Span};
 pub use sqlite::Sqlite;
 pub use transaction::{Quota, Savepoint, StorageError, Transaction};
 
@@ -38,6 +44,10 @@ pub struct Storage {
     /// The host's own records (e.g. which plugin version owns the data), never seen by plugins.
     meta: BTreeMap<String, String>,
     disk: Option<Sqlite>,
+    /// Which rooms' durable keys are in `durable` (with a disk; without one, all are).
+    residency: Residency,
+    /// A durable range spanning rooms, read from disk and memory for one scan.
+    spanning_scan: Map,
     /// With group commit, durable writes applied in memory but not yet on disk.
     unsynced: Option<Writes>,
     /// With group commit, bookkeeping changed in memory but not yet on disk: it goes in the same
@@ -58,13 +68,15 @@ impl Storage {
             timers: BTreeMap::new(),
             meta: BTreeMap::new(),
             disk: None,
+            residency: Residency::default(),
+            spanning_scan: Map::new(),
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
         }
     }
 
-    /// Opens (or creates) the durable store in `dir` and loads it; the volatile tier starts
-    /// empty, as after any restart.
+    /// Opens (or creates) the durable store in `dir` and loads all of it but the rooms, which
+    /// are read when first used; the volatile tier starts empty, as after any restart.
     pub fn open(dir: &Path) -> Result<Storage> {
         std::fs::create_dir_all(dir)?;
         let disk = Sqlite::open(&dir.join("muc.sqlite3"))?;
@@ -76,6 +88,8 @@ impl Storage {
             timers: loaded.timers,
             meta: loaded.meta,
             disk: Some(disk),
+            residency: Residency::lazy(),
+            spanning_scan: Map::new(),
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
         })
@@ -97,28 +111,136 @@ impl Storage {
         }
     }
 
-    pub fn get(&self, tier: Tier, key: &str) -> Option<&[u8]> {
+    pub fn get(&mut self, tier: Tier, key: &str) -> Option<&[u8]> {
+        if tier == Tier::Durable {
+            if let Some(room) = residency::room_of(key) {
+                self.make_resident(room);
+            }
+        }
         self.map(tier).get(key).map(Vec::as_slice)
     }
 
     /// Committed entries whose key starts with `prefix`, after `start_after` when given.
     pub fn range<'a>(
-        &'a self,
+        &'a mut self,
         tier: Tier,
         prefix: &'a str,
         start_after: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
+        let map = match (tier, residency::span(prefix)) {
+            (Tier::Durable, Span::Room(room)) => {
+                self.make_resident(room);
+                &self.durable
+            }
+            (Tier::Durable, Span::Rooms) if self.residency.is_lazy() => {
+                self.spanning_scan = self.read_spanning(prefix);
+                &self.spanning_scan
+            }
+            _ => self.map(tier),
+        };
         let start = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_string()),
             _ => Bound::Included(prefix.to_string()),
         };
-        self.map(tier)
-            .range((start, Bound::Unbounded))
+        map.range((start, Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
     }
 
+    /// The entries in memory now whose key starts with `prefix`, reading nothing from disk: the
+    /// rooms in use, for gauges.
+    pub fn resident<'a>(
+        &'a self,
+        tier: Tier,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
+        self.map(tier)
+            .range(prefix.to_string()..)
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// Rooms whose durable keys are in memory.
+    pub fn resident_rooms(&self) -> usize {
+        self.residency.count()
+    }
+
+    /// Reads a room's durable keys from disk unless they are in memory already, and marks the
+    /// room used now.
+    fn make_resident(&mut self, room: &str) {
+        let Some(disk) = &self.disk else { return };
+        if self.residency.touch(room) {
+            return;
+        }
+        match disk.load_prefix(room) {
+            Ok(entries) => {
+                self.durable.extend(entries);
+                self.residency.insert(room);
+            }
+            // Serving on without the room could answer as if it did not exist, and overwrite
+            // it: the next sync reports the failure, and nothing written since reaches the disk.
+            Err(error) => self.residency.fail(error),
+        }
+    }
+
+    /// A durable range across rooms: rooms in memory as memory has them (it may hold writes not
+    /// yet synced), the others as the disk does.
+    fn read_spanning(&mut self, prefix: &str) -> Map {
+        let Some(disk) = &self.disk else {
+            return Map::new();
+        };
+        let mut merged: Map = match disk.load_prefix(prefix) {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|(key, _)| residency::room_of(key).is_none_or(|room| !self.residency.holds(room)))
+                .collect(),
+            Err(error) => {
+                self.residency.fail(error);
+                Map::new()
+            }
+        };
+        merged.extend(
+            self.resident(Tier::Durable, prefix)
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        merged
+    }
+
+    /// Drops from memory the durable keys of rooms unused for the idle time, unless they have
+    /// occupants or writes not yet synced; returns how many rooms it dropped. Their data stays
+    /// on disk and is read again on their next stanza.
+    pub fn evict_idle(&mut self) -> usize {
+        fn holds_keys_of<V>(map: &BTreeMap<String, V>, room: &str) -> bool {
+            map.range(room.to_string()..)
+                .next()
+                .is_some_and(|(key, _)| key.starts_with(room))
+        }
+        let unsynced = self.unsynced.as_ref().map(|writes| &writes.durable);
+        let volatile = &self.volatile;
+        let idle = self.residency.idle(|room| {
+            holds_keys_of(volatile, room) || unsynced.is_some_and(|writes| holds_keys_of(writes, room))
+        });
+        for room in &idle {
+            let keys: Vec<String> = self
+                .resident(Tier::Durable, room)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in keys {
+                self.durable.remove(&key);
+            }
+        }
+        idle.len()
+    }
+
+    /// How long a room stays in memory unused (with a disk).
+    pub fn set_idle_eviction(&mut self, after: std::time::Duration) {
+        self.residency.set_idle(after);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.durable.is_empty() && self.volatile.is_empty() && self.timers.is_empty()
+        let nothing_on_disk = self
+            .disk
+            .as_ref()
+            .is_none_or(|disk| !disk.has_rooms().unwrap_or(true));
+        self.durable.is_empty() && nothing_on_disk && self.volatile.is_empty() && self.timers.is_empty()
     }
 
     pub fn meta(&self, key: &str) -> Option<&str> {
@@ -166,6 +288,7 @@ impl Storage {
     /// keys and timers it wrote. An error means the disk no longer holds what the memory does:
     /// the caller must stop serving.
     pub fn sync(&mut self) -> Result<usize> {
+        self.residency.check()?;
         let (Some(disk), Some(unsynced)) = (&mut self.disk, &mut self.unsynced) else {
             return Ok(0);
         };
@@ -187,6 +310,13 @@ impl Storage {
     /// group commit), then to the in-memory view. If the disk refuses, nothing changes and the
     /// error is returned.
     pub fn apply(&mut self, writes: Writes) -> Result<()> {
+        // A room is in memory whole or not at all: read it before writing into it.
+        for key in writes.durable.keys() {
+            if let Some(room) = residency::room_of(key) {
+                self.make_resident(room);
+            }
+        }
+        self.residency.check()?;
         match (&mut self.disk, &mut self.unsynced) {
             (Some(_), Some(unsynced)) => {
                 unsynced.durable.extend(writes.durable.clone());
@@ -256,6 +386,108 @@ impl Writes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn write(storage: &mut Storage, entries: &[(&str, Option<&str>)]) {
+        let mut writes = Writes::default();
+        for (key, value) in entries {
+            writes
+                .durable
+                .insert(key.to_string(), value.map(|v| v.as_bytes().to_vec()));
+        }
+        storage.apply(writes).unwrap();
+    }
+
+    fn keys<'a>(entries: impl Iterator<Item = (&'a String, &'a Vec<u8>)>) -> Vec<String> {
+        entries.map(|(key, _)| key.clone()).collect()
+    }
+
+    /// A store on disk holding rooms `a` and `b` and one key outside any room.
+    fn stored_rooms() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = Storage::open(dir.path()).unwrap();
+        write(
+            &mut storage,
+            &[
+                ("meta/layout", Some("1")),
+                ("room/a@c/config", Some("A")),
+                ("room/a@c/history/1", Some("a1")),
+                ("room/b@c/config", Some("B")),
+            ],
+        );
+        dir
+    }
+
+    #[test]
+    fn rooms_are_read_from_disk_on_first_use_only() {
+        let dir = stored_rooms();
+        let mut storage = Storage::open(dir.path()).unwrap();
+        assert!(!storage.is_empty(), "rooms on disk count");
+        assert_eq!(storage.resident_rooms(), 0);
+        assert_eq!(keys(storage.resident(Tier::Durable, "")), ["meta/layout"]);
+        assert_eq!(storage.get(Tier::Durable, "room/a@c/config"), Some(&b"A"[..]));
+        assert_eq!(storage.resident_rooms(), 1);
+        assert_eq!(
+            keys(storage.resident(Tier::Durable, "")),
+            ["meta/layout", "room/a@c/config", "room/a@c/history/1"],
+            "the whole room, and only it"
+        );
+        assert_eq!(storage.get(Tier::Durable, "room/new@c/config"), None);
+        assert_eq!(
+            keys(storage.range(Tier::Durable, "room/b@c/", None)),
+            ["room/b@c/config"]
+        );
+        assert_eq!(storage.resident_rooms(), 3);
+    }
+
+    #[test]
+    fn a_scan_across_rooms_sees_memory_for_rooms_in_use_and_disk_for_the_others() {
+        let dir = stored_rooms();
+        let mut storage = Storage::open(dir.path()).unwrap();
+        storage.enable_group_commit();
+        write(
+            &mut storage,
+            &[("room/a@c/config", Some("A2")), ("room/a@c/history/1", None)],
+        );
+        let seen: Vec<(String, Vec<u8>)> = storage
+            .range(Tier::Durable, "room/", None)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("room/a@c/config".to_string(), b"A2".to_vec()),
+                ("room/b@c/config".to_string(), b"B".to_vec()),
+            ]
+        );
+        assert_eq!(storage.resident_rooms(), 1, "the scan loads no room");
+    }
+
+    #[test]
+    fn idle_rooms_leave_memory_unless_occupied_or_unsynced_and_come_back_whole() {
+        let dir = stored_rooms();
+        let mut storage = Storage::open(dir.path()).unwrap();
+        storage.enable_group_commit();
+        storage.set_idle_eviction(Duration::ZERO);
+        write(&mut storage, &[("room/a@c/config", Some("A2"))]);
+        storage.get(Tier::Durable, "room/b@c/config");
+        let mut occupied = Writes::default();
+        occupied
+            .volatile
+            .insert("room/b@c/occupant/n".into(), Some(b"{}".to_vec()));
+        storage.apply(occupied).unwrap();
+        assert_eq!(storage.evict_idle(), 0, "a is unsynced, b occupied");
+        storage.sync().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(storage.evict_idle(), 1);
+        assert_eq!(storage.resident_rooms(), 1);
+        assert_eq!(keys(storage.resident(Tier::Durable, "room/a@c/")), Vec::<String>::new());
+        assert_eq!(storage.get(Tier::Durable, "room/a@c/config"), Some(&b"A2"[..]));
+        assert_eq!(
+            keys(storage.resident(Tier::Durable, "room/a@c/")),
+            ["room/a@c/config", "room/a@c/history/1"]
+        );
+    }
 
     #[test]
     fn with_group_commit_bookkeeping_reaches_the_disk_with_the_writes_it_describes() {
@@ -269,7 +501,7 @@ mod tests {
         storage.apply(migration).unwrap();
         storage.set_meta(DATA_OWNER_VERSION, "2.0.0").unwrap();
         assert_eq!(storage.meta(DATA_OWNER_VERSION), Some("2.0.0"));
-        let on_disk = Storage::open(dir.path()).unwrap();
+        let mut on_disk = Storage::open(dir.path()).unwrap();
         assert_eq!(
             on_disk.meta(DATA_OWNER_VERSION),
             None,
@@ -277,7 +509,7 @@ mod tests {
         );
         assert_eq!(on_disk.get(Tier::Durable, "migrated"), None);
         storage.sync().unwrap();
-        let on_disk = Storage::open(dir.path()).unwrap();
+        let mut on_disk = Storage::open(dir.path()).unwrap();
         assert_eq!(on_disk.meta(DATA_OWNER_VERSION), Some("2.0.0"));
         assert_eq!(on_disk.get(Tier::Durable, "migrated"), Some(&b"yes"[..]));
     }

@@ -48,7 +48,12 @@ impl Sqlite {
                 .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<Map>>()?)
         };
-        let durable = table("durable")?;
+        // Rooms are read when first used (see `residency`).
+        let durable = self
+            .connection
+            .prepare("SELECT key, value FROM durable WHERE key < 'room/' OR key >= 'room0'")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<Map>>()?;
         let extensions = table("extensions")?;
         let timers = self
             .connection
@@ -66,6 +71,31 @@ impl Sqlite {
             timers,
             meta,
         })
+    }
+
+    /// The durable entries whose key starts with `prefix`, in key order.
+    pub fn load_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut query = self
+            .connection
+            .prepare_cached("SELECT key, value FROM durable WHERE key >= ?1 ORDER BY key")?;
+        let mut rows = query.query(params![prefix])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            let key: String = row.get(0)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            entries.push((key, row.get(1)?));
+        }
+        Ok(entries)
+    }
+
+    /// Whether any room is stored.
+    pub fn has_rooms(&self) -> Result<bool> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT 1 FROM durable WHERE key >= 'room/' AND key < 'room0' LIMIT 1")?
+            .exists([])?)
     }
 
     /// One disk transaction: durable and extension writes, timer changes and host bookkeeping

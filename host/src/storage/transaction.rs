@@ -62,7 +62,7 @@ impl Transaction {
         self.writes.is_empty() && self.outbound.is_empty()
     }
 
-    pub fn get(&self, storage: &Storage, tier: Tier, key: &str) -> Option<Vec<u8>> {
+    pub fn get(&self, storage: &mut Storage, tier: Tier, key: &str) -> Option<Vec<u8>> {
         match self.writes.tier(tier).get(key) {
             Some(buffered) => buffered.clone(),
             None => storage.get(tier, key).map(<[u8]>::to_vec),
@@ -124,7 +124,7 @@ impl Transaction {
     /// entries with this call's writes in key order.
     pub fn scan(
         &self,
-        storage: &Storage,
+        storage: &mut Storage,
         tier: Tier,
         prefix: &str,
         start_after: Option<&str>,
@@ -149,7 +149,7 @@ impl Transaction {
         .collect()
     }
 
-    pub fn delete_prefix(&mut self, storage: &Storage, tier: Tier, prefix: &str) -> u32 {
+    pub fn delete_prefix(&mut self, storage: &mut Storage, tier: Tier, prefix: &str) -> u32 {
         let live: Vec<String> = self
             .scan(storage, tier, prefix, None, usize::MAX)
             .into_iter()
@@ -223,16 +223,16 @@ mod tests {
 
     #[test]
     fn reads_see_the_calls_own_writes_and_deletes() {
-        let storage = committed(&[("a", "1"), ("b", "2")]);
+        let mut storage = committed(&[("a", "1"), ("b", "2")]);
         let mut txn = Transaction::default();
         txn.put(Tier::Durable, "a".into(), b"changed".to_vec())
             .unwrap();
         txn.delete(Tier::Durable, "b".into());
         assert_eq!(
-            txn.get(&storage, Tier::Durable, "a"),
+            txn.get(&mut storage, Tier::Durable, "a"),
             Some(b"changed".to_vec())
         );
-        assert_eq!(txn.get(&storage, Tier::Durable, "b"), None);
+        assert_eq!(txn.get(&mut storage, Tier::Durable, "b"), None);
         assert_eq!(
             storage.get(Tier::Durable, "a"),
             Some(&b"1"[..]),
@@ -242,33 +242,33 @@ mod tests {
 
     #[test]
     fn scan_merges_in_key_order_and_pages() {
-        let storage = committed(&[("p/a", "1"), ("p/c", "3"), ("p/e", "5"), ("q/z", "x")]);
+        let mut storage = committed(&[("p/a", "1"), ("p/c", "3"), ("p/e", "5"), ("q/z", "x")]);
         let mut txn = Transaction::default();
         txn.put(Tier::Durable, "p/b".into(), b"2".to_vec()).unwrap();
         txn.delete(Tier::Durable, "p/c".into());
         txn.put(Tier::Durable, "p/e".into(), b"five".to_vec())
             .unwrap();
-        let all = txn.scan(&storage, Tier::Durable, "p/", None, 10);
+        let all = txn.scan(&mut storage, Tier::Durable, "p/", None, 10);
         assert_eq!(keys(all.clone()), ["p/a", "p/b", "p/e"]);
         assert_eq!(all[2].1, b"five");
         assert_eq!(
-            keys(txn.scan(&storage, Tier::Durable, "p/", Some("p/a"), 1)),
+            keys(txn.scan(&mut storage, Tier::Durable, "p/", Some("p/a"), 1)),
             ["p/b"]
         );
         assert!(txn
-            .scan(&storage, Tier::Volatile, "p/", None, 10)
+            .scan(&mut storage, Tier::Volatile, "p/", None, 10)
             .is_empty());
     }
 
     #[test]
     fn delete_prefix_counts_live_keys() {
-        let storage = committed(&[("r/1", ""), ("r/2", ""), ("s/1", "")]);
+        let mut storage = committed(&[("r/1", ""), ("r/2", ""), ("s/1", "")]);
         let mut txn = Transaction::default();
         txn.put(Tier::Durable, "r/3".into(), vec![]).unwrap();
-        assert_eq!(txn.delete_prefix(&storage, Tier::Durable, "r/"), 3);
-        assert!(txn.scan(&storage, Tier::Durable, "r/", None, 10).is_empty());
+        assert_eq!(txn.delete_prefix(&mut storage, Tier::Durable, "r/"), 3);
+        assert!(txn.scan(&mut storage, Tier::Durable, "r/", None, 10).is_empty());
         assert_eq!(
-            keys(txn.scan(&storage, Tier::Durable, "", None, 10)),
+            keys(txn.scan(&mut storage, Tier::Durable, "", None, 10)),
             ["s/1"]
         );
     }
