@@ -125,8 +125,10 @@ def main() -> None:
         # A first, unmeasured round: the threads' first allocations are not an occupant's.
         bench(server, "--rooms", "10", "--occupants", "10", "--messages", "5",
               "--room-prefix", "warm", "--user-prefix", "warm")
+        # Presence to moderators only: the joins cost O(n), the occupants cost the same memory.
         idle = bench(server, "--rooms", "1", "--occupants", str(IDLE_OCCUPANTS), "--messages", "1",
-                     "--room-prefix", "idle", "--user-prefix", "idle")
+                     "--room-prefix", "idle", "--user-prefix", "idle",
+                     "--room-config", "muc#roomconfig_presencebroadcast=moderator")
         per_occupant = (idle["server_resident_mib_joined"] - idle["server_resident_mib_before_logins"]) \
             * 1024 / IDLE_OCCUPANTS
         active = bench(server, "--existing-rooms", "--rooms", str(ACTIVE_ROOMS), "--occupants", "1",

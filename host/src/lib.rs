@@ -11,6 +11,7 @@ pub mod control;
 pub mod core;
 pub mod extensions;
 pub mod metrics;
+pub mod outbound;
 pub mod router;
 pub mod runtime;
 pub mod scansion;

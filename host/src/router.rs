@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
+use crate::outbound::Outbound;
+
 /// Where a session's stanzas go: a socket writer, or a queue in the test host.
 pub trait SessionSink: Send {
-    fn deliver(&self, stanza: Element);
+    fn deliver(&self, stanza: Outbound);
     /// The server ends the session with a stream error (`conflict` when another session took
     /// its resource, `system-shutdown` when stopping).
     fn close(&self, _condition: &'static str) {}
@@ -18,16 +20,21 @@ pub trait SessionSink: Send {
 
 /// A sink that queues stanzas in memory: the test host reads them from the other side.
 #[derive(Clone, Default)]
-pub struct QueueSink(pub Arc<Mutex<VecDeque<Element>>>);
+pub struct QueueSink(Arc<Mutex<VecDeque<Outbound>>>);
 
 impl SessionSink for QueueSink {
-    fn deliver(&self, stanza: Element) {
+    fn deliver(&self, stanza: Outbound) {
         self.0.lock().expect("queue lock").push_back(stanza);
     }
 }
 
 impl QueueSink {
     pub fn pop(&self) -> Option<Element> {
+        self.pop_outbound().map(|stanza| stanza.element())
+    }
+
+    /// The next stanza as the service handed it over (a broadcast's copies still shared).
+    pub fn pop_outbound(&self) -> Option<Outbound> {
         self.0.lock().expect("queue lock").pop_front()
     }
 }
@@ -229,8 +236,8 @@ impl Router {
 
     /// Delivers to a full JID's session, or to every session of a bare JID; anything for
     /// another domain goes upstream when there is one. Returns false when nothing took it.
-    pub fn deliver(&self, stanza: Element) -> bool {
-        let Some(to) = stanza.attr("to").and_then(|to| Jid::new(to).ok()) else {
+    pub fn deliver(&self, stanza: Outbound) -> bool {
+        let Ok(to) = Jid::new(stanza.to()) else {
             return false;
         };
         if to.domain().as_str() != self.domain {
@@ -364,12 +371,12 @@ mod tests {
                 .parse()
                 .unwrap()
         };
-        assert!(router.deliver(message("romeo@localhost/phone")));
+        assert!(router.deliver(message("romeo@localhost/phone").into()));
         assert!(phone.pop().is_some() && laptop.pop().is_none());
-        assert!(router.deliver(message("romeo@localhost")));
+        assert!(router.deliver(message("romeo@localhost").into()));
         assert!(phone.pop().is_some() && laptop.pop().is_some());
         assert!(other.pop().is_none());
-        assert!(!router.deliver(message("romeo@localhost/gone")));
+        assert!(!router.deliver(message("romeo@localhost/gone").into()));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::adhoc;
 use crate::extensions::{Call, Change};
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
 use crate::server;
@@ -29,7 +30,7 @@ const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub struct Service<M: MucBackend = PluginRuntime> {
     pub router: Router,
     pub muc: M,
-    outbox: Vec<Element>,
+    outbox: Vec<Outbound>,
     metrics: Option<Arc<Metrics>>,
     /// Where the host's own commands on the MUC service go (hot swap), instead of the plugin.
     host_commands: Option<UnboundedSender<Element>>,
@@ -54,7 +55,7 @@ impl<M: MucBackend> Service<M> {
 
     /// A stanza the host itself sends (the answer to one of its commands), in order with the rest.
     pub fn send_from_host(&mut self, stanza: Element) {
-        self.outbox.push(stanza);
+        self.outbox.push(stanza.into());
     }
 
     /// Counts plugin calls, faults and deliveries into `metrics`.
@@ -141,7 +142,7 @@ impl<M: MucBackend> Service<M> {
                     from,
                     &stanza,
                 );
-                self.outbox.extend(replies);
+                self.outbox.extend(replies.into_iter().map(Outbound::from));
             }
             // An iq to a bare JID is for the server to answer on the account's behalf (RFC
             // 6120 §10.5.3.1), and this server keeps nothing per account (no vCards, no
@@ -153,7 +154,7 @@ impl<M: MucBackend> Service<M> {
             }
             Destination::User(to) => {
                 if self.router.is_reachable(&to) {
-                    self.outbox.push(stanza);
+                    self.outbox.push(stanza.into());
                 } else if stanza.name() != "presence" {
                     self.reply_error(&stanza, "cancel", "service-unavailable");
                 }
@@ -231,7 +232,7 @@ impl<M: MucBackend> Service<M> {
         }
     }
 
-    fn deliver_all(&mut self, outbound: Vec<Element>) {
+    fn deliver_all(&mut self, outbound: Vec<Outbound>) {
         self.outbox.extend(outbound);
     }
 
@@ -242,7 +243,7 @@ impl<M: MucBackend> Service<M> {
         if stanza.attr("type") == Some("error") || is_result {
             return;
         }
-        self.outbox.push(error_reply(stanza, type_, condition));
+        self.outbox.push(error_reply(stanza, type_, condition).into());
     }
 }
 

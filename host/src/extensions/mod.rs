@@ -408,6 +408,6 @@ fn notify_owners(txn: &mut Transaction, room: &str, owners: &[String], text: &st
                     .build(),
             )
             .build();
-        txn.outbound.push(notice);
+        txn.outbound.push(notice.into());
     }
 }

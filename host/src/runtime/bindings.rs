@@ -9,6 +9,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::extensions::{Call, SharedExtensions};
+use crate::outbound::Outbound;
 use crate::storage::{Storage, StorageError, Tier as StoreTier, Transaction};
 
 wasmtime::component::bindgen!({
@@ -169,7 +170,7 @@ impl muc::plugin::routing::Host for CallContext {
                 "a stanza without a valid 'to'".into(),
             ));
         }
-        self.txn.outbound.push(stanza);
+        self.txn.outbound.push(stanza.into());
         Ok(())
     }
 
@@ -180,15 +181,9 @@ impl muc::plugin::routing::Host for CallContext {
                 "recipient '{bad}' is not a JID"
             )));
         }
-        for recipient in recipients {
-            let mut copy = stanza.clone();
-            copy.set_attr(
-                minidom::rxml::Namespace::NONE,
-                minidom::rxml::xml_ncname!("to").into(),
-                recipient,
-            );
-            self.txn.outbound.push(copy);
-        }
+        self.txn
+            .outbound
+            .extend(Outbound::copies(stanza, recipients));
         Ok(())
     }
 }

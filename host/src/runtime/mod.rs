@@ -19,6 +19,7 @@ use minidom::Element;
 use wasmtime::Store;
 
 use crate::clock::Clock;
+use crate::outbound::Outbound;
 use crate::extensions::SharedExtensions;
 use crate::storage::{Quota, Storage, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
@@ -98,25 +99,25 @@ pub struct PluginInfo {
 /// What the service core needs from the MUC logic, wherever it runs.
 pub trait MucBackend {
     /// Hands one stanza over; on success, the stanzas to deliver.
-    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault>;
+    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Outbound>, Fault>;
     /// Runs every timer due by now, earliest first; returns what each one sent.
-    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)>;
+    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)>;
     /// The service is stopping.
-    fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault>;
+    fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault>;
     /// The store the logic's calls commit to.
     fn storage(&self) -> &Arc<Mutex<Storage>>;
 }
 
 impl MucBackend for PluginRuntime {
-    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
+    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Outbound>, Fault> {
         PluginRuntime::handle_stanza(self, inbound)
     }
 
-    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)> {
+    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
         PluginRuntime::run_due_timers(self)
     }
 
-    fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault> {
+    fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault> {
         PluginRuntime::on_shutdown(self)
     }
 
@@ -330,7 +331,7 @@ impl PluginRuntime {
     /// the new one migrates the data (`upgrade(previous version)`, once per version change, in
     /// one transaction) and takes over. If the migration fails, its writes are discarded and the
     /// old plugin goes on serving. The old plugin stays compiled for a rollback.
-    pub fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Element>), Fault> {
+    pub fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), Fault> {
         let Prepared {
             plugin,
             info,
@@ -394,17 +395,17 @@ impl PluginRuntime {
     }
 
     /// Hands one stanza to the plugin; on success, the stanzas to deliver.
-    pub fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
+    pub fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Outbound>, Fault> {
         let stanza = wit_stanza(&inbound);
         self.call(|plugin, store| plugin.muc_plugin_guest().call_handle_stanza(store, &stanza))
     }
 
-    pub fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault> {
+    pub fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault> {
         self.call(|plugin, store| plugin.muc_plugin_guest().call_on_shutdown(store))
     }
 
     /// Runs every timer due by now, earliest first; returns what each one sent.
-    pub fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)> {
+    pub fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
         let now = self.clock.now_ms();
         let due = self.storage.lock().expect("storage lock").due_timers(now);
         due.into_iter()
@@ -417,7 +418,7 @@ impl PluginRuntime {
             .collect()
     }
 
-    fn on_timer_once(&mut self, key: &str) -> Result<Vec<Element>, Fault> {
+    fn on_timer_once(&mut self, key: &str) -> Result<Vec<Outbound>, Fault> {
         let outcome = self.call_with(timer_removal(key), |plugin, store| {
             plugin.muc_plugin_guest().call_on_timer(store, key)
         });
@@ -437,7 +438,7 @@ impl PluginRuntime {
     fn call(
         &mut self,
         export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
-    ) -> Result<Vec<Element>, Fault> {
+    ) -> Result<Vec<Outbound>, Fault> {
         self.call_with(Default::default(), export)
     }
 
@@ -446,7 +447,7 @@ impl PluginRuntime {
         &mut self,
         preset: Writes,
         export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
-    ) -> Result<Vec<Element>, Fault> {
+    ) -> Result<Vec<Outbound>, Fault> {
         self.stats.calls += 1;
         let mut instance = match self.instance.take() {
             Some(instance) => instance,
@@ -472,7 +473,7 @@ impl PluginRuntime {
         instance: &mut Instance,
         preset: Writes,
         export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
-    ) -> Result<Vec<Element>, Fault> {
+    ) -> Result<Vec<Outbound>, Fault> {
         let mut txn = Transaction::new(self.settings.limits.quota);
         txn.writes = preset;
         begin(

@@ -10,6 +10,7 @@ use muc_plugin::host::{Envelope, Fault as PluginFault, Host, Level, StanzaKind, 
 use super::bindings::muc::plugin::{clock, ids, logging, routing, storage, timers};
 use super::{wit_stanza, CallContext, Fault, Inbound, MucBackend, Settings};
 use crate::clock::Clock;
+use crate::outbound::Outbound;
 use crate::storage::{Storage, Transaction};
 
 pub struct NativeRuntime {
@@ -49,7 +50,7 @@ impl NativeRuntime {
     fn call(
         &mut self,
         run: impl FnOnce(&muc_plugin::Muc, &mut dyn Host) -> Result<(), PluginFault>,
-    ) -> Result<Vec<Element>, Fault> {
+    ) -> Result<Vec<Outbound>, Fault> {
         self.context.txn = Transaction::new(self.settings.limits.quota);
         self.context.now_ms = self.clock.now_ms();
         let outcome = run(&self.muc, &mut Imports(&mut self.context));
@@ -66,7 +67,7 @@ impl MucBackend for NativeRuntime {
         &self.storage
     }
 
-    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Element>, Fault> {
+    fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Outbound>, Fault> {
         let stanza = wit_stanza(&inbound);
         let envelope = Envelope {
             kind: match inbound.stanza.name() {
@@ -82,7 +83,7 @@ impl MucBackend for NativeRuntime {
         self.call(|muc, host| muc.handle_stanza(host, &envelope, &stanza.xml))
     }
 
-    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Element>, Fault>)> {
+    fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
         let due = self
             .storage
             .lock()
@@ -99,7 +100,7 @@ impl MucBackend for NativeRuntime {
             .collect()
     }
 
-    fn on_shutdown(&mut self) -> Result<Vec<Element>, Fault> {
+    fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault> {
         self.call(|muc, host| muc.on_shutdown(host))
     }
 }

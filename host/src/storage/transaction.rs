@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 use std::iter::Peekable;
 
-use minidom::Element;
+use crate::outbound::Outbound;
 
 use super::{Storage, Tier, Writes};
 
@@ -44,7 +44,7 @@ pub struct Savepoint {
 pub struct Transaction {
     pub writes: Writes,
     /// Stanzas to deliver, in the order the call sent them.
-    pub outbound: Vec<Element>,
+    pub outbound: Vec<Outbound>,
     written_bytes: usize,
     quota: Quota,
 }

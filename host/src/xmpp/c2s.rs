@@ -18,6 +18,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::StreamEvent;
+use crate::outbound::Outbound;
 use super::wire::{stream_error, stream_header, ReadError, Transport, XmlReader};
 use crate::auth::{offered, Accounts, AuthPolicy, SaslExchange, SaslFailure, Step};
 use crate::core::CoreEvent;
@@ -578,7 +579,7 @@ async fn refuse_before_header(
 
 /// What the writer task sends.
 enum Outgoing {
-    Stanza(Element),
+    Stanza(Outbound),
     /// A stream error, then the end of the stream.
     Error(&'static str, String),
     /// The end of the stream.
@@ -592,7 +593,7 @@ struct ClientSink {
 }
 
 impl SessionSink for ClientSink {
-    fn deliver(&self, stanza: Element) {
+    fn deliver(&self, stanza: Outbound) {
         let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
         if waiting < MAX_QUEUED_STANZAS {
             let _ = self.queue.send(Outgoing::Stanza(stanza));
@@ -626,7 +627,7 @@ async fn write_loop(
         while let Some(item) = next.take() {
             match item {
                 Outgoing::Stanza(stanza) => {
-                    buffer.push_str(&String::from(&stanza));
+                    stanza.write(&mut buffer);
                     stanzas += 1;
                 }
                 Outgoing::Error(condition, text) => {
@@ -672,7 +673,7 @@ mod tests {
         };
         let stanza: Element = "<message xmlns='jabber:client'/>".parse().unwrap();
         for _ in 0..MAX_QUEUED_STANZAS + 5 {
-            sink.deliver(stanza.clone());
+            sink.deliver(stanza.clone().into());
         }
         let mut stanzas = 0;
         let mut errors = Vec::new();

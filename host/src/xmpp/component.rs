@@ -18,6 +18,7 @@ use super::stream::{StreamEvent, STREAMS_NS};
 use super::wire::{renamespace, ReadError, XmlReader};
 use crate::core::CoreEvent;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::router::SessionSink;
 
 const COMPONENT_NS: &str = "jabber:component:accept";
@@ -52,8 +53,9 @@ pub enum LinkOut {
 pub struct LinkSink(pub mpsc::UnboundedSender<LinkOut>);
 
 impl SessionSink for LinkSink {
-    fn deliver(&self, stanza: Element) {
-        let _ = self.0.send(LinkOut::Stanza(stanza));
+    fn deliver(&self, stanza: Outbound) {
+        // The link writes each stanza in its own namespace: no shared serialisation to use.
+        let _ = self.0.send(LinkOut::Stanza(stanza.element()));
     }
 
     fn close(&self, _condition: &'static str) {

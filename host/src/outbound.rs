@@ -1,0 +1,122 @@
+//! A stanza on its way out. The copies of one broadcast differ only in `to`: they share one
+//! stanza and one serialisation, made the first time a copy is written, so that fanning a message
+//! out to a room costs a `to` attribute per recipient, not a stanza clone and a serialisation.
+
+use std::sync::{Arc, OnceLock};
+
+use minidom::rxml::{xml_ncname, Namespace};
+use minidom::Element;
+
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    to: String,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The stanza without `to`.
+    stanza: Element,
+    xml: OnceLock<String>,
+}
+
+impl Outbound {
+    /// One copy of `stanza` for each of `recipients`, `to` set on each.
+    pub fn copies(mut stanza: Element, recipients: Vec<String>) -> impl Iterator<Item = Outbound> {
+        stanza.attrs_mut().remove(&Namespace::NONE, "to");
+        let shared = Arc::new(Shared {
+            stanza,
+            xml: OnceLock::new(),
+        });
+        recipients.into_iter().map(move |to| Outbound {
+            to,
+            shared: shared.clone(),
+        })
+    }
+
+    /// The addressee, as the stanza's `to` says (empty when it has none).
+    pub fn to(&self) -> &str {
+        &self.to
+    }
+
+    /// `message`, `presence` or `iq`.
+    pub fn name(&self) -> &str {
+        self.shared.stanza.name()
+    }
+
+    /// The stanza as one element, `to` included.
+    pub fn element(&self) -> Element {
+        let mut stanza = self.shared.stanza.clone();
+        if !self.to.is_empty() {
+            stanza.set_attr(Namespace::NONE, xml_ncname!("to").into(), self.to.as_str());
+        }
+        stanza
+    }
+
+    /// Appends the serialised stanza to `out`: the shared serialisation with this copy's `to`
+    /// spliced in after the element name.
+    pub fn write(&self, out: &mut String) {
+        let xml = self
+            .shared
+            .xml
+            .get_or_init(|| String::from(&self.shared.stanza));
+        let name_end = 1 + self.name().len();
+        debug_assert!(xml[1..].starts_with(self.name()));
+        out.push_str(&xml[..name_end]);
+        if !self.to.is_empty() {
+            out.push_str(" to='");
+            out.push_str(
+                std::str::from_utf8(&minidom::element::escape(self.to.as_bytes()))
+                    .expect("escaping keeps UTF-8"),
+            );
+            out.push('\'');
+        }
+        out.push_str(&xml[name_end..]);
+    }
+}
+
+impl From<Element> for Outbound {
+    fn from(stanza: Element) -> Outbound {
+        let to = stanza.attr("to").unwrap_or_default().to_string();
+        Outbound::copies(stanza, vec![to])
+            .next()
+            .expect("one recipient, one copy")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(stanza: &Outbound) -> Element {
+        let mut out = String::new();
+        stanza.write(&mut out);
+        out.parse().unwrap()
+    }
+
+    #[test]
+    fn each_copy_is_the_stanza_with_its_own_to() {
+        let stanza: Element = "<message xmlns='jabber:client' from='r@muc/n' to='old@x' type='groupchat'><body>a &amp; b</body></message>"
+            .parse()
+            .unwrap();
+        let copies: Vec<Outbound> =
+            Outbound::copies(stanza.clone(), vec!["a@x/1".into(), "b@x/it's <me>".into()]).collect();
+        for (copy, to) in copies.iter().zip(["a@x/1", "b@x/it's <me>"]) {
+            let mut expected = stanza.clone();
+            expected.set_attr(Namespace::NONE, xml_ncname!("to").into(), to);
+            assert_eq!(written(copy), expected);
+            assert_eq!(copy.element(), expected);
+            assert_eq!((copy.to(), copy.name()), (to, "message"));
+        }
+    }
+
+    #[test]
+    fn a_single_stanza_keeps_its_to_and_an_empty_one_gets_none() {
+        let with: Element = "<iq xmlns='jabber:client' to='a@x/1' type='result' id='1'/>".parse().unwrap();
+        assert_eq!(written(&Outbound::from(with.clone())), with);
+        let without: Element = "<presence xmlns='jabber:client'/>".parse().unwrap();
+        let outbound = Outbound::from(without.clone());
+        assert_eq!(written(&outbound), without);
+        assert_eq!(outbound.element(), without);
+    }
+}
