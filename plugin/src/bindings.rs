@@ -124,6 +124,12 @@ impl Host for WitHost {
         routing::broadcast(&String::from(&stanza), recipients).map_err(|e| Fault(format!("{e:?}")))
     }
 
+    fn broadcast_to_keys(&mut self, stanza: Element, t: Tier, prefix: &str) -> Result<(), Fault> {
+        routing::broadcast_to_keys(&String::from(&stanza), tier(t), prefix)
+            .map(|_| ())
+            .map_err(|e| Fault(format!("{e:?}")))
+    }
+
     fn set_timer(&mut self, key: &str, at_ms: u64) {
         timers::set(key, at_ms)
     }

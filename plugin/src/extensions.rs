@@ -71,8 +71,8 @@ pub fn occupant_view(occupant: &Occupant, affiliation: Affiliation) -> OccupantV
     }
 }
 
-/// Runs a groupchat message with a body through the room's extensions: `Err` holds a refusal's
-/// text; otherwise the body may have been rewritten in `message`, and what the extensions say
+/// Runs a groupchat message with a body through the room's extensions (when they are active):
+/// `Err` holds a refusal's text; otherwise the body may have been rewritten in `message`, and what the extensions say
 /// is returned, to broadcast after it.
 pub fn filter_message(
     host: &mut dyn Host,
@@ -87,9 +87,6 @@ pub fn filter_message(
     else {
         return Ok(Ok(Vec::new()));
     };
-    if !host.extensions_active(&room.jid) {
-        return Ok(Ok(Vec::new()));
-    }
     // What the extensions judge is what everyone reads: one body, no other rendering of it.
     let mut first_body = true;
     crate::xml::retain_children(message, |child| {

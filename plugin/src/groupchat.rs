@@ -7,11 +7,11 @@ use minidom::Element;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::announce;
 use crate::errors;
 use crate::extensions;
 use crate::features::{history, moderated, occupant_id, stable_id, subject};
-use crate::host::{Fault, Host};
+use crate::host::{Fault, Host, Tier};
+use crate::keys;
 use crate::occupant::Occupant;
 use crate::room::{Room, Subject};
 use crate::service::Inbound;
@@ -46,9 +46,11 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         });
         room.save(host)?;
     }
-    let occupants = Occupant::all(host, &room.jid)?;
+    // Only extensions need every occupant decoded; the broadcast needs only their sessions.
+    let mut occupants = Vec::new();
     let mut said = Vec::new();
-    if !changes_subject {
+    if !changes_subject && host.extensions_active(&room.jid) {
+        occupants = Occupant::all(host, &room.jid)?;
         match extensions::filter_message(host, &room, &occupants, &sender, &mut message)? {
             Ok(saying) => said = saying,
             Err(why) => {
@@ -73,8 +75,8 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     if worth_keeping && !changes_subject {
         history::record(host, &room, &message)?;
     }
-    let everyone = announce::sessions(&occupants.iter().collect::<Vec<_>>());
-    host.broadcast(message, &everyone)?;
+    // To every session in the room, from the session index: one crossing whatever the size.
+    host.broadcast_to_keys(message, Tier::Volatile, &keys::sessions(&room.jid))?;
     extensions::say(host, &room, &occupants, said)
 }
 

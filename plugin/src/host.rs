@@ -66,6 +66,15 @@ pub trait Host {
     fn send(&mut self, stanza: Element) -> Result<(), Fault>;
     /// One copy per recipient, the host setting `to`.
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault>;
+    /// One copy per key under `prefix` in `tier`, `to` being the rest of the key.
+    fn broadcast_to_keys(&mut self, stanza: Element, tier: Tier, prefix: &str) -> Result<(), Fault> {
+        let recipients: Vec<String> = self
+            .scan(tier, prefix, None, u32::MAX)
+            .into_iter()
+            .map(|(key, _)| key[prefix.len()..].to_string())
+            .collect();
+        self.broadcast(stanza, &recipients)
+    }
     fn set_timer(&mut self, key: &str, at_ms: u64);
     fn cancel_timer(&mut self, key: &str);
     fn now_ms(&mut self) -> u64;

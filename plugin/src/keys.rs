@@ -28,7 +28,11 @@ pub fn occupants(room: &str) -> String {
 
 /// Which nickname a client session (full JID) holds in a room (volatile).
 pub fn session(room: &str, full_jid: &str) -> String {
-    format!("room/{room}/session/{full_jid}")
+    format!("{}{full_jid}", sessions(room))
+}
+
+pub fn sessions(room: &str) -> String {
+    format!("room/{room}/session/")
 }
 
 /// Prefix of everything stored about a room, in either tier.

@@ -186,6 +186,29 @@ impl muc::plugin::routing::Host for CallContext {
             .extend(Outbound::copies(stanza, recipients));
         Ok(())
     }
+
+    fn broadcast_to_keys(
+        &mut self,
+        stanza: String,
+        t: Tier,
+        prefix: String,
+    ) -> Result<u32, RouteError> {
+        let recipients = self.keys_under(t, &prefix);
+        let count = recipients.len() as u32;
+        muc::plugin::routing::Host::broadcast(self, stanza, recipients)?;
+        Ok(count)
+    }
+}
+
+impl CallContext {
+    fn keys_under(&mut self, t: Tier, prefix: &str) -> Vec<String> {
+        let mut storage = self.storage();
+        self.txn
+            .scan(&mut storage, tier(t), prefix, None, usize::MAX)
+            .into_iter()
+            .map(|(key, _)| key[prefix.len()..].to_string())
+            .collect()
+    }
 }
 
 impl muc::plugin::timers::Host for CallContext {
