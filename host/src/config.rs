@@ -230,10 +230,10 @@ impl ServeConfig {
                 .or(file.max_stanza_bytes)
                 .unwrap_or(256 * 1024),
             link_queue: args.link_queue.or(file.link_queue).unwrap_or(10_000),
-            room_idle: args
-                .room_idle_seconds
-                .or(file.room_idle_seconds)
-                .map_or(crate::storage::DEFAULT_ROOM_IDLE, std::time::Duration::from_secs),
+            room_idle: args.room_idle_seconds.or(file.room_idle_seconds).map_or(
+                crate::storage::DEFAULT_ROOM_IDLE,
+                std::time::Duration::from_secs,
+            ),
             watch_plugin: args.watch_plugin || file.watch_plugin,
             extension_dir: args.extension_dir.or(file.extension_dir),
             extension_limits,

@@ -138,7 +138,11 @@ impl Metrics {
             "Time stanzas waited while a swap switched plugins",
             metrics.swap_pause_seconds.clone(),
         );
-        registry.register("rooms", "Rooms in memory: the non-persistent ones and the persistent ones in use", metrics.rooms.clone());
+        registry.register(
+            "rooms",
+            "Rooms in memory: the non-persistent ones and the persistent ones in use",
+            metrics.rooms.clone(),
+        );
         registry.register(
             "occupants",
             "Occupants in all rooms",

@@ -100,7 +100,8 @@ mod tests {
             .parse()
             .unwrap();
         let copies: Vec<Outbound> =
-            Outbound::copies(stanza.clone(), vec!["a@x/1".into(), "b@x/it's <me>".into()]).collect();
+            Outbound::copies(stanza.clone(), vec!["a@x/1".into(), "b@x/it's <me>".into()])
+                .collect();
         for (copy, to) in copies.iter().zip(["a@x/1", "b@x/it's <me>"]) {
             let mut expected = stanza.clone();
             expected.set_attr(Namespace::NONE, xml_ncname!("to").into(), to);
@@ -112,7 +113,9 @@ mod tests {
 
     #[test]
     fn a_single_stanza_keeps_its_to_and_an_empty_one_gets_none() {
-        let with: Element = "<iq xmlns='jabber:client' to='a@x/1' type='result' id='1'/>".parse().unwrap();
+        let with: Element = "<iq xmlns='jabber:client' to='a@x/1' type='result' id='1'/>"
+            .parse()
+            .unwrap();
         assert_eq!(written(&Outbound::from(with.clone())), with);
         let without: Element = "<presence xmlns='jabber:client'/>".parse().unwrap();
         let outbound = Outbound::from(without.clone());

@@ -243,7 +243,8 @@ impl<M: MucBackend> Service<M> {
         if stanza.attr("type") == Some("error") || is_result {
             return;
         }
-        self.outbox.push(error_reply(stanza, type_, condition).into());
+        self.outbox
+            .push(error_reply(stanza, type_, condition).into());
     }
 }
 

@@ -1,6 +1,8 @@
 //! Affiliations (XEP-0045 §5.2), stored durably per room and bare JID, with the reason given
 //! and the nickname registered, if any.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use xmpp_parsers::muc::user::Affiliation;
 
@@ -76,6 +78,18 @@ pub fn set(
         nick,
     };
     host.put(Tier::Durable, &key, serde_json::to_vec(&record)?)
+}
+
+/// Every stored affiliation of the room, by bare JID, read in one scan.
+pub fn all(host: &mut dyn Host, room: &str) -> Result<BTreeMap<String, Affiliation>, Fault> {
+    let prefix = keys::affiliations(room);
+    host.scan(Tier::Durable, &prefix, None, u32::MAX)
+        .into_iter()
+        .map(|(key, bytes)| {
+            let record: AffiliationRecord = serde_json::from_slice(&bytes)?;
+            Ok((key[prefix.len()..].to_string(), record.affiliation()))
+        })
+        .collect()
 }
 
 /// Every user with `affiliation` in the room, by bare JID.

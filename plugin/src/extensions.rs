@@ -4,22 +4,19 @@
 //! (from `room/nick`, kept in the history like any groupchat message). The host decides which
 //! extensions run and contains their faults; the logic only obeys verdicts.
 
-use std::collections::BTreeMap;
-
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::affiliation::AffiliationRecord;
+use crate::affiliation;
 use crate::announce;
 use crate::errors;
 use crate::features::{history, naming, stable_id, whois};
 use crate::host::{
-    Envelope, Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Tier, Verdict,
+    Envelope, Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Verdict,
 };
-use crate::keys;
 use crate::occupant::Occupant;
 use crate::room::Room;
 
@@ -34,12 +31,7 @@ pub fn tick_room(key: &str) -> Option<&str> {
 
 /// The room as extensions see it, with every occupant's affiliation read in one scan.
 pub fn view(host: &mut dyn Host, room: &Room, occupants: &[Occupant]) -> Result<RoomView, Fault> {
-    let prefix = keys::affiliations(&room.jid);
-    let mut affiliations = BTreeMap::new();
-    for (key, bytes) in host.scan(Tier::Durable, &prefix, None, u32::MAX) {
-        let record: AffiliationRecord = serde_json::from_slice(&bytes)?;
-        affiliations.insert(key[prefix.len()..].to_string(), record.affiliation());
-    }
+    let affiliations = affiliation::all(host, &room.jid)?;
     let owners = affiliations
         .iter()
         .filter(|(_, affiliation)| **affiliation == Affiliation::Owner)

@@ -67,7 +67,12 @@ pub trait Host {
     /// One copy per recipient, the host setting `to`.
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault>;
     /// One copy per key under `prefix` in `tier`, `to` being the rest of the key.
-    fn broadcast_to_keys(&mut self, stanza: Element, tier: Tier, prefix: &str) -> Result<(), Fault> {
+    fn broadcast_to_keys(
+        &mut self,
+        stanza: Element,
+        tier: Tier,
+        prefix: &str,
+    ) -> Result<(), Fault> {
         let recipients: Vec<String> = self
             .scan(tier, prefix, None, u32::MAX)
             .into_iter()

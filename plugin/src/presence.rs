@@ -140,7 +140,8 @@ fn join(
         request.as_ref(),
     )?;
     presence.to_others(host, &room, &others)?;
-    if let Some(joined) = arriving {
+    // Reading every occupant again is for extensions only.
+    if let Some(joined) = arriving.filter(|_| host.extensions_active(room_jid)) {
         let everyone = Occupant::all(host, room_jid)?;
         extensions::notify(host, &room, &everyone, HookEvent::Joined(joined))?;
     }
@@ -165,9 +166,12 @@ fn send_join_state(
         other.nick != occupant.nick
             && presence_broadcast::visible_to(room, &other.role(), &occupant.role())
     };
+    // Read once for all the others: the room's affiliations and the id secret.
+    let affiliations = affiliation::all(host, &room.jid)?;
+    let ids = features::occupant_id::Ids::new(host)?;
     for other in others.iter().filter(visible) {
-        let other_affiliation = muc.affiliation(host, &room.jid, &other.bare_jid)?;
-        let id = features::occupant_id::id(host, &room.jid, &other.bare_jid)?;
+        let other_affiliation = muc.affiliation_in(&affiliations, &other.bare_jid);
+        let id = ids.of(&room.jid, &other.bare_jid);
         let mut element = Presence::of(other, other_affiliation, stored_payload(other)).render(
             room,
             joiner_sees_jids,

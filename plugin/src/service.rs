@@ -1,6 +1,8 @@
 //! The MUC service: entry points the binding layer calls, and dispatch of inbound stanzas to the
 //! module that owns them.
 
+use std::collections::BTreeMap;
+
 use jid::Jid;
 use minidom::Element;
 use xmpp_parsers::muc::user::{Affiliation, Status};
@@ -330,6 +332,18 @@ impl Muc {
             return Ok(Affiliation::Owner);
         }
         affiliation::get(host, room, bare_jid)
+    }
+
+    /// [`Muc::affiliation`], from the room's affiliations read beforehand ([`affiliation::all`]).
+    pub fn affiliation_in(
+        &self,
+        stored: &BTreeMap<String, Affiliation>,
+        bare_jid: &str,
+    ) -> Affiliation {
+        if self.is_service_admin(bare_jid) {
+            return Affiliation::Owner;
+        }
+        stored.get(bare_jid).cloned().unwrap_or(Affiliation::None)
     }
 }
 

@@ -86,7 +86,10 @@ fn parse_field(field: &str) -> Result<(String, Vec<String>), String> {
     let (var, values) = field
         .split_once('=')
         .ok_or_else(|| format!("'{field}' is not VAR=VALUE"))?;
-    Ok((var.to_string(), values.split(',').map(str::to_string).collect()))
+    Ok((
+        var.to_string(),
+        values.split(',').map(str::to_string).collect(),
+    ))
 }
 
 /// What every client's reader shares.
@@ -327,11 +330,13 @@ async fn create(client: &mut Client, room: &str, fields: &[(String, Vec<String>)
         );
         for (var, values) in std::iter::once(&form_type).chain(fields) {
             form = form.append(
-                Element::builder("field", DATA).attr(xml_ncname!("var").into(), var.as_str()).append_all(
-                    values
-                        .iter()
-                        .map(|value| Element::builder("value", DATA).append(value.as_str())),
-                ),
+                Element::builder("field", DATA)
+                    .attr(xml_ncname!("var").into(), var.as_str())
+                    .append_all(
+                        values
+                            .iter()
+                            .map(|value| Element::builder("value", DATA).append(value.as_str())),
+                    ),
             );
         }
     }

@@ -152,9 +152,11 @@ impl muc::extension::store::Host for ExtensionContext {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let call = self.call()?;
         let mut storage = call.storage.lock().expect("storage lock");
-        Ok(call
-            .txn
-            .get(&mut storage, Tier::Extensions, &format!("{}{key}", call.prefix)))
+        Ok(call.txn.get(
+            &mut storage,
+            Tier::Extensions,
+            &format!("{}{key}", call.prefix),
+        ))
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
@@ -164,7 +166,13 @@ impl muc::extension::store::Host for ExtensionContext {
         let mut storage = storage.lock().expect("storage lock");
         let used = *call.used_bytes.get_or_insert_with(|| {
             call.txn
-                .scan(&mut storage, Tier::Extensions, &call.prefix, None, usize::MAX)
+                .scan(
+                    &mut storage,
+                    Tier::Extensions,
+                    &call.prefix,
+                    None,
+                    usize::MAX,
+                )
                 .iter()
                 .map(|(key, value)| key.len() + value.len())
                 .sum()

@@ -19,8 +19,8 @@ use minidom::Element;
 use wasmtime::Store;
 
 use crate::clock::Clock;
-use crate::outbound::Outbound;
 use crate::extensions::SharedExtensions;
+use crate::outbound::Outbound;
 use crate::storage::{Quota, Storage, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
 pub use bindings::muc::plugin::extensions as wit_extensions;

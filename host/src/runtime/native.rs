@@ -163,7 +163,12 @@ impl Host for Imports<'_> {
             .map_err(|e| PluginFault(format!("{e:?}")))
     }
 
-    fn broadcast_to_keys(&mut self, stanza: Element, t: Tier, prefix: &str) -> Result<(), PluginFault> {
+    fn broadcast_to_keys(
+        &mut self,
+        stanza: Element,
+        t: Tier,
+        prefix: &str,
+    ) -> Result<(), PluginFault> {
         routing::Host::broadcast_to_keys(self.0, String::from(&stanza), tier(t), prefix.to_string())
             .map(|_| ())
             .map_err(|e| PluginFault(format!("{e:?}")))

@@ -190,7 +190,9 @@ impl Storage {
         let mut merged: Map = match disk.load_prefix(prefix) {
             Ok(entries) => entries
                 .into_iter()
-                .filter(|(key, _)| residency::room_of(key).is_none_or(|room| !self.residency.holds(room)))
+                .filter(|(key, _)| {
+                    residency::room_of(key).is_none_or(|room| !self.residency.holds(room))
+                })
                 .collect(),
             Err(error) => {
                 self.residency.fail(error);
@@ -216,7 +218,8 @@ impl Storage {
         let unsynced = self.unsynced.as_ref().map(|writes| &writes.durable);
         let volatile = &self.volatile;
         let idle = self.residency.idle(|room| {
-            holds_keys_of(volatile, room) || unsynced.is_some_and(|writes| holds_keys_of(writes, room))
+            holds_keys_of(volatile, room)
+                || unsynced.is_some_and(|writes| holds_keys_of(writes, room))
         });
         for room in &idle {
             let keys: Vec<String> = self
@@ -240,7 +243,10 @@ impl Storage {
             .disk
             .as_ref()
             .is_none_or(|disk| !disk.has_rooms().unwrap_or(true));
-        self.durable.is_empty() && nothing_on_disk && self.volatile.is_empty() && self.timers.is_empty()
+        self.durable.is_empty()
+            && nothing_on_disk
+            && self.volatile.is_empty()
+            && self.timers.is_empty()
     }
 
     pub fn meta(&self, key: &str) -> Option<&str> {
@@ -425,7 +431,10 @@ mod tests {
         assert!(!storage.is_empty(), "rooms on disk count");
         assert_eq!(storage.resident_rooms(), 0);
         assert_eq!(keys(storage.resident(Tier::Durable, "")), ["meta/layout"]);
-        assert_eq!(storage.get(Tier::Durable, "room/a@c/config"), Some(&b"A"[..]));
+        assert_eq!(
+            storage.get(Tier::Durable, "room/a@c/config"),
+            Some(&b"A"[..])
+        );
         assert_eq!(storage.resident_rooms(), 1);
         assert_eq!(
             keys(storage.resident(Tier::Durable, "")),
@@ -447,7 +456,10 @@ mod tests {
         storage.enable_group_commit();
         write(
             &mut storage,
-            &[("room/a@c/config", Some("A2")), ("room/a@c/history/1", None)],
+            &[
+                ("room/a@c/config", Some("A2")),
+                ("room/a@c/history/1", None),
+            ],
         );
         let seen: Vec<(String, Vec<u8>)> = storage
             .range(Tier::Durable, "room/", None)
@@ -481,8 +493,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(storage.evict_idle(), 1);
         assert_eq!(storage.resident_rooms(), 1);
-        assert_eq!(keys(storage.resident(Tier::Durable, "room/a@c/")), Vec::<String>::new());
-        assert_eq!(storage.get(Tier::Durable, "room/a@c/config"), Some(&b"A2"[..]));
+        assert_eq!(
+            keys(storage.resident(Tier::Durable, "room/a@c/")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            storage.get(Tier::Durable, "room/a@c/config"),
+            Some(&b"A2"[..])
+        );
         assert_eq!(
             keys(storage.resident(Tier::Durable, "room/a@c/")),
             ["room/a@c/config", "room/a@c/history/1"]

@@ -89,7 +89,10 @@ impl Residency {
     }
 
     pub fn fail(&mut self, error: anyhow::Error) {
-        tracing::error!(error = format!("{error:#}"), "reading the durable store failed");
+        tracing::error!(
+            error = format!("{error:#}"),
+            "reading the durable store failed"
+        );
         self.failed.get_or_insert_with(|| format!("{error:#}"));
     }
 
@@ -135,8 +138,14 @@ mod tests {
 
     #[test]
     fn a_key_belongs_to_the_room_its_path_names() {
-        assert_eq!(room_of("room/a@c.example/config"), Some("room/a@c.example/"));
-        assert_eq!(room_of("room/a@c.example/history/01"), Some("room/a@c.example/"));
+        assert_eq!(
+            room_of("room/a@c.example/config"),
+            Some("room/a@c.example/")
+        );
+        assert_eq!(
+            room_of("room/a@c.example/history/01"),
+            Some("room/a@c.example/")
+        );
         assert_eq!(room_of("room/a@c.example/"), Some("room/a@c.example/"));
         assert_eq!(room_of("room/a@c.example"), None);
         assert_eq!(room_of("meta/layout"), None);

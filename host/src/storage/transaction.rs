@@ -266,7 +266,9 @@ mod tests {
         let mut txn = Transaction::default();
         txn.put(Tier::Durable, "r/3".into(), vec![]).unwrap();
         assert_eq!(txn.delete_prefix(&mut storage, Tier::Durable, "r/"), 3);
-        assert!(txn.scan(&mut storage, Tier::Durable, "r/", None, 10).is_empty());
+        assert!(txn
+            .scan(&mut storage, Tier::Durable, "r/", None, 10)
+            .is_empty());
         assert_eq!(
             keys(txn.scan(&mut storage, Tier::Durable, "", None, 10)),
             ["s/1"]

@@ -18,11 +18,11 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::StreamEvent;
-use crate::outbound::Outbound;
 use super::wire::{stream_error, stream_header, ReadError, Transport, XmlReader};
 use crate::auth::{offered, Accounts, AuthPolicy, SaslExchange, SaslFailure, Step};
 use crate::core::CoreEvent;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::router::SessionSink;
 use crate::service::error_reply;
 

@@ -16,22 +16,42 @@ use crate::xml::retain_children;
 pub const NS: &str = "urn:xmpp:occupant-id:0";
 
 pub fn id(host: &mut dyn Host, room: &str, bare_jid: &str) -> Result<String, Fault> {
-    let secret = match host.get(Tier::Durable, keys::OCCUPANT_ID_SECRET) {
-        Some(secret) => secret,
-        None => {
-            let secret = format!("{}{}", host.unique_id(), host.unique_id()).into_bytes();
-            host.put(Tier::Durable, keys::OCCUPANT_ID_SECRET, secret.clone())?;
-            secret
-        }
-    };
-    let mut hash = Sha256::new();
-    for part in [&secret[..], room.as_bytes(), b"\0", bare_jid.as_bytes()] {
-        hash.update(part);
+    Ok(Ids::new(host)?.of(room, bare_jid))
+}
+
+/// The service's secret, read once for many ids (a join shows every other occupant's).
+pub struct Ids {
+    secret: Vec<u8>,
+}
+
+impl Ids {
+    pub fn new(host: &mut dyn Host) -> Result<Ids, Fault> {
+        let secret = match host.get(Tier::Durable, keys::OCCUPANT_ID_SECRET) {
+            Some(secret) => secret,
+            None => {
+                let secret = format!("{}{}", host.unique_id(), host.unique_id()).into_bytes();
+                host.put(Tier::Durable, keys::OCCUPANT_ID_SECRET, secret.clone())?;
+                secret
+            }
+        };
+        Ok(Ids { secret })
     }
-    Ok(hash.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+
+    pub fn of(&self, room: &str, bare_jid: &str) -> String {
+        let mut hash = Sha256::new();
+        for part in [
+            &self.secret[..],
+            room.as_bytes(),
+            b"\0",
+            bare_jid.as_bytes(),
+        ] {
+            hash.update(part);
+        }
+        hash.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// Removes client-supplied ids, then adds the room's.
