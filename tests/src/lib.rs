@@ -62,11 +62,12 @@ impl Server {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting muc-host serve");
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
+        // Kept read to the end: the server prints more (the metrics address) and must not
+        // meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let address = line
             .trim()
             .strip_prefix("muc-host: c2s listening on ")
