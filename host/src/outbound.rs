@@ -4,12 +4,14 @@
 
 use std::sync::{Arc, OnceLock};
 
+use jid::Jid;
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 
 #[derive(Clone, Debug)]
 pub struct Outbound {
-    to: String,
+    /// Parsed once, where the stanza was made: routing needs it, writing needs its text.
+    to: Option<Jid>,
     shared: Arc<Shared>,
 }
 
@@ -22,21 +24,21 @@ struct Shared {
 
 impl Outbound {
     /// One copy of `stanza` for each of `recipients`, `to` set on each.
-    pub fn copies(mut stanza: Element, recipients: Vec<String>) -> impl Iterator<Item = Outbound> {
+    pub fn copies(mut stanza: Element, recipients: Vec<Jid>) -> impl Iterator<Item = Outbound> {
         stanza.attrs_mut().remove(&Namespace::NONE, "to");
         let shared = Arc::new(Shared {
             stanza,
             xml: OnceLock::new(),
         });
         recipients.into_iter().map(move |to| Outbound {
-            to,
+            to: Some(to),
             shared: shared.clone(),
         })
     }
 
-    /// The addressee, as the stanza's `to` says (empty when it has none).
-    pub fn to(&self) -> &str {
-        &self.to
+    /// The addressee, when the stanza has a `to` that is a JID.
+    pub fn to(&self) -> Option<&Jid> {
+        self.to.as_ref()
     }
 
     /// `message`, `presence` or `iq`.
@@ -47,8 +49,8 @@ impl Outbound {
     /// The stanza as one element, `to` included.
     pub fn element(&self) -> Element {
         let mut stanza = self.shared.stanza.clone();
-        if !self.to.is_empty() {
-            stanza.set_attr(Namespace::NONE, xml_ncname!("to").into(), self.to.as_str());
+        if let Some(to) = &self.to {
+            stanza.set_attr(Namespace::NONE, xml_ncname!("to").into(), to.as_str());
         }
         stanza
     }
@@ -63,10 +65,10 @@ impl Outbound {
         let name_end = 1 + self.name().len();
         debug_assert!(xml[1..].starts_with(self.name()));
         out.push_str(&xml[..name_end]);
-        if !self.to.is_empty() {
+        if let Some(to) = &self.to {
             out.push_str(" to='");
             out.push_str(
-                std::str::from_utf8(&minidom::element::escape(self.to.as_bytes()))
+                std::str::from_utf8(&minidom::element::escape(to.as_str().as_bytes()))
                     .expect("escaping keeps UTF-8"),
             );
             out.push('\'');
@@ -76,11 +78,20 @@ impl Outbound {
 }
 
 impl From<Element> for Outbound {
+    /// A stanza whose `to` is missing or not a JID goes nowhere, and is written without one.
     fn from(stanza: Element) -> Outbound {
-        let to = stanza.attr("to").unwrap_or_default().to_string();
-        Outbound::copies(stanza, vec![to])
-            .next()
-            .expect("one recipient, one copy")
+        match stanza.attr("to").map(Jid::new) {
+            Some(Ok(to)) => Outbound::copies(stanza, vec![to])
+                .next()
+                .expect("one recipient, one copy"),
+            _ => Outbound {
+                to: None,
+                shared: Arc::new(Shared {
+                    stanza,
+                    xml: OnceLock::new(),
+                }),
+            },
+        }
     }
 }
 
@@ -99,15 +110,17 @@ mod tests {
         let stanza: Element = "<message xmlns='jabber:client' from='r@muc/n' to='old@x' type='groupchat'><body>a &amp; b</body></message>"
             .parse()
             .unwrap();
-        let copies: Vec<Outbound> =
-            Outbound::copies(stanza.clone(), vec!["a@x/1".into(), "b@x/it's <me>".into()])
-                .collect();
+        let copies: Vec<Outbound> = Outbound::copies(
+            stanza.clone(),
+            vec!["a@x/1".parse().unwrap(), "b@x/it's <me>".parse().unwrap()],
+        )
+        .collect();
         for (copy, to) in copies.iter().zip(["a@x/1", "b@x/it's <me>"]) {
             let mut expected = stanza.clone();
             expected.set_attr(Namespace::NONE, xml_ncname!("to").into(), to);
             assert_eq!(written(copy), expected);
             assert_eq!(copy.element(), expected);
-            assert_eq!((copy.to(), copy.name()), (to, "message"));
+            assert_eq!((copy.to().unwrap().as_str(), copy.name()), (to, "message"));
         }
     }
 

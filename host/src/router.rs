@@ -237,7 +237,7 @@ impl Router {
     /// Delivers to a full JID's session, or to every session of a bare JID; anything for
     /// another domain goes upstream when there is one. Returns false when nothing took it.
     pub fn deliver(&self, stanza: Outbound) -> bool {
-        let Ok(to) = Jid::new(stanza.to()) else {
+        let Some(to) = stanza.to() else {
             return false;
         };
         if to.domain().as_str() != self.domain {
@@ -249,8 +249,8 @@ impl Router {
                 None => false,
             };
         }
-        match to.try_into_full() {
-            Ok(full) => match self.sessions.get(&full) {
+        match to.try_as_full() {
+            Ok(full) => match self.sessions.get(full) {
                 Some(session) => {
                     session.sink.deliver(stanza);
                     true
@@ -258,7 +258,7 @@ impl Router {
                 None => false,
             },
             Err(bare) => {
-                let Some(resources) = self.resources.get(&bare) else {
+                let Some(resources) = self.resources.get(bare) else {
                     return false;
                 };
                 for full in resources {

@@ -65,7 +65,8 @@ fn an_idle_persistent_room_leaves_memory_and_comes_back_with_its_config_and_hist
         .unwrap();
     let seen = received(&mut harness, "alice");
     assert!(
-        seen.iter().any(|s| s.contains("id='cfg'") && s.contains("type='result'")),
+        seen.iter()
+            .any(|s| s.contains("id='cfg'") && s.contains("type='result'")),
         "configured: {seen:?}"
     );
     assert!(seen.iter().any(|s| s.contains("kept across eviction")));

@@ -176,11 +176,13 @@ impl muc::plugin::routing::Host for CallContext {
 
     fn broadcast(&mut self, stanza: String, recipients: Vec<String>) -> Result<(), RouteError> {
         let stanza = self.outbound(&stanza)?;
-        if let Some(bad) = recipients.iter().find(|to| jid::Jid::new(to).is_err()) {
-            return Err(RouteError::Malformed(format!(
-                "recipient '{bad}' is not a JID"
-            )));
-        }
+        let recipients = recipients
+            .into_iter()
+            .map(|to| {
+                jid::Jid::new(&to)
+                    .map_err(|_| RouteError::Malformed(format!("recipient '{to}' is not a JID")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.txn
             .outbound
             .extend(Outbound::copies(stanza, recipients));
