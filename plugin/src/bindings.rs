@@ -124,8 +124,8 @@ impl Host for WitHost {
         routing::broadcast(&String::from(&stanza), recipients).map_err(|e| Fault(format!("{e:?}")))
     }
 
-    fn broadcast_to_keys(&mut self, stanza: Element, t: Tier, prefix: &str) -> Result<(), Fault> {
-        routing::broadcast_to_keys(&String::from(&stanza), tier(t), prefix)
+    fn broadcast_to_keys(&mut self, stanza: &str, t: Tier, prefix: &str) -> Result<(), Fault> {
+        routing::broadcast_to_keys(stanza, tier(t), prefix)
             .map(|_| ())
             .map_err(|e| Fault(format!("{e:?}")))
     }

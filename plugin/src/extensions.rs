@@ -211,7 +211,7 @@ pub fn say(
         );
         let stanza_id = host.unique_id();
         stable_id::stamp(&mut message, &room.jid, &stanza_id);
-        history::record(host, room, &message)?;
+        history::record(host, room, &String::from(&message))?;
         if !everyone.is_empty() {
             host.broadcast(message, &everyone)?;
         }

@@ -72,11 +72,13 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     occupant_id::stamp(&mut message, &id);
     let worth_keeping = message.has_child("body", ns::JABBER_CLIENT)
         || message.has_child("subject", ns::JABBER_CLIENT);
+    // Serialised once, for the history and the broadcast.
+    let xml = String::from(&message);
     if worth_keeping && !changes_subject {
-        history::record(host, &room, &message)?;
+        history::record(host, &room, &xml)?;
     }
     // To every session in the room, from the session index: one crossing whatever the size.
-    host.broadcast_to_keys(message, Tier::Volatile, &keys::sessions(&room.jid))?;
+    host.broadcast_to_keys(&xml, Tier::Volatile, &keys::sessions(&room.jid))?;
     extensions::say(host, &room, &occupants, said)
 }
 

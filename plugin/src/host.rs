@@ -66,13 +66,12 @@ pub trait Host {
     fn send(&mut self, stanza: Element) -> Result<(), Fault>;
     /// One copy per recipient, the host setting `to`.
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault>;
-    /// One copy per key under `prefix` in `tier`, `to` being the rest of the key.
-    fn broadcast_to_keys(
-        &mut self,
-        stanza: Element,
-        tier: Tier,
-        prefix: &str,
-    ) -> Result<(), Fault> {
+    /// One copy per key under `prefix` in `tier`, `to` being the rest of the key. The stanza
+    /// comes serialised: the caller often has it so already (for the history).
+    fn broadcast_to_keys(&mut self, stanza: &str, tier: Tier, prefix: &str) -> Result<(), Fault> {
+        let stanza: Element = stanza
+            .parse()
+            .map_err(|e| Fault(format!("not a stanza: {e}")))?;
         let recipients: Vec<String> = self
             .scan(tier, prefix, None, u32::MAX)
             .into_iter()

@@ -165,11 +165,11 @@ impl Host for Imports<'_> {
 
     fn broadcast_to_keys(
         &mut self,
-        stanza: Element,
+        stanza: &str,
         t: Tier,
         prefix: &str,
     ) -> Result<(), PluginFault> {
-        routing::Host::broadcast_to_keys(self.0, String::from(&stanza), tier(t), prefix.to_string())
+        routing::Host::broadcast_to_keys(self.0, stanza.to_string(), tier(t), prefix.to_string())
             .map(|_| ())
             .map_err(|e| PluginFault(format!("{e:?}")))
     }

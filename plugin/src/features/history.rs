@@ -50,7 +50,8 @@ fn entries_prefix(room: &str) -> String {
 }
 
 /// Keeps `message` (as broadcast, without `to`), dropping the oldest beyond the room's limit.
-pub fn record(host: &mut dyn Host, room: &Room, message: &Element) -> Result<(), Fault> {
+/// Keeps `stanza` (a message as broadcast, serialised) in the room's history.
+pub fn record(host: &mut dyn Host, room: &Room, stanza: &str) -> Result<(), Fault> {
     let limit = FIELD.number(&room.config);
     let tier = room.tier();
     let mut range: Range = match host.get(tier, &range_key(&room.jid)) {
@@ -59,7 +60,7 @@ pub fn record(host: &mut dyn Host, room: &Room, message: &Element) -> Result<(),
     };
     if limit > 0 {
         let entry = Entry {
-            stanza: String::from(message),
+            stanza: stanza.to_string(),
             at_ms: host.now_ms(),
         };
         host.put(
@@ -172,7 +173,7 @@ mod tests {
         room.config.insert(FIELD.var.into(), limit.into());
         for n in 1..=count {
             host.now_ms = u64::from(n) * 1000;
-            record(host, &room, &message(n)).unwrap();
+            record(host, &room, &String::from(&message(n))).unwrap();
         }
         room.locked = false;
         room
