@@ -22,14 +22,20 @@ struct Shared {
     xml: OnceLock<String>,
 }
 
-impl Outbound {
-    /// One copy of `stanza` for each of `recipients`, `to` set on each.
-    pub fn copies(mut stanza: Element, recipients: Vec<Jid>) -> impl Iterator<Item = Outbound> {
+impl Shared {
+    fn new(mut stanza: Element) -> Arc<Shared> {
         stanza.attrs_mut().remove(&Namespace::NONE, "to");
-        let shared = Arc::new(Shared {
+        Arc::new(Shared {
             stanza,
             xml: OnceLock::new(),
-        });
+        })
+    }
+}
+
+impl Outbound {
+    /// One copy of `stanza` for each of `recipients`, `to` set on each.
+    pub fn copies(stanza: Element, recipients: Vec<Jid>) -> impl Iterator<Item = Outbound> {
+        let shared = Shared::new(stanza);
         recipients.into_iter().map(move |to| Outbound {
             to: Some(to),
             shared: shared.clone(),
@@ -80,17 +86,9 @@ impl Outbound {
 impl From<Element> for Outbound {
     /// A stanza whose `to` is missing or not a JID goes nowhere, and is written without one.
     fn from(stanza: Element) -> Outbound {
-        match stanza.attr("to").map(Jid::new) {
-            Some(Ok(to)) => Outbound::copies(stanza, vec![to])
-                .next()
-                .expect("one recipient, one copy"),
-            _ => Outbound {
-                to: None,
-                shared: Arc::new(Shared {
-                    stanza,
-                    xml: OnceLock::new(),
-                }),
-            },
+        Outbound {
+            to: stanza.attr("to").and_then(|to| Jid::new(to).ok()),
+            shared: Shared::new(stanza),
         }
     }
 }

@@ -64,8 +64,8 @@ pub fn occupant_view(occupant: &Occupant, affiliation: Affiliation) -> OccupantV
 }
 
 /// Runs a groupchat message with a body through the room's extensions (when they are active):
-/// `Err` holds a refusal's text; otherwise the body may have been rewritten in `message`, and what the extensions say
-/// is returned, to broadcast after it.
+/// `Err` holds a refusal's text; otherwise the body may have been rewritten in `message`, and
+/// what the extensions say is returned, to broadcast after it.
 pub fn filter_message(
     host: &mut dyn Host,
     room: &Room,

@@ -195,21 +195,16 @@ impl muc::plugin::routing::Host for CallContext {
         t: Tier,
         prefix: String,
     ) -> Result<u32, RouteError> {
-        let recipients = self.keys_under(t, &prefix);
+        let recipients: Vec<String> = {
+            let mut storage = self.storage();
+            self.txn.keys(&mut storage, tier(t), &prefix)
+        }
+        .into_iter()
+        .map(|key| key[prefix.len()..].to_string())
+        .collect();
         let count = recipients.len() as u32;
         muc::plugin::routing::Host::broadcast(self, stanza, recipients)?;
         Ok(count)
-    }
-}
-
-impl CallContext {
-    fn keys_under(&mut self, t: Tier, prefix: &str) -> Vec<String> {
-        let mut storage = self.storage();
-        self.txn
-            .scan(&mut storage, tier(t), prefix, None, usize::MAX)
-            .into_iter()
-            .map(|(key, _)| key[prefix.len()..].to_string())
-            .collect()
     }
 }
 

@@ -130,6 +130,28 @@ impl Transaction {
         start_after: Option<&str>,
         limit: usize,
     ) -> Vec<(String, Vec<u8>)> {
+        self.live(storage, tier, prefix, start_after)
+            .map(|(key, value)| (key.to_string(), value.clone()))
+            .take(limit)
+            .collect()
+    }
+
+    /// The live keys under `prefix`, without their values (for a broadcast or a deletion).
+    pub fn keys(&self, storage: &mut Storage, tier: Tier, prefix: &str) -> Vec<String> {
+        self.live(storage, tier, prefix, None)
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
+    /// The live entries under `prefix`, after `start_after`: the committed ones merged with this
+    /// call's writes in key order.
+    fn live<'a>(
+        &'a self,
+        storage: &'a mut Storage,
+        tier: Tier,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a Vec<u8>)> + 'a {
         let committed = storage
             .range(tier, prefix, start_after)
             .map(|(key, value)| (key.as_str(), Some(value)));
@@ -137,24 +159,18 @@ impl Transaction {
             .writes
             .tier(tier)
             .range(prefix.to_string()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .filter(|(key, _)| start_after.is_none_or(|after| key.as_str() > after))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .filter(move |(key, _)| start_after.is_none_or(|after| key.as_str() > after))
             .map(|(key, value)| (key.as_str(), value.as_ref()));
         Merge {
             committed: committed.peekable(),
             buffered: buffered.peekable(),
         }
-        .filter_map(|(key, value)| value.map(|value| (key.to_string(), value.clone())))
-        .take(limit)
-        .collect()
+        .filter_map(|(key, value)| value.map(|value| (key, value)))
     }
 
     pub fn delete_prefix(&mut self, storage: &mut Storage, tier: Tier, prefix: &str) -> u32 {
-        let live: Vec<String> = self
-            .scan(storage, tier, prefix, None, usize::MAX)
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect();
+        let live = self.keys(storage, tier, prefix);
         let count = live.len() as u32;
         for key in live {
             self.delete(tier, key);

@@ -49,8 +49,8 @@ fn entries_prefix(room: &str) -> String {
     format!("room/{room}/history/")
 }
 
-/// Keeps `message` (as broadcast, without `to`), dropping the oldest beyond the room's limit.
-/// Keeps `stanza` (a message as broadcast, serialised) in the room's history.
+/// Keeps `stanza` (a message as broadcast, without `to`, serialised), dropping the oldest
+/// beyond the room's limit.
 pub fn record(host: &mut dyn Host, room: &Room, stanza: &str) -> Result<(), Fault> {
     let limit = FIELD.number(&room.config);
     let tier = room.tier();
