@@ -61,13 +61,14 @@ impl Outbound {
         stanza
     }
 
-    /// Appends the serialised stanza to `out`: the shared serialisation with this copy's `to`
-    /// spliced in after the element name.
+    /// Appends the serialised stanza to `out`, for a stream whose default namespace is
+    /// `jabber:client`: the shared serialisation with this copy's `to` spliced in after the
+    /// element name.
     pub fn write(&self, out: &mut String) {
         let xml = self
             .shared
             .xml
-            .get_or_init(|| String::from(&self.shared.stanza));
+            .get_or_init(|| serialise(&self.shared.stanza));
         let name_end = 1 + self.name().len();
         debug_assert!(xml[1..].starts_with(self.name()));
         out.push_str(&xml[..name_end]);
@@ -81,6 +82,19 @@ impl Outbound {
         }
         out.push_str(&xml[name_end..]);
     }
+}
+
+/// The stanza as text, without declaring `jabber:client`: the c2s stream declares it, and each
+/// stanza inherits it (as from every XMPP server), so a client parses one declaration per
+/// stream, not one per stanza.
+fn serialise(stanza: &Element) -> String {
+    const INHERITED: &str = " xmlns='jabber:client'";
+    let mut xml = String::from(stanza);
+    let name_end = 1 + stanza.name().len();
+    if xml[name_end..].starts_with(INHERITED) {
+        xml.replace_range(name_end..name_end + INHERITED.len(), "");
+    }
+    xml
 }
 
 impl From<Element> for Outbound {
@@ -97,10 +111,15 @@ impl From<Element> for Outbound {
 mod tests {
     use super::*;
 
+    /// The stanza as a client reads it: inside a stream that declares `jabber:client`.
     fn written(stanza: &Outbound) -> Element {
         let mut out = String::new();
         stanza.write(&mut out);
-        out.parse().unwrap()
+        assert!(!out.contains("jabber:client"), "declared again: {out}");
+        let stream: Element = format!("<stream xmlns='jabber:client'>{out}</stream>")
+            .parse()
+            .unwrap();
+        stream.children().next().unwrap().clone()
     }
 
     #[test]
