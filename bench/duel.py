@@ -62,6 +62,37 @@ def wait_for_port(port: int, what: str, timeout: float = 30) -> None:
     raise SystemExit(f"duel: {what} did not listen on {port}")
 
 
+def cpu_seconds(groups: set[int]) -> float:
+    """CPU seconds used so far by every process in the process `groups`."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) in groups:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(servers: list["Server"], timeout: float = 60) -> None:
+    """Returns once every server is idle (under 5% of a core for a second): a server still
+    cleaning up after its run (Prosody sends the leaving occupants' presences to those still
+    in the room) would otherwise take CPU from the next server's run."""
+    groups = {pid for server in servers for pid in server.pids()}
+    deadline = time.time() + timeout
+    used = cpu_seconds(groups)
+    while time.time() < deadline:
+        time.sleep(1)
+        now = cpu_seconds(groups)
+        if now - used < 0.05:
+            return
+        used = now
+    print(f"duel: servers still busy after {timeout:.0f} s; running anyway", file=sys.stderr)
+
+
 class Server:
     """A server under test: its processes, the c2s port to load, what it persists."""
 
@@ -267,6 +298,7 @@ def main() -> None:
             results[name] = {}
             for server, pids in servers:
                 run += 1
+                wait_until_quiet([s for s, _ in servers])
                 results[name][server.name] = bench(server, pids, name, args, run)
                 print(f"duel: {name} / {server.name}: {json.dumps(results[name][server.name])}",
                       file=sys.stderr, flush=True)
