@@ -5,6 +5,8 @@ library only.
 
 Servers (each on ephemeral ports, in a temporary directory, stopped at the end):
 - muc-host in bundled mode with its shipped defaults (durable SQLite store, group commit);
+- the same with the MUC logic linked into the host (`serve --native-plugin`): what WebAssembly
+  costs, end to end;
 - muc-host in component mode behind Prosody (the production shape; both processes counted);
 - Prosody 0.12 with its own MUC (history in memory), insecure auth, no rate limits;
 - ejabberd 23.01 with its own MUC (history in memory), anonymous logins, no shapers, where it
@@ -31,8 +33,8 @@ MUC = "conference.localhost"
 
 # name, muc-bench arguments. Message counts keep each run to seconds on 2 cores.
 FULL = [
-    ("10 occupants, 1 sender", ["--occupants", "10", "--senders", "1", "--messages", "2000"]),
-    ("10 occupants, 10 senders", ["--occupants", "10", "--senders", "10", "--messages", "300"]),
+    ("10 occupants, 1 sender", ["--occupants", "10", "--senders", "1", "--messages", "8000"]),
+    ("10 occupants, 10 senders", ["--occupants", "10", "--senders", "10", "--messages", "1000"]),
     ("100 occupants, 1 sender", ["--occupants", "100", "--senders", "1", "--messages", "500"]),
     ("100 occupants, 10 senders", ["--occupants", "100", "--senders", "10", "--messages", "100"]),
     ("500 occupants, 1 sender", ["--occupants", "500", "--senders", "1", "--messages", "200"]),
@@ -120,10 +122,19 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+NATIVE = "muc-host, MUC logic native"
+
+
 def muc_host(component_port: int | None = None, secret: str = "", extra: tuple[str, ...] = (),
-             data: Path | None = None) -> Server:
-    """muc-host serve with `extra` flags, on `data` (default: a fresh directory)."""
-    if component_port:
+             data: Path | None = None, native: bool = False) -> Server:
+    """muc-host serve with `extra` flags, on `data` (default: a fresh directory); `native`: with
+    the MUC logic linked in instead of the component (what WebAssembly costs)."""
+    if native:
+        server = Server(NATIVE, "the same as muc-host")
+        server.port = free_port()
+        argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve", "--insecure-auth",
+                "--c2s", f"127.0.0.1:{server.port}", "--native-plugin"]
+    elif component_port:
         server = Server("muc-host behind Prosody", "")
         argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve",
                 "--component", f"127.0.0.1:{component_port}", "--component-secret", secret]
@@ -271,6 +282,9 @@ def main() -> None:
         ours = muc_host()
         cleanup.append(ours)
         servers.append((ours, ours.pids()))
+        native = muc_host(native=True)
+        cleanup.append(native)
+        servers.append((native, native.pids()))
         if shutil.which("prosody"):
             theirs, _ = prosody(own_muc=True)
             cleanup.append(theirs)
@@ -286,7 +300,8 @@ def main() -> None:
         theirs_too = ejabberd()
         if theirs_too:
             cleanup.append(theirs_too)
-            servers.insert(2, (theirs_too, theirs_too.pids()))
+            # After Prosody's own MUC, before muc-host behind Prosody.
+            servers.insert(3 if shutil.which("prosody") else 2, (theirs_too, theirs_too.pids()))
         results: dict[str, dict[str, dict]] = {}
         run = 0
         # A first, discarded round: servers that just started (Erlang's especially) are still
@@ -312,7 +327,9 @@ def table(results: dict, servers: list[Server]) -> None:
     cpu = platform()
     print(f"\nmuc-bench duel on {cpu}; load tool and servers share the machine.")
     print("CPU = server CPU seconds per 1,000,000 deliveries (all its processes); "
-          "latency = send to receive, ms; ratio = theirs / ours (above 1: ours is better).\n")
+          "latency = send to receive, ms; ratio = theirs / ours (above 1: ours is better);\n"
+          f"WebAssembly/native = muc-host's CPU over the same build's with the MUC logic linked in "
+          f"({NATIVE}).\n")
     ours = servers[0].name
     header = f"{'scenario':<32} {'server':<26} {'deliv/s':>9} {'CPU/1M':>8} {'p50':>7} {'p99':>7} {'max':>7} {'join s':>7} {'RSS MiB':>8}"
     print(header)
@@ -330,10 +347,17 @@ def table(results: dict, servers: list[Server]) -> None:
         mine = by_server.get(ours, {})
         for server in servers[1:]:
             r = by_server.get(server.name, {})
-            if server.name.startswith("muc-host") or "error" in r or "error" in mine or not r:
+            if "error" in r or "error" in mine or not r:
                 continue
             # CPU time is counted in 10 ms ticks: a run too short to measure says so.
-            measured = (mine.get("server_cpu_seconds") or 0) >= 0.1
+            measured = min(mine.get("server_cpu_seconds") or 0, r.get("server_cpu_seconds") or 0) >= 0.1
+            if server.name == NATIVE:
+                cpu = (f"x{mine['server_cpu_seconds_per_million'] / r['server_cpu_seconds_per_million']:.2f}"
+                       if measured else "n/a (run too short)")
+                print(f"{'':<32} {'WebAssembly/native':<26} CPU/1M {cpu}")
+                continue
+            if server.name.startswith("muc-host"):
+                continue
             cpu = (f"x{r['server_cpu_seconds_per_million'] / mine['server_cpu_seconds_per_million']:.2f}"
                    if measured else "n/a (run too short)")
             p99 = r["latency_p99_ms"] / max(mine["latency_p99_ms"], 1e-3)

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// Messages a room extension may say in one room per minute (default 20).
     #[arg(long)]
     pub extension_messages_per_minute: Option<usize>,
+    /// Run the MUC logic linked into this binary instead of the component: only to measure
+    /// what WebAssembly costs (`bench/duel`). No sandbox, no hot swap, no room extensions.
+    #[cfg(feature = "native-plugin")]
+    #[arg(long)]
+    pub native_plugin: bool,
 }
 
 /// The file form of [`ServeArgs`].
@@ -146,6 +151,8 @@ pub struct ServeConfig {
     pub watch_plugin: bool,
     pub extension_dir: Option<PathBuf>,
     pub extension_limits: ExtensionLimits,
+    #[cfg(feature = "native-plugin")]
+    pub native_plugin: bool,
 }
 
 impl ServeConfig {
@@ -237,6 +244,8 @@ impl ServeConfig {
             watch_plugin: args.watch_plugin || file.watch_plugin,
             extension_dir: args.extension_dir.or(file.extension_dir),
             extension_limits,
+            #[cfg(feature = "native-plugin")]
+            native_plugin: args.native_plugin,
         })
     }
 }

@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::extensions::Change;
 use crate::metrics::Metrics;
 use crate::router::SessionSink;
-use crate::runtime::{CompiledPlugin, Prepared, Status, SwapReport};
+use crate::runtime::{CompiledPlugin, MucBackend, PluginRuntime, Prepared, Status, SwapReport};
 use crate::service::Service;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
@@ -78,7 +78,42 @@ type Answers = Vec<Box<dyn FnOnce() + Send>>;
 
 /// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
 /// process: the disk no longer holds what was promised, and a restart recovers from it.
-pub fn run(mut service: Service, events: Receiver<CoreEvent>, metrics: Arc<Metrics>) {
+/// The operator's controls over the MUC logic, which the core carries out between two stanzas.
+/// The component runtime has them all; the natively linked logic (measurement only) refuses
+/// them.
+pub trait Controls {
+    /// Hands the service to `prepared` (see [`PluginRuntime::swap`]).
+    fn swap(&mut self, prepared: Prepared, metrics: &Metrics) -> Result<SwapReport, String>;
+    fn change_extensions(&mut self, change: Change) -> Result<String, String>;
+    fn status(&self) -> Status;
+    fn previous(&self) -> Option<CompiledPlugin>;
+}
+
+impl Controls for Service<PluginRuntime> {
+    fn swap(&mut self, prepared: Prepared, metrics: &Metrics) -> Result<SwapReport, String> {
+        swap(self, prepared, metrics)
+    }
+
+    fn change_extensions(&mut self, change: Change) -> Result<String, String> {
+        Service::change_extensions(self, change)
+    }
+
+    fn status(&self) -> Status {
+        self.muc.status()
+    }
+
+    fn previous(&self) -> Option<CompiledPlugin> {
+        self.muc.previous()
+    }
+}
+
+pub fn run<M: MucBackend>(
+    mut service: Service<M>,
+    events: Receiver<CoreEvent>,
+    metrics: Arc<Metrics>,
+) where
+    Service<M>: Controls,
+{
     let clock = SystemClock;
     loop {
         let wait = next_wake(&service, &clock);
@@ -118,12 +153,15 @@ pub fn run(mut service: Service, events: Receiver<CoreEvent>, metrics: Arc<Metri
     }
 }
 
-fn handle(
-    service: &mut Service,
+fn handle<M: MucBackend>(
+    service: &mut Service<M>,
     event: CoreEvent,
     metrics: &Metrics,
     answers: &mut Answers,
-) -> bool {
+) -> bool
+where
+    Service<M>: Controls,
+{
     match event {
         CoreEvent::Bind { jid, session, sink } => service.connect_session(jid, session, sink),
         CoreEvent::FromClient {
@@ -139,7 +177,7 @@ fn handle(
         CoreEvent::FromComponent(stanza) => service.from_component(stanza),
         CoreEvent::FromHost(stanza) => service.send_from_host(stanza),
         CoreEvent::Swap { prepared, reply } => {
-            let outcome = swap(service, *prepared, metrics);
+            let outcome = service.swap(*prepared, metrics);
             answers.push(Box::new(move || {
                 let _ = reply.send(outcome);
             }));
@@ -151,10 +189,10 @@ fn handle(
             }));
         }
         CoreEvent::Status { reply } => {
-            let _ = reply.send(service.muc.status());
+            let _ = reply.send(service.status());
         }
         CoreEvent::Previous { reply } => {
-            let _ = reply.send(service.muc.previous());
+            let _ = reply.send(service.previous());
         }
         CoreEvent::Shutdown => return true,
     }
@@ -164,7 +202,7 @@ fn handle(
 /// The swap itself, inside the pause: stanzas arriving meanwhile wait in the channel, in order,
 /// for the new plugin.
 fn swap(
-    service: &mut Service,
+    service: &mut Service<PluginRuntime>,
     prepared: Prepared,
     metrics: &Metrics,
 ) -> Result<SwapReport, String> {
@@ -203,7 +241,7 @@ fn swap(
         .map_err(|fault| format!("the new plugin's upgrade failed, the old one serves on: {fault}"))
 }
 
-fn commit(service: &mut Service, metrics: &Metrics) {
+fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
     let started = Instant::now();
     match service.flush() {
         Ok(0) => {}
@@ -221,7 +259,7 @@ fn commit(service: &mut Service, metrics: &Metrics) {
 }
 
 /// How long the core may sleep: until the plugin's next timer, at most [`IDLE_WAKE`].
-fn next_wake(service: &Service, clock: &dyn Clock) -> Duration {
+fn next_wake<M: MucBackend>(service: &Service<M>, clock: &dyn Clock) -> Duration {
     let next_timer = service
         .muc
         .storage()

@@ -15,11 +15,11 @@ use crate::auth::Accounts;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Mode, ServeConfig};
 use crate::control::{self, Answer, Control, Request};
-use crate::core::{self, CoreEvent};
+use crate::core::{self, Controls, CoreEvent};
 use crate::extensions::{Call, Change, ExtensionCompiler, Extensions, SharedExtensions};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
-use crate::runtime::{CompiledPlugin, PluginEngine, PluginRuntime, Settings};
+use crate::runtime::{CompiledPlugin, MucBackend, PluginEngine, PluginRuntime, Preparer, Settings};
 use crate::service::Service;
 use crate::storage::{Storage, Transaction};
 use crate::xmpp::c2s::{self, C2s};
@@ -164,7 +164,50 @@ pub fn serve(
         extensions: Some(extensions.clone()),
         ..Settings::default()
     };
-    let runtime = PluginRuntime::start(plugin, storage.clone(), settings, Arc::new(SystemClock))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let runtime = PluginRuntime::start(plugin, storage.clone(), settings.clone(), clock.clone())?;
+    let control = ControlParts {
+        engine,
+        preparer: runtime.preparer(),
+        compiler,
+        extensions,
+        plugin_file,
+    };
+    #[cfg(feature = "native-plugin")]
+    if config.native_plugin {
+        tracing::warn!("the MUC logic runs linked in, unsandboxed: only for measuring what WebAssembly costs; swaps and room extensions are refused");
+        let native = crate::runtime::native::NativeRuntime::new(storage.clone(), settings, clock);
+        return run(config, native, storage, control);
+    }
+    run(config, runtime, storage, control)
+}
+
+/// What the control socket works with, whichever runtime serves.
+struct ControlParts {
+    engine: Arc<PluginEngine>,
+    preparer: Preparer,
+    compiler: ExtensionCompiler,
+    extensions: SharedExtensions,
+    plugin_file: PathBuf,
+}
+
+/// Serves with `muc` as the MUC logic until a signal or the core's end.
+fn run<M: MucBackend + Send + 'static>(
+    config: ServeConfig,
+    muc: M,
+    storage: Arc<Mutex<Storage>>,
+    parts: ControlParts,
+) -> Result<()>
+where
+    Service<M>: Controls,
+{
+    let ControlParts {
+        engine,
+        preparer,
+        compiler,
+        extensions,
+        plugin_file,
+    } = parts;
     let metrics = Metrics::new();
     let (core_events, core_inbox) = flume::bounded(core::INBOX);
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -176,7 +219,7 @@ pub fn serve(
         // for the announcement can use `ctl` at once.
         let control = Arc::new(Control {
             engine,
-            preparer: runtime.preparer(),
+            preparer,
             core: core_events.clone(),
             metrics: metrics.clone(),
             swapping: tokio::sync::Mutex::new(()),
@@ -246,7 +289,7 @@ pub fn serve(
         let (commands, diverted) = tokio::sync::mpsc::unbounded_channel();
         let admins = config.admins.iter().cloned().collect();
         tokio::spawn(control::serve_commands(diverted, control, admins));
-        let service = Service::new(router, runtime)
+        let service = Service::new(router, muc)
             .with_metrics(metrics.clone())
             .with_host_commands(commands);
         let core_metrics = metrics.clone();

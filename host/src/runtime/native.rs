@@ -1,6 +1,7 @@
 //! The MUC logic linked natively into the host, behind the same imports the component gets:
-//! only for measuring what WebAssembly costs (`--features native-plugin`). It has no sandbox,
-//! no budget and no memory cap; never serve with it.
+//! only for measuring what WebAssembly costs (`--features native-plugin`: the `wasm_cost`
+//! benchmark, and `serve --native-plugin` in `bench/duel`). It has no sandbox, no budget and no
+//! memory cap, and it refuses swaps and room extensions; serve nobody with it.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,13 +9,21 @@ use minidom::Element;
 use muc_plugin::host::{Envelope, Fault as PluginFault, Host, Level, StanzaKind, Tier};
 
 use super::bindings::muc::plugin::{clock, ids, logging, routing, storage, timers};
-use super::{wit_stanza, CallContext, Fault, Inbound, MucBackend, Settings};
+use super::{
+    wit_stanza, CallContext, CompiledPlugin, Fault, Inbound, MucBackend, PluginInfo, Prepared,
+    Settings, Stats, Status, SwapReport,
+};
 use crate::clock::Clock;
+use crate::core::Controls;
+use crate::extensions::Change;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::service::Service;
 use crate::storage::{Storage, Transaction};
 
 pub struct NativeRuntime {
     muc: muc_plugin::Muc,
+    started_ms: u64,
     context: CallContext,
     storage: Arc<Mutex<Storage>>,
     settings: Settings,
@@ -40,6 +49,7 @@ impl NativeRuntime {
                 // The native build measures the MUC logic alone: no room extensions.
                 None,
             ),
+            started_ms: clock.now_ms(),
             storage,
             settings,
             clock,
@@ -102,6 +112,36 @@ impl MucBackend for NativeRuntime {
 
     fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault> {
         self.call(|muc, host| muc.on_shutdown(host))
+    }
+}
+
+const NO_CONTROLS: &str = "the MUC logic is linked in (serve --native-plugin, for measurement): it cannot be swapped and runs no room extensions";
+
+impl Controls for Service<NativeRuntime> {
+    fn swap(&mut self, _: Prepared, _: &Metrics) -> Result<SwapReport, String> {
+        Err(NO_CONTROLS.into())
+    }
+
+    fn change_extensions(&mut self, _: Change) -> Result<String, String> {
+        Err(NO_CONTROLS.into())
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            info: PluginInfo {
+                name: muc_plugin::service::NAME.into(),
+                version: muc_plugin::service::VERSION.into(),
+                contract: muc_plugin::service::CONTRACT.into(),
+                hash: "linked in".into(),
+            },
+            loaded_since_ms: self.muc.started_ms,
+            stats: Stats::default(),
+            previous: None,
+        }
+    }
+
+    fn previous(&self) -> Option<CompiledPlugin> {
+        None
     }
 }
 
