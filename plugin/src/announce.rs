@@ -147,7 +147,7 @@ impl<'a> Presence<'a> {
         sessions: &[String],
         id: Option<&str>,
     ) -> Result<(), Fault> {
-        let occupant_id = occupant_id::id(host, &room.jid, &self.occupant.bare_jid)?;
+        let occupant_id = occupant_id::of(host, &room.jid, self.occupant)?;
         let mut presence = self.render(room, true, true, &occupant_id);
         if let Some(id) = id {
             presence.set_attr(Namespace::NONE, xml_ncname!("id").into(), id);
@@ -170,7 +170,7 @@ impl<'a> Presence<'a> {
         room: &Room,
         others: &[Occupant],
     ) -> Result<(), Fault> {
-        let id = occupant_id::id(host, &room.jid, &self.occupant.bare_jid)?;
+        let id = occupant_id::of(host, &room.jid, self.occupant)?;
         let role = self.occupant.role();
         let (seeing, blind): (Vec<&Occupant>, Vec<&Occupant>) = others
             .iter()

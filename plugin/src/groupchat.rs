@@ -68,7 +68,7 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     }
     let stanza_id = host.unique_id();
     stable_id::stamp(&mut message, &room.jid, &stanza_id);
-    let id = occupant_id::id(host, &room.jid, &sender.bare_jid)?;
+    let id = occupant_id::of(host, &room.jid, &sender)?;
     occupant_id::stamp(&mut message, &id);
     let worth_keeping = message.has_child("body", ns::JABBER_CLIENT)
         || message.has_child("subject", ns::JABBER_CLIENT);

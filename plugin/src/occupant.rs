@@ -15,6 +15,10 @@ pub struct Occupant {
     /// Every client of this user in the room under this nickname (XEP-0045 §7.2.1 allows
     /// several), with the presence each last sent.
     pub sessions: Vec<Session>,
+    /// Its occupant id (XEP-0421), hashed once when it joined rather than on every stanza it
+    /// sends or every join that shows it. Records an earlier plugin wrote lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupant_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -111,7 +111,7 @@ fn join(
             .map(String::from)
             .collect(),
     };
-    let occupant = match holder {
+    let mut occupant = match holder {
         // Another client of the same user, under the same nickname (XEP-0045 §7.2.1).
         Some(existing) => {
             let mut occupant = existing.clone();
@@ -123,8 +123,16 @@ fn join(
             bare_jid,
             role: role_name(&features::moderated::default_role(&room, &affiliation)).to_string(),
             sessions: vec![session],
+            occupant_id: None,
         },
     };
+    if occupant.occupant_id.is_none() {
+        occupant.occupant_id = Some(features::occupant_id::id(
+            host,
+            room_jid,
+            &occupant.bare_jid,
+        )?);
+    }
     occupant.save(host, room_jid)?;
     let mut presence = Presence::of(&occupant, affiliation, announce::payload(&inbound.element));
     if created {
@@ -166,12 +174,11 @@ fn send_join_state(
         other.nick != occupant.nick
             && presence_broadcast::visible_to(room, &other.role(), &occupant.role())
     };
-    // Read once for all the others: the room's affiliations and the id secret.
+    // Read once for all the others.
     let affiliations = affiliation::all(host, &room.jid)?;
-    let ids = features::occupant_id::Ids::new(host)?;
     for other in others.iter().filter(visible) {
         let other_affiliation = muc.affiliation_in(&affiliations, &other.bare_jid);
-        let id = ids.of(&room.jid, &other.bare_jid);
+        let id = features::occupant_id::of(host, &room.jid, other)?;
         let mut element = Presence::of(other, other_affiliation, stored_payload(other)).render(
             room,
             joiner_sees_jids,
@@ -256,7 +263,7 @@ fn probe(
     let mut reply = match Occupant::load(host, room_jid, nick)? {
         Some(probed) => {
             let affiliation = muc.affiliation(host, room_jid, &probed.bare_jid)?;
-            let id = features::occupant_id::id(host, room_jid, &probed.bare_jid)?;
+            let id = features::occupant_id::of(host, room_jid, &probed)?;
             Presence::of(&probed, affiliation, stored_payload(&probed))
                 .render(&room, sees_jids, false, &id)
         }

@@ -40,7 +40,7 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), 
     );
     retain_children(&mut message, |c| !c.is("x", ns::MUC_USER));
     message.append_child(Element::builder("x", ns::MUC_USER).build());
-    let id = occupant_id::id(host, &room_jid, &sender.bare_jid)?;
+    let id = occupant_id::of(host, &room_jid, &sender)?;
     occupant_id::stamp(&mut message, &id);
     let sessions: Vec<String> = recipient.full_jids().map(str::to_string).collect();
     host.broadcast(message, &sessions)

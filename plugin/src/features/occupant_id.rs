@@ -10,47 +10,39 @@ use sha2::{Digest, Sha256};
 use super::RoomFeature;
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
+use crate::occupant::Occupant;
 use crate::room::Room;
 use crate::xml::retain_children;
 
 pub const NS: &str = "urn:xmpp:occupant-id:0";
 
+/// The id of `bare_jid` in `room`: a keyed hash of both with the service's secret.
 pub fn id(host: &mut dyn Host, room: &str, bare_jid: &str) -> Result<String, Fault> {
-    Ok(Ids::new(host)?.of(room, bare_jid))
-}
-
-/// The service's secret, read once for many ids (a join shows every other occupant's).
-pub struct Ids {
-    secret: Vec<u8>,
-}
-
-impl Ids {
-    pub fn new(host: &mut dyn Host) -> Result<Ids, Fault> {
-        let secret = match host.get(Tier::Durable, keys::OCCUPANT_ID_SECRET) {
-            Some(secret) => secret,
-            None => {
-                let secret = format!("{}{}", host.unique_id(), host.unique_id()).into_bytes();
-                host.put(Tier::Durable, keys::OCCUPANT_ID_SECRET, secret.clone())?;
-                secret
-            }
-        };
-        Ok(Ids { secret })
-    }
-
-    pub fn of(&self, room: &str, bare_jid: &str) -> String {
-        let mut hash = Sha256::new();
-        for part in [
-            &self.secret[..],
-            room.as_bytes(),
-            b"\0",
-            bare_jid.as_bytes(),
-        ] {
-            hash.update(part);
+    let secret = match host.get(Tier::Durable, keys::OCCUPANT_ID_SECRET) {
+        Some(secret) => secret,
+        None => {
+            let secret = format!("{}{}", host.unique_id(), host.unique_id()).into_bytes();
+            host.put(Tier::Durable, keys::OCCUPANT_ID_SECRET, secret.clone())?;
+            secret
         }
-        hash.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+    };
+    let mut hash = Sha256::new();
+    for part in [&secret[..], room.as_bytes(), b"\0", bare_jid.as_bytes()] {
+        hash.update(part);
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    Ok(hash.finalize()[..16]
+        .iter()
+        .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]])
+        .map(char::from)
+        .collect())
+}
+
+/// The occupant's id, as kept in its record (or made, for a record that predates that).
+pub fn of(host: &mut dyn Host, room: &str, occupant: &Occupant) -> Result<String, Fault> {
+    match &occupant.occupant_id {
+        Some(id) => Ok(id.clone()),
+        None => id(host, room, &occupant.bare_jid),
     }
 }
 
@@ -94,6 +86,26 @@ mod tests {
             id(&mut host, "r@muc.example", "romeo@example.org").unwrap()
         );
         assert!(!a.contains("juliet"));
+    }
+
+    #[test]
+    fn a_record_without_its_id_gets_the_same_one() {
+        let mut host = MemoryHost::default();
+        let made = id(&mut host, "r@muc.example", "juliet@example.org").unwrap();
+        let mut occupant = Occupant {
+            nick: "juliet".into(),
+            bare_jid: "juliet@example.org".into(),
+            role: "participant".into(),
+            sessions: Vec::new(),
+            occupant_id: None,
+        };
+        assert_eq!(of(&mut host, "r@muc.example", &occupant).unwrap(), made);
+        occupant.occupant_id = Some("kept".into());
+        assert_eq!(of(&mut host, "r@muc.example", &occupant).unwrap(), "kept");
+        assert_eq!(made.len(), 32);
+        assert!(made
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 
     #[test]
