@@ -18,6 +18,7 @@ use minidom::Element;
 use tokio::sync::{Notify, Semaphore};
 
 use client::Client;
+use tokio::net::tcp::OwnedWriteHalf;
 
 #[derive(Parser, Clone, Debug)]
 #[command(about = "Load tool for XEP-0045 services over c2s")]
@@ -149,10 +150,18 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
         clients.push(login.await??);
     }
     // Fill the rooms: each room's first occupant creates it (an instant room), then the others
-    // join, `concurrency` at a time.
+    // join, `concurrency` at a time. Each client reads its stream from the moment it is in, as a
+    // real client does: the presences of later joiners do not pile up unread.
+    let tally = Arc::new(Tally {
+        started: Instant::now(),
+        delivered: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
+        done: Notify::new(),
+    });
     let join_started = Instant::now();
     let mut rooms: Vec<Vec<Client>> = Vec::new();
     let mut clients = clients.into_iter();
+    let mut members: Vec<Vec<Option<Member>>> = Vec::new();
     for r in 0..options.rooms {
         rooms.push(clients.by_ref().take(options.occupants).collect());
         let room = format!("{}{r}@{}", options.room_prefix, options.muc);
@@ -161,79 +170,49 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
         } else {
             create(&mut rooms[r][0], &room, &options.room_config).await?;
         }
+        members.push((0..options.occupants).map(|_| None).collect());
     }
     let mut joins = Vec::new();
-    for (r, members) in rooms.into_iter().enumerate() {
+    for (r, clients) in rooms.into_iter().enumerate() {
         let room = format!("{}{r}@{}", options.room_prefix, options.muc);
-        for (i, mut client) in members.into_iter().enumerate() {
-            let (gate, room) = (gate.clone(), room.clone());
+        for (i, mut client) in clients.into_iter().enumerate() {
+            let (gate, room, tally) = (gate.clone(), room.clone(), tally.clone());
+            let window = options.window;
             joins.push(tokio::spawn(async move {
                 if i > 0 {
                     let _permit = gate.acquire().await?;
                     join(&mut client, &room, i).await?;
                 }
-                Ok::<_, anyhow::Error>((r, i, client))
+                let member = Member::listen(client, format!("{room}/u{i}"), tally, window);
+                Ok::<_, anyhow::Error>((r, i, member))
             }));
         }
     }
-    let mut rooms: Vec<Vec<Option<Client>>> = (0..options.rooms)
-        .map(|_| (0..options.occupants).map(|_| None).collect())
-        .collect();
     for joined in joins {
-        let (r, i, client) = joined.await??;
-        rooms[r][i] = Some(client);
+        let (r, i, member) = joined.await??;
+        members[r][i] = Some(member);
     }
     let join_seconds = join_started.elapsed().as_secs_f64();
     let before = procstat::usage(&options.pids)?;
 
     // The messages: every one reaches every occupant of its room, its sender included.
-    let tally = Arc::new(Tally {
-        started: Instant::now(),
-        delivered: AtomicU64::new(0),
-        expected: AtomicU64::new(0),
-        done: Notify::new(),
-    });
     let expected = (options.rooms * options.senders * options.messages * options.occupants) as u64;
     tally.expected.store(expected, Ordering::Relaxed);
+    let messages_started = Instant::now();
     let per_sender_interval = (options.rate > 0.0)
         .then(|| Duration::from_secs_f64((options.rooms * options.senders) as f64 / options.rate));
     let mut readers = Vec::new();
     let mut senders = Vec::new();
-    for (r, members) in rooms.into_iter().enumerate() {
+    for (r, members) in members.into_iter().enumerate() {
         let room = format!("{}{r}@{}", options.room_prefix, options.muc);
-        for (i, client) in members.into_iter().enumerate() {
-            let client = client.expect("every occupant joined");
-            let own = format!("{room}/u{i}");
-            let reflected = Arc::new(Semaphore::new(options.window));
-            let Client {
-                mut reader, writer, ..
-            } = client;
-            let (counts, reflected_by_reader) = (tally.clone(), reflected.clone());
-            let own_for_reader = own.clone();
-            // Each reader's own: uncontended, and readable after the reader is stopped.
-            let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
-            let mine = latencies.clone();
-            readers.push((
+        for (i, member) in members.into_iter().enumerate() {
+            let Member {
+                writer,
+                reflected,
                 latencies,
-                tokio::spawn(async move {
-                    let tally = counts;
-                    loop {
-                        let Ok(stanza) = reader.element().await else {
-                            return;
-                        };
-                        if let Some(sent_at) = bench_stamp(&stanza) {
-                            let now = tally.started.elapsed().as_micros() as u64;
-                            mine.lock()
-                                .expect("latencies")
-                                .push(now.saturating_sub(sent_at));
-                            if stanza.attr("from") == Some(own_for_reader.as_str()) {
-                                reflected_by_reader.add_permits(1);
-                            }
-                            tally.delivered(1);
-                        }
-                    }
-                }),
-            ));
+                reader,
+            } = member.expect("every occupant joined");
+            readers.push((latencies, reader));
             if i < options.senders {
                 let (options, tally, room) = (options.clone(), tally.clone(), room.clone());
                 senders.push(tokio::spawn(async move {
@@ -260,7 +239,7 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
     if tally.delivered.load(Ordering::Relaxed) < expected {
         done.await;
     }
-    let elapsed = tally.started.elapsed().as_secs_f64();
+    let elapsed = messages_started.elapsed().as_secs_f64();
     let after = procstat::usage(&options.pids)?;
     for task in &senders {
         task.abort();
@@ -354,6 +333,48 @@ async fn create(client: &mut Client, room: &str, fields: &[(String, Vec<String>)
         bail!("creating {room}: {}", String::from(&answer));
     }
     Ok(())
+}
+
+/// An occupant of a room: its reader runs from the moment it joined, timing the benchmark
+/// messages it receives and counting them in the tally.
+struct Member {
+    writer: OwnedWriteHalf,
+    /// Permits to send: a sender's own messages, reflected, give them back.
+    reflected: Arc<Semaphore>,
+    /// Send-to-receive, µs; the reader's own, readable once it is stopped.
+    latencies: Arc<std::sync::Mutex<Vec<u64>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Member {
+    /// Starts reading `client`'s stream; `own` is its occupant JID (`room/nick`).
+    fn listen(client: Client, own: String, tally: Arc<Tally>, window: usize) -> Member {
+        let Client { mut reader, writer } = client;
+        let reflected = Arc::new(Semaphore::new(window));
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+        let (mine, reflected_by_reader) = (latencies.clone(), reflected.clone());
+        let reader = tokio::spawn(async move {
+            while let Ok(stanza) = reader.element().await {
+                let Some(sent_at) = bench_stamp(&stanza) else {
+                    continue;
+                };
+                let now = tally.started.elapsed().as_micros() as u64;
+                mine.lock()
+                    .expect("latencies")
+                    .push(now.saturating_sub(sent_at));
+                if stanza.attr("from") == Some(own.as_str()) {
+                    reflected_by_reader.add_permits(1);
+                }
+                tally.delivered(1);
+            }
+        });
+        Member {
+            writer,
+            reflected,
+            latencies,
+            reader,
+        }
+    }
 }
 
 /// Joins `room` as `u{index}`, without history, and waits for the own presence (110).
