@@ -80,11 +80,10 @@ def cpu_seconds(groups: set[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until_quiet(servers: list["Server"], timeout: float = 60) -> None:
-    """Returns once every server is idle (under 5% of a core for a second): a server still
-    cleaning up after its run (Prosody sends the leaving occupants' presences to those still
-    in the room) would otherwise take CPU from the next server's run."""
-    groups = {pid for server in servers for pid in server.pids()}
+def wait_until_quiet(groups: set[int], timeout: float = 60) -> None:
+    """Returns once the process `groups` (every server's) are idle (under 5% of a core for a
+    second): a server still cleaning up after its run (Prosody sends the leaving occupants'
+    presences to those still in the room) would otherwise take CPU from the next server's run."""
     deadline = time.time() + timeout
     used = cpu_seconds(groups)
     while time.time() < deadline:
@@ -130,20 +129,16 @@ def muc_host(component_port: int | None = None, secret: str = "", extra: tuple[s
              data: Path | None = None, native: bool = False) -> Server:
     """muc-host serve with `extra` flags, on `data` (default: a fresh directory); `native`: with
     the MUC logic linked in instead of the component (what WebAssembly costs)."""
-    if native:
-        server = Server(NATIVE, "the same as muc-host")
-        server.port = free_port()
-        argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve", "--insecure-auth",
-                "--c2s", f"127.0.0.1:{server.port}", "--native-plugin"]
-    elif component_port:
+    if component_port:
         server = Server("muc-host behind Prosody", "")
         argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve",
                 "--component", f"127.0.0.1:{component_port}", "--component-secret", secret]
     else:
-        server = Server("muc-host", "MUC history: SQLite for persistent rooms (these are temporary: memory)")
+        server = (Server(NATIVE, "the same as muc-host") if native else
+                  Server("muc-host", "MUC history: SQLite for persistent rooms (these are temporary: memory)"))
         server.port = free_port()
         argv = [str(MUC_HOST), "--data", str(data or server.dir / "data"), "serve", "--insecure-auth",
-                "--c2s", f"127.0.0.1:{server.port}", *extra]
+                "--c2s", f"127.0.0.1:{server.port}", *(("--native-plugin",) if native else ()), *extra]
     server.processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                              stderr=open(server.dir / "log", "w"),
                                              start_new_session=True))
@@ -301,8 +296,9 @@ def main() -> None:
         theirs_too = ejabberd()
         if theirs_too:
             cleanup.append(theirs_too)
-            # After Prosody's own MUC, before muc-host behind Prosody.
-            servers.insert(3 if shutil.which("prosody") else 2, (theirs_too, theirs_too.pids()))
+            # Before the last row, muc-host behind Prosody, if it runs.
+            last = len(servers) - 1 if shutil.which("prosody") else len(servers)
+            servers.insert(last, (theirs_too, theirs_too.pids()))
         results: dict[str, dict[str, dict]] = {}
         run = 0
         # A first, discarded round: servers that just started (Erlang's especially) are still
@@ -314,7 +310,7 @@ def main() -> None:
             results[name] = {}
             for server, pids in servers:
                 run += 1
-                wait_until_quiet([s for s, _ in servers])
+                wait_until_quiet({pid for _, pids in servers for pid in pids})
                 results[name][server.name] = bench(server, pids, name, args, run)
                 print(f"duel: {name} / {server.name}: {json.dumps(results[name][server.name])}",
                       file=sys.stderr, flush=True)

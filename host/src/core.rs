@@ -76,8 +76,6 @@ pub type Reply<T> = tokio::sync::oneshot::Sender<T>;
 /// Answers that wait for the batch's sync.
 type Answers = Vec<Box<dyn FnOnce() + Send>>;
 
-/// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
-/// process: the disk no longer holds what was promised, and a restart recovers from it.
 /// The operator's controls over the MUC logic, which the core carries out between two stanzas.
 /// The component runtime has them all; the natively linked logic (measurement only) refuses
 /// them.
@@ -107,6 +105,8 @@ impl Controls for Service<PluginRuntime> {
     }
 }
 
+/// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
+/// process: the disk no longer holds what was promised, and a restart recovers from it.
 pub fn run<M: MucBackend>(
     mut service: Service<M>,
     events: Receiver<CoreEvent>,

@@ -176,6 +176,8 @@ pub fn serve(
     #[cfg(feature = "native-plugin")]
     if config.native_plugin {
         tracing::warn!("the MUC logic runs linked in, unsandboxed: only for measuring what WebAssembly costs; swaps and room extensions are refused");
+        // The component took the data over (and migrated it); it serves nothing now.
+        drop(runtime);
         let native = crate::runtime::native::NativeRuntime::new(storage.clone(), settings, clock);
         return run(config, native, storage, control);
     }

@@ -15,10 +15,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use minidom::rxml::xml_ncname;
 use minidom::Element;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
 
 use client::Client;
-use tokio::net::tcp::OwnedWriteHalf;
 
 #[derive(Parser, Clone, Debug)]
 #[command(about = "Load tool for XEP-0045 services over c2s")]
@@ -96,6 +96,9 @@ fn parse_field(field: &str) -> Result<(String, Vec<String>), String> {
 /// What every client's reader shares.
 struct Tally {
     started: Instant,
+    /// When the messages began, µs after `started`: stamps from before (history from an earlier
+    /// run, in an existing room) are not this run's.
+    messages_began: AtomicU64,
     delivered: AtomicU64,
     expected: AtomicU64,
     done: Notify,
@@ -154,6 +157,7 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
     // real client does: the presences of later joiners do not pile up unread.
     let tally = Arc::new(Tally {
         started: Instant::now(),
+        messages_began: AtomicU64::new(u64::MAX),
         delivered: AtomicU64::new(0),
         expected: AtomicU64::new(0),
         done: Notify::new(),
@@ -199,6 +203,10 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
     let expected = (options.rooms * options.senders * options.messages * options.occupants) as u64;
     tally.expected.store(expected, Ordering::Relaxed);
     let messages_started = Instant::now();
+    tally.messages_began.store(
+        tally.started.elapsed().as_micros() as u64,
+        Ordering::Relaxed,
+    );
     let per_sender_interval = (options.rate > 0.0)
         .then(|| Duration::from_secs_f64((options.rooms * options.senders) as f64 / options.rate));
     let mut readers = Vec::new();
@@ -355,7 +363,9 @@ impl Member {
         let (mine, reflected_by_reader) = (latencies.clone(), reflected.clone());
         let reader = tokio::spawn(async move {
             while let Ok(stanza) = reader.element().await {
-                let Some(sent_at) = bench_stamp(&stanza) else {
+                let Some(sent_at) = bench_stamp(&stanza)
+                    .filter(|&sent_at| sent_at >= tally.messages_began.load(Ordering::Relaxed))
+                else {
                     continue;
                 };
                 let now = tally.started.elapsed().as_micros() as u64;
@@ -395,7 +405,7 @@ async fn join(client: &mut Client, room: &str, index: usize) -> Result<()> {
 
 /// Sends this sender's messages: paced at the offered rate, or within its window.
 async fn send_all(
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut writer: OwnedWriteHalf,
     room: &str,
     options: &Options,
     tally: &Tally,

@@ -135,6 +135,7 @@ impl Controls for Service<NativeRuntime> {
                 hash: "linked in".into(),
             },
             loaded_since_ms: self.muc.started_ms,
+            // Calls and faults are counted for the component only.
             stats: Stats::default(),
             previous: None,
         }
