@@ -10,8 +10,8 @@ use xmpp_parsers::data_forms::{Field, FieldType, Option_};
 use xmpp_parsers::muc::user::{Affiliation, Role};
 
 use crate::host::{
-    Configured, Envelope, Fault, HookEvent, HookOutcome, Host, Level, OccupantView, RoomView, Said,
-    StanzaKind, TickRequest, Tier, Verdict,
+    Configured, Envelope, Fault, HookEvent, HookOutcome, Host, Level, MessageHooks, OccupantView,
+    RoomView, Said, StanzaKind, TickRequest, Tier, Verdict,
 };
 use crate::service::{self, Muc, Settings};
 
@@ -159,6 +159,14 @@ impl Host for WitHost {
 
     fn extensions_active(&mut self, room: &str) -> bool {
         extensions::active(room)
+    }
+
+    fn extension_message_hooks(&mut self, room: &str) -> MessageHooks {
+        match extensions::message_hooks(room) {
+            extensions::MessageHooksNeed::None => MessageHooks::None,
+            extensions::MessageHooksNeed::WithoutOccupants => MessageHooks::WithoutOccupants,
+            extensions::MessageHooksNeed::WithOccupants => MessageHooks::WithOccupants,
+        }
     }
 
     fn extension_hook(&mut self, room: &RoomView, event: HookEvent) -> HookOutcome {

@@ -11,13 +11,13 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::affiliation;
-use crate::announce;
 use crate::errors;
 use crate::features::{history, naming, stable_id, whois};
 use crate::host::{
-    Envelope, Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Verdict,
+    Envelope, Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Tier, Verdict,
 };
-use crate::occupant::Occupant;
+use crate::keys;
+use crate::occupant::{Occupant, Shown};
 use crate::room::Room;
 
 const TICK_PREFIX: &str = "extension-tick/";
@@ -30,7 +30,7 @@ pub fn tick_room(key: &str) -> Option<&str> {
 }
 
 /// The room as extensions see it, with every occupant's affiliation read in one scan.
-pub fn view(host: &mut dyn Host, room: &Room, occupants: &[Occupant]) -> Result<RoomView, Fault> {
+pub fn view(host: &mut dyn Host, room: &Room, occupants: Vec<Shown>) -> Result<RoomView, Fault> {
     let affiliations = affiliation::all(host, &room.jid)?;
     let owners = affiliations
         .iter()
@@ -38,10 +38,15 @@ pub fn view(host: &mut dyn Host, room: &Room, occupants: &[Occupant]) -> Result<
         .map(|(jid, _)| jid.clone())
         .collect();
     let occupants = occupants
-        .iter()
-        .map(|o| {
-            let affiliation = affiliations.get(&o.bare_jid).cloned();
-            occupant_view(o, affiliation.unwrap_or(Affiliation::None))
+        .into_iter()
+        .map(|o| OccupantView {
+            role: o.role(),
+            affiliation: affiliations
+                .get(&o.bare_jid)
+                .cloned()
+                .unwrap_or(Affiliation::None),
+            nick: o.nick,
+            bare_jid: o.bare_jid,
         })
         .collect();
     Ok(RoomView {
@@ -69,7 +74,7 @@ pub fn occupant_view(occupant: &Occupant, affiliation: Affiliation) -> OccupantV
 pub fn filter_message(
     host: &mut dyn Host,
     room: &Room,
-    occupants: &[Occupant],
+    occupants: Vec<Shown>,
     sender: &Occupant,
     message: &mut Element,
 ) -> Result<Result<Vec<Said>, String>, Fault> {
@@ -88,12 +93,7 @@ pub fn filter_message(
         keep
     });
     let view = view(host, room, occupants)?;
-    let sender = view
-        .occupants
-        .iter()
-        .find(|o| o.nick == sender.nick)
-        .cloned()
-        .unwrap_or_else(|| occupant_view(sender, Affiliation::None));
+    let sender = occupant_view(sender, affiliation::get(host, &room.jid, &sender.bare_jid)?);
     let outcome = host.extension_hook(&view, HookEvent::Message { sender, body });
     schedule(host, &room.jid, outcome.next_tick);
     match outcome.verdict {
@@ -122,10 +122,10 @@ pub fn refuse_join(
     if !host.extensions_active(&room.jid) {
         return Ok(false);
     }
-    let view = view(host, room, occupants)?;
+    let view = view(host, room, occupants.iter().map(Shown::from).collect())?;
     let outcome = host.extension_hook(&view, HookEvent::Join(joiner));
     schedule(host, &room.jid, outcome.next_tick);
-    say(host, room, occupants, outcome.said)?;
+    say(host, room, outcome.said)?;
     let Verdict::Refuse(why) = outcome.verdict else {
         return Ok(false);
     };
@@ -145,10 +145,25 @@ pub fn notify(
     if !host.extensions_active(&room.jid) {
         return Ok(());
     }
+    hook(
+        host,
+        room,
+        occupants.iter().map(Shown::from).collect(),
+        event,
+    )
+}
+
+/// One event through the room's extensions, and what they say broadcast.
+fn hook(
+    host: &mut dyn Host,
+    room: &Room,
+    occupants: Vec<Shown>,
+    event: HookEvent,
+) -> Result<(), Fault> {
     let view = view(host, room, occupants)?;
     let outcome = host.extension_hook(&view, event);
     schedule(host, &room.jid, outcome.next_tick);
-    say(host, room, occupants, outcome.said)
+    say(host, room, outcome.said)
 }
 
 /// A tick timer came due: the room's extensions get their tick.
@@ -156,8 +171,11 @@ pub fn on_tick(host: &mut dyn Host, room_jid: &str) -> Result<(), Fault> {
     let Some(room) = Room::load(host, room_jid)? else {
         return Ok(());
     };
-    let occupants = Occupant::all(host, room_jid)?;
-    notify(host, &room, &occupants, HookEvent::Tick)
+    if !host.extensions_active(room_jid) {
+        return Ok(());
+    }
+    let occupants = Occupant::all_shown(host, room_jid)?;
+    hook(host, &room, occupants, HookEvent::Tick)
 }
 
 /// The owners' form submission, for the extensions' fields: whether anything changed, or why a
@@ -167,8 +185,8 @@ pub fn configure(
     room: &Room,
     submitted: &[(String, Vec<String>)],
 ) -> Result<Result<bool, String>, Fault> {
-    let occupants = Occupant::all(host, &room.jid)?;
-    let view = view(host, room, &occupants)?;
+    let occupants = Occupant::all_shown(host, &room.jid)?;
+    let view = view(host, room, occupants)?;
     Ok(match host.configure_extensions(&view, submitted) {
         Ok(configured) => {
             schedule(host, &room.jid, configured.next_tick);
@@ -184,17 +202,9 @@ pub fn forget(host: &mut dyn Host, room_jid: &str) {
     host.cancel_timer(&format!("{TICK_PREFIX}{room_jid}"));
 }
 
-/// Broadcasts what extensions said, each from `room/nick`, with a stanza-id, into the history.
-pub fn say(
-    host: &mut dyn Host,
-    room: &Room,
-    occupants: &[Occupant],
-    said: Vec<Said>,
-) -> Result<(), Fault> {
-    if said.is_empty() {
-        return Ok(());
-    }
-    let everyone = announce::sessions(&occupants.iter().collect::<Vec<_>>());
+/// Broadcasts what extensions said, each from `room/nick`, with a stanza-id, into the history;
+/// to every session in the room's index, as a groupchat message goes.
+pub fn say(host: &mut dyn Host, room: &Room, said: Vec<Said>) -> Result<(), Fault> {
     for Said { nick, body } in said {
         let mut message = Element::builder("message", ns::JABBER_CLIENT)
             .attr(xml_ncname!("type").into(), "groupchat")
@@ -211,10 +221,9 @@ pub fn say(
         );
         let stanza_id = host.unique_id();
         stable_id::stamp(&mut message, &room.jid, &stanza_id);
-        history::record(host, room, &String::from(&message))?;
-        if !everyone.is_empty() {
-            host.broadcast(message, &everyone)?;
-        }
+        let xml = String::from(&message);
+        history::record(host, room, &xml)?;
+        host.broadcast_to_keys(&xml, Tier::Volatile, &keys::sessions(&room.jid))?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::errors;
 use crate::extensions;
 use crate::features::{history, moderated, occupant_id, stable_id, subject};
-use crate::host::{Fault, Host, Tier};
+use crate::host::{Fault, Host, MessageHooks, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
 use crate::room::{Room, Subject};
@@ -46,12 +46,21 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         });
         room.save(host)?;
     }
-    // Only extensions need every occupant decoded; the broadcast needs only their sessions.
-    let mut occupants = Vec::new();
+    // Only extensions need the occupants, and only some of them; the broadcast needs only the
+    // session index.
+    let hooks = if changes_subject {
+        MessageHooks::None
+    } else {
+        host.extension_message_hooks(&room.jid)
+    };
     let mut said = Vec::new();
-    if !changes_subject && host.extensions_active(&room.jid) {
-        occupants = Occupant::all(host, &room.jid)?;
-        match extensions::filter_message(host, &room, &occupants, &sender, &mut message)? {
+    if hooks != MessageHooks::None {
+        let occupants = if hooks == MessageHooks::WithOccupants {
+            Occupant::all_shown(host, &room.jid)?
+        } else {
+            Vec::new()
+        };
+        match extensions::filter_message(host, &room, occupants, &sender, &mut message)? {
             Ok(saying) => said = saying,
             Err(why) => {
                 let (type_, condition) = (ErrorType::Modify, DefinedCondition::PolicyViolation);
@@ -79,7 +88,7 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     }
     // To every session in the room, from the session index: one crossing whatever the size.
     host.broadcast_to_keys(&xml, Tier::Volatile, &keys::sessions(&room.jid))?;
-    extensions::say(host, &room, &occupants, said)
+    extensions::say(host, &room, said)
 }
 
 /// The message as the room relays it: from `room/nick`, the client's id and payload kept.

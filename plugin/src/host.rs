@@ -90,6 +90,15 @@ pub trait Host {
     fn extensions_active(&mut self, _room: &str) -> bool {
         false
     }
+    /// What a groupchat message's hook needs; by default, as `extensions_active` says, with
+    /// every occupant.
+    fn extension_message_hooks(&mut self, room: &str) -> MessageHooks {
+        if self.extensions_active(room) {
+            MessageHooks::WithOccupants
+        } else {
+            MessageHooks::None
+        }
+    }
     fn extension_hook(&mut self, _room: &RoomView, _event: HookEvent) -> HookOutcome {
         HookOutcome {
             verdict: Verdict::Pass,
@@ -128,6 +137,15 @@ pub struct OccupantView {
     pub role: Role,
     pub affiliation: Affiliation,
     pub bare_jid: String,
+}
+
+/// What a groupchat message's hook needs (`message-hooks-need`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageHooks {
+    None,
+    /// The room's view may leave its occupants out: no enabled extension reads or speaks.
+    WithoutOccupants,
+    WithOccupants,
 }
 
 #[derive(Clone, Debug)]

@@ -21,6 +21,31 @@ pub struct Occupant {
     pub occupant_id: Option<String>,
 }
 
+/// What others are shown of an occupant (room extensions' view of the room): the record decoded
+/// without its sessions, which is most of the work of decoding it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Shown {
+    pub nick: String,
+    pub bare_jid: String,
+    pub role: String,
+}
+
+impl Shown {
+    pub fn role(&self) -> Role {
+        self.role.parse().unwrap_or(Role::None)
+    }
+}
+
+impl From<&Occupant> for Shown {
+    fn from(occupant: &Occupant) -> Shown {
+        Shown {
+            nick: occupant.nick.clone(),
+            bare_jid: occupant.bare_jid.clone(),
+            role: occupant.role.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub full_jid: String,
@@ -58,10 +83,12 @@ impl Occupant {
     }
 
     pub fn all(host: &mut dyn Host, room: &str) -> Result<Vec<Occupant>, Fault> {
-        host.scan(Tier::Volatile, &keys::occupants(room), None, u32::MAX)
-            .into_iter()
-            .map(|(_, bytes)| serde_json::from_slice(&bytes).map_err(Fault::from))
-            .collect()
+        decode_all(host, room)
+    }
+
+    /// Every occupant as others are shown it.
+    pub fn all_shown(host: &mut dyn Host, room: &str) -> Result<Vec<Shown>, Fault> {
+        decode_all(host, room)
     }
 
     /// Stores the occupant and indexes each of its sessions.
@@ -87,6 +114,16 @@ impl Occupant {
         }
         host.delete(Tier::Volatile, &keys::occupant(room, &self.nick));
     }
+}
+
+fn decode_all<T: for<'de> Deserialize<'de>>(
+    host: &mut dyn Host,
+    room: &str,
+) -> Result<Vec<T>, Fault> {
+    host.scan(Tier::Volatile, &keys::occupants(room), None, u32::MAX)
+        .into_iter()
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).map_err(Fault::from))
+        .collect()
 }
 
 pub fn role_name(role: &Role) -> &'static str {

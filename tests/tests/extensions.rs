@@ -581,3 +581,19 @@ fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
         "the room is made anew, not left locked for the refused creator: {created:?}"
     );
 }
+
+/// A message's hooks are given the room's occupants only where an enabled extension can read
+/// them (`room.info`: a component imports only what its code calls) or speak (what it says is
+/// checked against their nicknames), so a filter costs per message, not per occupant.
+#[test]
+fn only_extensions_that_read_the_room_make_each_message_carry_its_occupants() {
+    let plugin = compile("muc_plugin");
+    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let reads_room = |name| {
+        let bytes = std::fs::read(component(name)).unwrap();
+        compiler.compile(&bytes).unwrap().reads_room
+    };
+    assert!(reads_room("probe_extension"));
+    assert!(!reads_room("ext_word_filter"));
+    assert!(!reads_room("ext_slow_mode"));
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use wasmtime::component::Linker;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use super::catalog::Entry;
@@ -17,6 +18,8 @@ use crate::runtime::{compile_cached, EPOCH_TICK};
 
 /// The WASI poll interface of wasmtime-wasi 48 (guests importing an older 0.2 match it).
 const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+/// The extension world's `room` interface (any version).
+const ROOM_INTERFACE: &str = "muc:extension/room@";
 
 /// Compiles extensions for one engine; cheap to clone, usable from any thread (so a new version
 /// is compiled off the core thread).
@@ -33,6 +36,9 @@ pub struct ExtensionCompiler {
 pub struct Compiled {
     pub entry: Entry,
     pub bytes: Arc<Vec<u8>>,
+    /// Whether it imports `room.info`, so may read the room's occupants (a component imports
+    /// only the functions its code calls).
+    pub reads_room: bool,
     pre: RoomExtensionPre<ExtensionContext>,
 }
 
@@ -86,6 +92,7 @@ impl ExtensionCompiler {
         let compiled = Compiled {
             entry: Entry::default(),
             bytes: Arc::new(bytes.to_vec()),
+            reads_room: imports_room_info(&self.engine, &component),
             pre,
         };
         let mut instance = compiled.instantiate(&self.limits)?;
@@ -101,6 +108,19 @@ impl ExtensionCompiler {
         let entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
         Ok(Compiled { entry, ..compiled })
     }
+}
+
+fn imports_room_info(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .filter(|(name, _)| name.starts_with(ROOM_INTERFACE))
+        .any(|(_, item)| match item.ty {
+            ComponentItem::ComponentInstance(room) => {
+                room.exports(engine).any(|(function, _)| function == "info")
+            }
+            _ => true,
+        })
 }
 
 /// Epoch ticks for a time budget: at least one, and one more than the budget's whole ticks, as

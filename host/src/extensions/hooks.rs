@@ -1,6 +1,8 @@
 //! Running one event through a room's extensions: each hook call in its sandbox, as a
 //! savepoint of the MUC call, its messages collected and its faults contained.
 
+use std::sync::Arc;
+
 use super::catalog::Entry;
 use super::compiler::budget_ticks;
 use super::rooms::{Choice, RoomRecord};
@@ -22,7 +24,7 @@ enum Ran<T> {
 struct Turn<'t, 'c> {
     call: &'t mut Call<'c>,
     record: &'t mut RoomRecord,
-    room: &'t RoomInfo,
+    room: &'t Arc<RoomInfo>,
     outcome: &'t mut wit::Outcome,
 }
 
@@ -30,49 +32,63 @@ type Store = wasmtime::Store<sandbox::ExtensionContext>;
 
 impl Extensions {
     /// Runs one event through the room's enabled extensions.
-    pub fn hook(&mut self, call: &mut Call, room: wit::Room, event: wit::Event) -> wit::Outcome {
+    pub fn hook(
+        &mut self,
+        call: &mut Call,
+        mut room: wit::Room,
+        event: wit::Event,
+    ) -> wit::Outcome {
         let mut record = load(call.storage, call.txn, &room.jid);
         let before = record.clone();
-        record.owners = room.owners.clone();
-        let enabled = self.enabled(&record, &room.jid);
+        let non_anonymous = room.non_anonymous;
+        record.owners = std::mem::take(&mut room.owners);
+        // Made once for every extension the event reaches; most never ask for it.
+        let seen = Arc::new(room_info(room));
+        let room_jid = &seen.jid;
+        let enabled = self.enabled(&record, room_jid);
         let mut outcome = wit::Outcome {
             verdict: wit::Verdict::Pass,
             said: Vec::new(),
             next_tick: wit::TickRequest::Keep,
         };
-        let seen = room_info(&room);
         let mut turn = Turn {
             call,
             record: &mut record,
             room: &seen,
             outcome: &mut outcome,
         };
-        let visible = |who: &wit::Occupant| occupant(who, room.non_anonymous);
+        let visible = |who: wit::Occupant| occupant(who, non_anonymous);
         let mut ticked = false;
         match event {
             wit::Event::Message(message) => {
-                self.on_message(&mut turn, &enabled, &visible(&message.sender), message.body)
+                self.on_message(&mut turn, &enabled, &visible(message.sender), message.body)
             }
-            wit::Event::Join(joiner) => self.on_join(&mut turn, &enabled, &visible(&joiner)),
-            wit::Event::Joined(who) => self.tell_each(&mut turn, &enabled, |e, s| {
-                e.muc_extension_hooks().call_on_joined(s, &visible(&who))
-            }),
-            wit::Event::Left(who) => self.tell_each(&mut turn, &enabled, |e, s| {
-                e.muc_extension_hooks().call_on_left(s, &visible(&who))
-            }),
+            wit::Event::Join(joiner) => self.on_join(&mut turn, &enabled, &visible(joiner)),
+            wit::Event::Joined(who) => {
+                let who = visible(who);
+                self.tell_each(&mut turn, &enabled, |e, s| {
+                    e.muc_extension_hooks().call_on_joined(s, &who)
+                })
+            }
+            wit::Event::Left(who) => {
+                let who = visible(who);
+                self.tell_each(&mut turn, &enabled, |e, s| {
+                    e.muc_extension_hooks().call_on_left(s, &who)
+                })
+            }
             wit::Event::Tick => {
                 ticked = true;
                 self.on_tick(&mut turn, &enabled);
             }
         }
         let ticking: Vec<(Entry, Choice)> = self
-            .enabled(&record, &room.jid)
+            .enabled(&record, room_jid)
             .into_iter()
             .filter(|(entry, _)| entry.tick_seconds.is_some())
             .collect();
         outcome.next_tick = next_tick(&mut record, &ticking, call.now_ms, ticked);
         if record != before {
-            save(call.txn, &room.jid, &record);
+            save(call.txn, room_jid, &record);
         }
         outcome
     }
@@ -230,7 +246,7 @@ impl Extensions {
         call: &mut Call,
         entry: &Entry,
         choice: &Choice,
-        room: &RoomInfo,
+        room: &Arc<RoomInfo>,
         hook: impl FnOnce(&sandbox::RoomExtension, &mut Store) -> wasmtime::Result<T>,
     ) -> Result<(T, Vec<String>), Fault> {
         let limits = self.limits();
@@ -254,7 +270,7 @@ impl Extensions {
             prefix: store_prefix(&entry.name, &room.jid),
             quota_bytes: limits.quota_bytes,
             used_bytes: None,
-            room: room.clone(),
+            room: Arc::clone(room),
             settings: choice.all_settings(entry),
             nick: speaking_as.clone(),
             say_allowance: limits.messages_per_minute.saturating_sub(window.len()),
@@ -431,23 +447,24 @@ fn first_line(error: &wasmtime::Error) -> String {
 }
 
 /// The room as an extension may see it: real JIDs only when the room shows them to everyone.
-fn room_info(room: &wit::Room) -> RoomInfo {
+fn room_info(room: wit::Room) -> RoomInfo {
+    let non_anonymous = room.non_anonymous;
     RoomInfo {
-        jid: room.jid.clone(),
-        name: room.name.clone(),
-        subject: room.subject.clone(),
-        non_anonymous: room.non_anonymous,
+        jid: room.jid,
+        name: room.name,
+        subject: room.subject,
+        non_anonymous,
         occupants: room
             .occupants
-            .iter()
-            .map(|o| occupant(o, room.non_anonymous))
+            .into_iter()
+            .map(|o| occupant(o, non_anonymous))
             .collect(),
     }
 }
 
-fn occupant(occupant: &wit::Occupant, non_anonymous: bool) -> sandbox::Occupant {
+fn occupant(occupant: wit::Occupant, non_anonymous: bool) -> sandbox::Occupant {
     sandbox::Occupant {
-        nick: occupant.nick.clone(),
+        nick: occupant.nick,
         role: match occupant.role {
             wit::Role::Moderator => sandbox::Role::Moderator,
             wit::Role::Participant => sandbox::Role::Participant,
@@ -459,6 +476,6 @@ fn occupant(occupant: &wit::Occupant, non_anonymous: bool) -> sandbox::Occupant 
             wit::Affiliation::Member => sandbox::Affiliation::Member,
             wit::Affiliation::None => sandbox::Affiliation::None,
         },
-        jid: non_anonymous.then(|| occupant.jid.clone()),
+        jid: non_anonymous.then_some(occupant.jid),
     }
 }

@@ -303,6 +303,30 @@ impl Extensions {
         !self.enabled(&record, room).is_empty()
     }
 
+    /// What a message hook needs: the occupants only when an enabled extension may read the room
+    /// or speak (what it says must not take an occupant's nickname).
+    pub fn message_hooks(
+        &self,
+        storage: &Arc<Mutex<Storage>>,
+        txn: &Transaction,
+        room: &str,
+    ) -> wit::MessageHooksNeed {
+        if self.installed.is_empty() {
+            return wit::MessageHooksNeed::None;
+        }
+        let record = load(storage, txn, room);
+        let enabled = self.enabled(&record, room);
+        let needs_occupants =
+            |entry: &Entry| entry.nick.is_some() || self.installed[&entry.name].reads_room;
+        if enabled.is_empty() {
+            wit::MessageHooksNeed::None
+        } else if enabled.iter().any(|(entry, _)| needs_occupants(entry)) {
+            wit::MessageHooksNeed::WithOccupants
+        } else {
+            wit::MessageHooksNeed::WithoutOccupants
+        }
+    }
+
     pub fn form_fields(
         &self,
         storage: &Arc<Mutex<Storage>>,

@@ -46,7 +46,7 @@ pub struct HookCall {
     pub quota_bytes: usize,
     /// Bytes stored under `prefix`, counted on the first write of the call.
     pub used_bytes: Option<usize>,
-    pub room: RoomInfo,
+    pub room: Arc<RoomInfo>,
     pub settings: BTreeMap<String, Vec<String>>,
     /// The nick the owner approved; `None`: the extension may not speak.
     pub nick: Option<String>,
@@ -112,7 +112,7 @@ impl muc::extension::types::Host for ExtensionContext {}
 
 impl muc::extension::room::Host for ExtensionContext {
     fn info(&mut self) -> wasmtime::Result<RoomInfo> {
-        Ok(self.call()?.room.clone())
+        Ok(RoomInfo::clone(&self.call()?.room))
     }
 
     fn setting(&mut self, name: String) -> wasmtime::Result<Vec<String>> {

@@ -266,6 +266,13 @@ impl muc::plugin::extensions::Host for CallContext {
         })
     }
 
+    fn message_hooks(&mut self, room: String) -> muc::plugin::extensions::MessageHooksNeed {
+        let none = muc::plugin::extensions::MessageHooksNeed::None;
+        self.with_extensions(none, |extensions, call| {
+            extensions.message_hooks(call.storage, call.txn, &room)
+        })
+    }
+
     fn hook(
         &mut self,
         room: muc::plugin::extensions::Room,
