@@ -134,8 +134,7 @@ pub fn refuse_join(
     Ok(true)
 }
 
-/// Tells the room's extensions of an arrival, a departure or a tick, and broadcasts what they
-/// say. `occupants` is the room after the event.
+/// Tells the room's extensions of an arrival or a departure, and broadcasts what they say. `occupants` is the room after the event.
 pub fn notify(
     host: &mut dyn Host,
     room: &Room,

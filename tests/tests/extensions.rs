@@ -3,12 +3,14 @@
 //! in its own room, undone, reported to that room's owners, with the room (and every other room)
 //! still answering.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use minidom::Element;
 use muc_host::extensions::{Change, ExtensionCompiler, ExtensionLimits, Extensions};
+use muc_host::runtime::wit_extensions::MessageHooksNeed;
 use muc_host::scansion::Harness;
-use muc_host::storage::Tier;
+use muc_host::storage::{Storage, Tier, Transaction};
 use muc_host::testhost::TestHost;
 use muc_tests::{compile, component, engine};
 
@@ -586,14 +588,36 @@ fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
 /// them (`room.info`: a component imports only what its code calls) or speak (what it says is
 /// checked against their nicknames), so a filter costs per message, not per occupant.
 #[test]
-fn only_extensions_that_read_the_room_make_each_message_carry_its_occupants() {
+fn only_extensions_that_read_the_room_or_speak_make_each_message_carry_its_occupants() {
     let plugin = compile("muc_plugin");
     let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
-    let reads_room = |name| {
+    let compiled = |name| {
         let bytes = std::fs::read(component(name)).unwrap();
-        compiler.compile(&bytes).unwrap().reads_room
+        compiler.compile(&bytes).unwrap()
     };
-    assert!(reads_room("probe_extension"));
-    assert!(!reads_room("ext_word_filter"));
-    assert!(!reads_room("ext_slow_mode"));
+    assert!(compiled("probe_extension").reads_room);
+    assert!(!compiled("ext_word_filter").reads_room);
+    assert!(!compiled("ext_slow_mode").reads_room);
+    assert!(!compiled("ext_dice").reads_room);
+    assert!(
+        compiled("ext_dice").entry.nick.is_some(),
+        "the dice bot speaks"
+    );
+
+    let storage = Arc::new(Mutex::new(Storage::in_memory()));
+    let txn = Transaction::default();
+    let mut extensions = Extensions::new(compiler.clone());
+    let need = |extensions: &Extensions| extensions.message_hooks(&storage, &txn, ROOM);
+    assert!(matches!(need(&extensions), MessageHooksNeed::None));
+    extensions.install_everywhere(compiled("ext_word_filter"));
+    extensions.install_everywhere(compiled("ext_slow_mode"));
+    assert!(matches!(
+        need(&extensions),
+        MessageHooksNeed::WithoutOccupants
+    ));
+    extensions.install_everywhere(compiled("ext_dice"));
+    assert!(matches!(need(&extensions), MessageHooksNeed::WithOccupants));
+    let mut reading = Extensions::new(compiler.clone());
+    reading.install_everywhere(compiled("probe_extension"));
+    assert!(matches!(need(&reading), MessageHooksNeed::WithOccupants));
 }
