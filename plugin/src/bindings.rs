@@ -164,7 +164,9 @@ impl Host for WitHost {
     fn extension_message_hooks(&mut self, room: &str) -> MessageHooks {
         match extensions::message_hooks(room) {
             extensions::MessageHooksNeed::None => MessageHooks::None,
-            extensions::MessageHooksNeed::WithoutOccupants => MessageHooks::WithoutOccupants,
+            extensions::MessageHooksNeed::OccupantsNamed(nicks) => {
+                MessageHooks::OccupantsNamed(nicks)
+            }
             extensions::MessageHooksNeed::WithOccupants => MessageHooks::WithOccupants,
         }
     }

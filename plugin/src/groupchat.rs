@@ -53,13 +53,15 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     } else {
         host.extension_message_hooks(&room.jid)
     };
+    let occupants = match hooks {
+        MessageHooks::None => None,
+        MessageHooks::OccupantsNamed(nicks) => {
+            Some(Occupant::shown_named(host, &room.jid, &nicks)?)
+        }
+        MessageHooks::WithOccupants => Some(Occupant::all_shown(host, &room.jid)?),
+    };
     let mut said = Vec::new();
-    if hooks != MessageHooks::None {
-        let occupants = if hooks == MessageHooks::WithOccupants {
-            Occupant::all_shown(host, &room.jid)?
-        } else {
-            Vec::new()
-        };
+    if let Some(occupants) = occupants {
         match extensions::filter_message(host, &room, occupants, &sender, &mut message)? {
             Ok(saying) => said = saying,
             Err(why) => {

@@ -140,11 +140,12 @@ pub struct OccupantView {
 }
 
 /// What a groupchat message's hook needs (`message-hooks-need`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageHooks {
     None,
-    /// The room's view may leave its occupants out: no enabled extension reads or speaks.
-    WithoutOccupants,
+    /// The room's view needs only the occupants holding these nicks (the ones extensions speak
+    /// as): none reads the room.
+    OccupantsNamed(Vec<String>),
     WithOccupants,
 }
 

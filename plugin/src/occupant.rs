@@ -86,6 +86,21 @@ impl Occupant {
         decode_all(host, room)
     }
 
+    /// The occupants holding these nicknames, as others are shown them.
+    pub fn shown_named(
+        host: &mut dyn Host,
+        room: &str,
+        nicks: &[String],
+    ) -> Result<Vec<Shown>, Fault> {
+        let mut shown = Vec::new();
+        for nick in nicks {
+            if let Some(bytes) = host.get(Tier::Volatile, &keys::occupant(room, nick)) {
+                shown.push(serde_json::from_slice(&bytes)?);
+            }
+        }
+        Ok(shown)
+    }
+
     /// Every occupant as others are shown it.
     pub fn all_shown(host: &mut dyn Host, room: &str) -> Result<Vec<Shown>, Fault> {
         decode_all(host, room)

@@ -584,11 +584,12 @@ fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
     );
 }
 
-/// A message's hooks are given the room's occupants only where an enabled extension can read
-/// them (`room.info`: a component imports only what its code calls) or speak (what it says is
-/// checked against their nicknames), so a filter costs per message, not per occupant.
+/// A message's hooks are given every occupant only where an enabled extension can read them
+/// (`room.info`: a component imports only what its code calls); otherwise only those holding a
+/// nick an extension speaks as (what it says is checked against them), so an extension costs
+/// per message, not per occupant.
 #[test]
-fn only_extensions_that_read_the_room_or_speak_make_each_message_carry_its_occupants() {
+fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
     let plugin = compile("muc_plugin");
     let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
     let compiled = |name| {
@@ -611,13 +612,46 @@ fn only_extensions_that_read_the_room_or_speak_make_each_message_carry_its_occup
     assert!(matches!(need(&extensions), MessageHooksNeed::None));
     extensions.install_everywhere(compiled("ext_word_filter"));
     extensions.install_everywhere(compiled("ext_slow_mode"));
-    assert!(matches!(
-        need(&extensions),
-        MessageHooksNeed::WithoutOccupants
-    ));
+    assert!(
+        matches!(need(&extensions), MessageHooksNeed::OccupantsNamed(nicks) if nicks.is_empty())
+    );
     extensions.install_everywhere(compiled("ext_dice"));
-    assert!(matches!(need(&extensions), MessageHooksNeed::WithOccupants));
+    assert!(
+        matches!(need(&extensions), MessageHooksNeed::OccupantsNamed(nicks) if nicks == ["dice"])
+    );
     let mut reading = Extensions::new(compiler.clone());
     reading.install_everywhere(compiled("probe_extension"));
     assert!(matches!(need(&reading), MessageHooksNeed::WithOccupants));
+}
+
+/// An extension switched on by default (as `muc-host check --extension` runs them) in a room
+/// where an occupant already holds its nick: what it says is a fault, never a message under the
+/// occupant's name, although a message there carries only the occupants holding speakers' nicks.
+#[test]
+fn an_extension_never_speaks_under_an_occupant_s_nickname() {
+    let plugin = compile("muc_plugin");
+    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let extensions = Extensions::new(compiler.clone()).shared();
+    let mut host = TestHost::with_shared_extensions(plugin, extensions.clone()).unwrap();
+    room(&mut host, ROOM, &[]);
+    host.connect("namesake", "namesake@localhost/n", "")
+        .unwrap();
+    join(&mut host, "namesake", ROOM, "dice");
+    let dice = compiler
+        .compile(&std::fs::read(component("ext_dice")).unwrap())
+        .unwrap();
+    extensions.lock().unwrap().install_everywhere(dice);
+    drain(&mut host, "owner");
+    drain(&mut host, "guest");
+
+    say(&mut host, "guest", ROOM, "!roll");
+    let heard = drain(&mut host, "guest");
+    assert!(heard.iter().any(|s| s.contains("!roll")), "{heard:?}");
+    assert!(!heard.iter().any(|s| s.contains("rolled")), "{heard:?}");
+    let told = drain(&mut host, "owner");
+    let told = notices(&told);
+    assert!(
+        told.len() == 1 && told[0].contains("tried to speak as 'dice'"),
+        "{told:?}"
+    );
 }

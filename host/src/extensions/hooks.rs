@@ -262,7 +262,7 @@ impl Extensions {
             window.pop_front();
         }
         let savepoint = call.txn.savepoint();
-        let speaking_as = choice.nick.clone().filter(|_| entry.nick.is_some());
+        let speaking_as = choice.speaks_as(entry);
         instance.store.data_mut().memory.hit = false;
         instance.store.data_mut().call = Some(HookCall {
             storage: call.storage.clone(),

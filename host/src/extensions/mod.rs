@@ -303,8 +303,9 @@ impl Extensions {
         !self.enabled(&record, room).is_empty()
     }
 
-    /// What a message hook needs: the occupants only when an enabled extension may read the room
-    /// or speak (what it says must not take an occupant's nickname).
+    /// What a message hook needs: every occupant only when an enabled extension may read the
+    /// room; otherwise only those holding a nick an extension speaks as (what it says must not
+    /// take an occupant's nickname), usually nobody.
     pub fn message_hooks(
         &self,
         storage: &Arc<Mutex<Storage>>,
@@ -316,14 +317,18 @@ impl Extensions {
         }
         let record = load(storage, txn, room);
         let enabled = self.enabled(&record, room);
-        let needs_occupants =
-            |entry: &Entry| entry.nick.is_some() || self.installed[&entry.name].reads_room;
         if enabled.is_empty() {
             wit::MessageHooksNeed::None
-        } else if enabled.iter().any(|(entry, _)| needs_occupants(entry)) {
+        } else if enabled
+            .iter()
+            .any(|(entry, _)| self.installed[&entry.name].reads_room)
+        {
             wit::MessageHooksNeed::WithOccupants
         } else {
-            wit::MessageHooksNeed::WithoutOccupants
+            let speaking = enabled
+                .iter()
+                .filter_map(|(entry, choice)| choice.speaks_as(entry));
+            wit::MessageHooksNeed::OccupantsNamed(speaking.collect())
         }
     }
 

@@ -53,6 +53,11 @@ impl Choice {
         }
     }
 
+    /// The nick it says things under in this room, if it may speak (it declared a nick).
+    pub fn speaks_as(&self, entry: &Entry) -> Option<String> {
+        self.nick.clone().filter(|_| entry.nick.is_some())
+    }
+
     /// The owner's value of a setting, or its declared default.
     pub fn setting(&self, entry: &Entry, name: &str) -> Vec<String> {
         self.settings.get(name).cloned().unwrap_or_else(|| {
