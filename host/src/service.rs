@@ -21,7 +21,7 @@ use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
 use crate::server;
-use crate::storage::Transaction;
+use crate::storage::{StorageError, Transaction};
 
 const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
@@ -228,6 +228,7 @@ impl<M: MucBackend> Service<M> {
         match outcome {
             Ok(outbound) => self.deliver_all(outbound),
             Err(Fault::OverBudget(_)) => self.reply_error(&stanza, "wait", "resource-constraint"),
+            Err(Fault::StoreLimit(refused)) => self.refuse_over_store_limit(&stanza, refused),
             Err(_) => self.reply_error(&stanza, "cancel", "internal-server-error"),
         }
     }
@@ -238,13 +239,37 @@ impl<M: MucBackend> Service<M> {
 
     /// Bounces `stanza` to its sender with a stanza error, unless it is an error itself.
     fn reply_error(&mut self, stanza: &Element, type_: &str, condition: &str) {
+        self.reply_error_saying(stanza, type_, condition, None)
+    }
+
+    fn reply_error_saying(
+        &mut self,
+        stanza: &Element,
+        type_: &str,
+        condition: &str,
+        text: Option<&str>,
+    ) {
         // Errors are never answered, nor iq results (RFC 6120 §8.2.3).
         let is_result = stanza.name() == "iq" && stanza.attr("type") == Some("result");
         if stanza.attr("type") == Some("error") || is_result {
             return;
         }
-        self.outbox
-            .push(error_reply(stanza, type_, condition).into());
+        let mut reply = error_reply(stanza, type_, condition);
+        if let (Some(text), Some(error)) = (text, reply.get_child_mut("error", "jabber:client")) {
+            error.append_child(Element::builder("text", STANZAS_NS).append(text).build());
+        }
+        self.outbox.push(reply.into());
+    }
+
+    /// A stanza the MUC logic could not store: too large a key or value is the request's
+    /// fault (`not-acceptable`), too much written at once a limit of the moment.
+    fn refuse_over_store_limit(&mut self, stanza: &Element, refused: StorageError) {
+        let (type_, condition, why) = match &refused {
+            StorageError::TooLarge(why) => ("modify", "not-acceptable", why),
+            StorageError::QuotaExceeded(why) => ("wait", "resource-constraint", why),
+        };
+        let text = format!("The service cannot store this: {why}");
+        self.reply_error_saying(stanza, type_, condition, Some(&text))
     }
 }
 

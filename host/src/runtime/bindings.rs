@@ -119,12 +119,14 @@ impl muc::plugin::storage::Host for CallContext {
     }
 
     fn put(&mut self, t: Tier, key: String, value: Vec<u8>) -> Result<(), WitStorageError> {
-        self.txn
-            .put(tier(t), key, value)
-            .map_err(|error| match error {
-                StorageError::TooLarge(why) => WitStorageError::TooLarge(why),
-                StorageError::QuotaExceeded(why) => WitStorageError::QuotaExceeded(why),
-            })
+        let outcome = self.txn.put(tier(t), key, value);
+        if let Err(error) = &outcome {
+            self.txn.refused.get_or_insert_with(|| error.clone());
+        }
+        outcome.map_err(|error| match error {
+            StorageError::TooLarge(why) => WitStorageError::TooLarge(why),
+            StorageError::QuotaExceeded(why) => WitStorageError::QuotaExceeded(why),
+        })
     }
 
     fn delete(&mut self, t: Tier, key: String) {

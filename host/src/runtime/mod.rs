@@ -21,7 +21,7 @@ use wasmtime::Store;
 use crate::clock::Clock;
 use crate::extensions::SharedExtensions;
 use crate::outbound::Outbound;
-use crate::storage::{Quota, Storage, Transaction, Writes, DATA_OWNER_VERSION};
+use crate::storage::{Quota, Storage, StorageError, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
 pub use bindings::muc::plugin::extensions as wit_extensions;
 use bindings::muc::plugin::types;
@@ -68,6 +68,19 @@ pub enum Fault {
     OverBudget(String),
     /// The plugin returned an error, or its writes could not be stored.
     Failed(String),
+    /// The plugin gave up after the store refused one of its writes (a key or a value too
+    /// large, too much written in one call): a limit the sender's input reached, not a bug.
+    StoreLimit(StorageError),
+}
+
+impl Fault {
+    /// How a call that returned `reason` failed, given the first write the store refused it.
+    pub fn of_failed_call(reason: String, refused: Option<StorageError>) -> Fault {
+        match refused {
+            Some(refused) => Fault::StoreLimit(refused),
+            None => Fault::Failed(reason),
+        }
+    }
 }
 
 impl std::fmt::Display for Fault {
@@ -76,6 +89,9 @@ impl std::fmt::Display for Fault {
             Fault::Trap(why) => write!(f, "trap: {why}"),
             Fault::OverBudget(why) => write!(f, "over budget: {why}"),
             Fault::Failed(why) => write!(f, "failed: {why}"),
+            Fault::StoreLimit(StorageError::TooLarge(why) | StorageError::QuotaExceeded(why)) => {
+                write!(f, "store limit: {why}")
+            }
         }
     }
 }
@@ -487,7 +503,7 @@ impl PluginRuntime {
         let txn = std::mem::take(&mut context.txn);
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(Fault::Failed(reason)),
+            Ok(Err(reason)) => return Err(Fault::of_failed_call(reason, txn.refused)),
             Err(error) if context.memory.hit => return Err(Fault::OverBudget(format!("{error}"))),
             Err(error) => return Err(classify(error, self.settings.limits.call_budget)),
         }

@@ -65,7 +65,7 @@ impl NativeRuntime {
         self.context.now_ms = self.clock.now_ms();
         let outcome = run(&self.muc, &mut Imports(&mut self.context));
         let txn = std::mem::take(&mut self.context.txn);
-        outcome.map_err(|PluginFault(why)| Fault::Failed(why))?;
+        outcome.map_err(|PluginFault(why)| Fault::of_failed_call(why, txn.refused))?;
         let stored = self.storage.lock().expect("storage lock").apply(txn.writes);
         stored.map_err(|error| Fault::Failed(format!("{error:#}")))?;
         Ok(txn.outbound)

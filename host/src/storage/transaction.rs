@@ -18,17 +18,22 @@ pub struct Quota {
     pub max_call_bytes: usize,
 }
 
+/// The longest key the plugin's layout can make from valid JIDs: RFC 7622 caps each part at
+/// 1,023 bytes, so `room/ROOM/session/FULLJID` is at most 5 + 2,047 + 9 + 3,071 bytes. Keys
+/// hold every valid input whole (no hashing), and this cap still refuses nonsense.
+pub const MAX_KEY_BYTES: usize = 8 * 1024;
+
 impl Default for Quota {
     fn default() -> Quota {
         Quota {
-            max_key_bytes: 1024,
+            max_key_bytes: MAX_KEY_BYTES,
             max_value_bytes: 1 << 20,
             max_call_bytes: 16 << 20,
         }
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageError {
     TooLarge(String),
     QuotaExceeded(String),
@@ -45,6 +50,9 @@ pub struct Transaction {
     pub writes: Writes,
     /// Stanzas to deliver, in the order the call sent them.
     pub outbound: Vec<Outbound>,
+    /// The first of the MUC logic's writes that the store refused: when the call then fails,
+    /// it failed on a limit of the store (which a user's input can reach), not on a bug.
+    pub refused: Option<StorageError>,
     written_bytes: usize,
     quota: Quota,
 }
