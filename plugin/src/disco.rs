@@ -213,6 +213,23 @@ mod tests {
     }
 
     #[test]
+    fn a_name_stored_before_its_maximum_keeps_the_room_its_identity() {
+        let mut host = MemoryHost::default();
+        let mut room = Room::new_locked(ROOM);
+        room.locked = false;
+        // Over rxml's 8 KiB token limit: the host could not parse an identity named so.
+        let long_name = "n".repeat(10_000);
+        room.config
+            .insert(naming::NAME.var.into(), long_name.clone().into());
+        let info = room_info(&mut host, &room).unwrap();
+        let reparsed: Element = String::from(&info)
+            .parse()
+            .expect("the disco#info result parses back");
+        let identity = reparsed.get_child("identity", ns::DISCO_INFO).unwrap();
+        assert_eq!(identity.attr("name"), Some(&long_name[..200]));
+    }
+
+    #[test]
     fn the_service_and_a_room_advertise_what_they_answer() {
         let muc = Muc::new(Settings {
             service: SERVICE_JID.into(),
