@@ -86,13 +86,29 @@ fn swap_form() -> Element {
         .collect();
     let mut plugin = Field::new("plugin", FieldType::TextSingle);
     plugin.label = Some("Path of the component on the server (for a swap)".into());
-    DataForm {
+    with_field_types(DataForm {
         type_: DataFormType::Form,
         title: Some("Replace the MUC logic without a restart".into()),
         instructions: None,
         fields: vec![action, plugin],
+    })
+}
+
+/// The form's element with every field's `type` written out: xmpp-parsers leaves out
+/// `text-single` (XEP-0004's default), which clients such as profanity then show wrongly.
+fn with_field_types(form: DataForm) -> Element {
+    let mut element = Element::from(form);
+    for field in element
+        .children_mut()
+        .filter(|child| child.is("field", DATA_FORMS) && child.attr("type").is_none())
+    {
+        field.set_attr(
+            minidom::rxml::Namespace::NONE,
+            xml_ncname!("type").into(),
+            "text-single",
+        );
     }
-    .into()
+    element
 }
 
 fn answer(iq: &Element, session: &str, status: &str, payload: Option<Element>) -> Element {
@@ -111,4 +127,22 @@ fn answer(iq: &Element, session: &str, status: &str, payload: Option<Element>) -
         .attr(xml_ncname!("id").into(), iq.attr("id"))
         .append(command)
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_swap_form_types_every_field() {
+        let form = swap_form();
+        let fields: Vec<_> = form
+            .children()
+            .filter(|c| c.is("field", DATA_FORMS))
+            .collect();
+        assert_eq!(fields.len(), 2);
+        for field in fields {
+            assert!(field.attr("type").is_some(), "{}", String::from(field));
+        }
+    }
 }

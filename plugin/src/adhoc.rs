@@ -10,6 +10,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::destroy;
 use crate::errors;
+use crate::form;
 use crate::host::{Fault, Host};
 use crate::room::Room;
 use crate::service::{Inbound, Muc};
@@ -42,7 +43,7 @@ pub fn handle(
         rooms.label = Some("Rooms to destroy".into());
         rooms.required = true;
         let form = DataForm::new(DataFormType::Form, "", vec![rooms]);
-        let reply = reply(&session, "executing", Element::from(form));
+        let reply = reply(&session, "executing", form::element(form));
         return host.send(errors::result(inbound.envelope, Some(reply)));
     };
     // Read the field directly: clients (and Prosody's tests) often omit the form's type.

@@ -12,9 +12,15 @@ pub type Config = BTreeMap<String, Value>;
 
 pub enum Kind {
     Boolean(bool),
-    Text(&'static str),
-    /// A secret: shown to owners as text-private.
-    Private,
+    /// Free text of at most `max_chars` characters (Unicode scalar values).
+    Text {
+        default: &'static str,
+        max_chars: usize,
+    },
+    /// A secret of at most `max_chars` characters: shown to owners as text-private.
+    Private {
+        max_chars: usize,
+    },
     /// One of the options `(value, label)`; the default is the first.
     Choice(&'static [(&'static str, &'static str)]),
     /// Any of the options `(value, label)` (rendered list-multi), with the default selection.
@@ -49,10 +55,16 @@ impl FieldSpec {
         }
     }
 
+    /// The text value. A stored text longer than its field's maximum (stored before the
+    /// maximum existed) is cut there, so that it renders as any other (a disco identity's name
+    /// over the XML parser's 8 KiB token limit would lose the room its identity).
     pub fn text<'a>(&self, config: &'a Config) -> &'a str {
         match (&self.kind, config.get(self.var)) {
+            (Kind::Text { max_chars, .. }, Some(Value::String(value))) => {
+                cut_to_chars(value, *max_chars)
+            }
             (_, Some(Value::String(value))) => value,
-            (Kind::Text(default), _) => default,
+            (Kind::Text { default, .. }, _) => default,
             (Kind::Choice(options), _) => options[0].0,
             _ => "",
         }
@@ -86,12 +98,12 @@ impl FieldSpec {
                 vec![if self.flag(config) { "1" } else { "0" }.to_string()],
                 vec![],
             ),
-            Kind::Text(_) => (
+            Kind::Text { .. } => (
                 FieldType::TextSingle,
                 vec![self.text(config).to_string()],
                 vec![],
             ),
-            Kind::Private => (
+            Kind::Private { .. } => (
                 FieldType::TextPrivate,
                 vec![self.text(config).to_string()],
                 vec![],
@@ -145,28 +157,42 @@ impl FieldSpec {
                 "0" | "false" => Ok(Value::Bool(false)),
                 _ => Err(invalid("a boolean")),
             },
-            Kind::Text(_) | Kind::Private => Ok(Value::String(single.to_string())),
+            Kind::Text { max_chars, .. } | Kind::Private { max_chars }
+                if single.chars().count() > *max_chars =>
+            {
+                Err(invalid(&format!("at most {max_chars} characters long")))
+            }
+            Kind::Text { .. } | Kind::Private { .. } => Ok(Value::String(single.to_string())),
             Kind::Choice(choices) => choices
                 .iter()
                 .find(|(value, _)| *value == single)
                 .map(|(value, _)| Value::String(value.to_string()))
                 .ok_or_else(|| invalid("one of its options")),
-            Kind::Choices { options, .. } => values
-                .iter()
-                .map(
-                    |value| match options.iter().find(|(option, _)| *option == value.trim()) {
-                        Some((option, _)) => Ok(Value::String(option.to_string())),
-                        None => Err(invalid("a selection of its options")),
-                    },
-                )
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array),
+            Kind::Choices { options, .. } => {
+                let is_option = |value: &String| options.iter().any(|(o, _)| *o == value.trim());
+                if !values.iter().all(is_option) {
+                    return Err(invalid("a selection of its options"));
+                }
+                // Each option once, in the options' order, however often it was submitted.
+                let chosen = options
+                    .iter()
+                    .filter(|(option, _)| values.iter().any(|value| value.trim() == *option))
+                    .map(|(option, _)| Value::String(option.to_string()));
+                Ok(Value::Array(chosen.collect()))
+            }
             Kind::Number { max, .. } => match single.parse::<u64>() {
                 Ok(number) if number <= *max => Ok(Value::from(number)),
                 _ => Err(invalid(&format!("a whole number from 0 to {max}"))),
             },
         }
     }
+}
+
+/// `text` up to its `max_chars`th character.
+fn cut_to_chars(text: &str, max_chars: usize) -> &str {
+    text.char_indices()
+        .nth(max_chars)
+        .map_or(text, |(end, _)| &text[..end])
 }
 
 #[cfg(test)]
@@ -208,6 +234,63 @@ mod tests {
         };
         assert!(flag.parse(&["yes".into()]).is_err());
         assert_eq!(flag.parse(&["true".into()]), Ok(Value::Bool(true)));
+    }
+
+    const NAME: FieldSpec = FieldSpec {
+        var: "muc#roomconfig_roomname",
+        label: "Title",
+        kind: Kind::Text {
+            default: "",
+            max_chars: 5,
+        },
+    };
+
+    #[test]
+    fn text_over_its_maximum_is_refused_naming_the_field() {
+        assert_eq!(
+            NAME.parse(&["héllo".into()]),
+            Ok(Value::String("héllo".into())),
+            "the maximum counts characters, not bytes"
+        );
+        let Err(Invalid(why)) = NAME.parse(&["hello!".into()]) else {
+            panic!("six characters accepted");
+        };
+        assert_eq!(
+            why,
+            "muc#roomconfig_roomname must be at most 5 characters long"
+        );
+        let secret = FieldSpec {
+            var: "muc#roomconfig_roomsecret",
+            label: "",
+            kind: Kind::Private { max_chars: 3 },
+        };
+        assert!(secret.parse(&["abcd".into()]).is_err());
+    }
+
+    #[test]
+    fn text_stored_before_its_maximum_shows_cut_at_it() {
+        let mut config = Config::new();
+        config.insert(NAME.var.into(), Value::String("ééééééé".into()));
+        assert_eq!(NAME.text(&config), "ééééé");
+        assert_eq!(NAME.render(&config).values, ["ééééé"]);
+    }
+
+    #[test]
+    fn a_multiple_choice_keeps_each_option_once() {
+        let roles = FieldSpec {
+            var: "muc#roomconfig_presencebroadcast",
+            label: "",
+            kind: Kind::Choices {
+                options: &[("moderator", ""), ("visitor", "")],
+                default: &[],
+            },
+        };
+        let submitted = vec!["visitor".to_string(); 1000];
+        assert_eq!(
+            roles.parse(&[submitted, vec!["moderator".into()]].concat()),
+            Ok(Value::Array(vec!["moderator".into(), "visitor".into()]))
+        );
+        assert!(roles.parse(&["owner".into()]).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod disco;
 mod errors;
 mod extensions;
 mod features;
+mod form;
 mod groupchat;
 mod keys;
 mod muc_user;

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 
-use crate::host::{Fault, Host, Level, Tier};
+use xmpp_parsers::data_forms::Field;
+
+use crate::host::{Envelope, Fault, Host, Level, StanzaKind, Tier};
+use crate::service::Muc;
 
 #[derive(Default)]
 pub struct MemoryHost {
@@ -15,6 +18,8 @@ pub struct MemoryHost {
     pub sent: Vec<Element>,
     pub timers: BTreeMap<String, u64>,
     pub now_ms: u64,
+    /// What the room extensions add to every configuration form.
+    pub extension_fields: Vec<Field>,
     next_id: u64,
 }
 
@@ -29,6 +34,27 @@ impl MemoryHost {
     /// The stanzas sent so far, leaving none behind.
     pub fn take_sent(&mut self) -> Vec<Element> {
         std::mem::take(&mut self.sent)
+    }
+
+    /// Hands `muc` the stanza `xml` (in `jabber:client`, with `from` and `to`) as the host does,
+    /// and returns what it sent.
+    pub fn exchange(&mut self, muc: &Muc, xml: &str) -> Vec<Element> {
+        let stanza: Element = xml.parse().expect("a test stanza");
+        let kind = match stanza.name() {
+            "message" => StanzaKind::Message,
+            "presence" => StanzaKind::Presence,
+            _ => StanzaKind::Iq,
+        };
+        let attr = |name: &str| stanza.attr(name).map(str::to_string);
+        let envelope = Envelope {
+            kind,
+            type_: attr("type"),
+            from: attr("from").expect("a test stanza's from"),
+            to: attr("to").expect("a test stanza's to"),
+            id: attr("id"),
+        };
+        muc.handle_stanza(self, &envelope, xml).expect("no fault");
+        self.take_sent()
     }
 }
 
@@ -105,4 +131,8 @@ impl Host for MemoryHost {
     }
 
     fn log(&mut self, _level: Level, _message: &str) {}
+
+    fn extension_form_fields(&mut self, _room: &str) -> Vec<Field> {
+        self.extension_fields.clone()
+    }
 }

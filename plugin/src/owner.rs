@@ -202,7 +202,7 @@ fn config_form(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
         "Change the room's settings.".into()
     });
     Ok(Element::builder("query", NS)
-        .append(Element::from(form))
+        .append(crate::form::element(form))
         .build())
 }
 

@@ -116,6 +116,11 @@ impl Muc {
         if envelope.type_.as_deref() == Some("error") {
             return remove_ghost(self, host, &inbound);
         }
+        // An IQ result answers nothing the service asked: it is dropped, never answered
+        // (RFC 6120 §8.2.3), whoever it is addressed to.
+        if envelope.kind == StanzaKind::Iq && envelope.type_.as_deref() == Some("result") {
+            return Ok(());
+        }
         match (
             inbound.to.node().is_some(),
             inbound.to.resource().map(|r| r.to_string()),
@@ -503,6 +508,31 @@ mod tests {
         muc.handle_stanza(&mut host, &env, "<iq xmlns='jabber:client' type='error'/>")
             .unwrap();
         assert!(host.take_sent().is_empty());
+    }
+
+    #[test]
+    fn iq_results_and_errors_to_the_service_a_room_or_an_occupant_are_never_answered() {
+        let mut host = MemoryHost::default();
+        let muc = Muc::new(Settings::default());
+        let join = "<presence xmlns='jabber:client' from='a@example.org/r' \
+                    to='room@muc.example.org/a'><x xmlns='http://jabber.org/protocol/muc'/></presence>";
+        host.exchange(&muc, join);
+        for to in [
+            "muc.example.org",
+            "room@muc.example.org",
+            "room@muc.example.org/a",
+        ] {
+            for type_ in ["result", "error"] {
+                for payload in ["", "<query xmlns='jabber:iq:version'/>"] {
+                    let iq = format!(
+                        "<iq xmlns='jabber:client' type='{type_}' id='r1' \
+                         from='b@example.org/r' to='{to}'>{payload}</iq>"
+                    );
+                    let answers = host.exchange(&muc, &iq);
+                    assert!(answers.is_empty(), "{iq} was answered: {answers:?}");
+                }
+            }
+        }
     }
 
     #[test]

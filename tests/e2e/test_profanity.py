@@ -5,7 +5,10 @@ profanity connects with `/connect you@localhost server 127.0.0.1 port PORT tls a
 password prompt, accepts the self-signed certificate (`/tls allow`), joins
 `myroom@conference.localhost`, accepts the instant room (`/room accept`) and talks; a slixmpp
 client in the same room must receive profanity's message and see its occupant, and its own
-message must show in profanity's pane (the MUC window, its occupants panel). Then the room's configuration changes (status 104), which
+message must show in profanity's pane (the MUC window, its occupants panel). profanity then gives
+the room a title through the configuration form (`/room config`, `/fieldN "..."`, `/form submit`),
+and the slixmpp client sees it in the room's disco#info: profanity refuses to fill a text field
+whose `type` is left out (XEP-0004's default). Then the room's configuration changes (status 104), which
 makes profanity re-query the room's disco#info: profanity 0.13.1 crashed there when the room's
 identity had no name (../shared/notes/interop.md), so it must still be running and talking after.
 
@@ -35,6 +38,7 @@ from harness import DOMAIN, MUC_DOMAIN, E2EFailure, is_presence, muc_item, show,
 ROOM = f"myroom@{MUC_DOMAIN}"
 YOU, YOU_PASSWORD = f"you@{DOMAIN}", "you-Secret1"
 BOB, BOB_PASSWORD = f"bob@{DOMAIN}", "bob-Secret1"
+PROFANITY_TITLE = "Titled in profanity"
 NEW_NAME = "Renamed by bob"
 
 PANE_TIMEOUT = 10.0
@@ -311,6 +315,23 @@ def _quick_start(h, profanity: Profanity) -> None:
     groupchat(bob, ROOM, "hello from slixmpp", "bob-1")
     expect_groupchat(bob, ROOM, "bob", "hello from slixmpp")
     prof.wait_for(r"bob: hello from slixmpp", "bob's message")
+
+    # The person gives the room a title through the configuration form: profanity opens it in a
+    # window of its own, one `/fieldN value` command per field, then `/form submit`. A text field
+    # whose form leaves out type="text-single" (XEP-0004's default) is one profanity cannot fill.
+    prof.type("/room config")
+    tag = prof.wait_for(r"\[(field\d+)\] Title", "the configuration form's Title field").group(1)
+    prof.type(f'/{tag} "{PROFANITY_TITLE}"')
+    prof.wait_for(r"Field updated", f"/{tag} accepted")
+    prof.type("/form submit")
+    prof.wait_for(r"Room configuration successful", "the submitted form's success")
+    titled = bob.expect(lambda s: s.tag.endswith("message") and s.get("from") == ROOM and 104 in statuses(s),
+                        "the configuration-change notice (status 104) after profanity's form")
+    if room_name(bob, ROOM) != PROFANITY_TITLE:
+        raise E2EFailure(f"the room's disco#info name is not {PROFANITY_TITLE!r} after profanity's form "
+                         f"({show(titled)})")
+    prof.wait_until(lambda: PROFANITY_TITLE in (prof.pane().splitlines() or [""])[0],
+                    f"title bar naming the room {PROFANITY_TITLE!r} after its form")
 
     # The configuration changes: profanity makes bob an owner, bob renames the room. Occupants get
     # status 104, on which profanity re-queries the room's disco#info.

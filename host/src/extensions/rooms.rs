@@ -195,8 +195,8 @@ pub fn apply_form(
             let nick = values.first().map(|v| v.trim()).unwrap_or_default();
             if !catalog::valid_nick(nick) {
                 return Err(format!(
-                    "{} needs a nickname of 1 to 64 characters",
-                    entry.name
+                    "{} must be a nickname of 1 to 64 bytes",
+                    var(entry, "nick")
                 ));
             }
             choice.nick = Some(nick.to_string());

@@ -25,6 +25,10 @@ const LISTS: [(&str, &str, Affiliation); 2] = [
     ),
 ];
 
+/// JIDs a submitted list may hold: far more owners or admins than a room has, few enough that
+/// comparing a list with the stored one stays cheap.
+pub const MAX_LISTED: usize = 1000;
+
 /// The two jid-multi fields with the current lists.
 pub fn fields(host: &mut dyn Host, room: &Room) -> Result<Vec<Field>, Fault> {
     let mut fields = Vec::new();
@@ -54,6 +58,10 @@ pub fn changes(
         let Some(field) = form.fields.iter().find(|f| f.var.as_deref() == Some(var)) else {
             continue;
         };
+        if field.values.len() > MAX_LISTED {
+            let why = format!("{var} must list at most {MAX_LISTED} JIDs");
+            return Ok(Err(Invalid(why)));
+        }
         let mut wanted = Vec::new();
         for value in field.values.iter().filter(|v| !v.trim().is_empty()) {
             match jid::BareJid::new(value.trim()) {
@@ -150,5 +158,22 @@ mod tests {
             .is_err());
         let shown = fields(&mut host, &room).unwrap();
         assert_eq!(shown[0].values, ["a@example.org"]);
+    }
+
+    #[test]
+    fn a_list_over_its_maximum_is_refused_naming_the_field() {
+        let mut host = MemoryHost::default();
+        let room = Room::new_locked("r@muc.example");
+        let jids: Vec<String> = (0..=MAX_LISTED)
+            .map(|n| format!("u{n}@example.org"))
+            .collect();
+        let jids: Vec<&str> = jids.iter().map(String::as_str).collect();
+        let Err(Invalid(why)) = changes(&mut host, &room, &form(&jids)).unwrap() else {
+            panic!("{} owners accepted", jids.len());
+        };
+        assert_eq!(why, "muc#roomconfig_roomowners must list at most 1000 JIDs");
+        assert!(changes(&mut host, &room, &form(&jids[..MAX_LISTED]))
+            .unwrap()
+            .is_ok());
     }
 }

@@ -70,7 +70,7 @@ pub trait RoomFeature: Sync {
         Vec::new()
     }
 
-    /// `muc_*` features in the room's disco#info.
+    /// Features in the room's disco#info (`muc_*`, and the namespaces the feature answers).
     fn disco_features(&self, _room: &Room) -> Vec<&'static str> {
         Vec::new()
     }
@@ -102,6 +102,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &lock::Lock,
     &occupant_id::OccupantId,
     &stable_id::StableId,
+    &registration::Registration,
 ];
 
 /// The declaration of the configuration field `var`, if a feature owns one.

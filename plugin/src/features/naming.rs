@@ -6,20 +6,31 @@ use super::RoomFeature;
 use crate::config::{FieldSpec, Kind};
 use crate::room::Room;
 
+/// A title fits a client's window title and a room list's line.
 pub const NAME: FieldSpec = FieldSpec {
     var: "muc#roomconfig_roomname",
     label: "Title",
-    kind: Kind::Text(""),
+    kind: Kind::Text {
+        default: "",
+        max_chars: 200,
+    },
 };
 pub const DESCRIPTION: FieldSpec = FieldSpec {
     var: "muc#roomconfig_roomdesc",
     label: "Description",
-    kind: Kind::Text(""),
+    kind: Kind::Text {
+        default: "",
+        max_chars: 2000,
+    },
 };
+/// A language tag (BCP 47): 35 characters hold any tag a registry will assign (RFC 5646 §4.4.1).
 pub const LANGUAGE: FieldSpec = FieldSpec {
     var: "muc#roomconfig_lang",
     label: "Language of discussion",
-    kind: Kind::Text(""),
+    kind: Kind::Text {
+        default: "",
+        max_chars: 35,
+    },
 };
 
 /// The name to show for a room: its configured title, or its localpart (some clients misbehave

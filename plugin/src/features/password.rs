@@ -17,7 +17,7 @@ pub const PROTECTED: FieldSpec = FieldSpec {
 pub const SECRET: FieldSpec = FieldSpec {
     var: "muc#roomconfig_roomsecret",
     label: "Password",
-    kind: Kind::Private,
+    kind: Kind::Private { max_chars: 256 },
 };
 
 pub fn is_protected(room: &Room) -> bool {

@@ -4,7 +4,6 @@
 //! register (strangers get `registration-required`). Admins may reserve one for a user by
 //! naming it when they set the affiliation.
 
-use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
 use xmpp_parsers::disco::{DiscoInfoResult, Identity};
@@ -13,6 +12,7 @@ use xmpp_parsers::ns;
 
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use super::RoomFeature;
 use crate::admin;
 use crate::affiliation::{self, AffiliationRecord};
 use crate::errors;
@@ -27,6 +27,16 @@ pub const FORM_TYPE: &str = "http://jabber.org/protocol/muc#register";
 pub const NICK_FIELD: &str = "muc#register_roomnick";
 /// The disco node that answers "what is my reserved nickname?" (XEP-0045 §7.12).
 pub const ROOMUSER_NODE: &str = "x-roomuser-item";
+
+/// Every room offers registration (XEP-0045 §7.10), and says so in its disco#info: clients such
+/// as Converse.js offer to register a nickname only where it is advertised.
+pub struct Registration;
+
+impl RoomFeature for Registration {
+    fn disco_features(&self, _room: &Room) -> Vec<&'static str> {
+        vec![NS]
+    }
+}
 
 /// The bare JID that reserved `nick`, if anyone did.
 pub fn reserved_by(host: &mut dyn Host, room: &str, nick: &str) -> Result<Option<String>, Fault> {
@@ -70,12 +80,10 @@ pub fn form() -> Element {
     let mut nick = Field::new(NICK_FIELD, FieldType::TextSingle);
     nick.label = Some("Nickname".into());
     nick.required = true;
-    let mut nick: Element = nick.into();
-    // Written out, not left to the default: clients and Prosody's tests expect it.
-    nick.set_attr(Namespace::NONE, xml_ncname!("type").into(), "text-single");
-    let mut form: Element = DataForm::new(DataFormType::Form, FORM_TYPE, Vec::new()).into();
-    form.append_child(nick);
-    Element::builder("query", NS).append(form).build()
+    let form = DataForm::new(DataFormType::Form, FORM_TYPE, vec![nick]);
+    Element::builder("query", NS)
+        .append(crate::form::element(form))
+        .build()
 }
 
 /// The nickname a submitted registration form asks for, if the form is one.

@@ -113,7 +113,7 @@ fn approval_form(room: &Room, visitor: &Occupant, jid: &str) -> Element {
     ));
     Element::builder("message", ns::JABBER_CLIENT)
         .attr(xml_ncname!("from").into(), room.jid.as_str())
-        .append(Element::from(form))
+        .append(crate::form::element(form))
         .build()
 }
 
