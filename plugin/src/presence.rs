@@ -99,7 +99,7 @@ fn join(
         if extensions::refuse_join(host, inbound.envelope, &room, &others, joiner)? {
             if created {
                 // Nobody entered the room just made for this join: it goes.
-                destroy_silently(host, &room);
+                destroy_silently(host, &room)?;
             }
             return Ok(());
         }
@@ -317,7 +317,10 @@ fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fa
         let version = keys::LAYOUT_VERSION.to_string().into_bytes();
         host.put(Tier::Durable, keys::LAYOUT, version)?;
     }
-    let room = Room::new_locked(room_jid);
+    let room = Room {
+        creator: Some(creator.to_string()),
+        ..Room::new_locked(room_jid)
+    };
     room.save(host)?;
     affiliation::set(host, room_jid, creator, Affiliation::Owner, None)?;
     let due = host.now_ms() + lock::TIMEOUT_MS;
@@ -422,7 +425,7 @@ fn leave(
     let gone = extensions::occupant_view(&occupant, affiliation.clone());
     Presence::departure(&occupant, affiliation, payload).broadcast(host, &room, &others)?;
     if others.is_empty() && !persistent::is_persistent(&room) {
-        destroy_silently(host, &room);
+        destroy_silently(host, &room)?;
         return Ok(());
     }
     extensions::notify(host, &room, &others, HookEvent::Left(gone))
@@ -443,10 +446,11 @@ pub fn remove_session(
 }
 
 /// Forgets an empty room and its lock timer.
-pub fn destroy_silently(host: &mut dyn Host, room: &Room) {
-    room.delete(host);
+pub fn destroy_silently(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
+    room.delete(host)?;
     extensions::forget(host, &room.jid);
     host.cancel_timer(&lock::timer_key(&room.jid));
+    Ok(())
 }
 
 /// XEP-0045 §7.2.1 with RFC 8266: a nickname must survive the PRECIS Nickname profile
