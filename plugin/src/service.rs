@@ -38,17 +38,33 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(feature = "swap-test-variant")]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+swap-test");
 /// The version of `wit/muc-plugin.wit` this plugin is built against.
-pub const CONTRACT: &str = "1.3.0";
+pub const CONTRACT: &str = "1.4.0";
 
 /// Stanzas larger than this are refused with `policy-violation` before any work is done.
 const MAX_STANZA_BYTES: usize = 256 * 1024;
 
-#[derive(Clone, Debug, Default)]
+/// Rooms one user may have created that still exist, when the host does not say.
+pub const DEFAULT_MAX_ROOMS_PER_USER: u32 = 100;
+
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// The MUC service's domain.
     pub service: String,
     /// Service administrators' bare JIDs: owners of every room.
     pub admins: Vec<String>,
+    /// Rooms one user who is not an administrator may have created that still exist (the
+    /// host's setting `max-rooms-per-user`); 0: no limit.
+    pub max_rooms_per_user: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            service: String::new(),
+            admins: Vec::new(),
+            max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+        }
+    }
 }
 
 /// One instance's view of the service. Holds no room state: that lives in the host's store.
