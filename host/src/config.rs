@@ -283,6 +283,7 @@ mod tests {
         );
         assert_eq!(config.data, PathBuf::from("data"));
         assert_eq!(config.max_stanza_bytes, 262_144);
+        assert_eq!(config.max_rooms_per_user, 100);
     }
 
     #[test]
@@ -293,10 +294,12 @@ mod tests {
         let args = ServeArgs {
             config: Some(path),
             domain: Some("flag.example".into()),
+            max_rooms_per_user: Some(3),
             ..ServeArgs::default()
         };
         let config = ServeConfig::resolve(args, None).unwrap();
         assert_eq!(config.domain, "flag.example");
+        assert_eq!(config.max_rooms_per_user, 3);
         assert_eq!(config.muc_domain, "conference.example.org", "from the file");
         assert_eq!(config.admins, ["admin@example.org"]);
     }
