@@ -485,9 +485,17 @@ mod tests {
         assert_eq!(reply.rsm.unwrap().count, Some(2));
         assert_eq!(host.durable.get(keys::LAYOUT).unwrap(), b"2");
 
-        // Run again (another version change), it makes the same list, not a doubled count.
+        // Run again (another version change), it makes the same list, not a doubled count, and
+        // counts a room whose record names its creator against that creator.
+        let made = format!("made@{SERVICE}");
+        let mut record =
+            serde_json::from_slice::<serde_json::Value>(&record(&made, false, true)).unwrap();
+        record["creator"] = "c@example.org".into();
+        host.durable
+            .insert(keys::room(&made), record.to_string().into_bytes());
         muc.upgrade(&mut host, "0.2.0").unwrap();
-        assert_eq!(page(&items(&mut host, None)).rsm.unwrap().count, Some(2));
+        assert_eq!(page(&items(&mut host, None)).rsm.unwrap().count, Some(3));
+        assert_eq!(room_index::rooms_created(&mut host, "c@example.org", 10), 1);
     }
 
     #[test]

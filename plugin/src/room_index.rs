@@ -7,7 +7,7 @@
 //! [`rebuild`] makes them again from the room records.
 
 use crate::features::{naming, public};
-use crate::host::{Fault, Host, Tier};
+use crate::host::{Fault, Host, Level, Tier};
 use crate::keys;
 use crate::room::Room;
 
@@ -72,26 +72,37 @@ pub fn rooms_created(host: &mut dyn Host, bare_jid: &str, up_to: u32) -> usize {
 }
 
 /// Makes both indexes again from the room records of both tiers (the migration from layout 1,
-/// and a repair after an older plugin served the data without keeping them). Reads every room.
+/// and a repair after an older plugin served the data without keeping them). Reads every room
+/// once, in one scan per tier (as the room list did on every request before layout 2).
 pub fn rebuild(host: &mut dyn Host) -> Result<(), Fault> {
     for tier in TIERS {
         host.delete_prefix(tier, keys::PUBLIC_ROOMS);
         host.delete_prefix(tier, keys::CREATED_ROOMS);
-        host.delete(tier, keys::PUBLIC_ROOM_COUNT);
-    }
-    for tier in TIERS {
+        let mut listed: u64 = 0;
         for (key, bytes) in host.scan(tier, "room/", None, u32::MAX) {
             if !key.ends_with("/config") {
                 continue;
             }
-            match serde_json::from_slice::<Room>(&bytes) {
-                Ok(room) => room_saved(host, &room)?,
-                Err(error) => host.log(
-                    crate::host::Level::Warn,
-                    &format!("room record {key} unreadable, left out of the indexes: {error}"),
-                ),
+            let room = match serde_json::from_slice::<Room>(&bytes) {
+                Ok(room) => room,
+                Err(error) => {
+                    let why =
+                        format!("room record {key} unreadable, left out of the indexes: {error}");
+                    host.log(Level::Warn, &why);
+                    continue;
+                }
+            };
+            if public::is_public(&room) && !room.locked {
+                let name = naming::display_name(&room).into_bytes();
+                host.put(tier, &keys::public_room(&room.jid), name)?;
+                listed += 1;
+            }
+            if let Some(creator) = &room.creator {
+                host.put(tier, &keys::room_created_by(creator, &room.jid), Vec::new())?;
             }
         }
+        let count = listed.to_string().into_bytes();
+        host.put(tier, keys::PUBLIC_ROOM_COUNT, count)?;
     }
     Ok(())
 }
