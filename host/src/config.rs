@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// read from disk again on its next stanza [default: 600].
     #[arg(long)]
     pub room_idle_seconds: Option<u64>,
+    /// Rooms one user (not a service administrator) may have created that still exist; 0: no
+    /// limit [default: 100].
+    #[arg(long)]
+    pub max_rooms_per_user: Option<u32>,
     /// Swap the plugin in whenever its file changes (as `ctl swap` would).
     #[arg(long)]
     pub watch_plugin: bool,
@@ -114,6 +118,7 @@ struct ConfigFile {
     max_stanza_bytes: Option<usize>,
     link_queue: Option<usize>,
     room_idle_seconds: Option<u64>,
+    max_rooms_per_user: Option<u32>,
     #[serde(default)]
     watch_plugin: bool,
     extension_dir: Option<PathBuf>,
@@ -148,6 +153,7 @@ pub struct ServeConfig {
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
     pub room_idle: std::time::Duration,
+    pub max_rooms_per_user: u32,
     pub watch_plugin: bool,
     pub extension_dir: Option<PathBuf>,
     pub extension_limits: ExtensionLimits,
@@ -241,6 +247,10 @@ impl ServeConfig {
                 crate::storage::DEFAULT_ROOM_IDLE,
                 std::time::Duration::from_secs,
             ),
+            max_rooms_per_user: args
+                .max_rooms_per_user
+                .or(file.max_rooms_per_user)
+                .unwrap_or(crate::runtime::DEFAULT_MAX_ROOMS_PER_USER),
             watch_plugin: args.watch_plugin || file.watch_plugin,
             extension_dir: args.extension_dir.or(file.extension_dir),
             extension_limits,
@@ -273,6 +283,7 @@ mod tests {
         );
         assert_eq!(config.data, PathBuf::from("data"));
         assert_eq!(config.max_stanza_bytes, 262_144);
+        assert_eq!(config.max_rooms_per_user, 100);
     }
 
     #[test]
@@ -283,10 +294,12 @@ mod tests {
         let args = ServeArgs {
             config: Some(path),
             domain: Some("flag.example".into()),
+            max_rooms_per_user: Some(3),
             ..ServeArgs::default()
         };
         let config = ServeConfig::resolve(args, None).unwrap();
         assert_eq!(config.domain, "flag.example");
+        assert_eq!(config.max_rooms_per_user, 3);
         assert_eq!(config.muc_domain, "conference.example.org", "from the file");
         assert_eq!(config.admins, ["admin@example.org"]);
     }

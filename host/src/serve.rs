@@ -162,6 +162,7 @@ pub fn serve(
         service: config.muc_domain.clone(),
         admins: config.admins.clone(),
         extensions: Some(extensions.clone()),
+        max_rooms_per_user: config.max_rooms_per_user,
         ..Settings::default()
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -46,7 +46,7 @@ impl TestHost {
             service: MUC_DOMAIN.to_string(),
             admins: vec![ADMIN.to_string()],
             limits,
-            extensions: None,
+            ..Settings::default()
         };
         TestHost::with_settings(plugin, settings)
     }

@@ -5,7 +5,7 @@ wit_bindgen::generate!({ path: "../wit", world: "muc-plugin" });
 use minidom::Element;
 
 use exports::muc::plugin::guest::{self, Guest, PluginInfo};
-use muc::plugin::{clock, extensions, ids, logging, routing, storage, timers, types};
+use muc::plugin::{clock, extensions, ids, logging, routing, settings, storage, timers, types};
 use xmpp_parsers::data_forms::{Field, FieldType, Option_};
 use xmpp_parsers::muc::user::{Affiliation, Role};
 
@@ -34,6 +34,8 @@ impl Guest for Component {
             .set(Settings {
                 service: settings.service,
                 admins: settings.admins,
+                max_rooms_per_user: named_number("max-rooms-per-user")?
+                    .unwrap_or(service::DEFAULT_MAX_ROOMS_PER_USER),
             })
             .map_err(|_| "init called twice".to_string())
     }
@@ -54,6 +56,16 @@ impl Guest for Component {
     fn on_shutdown() -> Result<(), String> {
         with_muc(|muc, host| muc.on_shutdown(host))
     }
+}
+
+/// A named setting of the host's (`muc:plugin/settings`) that must be a whole number.
+fn named_number(name: &str) -> Result<Option<u32>, String> {
+    settings::get(name)
+        .map(|text| {
+            text.parse()
+                .map_err(|_| format!("setting {name} = {text:?} is not a whole number"))
+        })
+        .transpose()
 }
 
 fn with_muc(call: impl FnOnce(&Muc, &mut dyn Host) -> Result<(), Fault>) -> Result<(), String> {

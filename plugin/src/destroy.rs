@@ -21,8 +21,7 @@ pub fn destroy(host: &mut dyn Host, room: &Room, destroy: Element) -> Result<(),
         gone.to_own_sessions(host, room, &sessions, None)?;
         occupant.remove(host, &room.jid);
     }
-    destroy_silently(host, room);
-    Ok(())
+    destroy_silently(host, room)
 }
 
 /// The `<destroy>` occupants see, from the owner's request (in `muc#owner`): the same reason and

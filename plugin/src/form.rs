@@ -56,6 +56,7 @@ mod tests {
         let muc = Muc::new(Settings {
             service: "muc.example".into(),
             admins: vec!["admin@example.org".into()],
+            ..Settings::default()
         });
         let mut host = MemoryHost::default();
         host.extension_fields = vec![Field::new("extension#words#list", FieldType::TextSingle)];

@@ -1,9 +1,11 @@
-//! The storage layout (version 1), specified in `wit/STORAGE.md`. Every key the plugin uses is
+//! The storage layout (version 2), specified in `wit/STORAGE.md`. Every key the plugin uses is
 //! made here, so the layout can be read in one place.
+
+use sha2::{Digest, Sha256};
 
 /// Durable key holding the layout version, as decimal text.
 pub const LAYOUT: &str = "meta/layout";
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The room record (configuration, lock, subject): durable for persistent rooms, volatile for
 /// temporary ones.
@@ -51,4 +53,33 @@ pub fn affiliations(room: &str) -> String {
 /// Who reserved a nickname in a room (durable): the bare JID, as plain UTF-8.
 pub fn reserved_nick(room: &str, nick: &str) -> String {
     format!("room/{room}/nick/{nick}")
+}
+
+/// Prefix of the public room list: `public-room/ROOM`, the room's display name (plain UTF-8),
+/// in the room record's tier, for each public room that is not locked.
+pub const PUBLIC_ROOMS: &str = "public-room/";
+
+pub fn public_room(room: &str) -> String {
+    format!("{PUBLIC_ROOMS}{room}")
+}
+
+/// How many `public-room/` keys the tier holds (decimal text), kept in step with them.
+pub const PUBLIC_ROOM_COUNT: &str = "meta/public-room-count";
+
+/// Prefix of every user's created rooms: `created-room/USER/ROOM`, an empty value in the room
+/// record's tier for each room the user created that still exists.
+pub const CREATED_ROOMS: &str = "created-room/";
+
+/// Prefix of the rooms a user created. The user's bare JID goes in hashed (SHA-256, hex), so
+/// the key stays short.
+pub fn rooms_created_by(bare_jid: &str) -> String {
+    let hash: String = Sha256::digest(bare_jid.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{CREATED_ROOMS}{hash}/")
+}
+
+pub fn room_created_by(bare_jid: &str, room: &str) -> String {
+    format!("{}{room}", rooms_created_by(bare_jid))
 }

@@ -29,6 +29,7 @@ mod permissions;
 mod presence;
 mod private_message;
 mod room;
+mod room_index;
 mod shutdown;
 mod software_version;
 mod xml;

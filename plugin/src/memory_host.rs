@@ -2,6 +2,7 @@
 //! collected, with broadcasts expanded per recipient as the real host does.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
@@ -20,6 +21,10 @@ pub struct MemoryHost {
     pub now_ms: u64,
     /// What the room extensions add to every configuration form.
     pub extension_fields: Vec<Field>,
+    /// Store entries read so far (each `get`, and each entry a `scan` returned): what a call
+    /// costs in reads, for tests that check it is bounded.
+    pub entries_read: usize,
+    pub logged: Vec<(Level, String)>,
     next_id: u64,
 }
 
@@ -60,6 +65,7 @@ impl MemoryHost {
 
 impl Host for MemoryHost {
     fn get(&mut self, tier: Tier, key: &str) -> Option<Vec<u8>> {
+        self.entries_read += 1;
         self.tier(tier).get(key).cloned()
     }
 
@@ -79,13 +85,19 @@ impl Host for MemoryHost {
         start_after: Option<&str>,
         limit: u32,
     ) -> Vec<(String, Vec<u8>)> {
-        self.tier(tier)
-            .range(prefix.to_string()..)
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let entries: Vec<(String, Vec<u8>)> = self
+            .tier(tier)
+            .range((start, Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .filter(|(key, _)| start_after.is_none_or(|after| key.as_str() > after))
             .take(limit as usize)
             .map(|(key, value)| (key.clone(), value.clone()))
-            .collect()
+            .collect();
+        self.entries_read += entries.len();
+        entries
     }
 
     fn delete_prefix(&mut self, tier: Tier, prefix: &str) -> u32 {
@@ -130,7 +142,9 @@ impl Host for MemoryHost {
         format!("id{}", self.next_id)
     }
 
-    fn log(&mut self, _level: Level, _message: &str) {}
+    fn log(&mut self, level: Level, message: &str) {
+        self.logged.push((level, message.to_string()));
+    }
 
     fn extension_form_fields(&mut self, _room: &str) -> Vec<Field> {
         self.extension_fields.clone()

@@ -21,6 +21,7 @@ use crate::keys;
 use crate::muc_user;
 use crate::occupant::{role_name, Occupant, Session};
 use crate::room::Room;
+use crate::room_index;
 use crate::service::{Inbound, Muc};
 
 pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
@@ -65,7 +66,14 @@ fn join(
     let request = join_request(inbound);
     let (room, created) = match Room::load(host, room_jid)? {
         Some(room) => (room, false),
-        None => (create(host, room_jid, &bare_jid)?, true),
+        None => match over_room_cap(muc, host, &bare_jid) {
+            Some(why) => {
+                let (type_, condition) = (ErrorType::Cancel, DefinedCondition::NotAllowed);
+                let envelope = inbound.envelope;
+                return errors::reply(host, envelope, "presence", type_, condition, Some(&why));
+            }
+            None => (create(host, room_jid, &bare_jid)?, true),
+        },
     };
     let affiliation = muc.affiliation(host, room_jid, &bare_jid)?;
     let others = Occupant::all(host, room_jid)?;
@@ -99,7 +107,7 @@ fn join(
         if extensions::refuse_join(host, inbound.envelope, &room, &others, joiner)? {
             if created {
                 // Nobody entered the room just made for this join: it goes.
-                destroy_silently(host, &room);
+                destroy_silently(host, &room)?;
             }
             return Ok(());
         }
@@ -310,6 +318,19 @@ fn join_request(inbound: &Inbound) -> Option<JoinRequest> {
     JoinRequest::try_from(x.clone()).ok()
 }
 
+/// Why `bare_jid` may not create one more room, if it may not: it already has the most rooms
+/// one user may have created that still exist. Administrators are exempt. Reads at most the
+/// cap's worth of keys.
+fn over_room_cap(muc: &Muc, host: &mut dyn Host, bare_jid: &str) -> Option<String> {
+    let cap = muc.settings.max_rooms_per_user;
+    if cap == 0 || muc.is_service_admin(bare_jid) {
+        return None;
+    }
+    (room_index::rooms_created(host, bare_jid, cap) >= cap as usize).then(|| {
+        format!("You have created {cap} rooms, the most one user may have here: destroy one to create another")
+    })
+}
+
 /// Creates a locked room with the creator as its owner (XEP-0045 §10.1.1), and the timer that
 /// destroys it if it is never configured.
 fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fault> {
@@ -317,7 +338,10 @@ fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fa
         let version = keys::LAYOUT_VERSION.to_string().into_bytes();
         host.put(Tier::Durable, keys::LAYOUT, version)?;
     }
-    let room = Room::new_locked(room_jid);
+    let room = Room {
+        creator: Some(creator.to_string()),
+        ..Room::new_locked(room_jid)
+    };
     room.save(host)?;
     affiliation::set(host, room_jid, creator, Affiliation::Owner, None)?;
     let due = host.now_ms() + lock::TIMEOUT_MS;
@@ -422,7 +446,7 @@ fn leave(
     let gone = extensions::occupant_view(&occupant, affiliation.clone());
     Presence::departure(&occupant, affiliation, payload).broadcast(host, &room, &others)?;
     if others.is_empty() && !persistent::is_persistent(&room) {
-        destroy_silently(host, &room);
+        destroy_silently(host, &room)?;
         return Ok(());
     }
     extensions::notify(host, &room, &others, HookEvent::Left(gone))
@@ -443,10 +467,11 @@ pub fn remove_session(
 }
 
 /// Forgets an empty room and its lock timer.
-pub fn destroy_silently(host: &mut dyn Host, room: &Room) {
-    room.delete(host);
+pub fn destroy_silently(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
+    room.delete(host)?;
     extensions::forget(host, &room.jid);
     host.cancel_timer(&lock::timer_key(&room.jid));
+    Ok(())
 }
 
 /// XEP-0045 §7.2.1 with RFC 8266: a nickname must survive the PRECIS Nickname profile
@@ -587,5 +612,113 @@ mod tests {
             .get_child("error", ns::JABBER_CLIENT)
             .expect("an error");
         assert!(error.has_child("conflict", ns::XMPP_STANZAS));
+    }
+
+    /// A presence of `type_` (None: available) from `from` to `to`, through a service whose
+    /// users may each create `cap` rooms and whose administrator is `admin@example.org`.
+    fn presence_capped(
+        host: &mut MemoryHost,
+        cap: u32,
+        type_: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Vec<minidom::Element> {
+        let envelope = Envelope {
+            kind: StanzaKind::Presence,
+            type_: type_.map(str::to_string),
+            from: from.into(),
+            to: to.into(),
+            id: Some("p1".into()),
+        };
+        let type_attr = type_.map_or(String::new(), |t| format!(" type='{t}'"));
+        let xml = format!(
+            "<presence xmlns='jabber:client' from='{from}' to='{to}' id='p1'{type_attr}>\
+             <x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        );
+        let settings = Settings {
+            admins: vec!["admin@example.org".into()],
+            max_rooms_per_user: cap,
+            ..Settings::default()
+        };
+        Muc::new(settings)
+            .handle_stanza(host, &envelope, &xml)
+            .unwrap();
+        host.take_sent()
+    }
+
+    fn refusal(sent: &[minidom::Element]) -> Option<(String, String)> {
+        let error = sent.first()?.get_child("error", ns::JABBER_CLIENT)?;
+        let condition = error.children().next()?.name().to_string();
+        let text = error.get_child("text", ns::XMPP_STANZAS).map(|t| t.text());
+        Some((condition, text.unwrap_or_default()))
+    }
+
+    #[test]
+    fn a_user_at_the_room_cap_may_not_create_another_until_one_goes() {
+        let mut host = MemoryHost::default();
+        let user = "u@example.org/r";
+        for room in ["r1", "r2"] {
+            let sent = presence_capped(
+                &mut host,
+                2,
+                None,
+                user,
+                &format!("{room}@muc.example.org/u"),
+            );
+            assert_eq!(refusal(&sent), None, "{room} is within the cap");
+        }
+        let sent = presence_capped(&mut host, 2, None, user, "r3@muc.example.org/u");
+        let (condition, text) = refusal(&sent).expect("a third room is refused");
+        assert_eq!(condition, "not-allowed");
+        assert!(text.contains("2 rooms"), "{text}");
+        assert!(Room::load(&mut host, "r3@muc.example.org")
+            .unwrap()
+            .is_none());
+
+        // Joining a room that exists is not creating one.
+        presence_capped(
+            &mut host,
+            2,
+            None,
+            "o@example.org/r",
+            "open@muc.example.org/o",
+        );
+        let open = "open@muc.example.org";
+        let mut room = Room::load(&mut host, open).unwrap().unwrap();
+        room.locked = false;
+        room.save(&mut host).unwrap();
+        let sent = presence_capped(&mut host, 2, None, user, "open@muc.example.org/u");
+        assert_eq!(refusal(&sent), None);
+
+        // Others and administrators are not counted against, nor limited by, this user's rooms.
+        for (who, rooms) in [("other@example.org/r", 2), ("admin@example.org/r", 5)] {
+            for i in 0..rooms {
+                let to = format!("{}{i}@muc.example.org/x", who.split('@').next().unwrap());
+                assert_eq!(
+                    refusal(&presence_capped(&mut host, 2, None, who, &to)),
+                    None
+                );
+            }
+        }
+
+        // The temporary room r1 vanishes when its last occupant leaves: a slot is free again.
+        presence_capped(
+            &mut host,
+            2,
+            Some("unavailable"),
+            user,
+            "r1@muc.example.org/u",
+        );
+        assert!(Room::load(&mut host, "r1@muc.example.org")
+            .unwrap()
+            .is_none());
+        let sent = presence_capped(&mut host, 2, None, user, "r3@muc.example.org/u");
+        assert_eq!(refusal(&sent), None, "the vanished room no longer counts");
+        let sent = presence_capped(&mut host, 2, None, user, "r4@muc.example.org/u");
+        assert_eq!(refusal(&sent).unwrap().0, "not-allowed");
+
+        // No cap at all.
+        let sent = presence_capped(&mut host, 0, None, user, "r4@muc.example.org/u");
+        assert_eq!(refusal(&sent), None);
     }
 }

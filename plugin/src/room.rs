@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::features::persistent;
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
+use crate::room_index;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -16,6 +17,10 @@ pub struct Room {
     pub locked: bool,
     pub config: Config,
     pub subject: Option<Subject>,
+    /// The bare JID of the user who created it (counted against their cap on rooms); absent
+    /// for rooms made before layout 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -55,18 +60,22 @@ impl Room {
         })
     }
 
+    /// Writes the record in its tier, and the service-wide indexes in step with it.
     pub fn save(&self, host: &mut dyn Host) -> Result<(), Fault> {
         host.put(
             self.tier(),
             &keys::room(&self.jid),
             serde_json::to_vec(self)?,
-        )
+        )?;
+        room_index::room_saved(host, self)
     }
 
-    /// Forgets the room: its record, history and affiliations in both tiers.
-    pub fn delete(&self, host: &mut dyn Host) {
+    /// Forgets the room: its record, history and affiliations in both tiers, and its entries
+    /// in the service-wide indexes.
+    pub fn delete(&self, host: &mut dyn Host) -> Result<(), Fault> {
         for tier in [Tier::Durable, Tier::Volatile] {
             host.delete_prefix(tier, &keys::everything(&self.jid));
         }
+        room_index::room_deleted(host, self)
     }
 }

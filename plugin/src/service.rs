@@ -19,12 +19,14 @@ use crate::errors;
 use crate::extensions;
 use crate::features::{invitations, lock, registration, voice_requests};
 use crate::groupchat;
-use crate::host::{Envelope, Fault, HookEvent, Host, Level, StanzaKind};
+use crate::host::{Envelope, Fault, HookEvent, Host, Level, StanzaKind, Tier};
+use crate::keys;
 use crate::occupant::Occupant;
 use crate::owner;
 use crate::presence;
 use crate::private_message;
 use crate::room::Room;
+use crate::room_index;
 use crate::shutdown;
 use crate::software_version;
 
@@ -36,17 +38,33 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(feature = "swap-test-variant")]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+swap-test");
 /// The version of `wit/muc-plugin.wit` this plugin is built against.
-pub const CONTRACT: &str = "1.3.0";
+pub const CONTRACT: &str = "1.4.0";
 
 /// Stanzas larger than this are refused with `policy-violation` before any work is done.
 const MAX_STANZA_BYTES: usize = 256 * 1024;
 
-#[derive(Clone, Debug, Default)]
+/// Rooms one user may have created that still exist, when the host does not say.
+pub const DEFAULT_MAX_ROOMS_PER_USER: u32 = 100;
+
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// The MUC service's domain.
     pub service: String,
     /// Service administrators' bare JIDs: owners of every room.
     pub admins: Vec<String>,
+    /// Rooms one user who is not an administrator may have created that still exist (the
+    /// host's setting `max-rooms-per-user`); 0: no limit.
+    pub max_rooms_per_user: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            service: String::new(),
+            admins: Vec::new(),
+            max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+        }
+    }
 }
 
 /// One instance's view of the service. Holds no room state: that lives in the host's store.
@@ -142,8 +160,8 @@ impl Muc {
                 host.send(errors::result(envelope, Some(disco::service_info())))
             }
             (StanzaKind::Iq, Some("get"), Some(ns::DISCO_ITEMS)) => {
-                let items = disco::service_items(host)?;
-                host.send(errors::result(envelope, Some(items)))
+                let query = inbound.element.children().next().expect("a query");
+                disco::service_items(host, envelope, query)
             }
             (StanzaKind::Iq, Some("get"), Some(ns::PING)) => {
                 host.send(errors::result(envelope, None))
@@ -313,9 +331,28 @@ impl Muc {
         }
     }
 
-    /// Layout 1 is the first: there is nothing older to migrate from.
-    pub fn upgrade(&self, _host: &mut dyn Host, _from_version: &str) -> Result<(), Fault> {
-        Ok(())
+    /// Takes over data another version of the plugin wrote. Layout 1 lacks the room indexes of
+    /// layout 2; they are made again from the room records on any change of version, which also
+    /// repairs them after an older plugin served layout 2 data without keeping them. A newer
+    /// layout is refused, leaving the data untouched.
+    pub fn upgrade(&self, host: &mut dyn Host, from_version: &str) -> Result<(), Fault> {
+        let stored = host.get(Tier::Durable, keys::LAYOUT);
+        let layout = match stored.as_deref().map(std::str::from_utf8) {
+            None => 1,
+            Some(Ok(text)) => text
+                .parse::<u32>()
+                .map_err(|_| Fault(format!("stored layout {text:?} is not a number")))?,
+            Some(Err(_)) => return Err(Fault("stored layout is not text".into())),
+        };
+        if layout > keys::LAYOUT_VERSION {
+            return Err(Fault(format!(
+                "the data is in layout {layout} (written by {from_version}); this plugin reads up to {}",
+                keys::LAYOUT_VERSION
+            )));
+        }
+        room_index::rebuild(host)?;
+        let version = keys::LAYOUT_VERSION.to_string().into_bytes();
+        host.put(Tier::Durable, keys::LAYOUT, version)
     }
 
     pub fn on_shutdown(&self, host: &mut dyn Host) -> Result<(), Fault> {
@@ -404,7 +441,7 @@ fn remove_ghost(muc: &Muc, host: &mut dyn Host, inbound: &Inbound) -> Result<(),
     gone.statuses.push(Status::ServiceErrorKick);
     gone.to_others(host, &room, &others)?;
     if others.is_empty() && !crate::features::persistent::is_persistent(&room) {
-        presence::destroy_silently(host, &room);
+        presence::destroy_silently(host, &room)?;
         return Ok(());
     }
     extensions::notify(host, &room, &others, HookEvent::Left(left))

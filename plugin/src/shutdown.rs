@@ -53,7 +53,7 @@ mod tests {
     fn every_occupant_of_every_room_gets_332_on_each_session_and_leaves() {
         let muc = Muc::new(Settings {
             service: "conference.localhost".into(),
-            admins: vec![],
+            ..Settings::default()
         });
         let mut host = MemoryHost::default();
         for (user, room) in [

@@ -35,6 +35,8 @@ pub struct CallContext {
     pub now_ms: u64,
     plugin_name: String,
     extensions: Option<SharedExtensions>,
+    /// What `settings.get` answers.
+    named_settings: Vec<(String, String)>,
 }
 
 impl CallContext {
@@ -44,6 +46,7 @@ impl CallContext {
         plugin_name: String,
         memory_cap: usize,
         extensions: Option<SharedExtensions>,
+        named_settings: Vec<(String, String)>,
     ) -> CallContext {
         CallContext {
             wasi: WasiCtx::builder().build(),
@@ -55,6 +58,7 @@ impl CallContext {
             now_ms: 0,
             plugin_name,
             extensions,
+            named_settings,
         }
     }
 
@@ -312,6 +316,15 @@ impl muc::plugin::extensions::Host for CallContext {
 
     fn forget(&mut self, room: String) {
         self.with_extensions((), |extensions, call| extensions.forget(call, &room))
+    }
+}
+
+impl muc::plugin::settings::Host for CallContext {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.named_settings
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, value)| value.clone())
     }
 }
 

@@ -48,7 +48,11 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Default)]
+/// Rooms one user may have created that still exist, unless the operator says otherwise (as
+/// ejabberd's `max_user_conferences`).
+pub const DEFAULT_MAX_ROOMS_PER_USER: u32 = 100;
+
+#[derive(Clone)]
 pub struct Settings {
     /// The MUC domain the plugin serves.
     pub service: String,
@@ -57,6 +61,31 @@ pub struct Settings {
     pub limits: Limits,
     /// The room extensions the plugin's hooks run; none: every room has none.
     pub extensions: Option<SharedExtensions>,
+    /// Rooms one user who is not an administrator may have created that still exist; 0: no
+    /// limit. The plugin reads it as the setting `max-rooms-per-user` (contract 1.4).
+    pub max_rooms_per_user: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            service: String::new(),
+            admins: Vec::new(),
+            limits: Limits::default(),
+            extensions: None,
+            max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+        }
+    }
+}
+
+impl Settings {
+    /// The named settings the plugin may ask for (`muc:plugin/settings`), as text.
+    pub fn named(&self) -> Vec<(String, String)> {
+        vec![(
+            "max-rooms-per-user".to_string(),
+            self.max_rooms_per_user.to_string(),
+        )]
+    }
 }
 
 /// How a call failed. Nothing it wrote was kept and nothing it sent left.
@@ -599,6 +628,7 @@ fn new_instance(
         name.to_string(),
         settings.limits.memory_bytes,
         settings.extensions.clone(),
+        settings.named(),
     );
     let mut store = Store::new(plugin.pre.engine(), context);
     store.limiter(|context| &mut context.memory);

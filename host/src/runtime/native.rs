@@ -40,6 +40,7 @@ impl NativeRuntime {
             muc: muc_plugin::Muc::new(muc_plugin::Settings {
                 service: settings.service.clone(),
                 admins: settings.admins.clone(),
+                max_rooms_per_user: settings.max_rooms_per_user,
             }),
             context: CallContext::new(
                 storage.clone(),
@@ -48,6 +49,7 @@ impl NativeRuntime {
                 0,
                 // The native build measures the MUC logic alone: no room extensions.
                 None,
+                settings.named(),
             ),
             started_ms: clock.now_ms(),
             storage,
