@@ -72,12 +72,8 @@ pub fn service_items(
         )
     };
     let Ok(query) = DiscoItemsQuery::try_from(query.clone()) else {
-        let condition = DefinedCondition::BadRequest;
-        return refuse(
-            host,
-            condition,
-            "not a disco#items query with a valid <set/>",
-        );
+        let why = "not a disco#items query with a valid <set/>";
+        return refuse(host, DefinedCondition::BadRequest, why);
     };
     let request = query.rsm.unwrap_or(SetQuery {
         max: None,
@@ -86,18 +82,15 @@ pub fn service_items(
         index: None,
     });
     if request.before.is_some() || request.index.is_some_and(|index| index > 0) {
-        let condition = DefinedCondition::FeatureNotImplemented;
-        return refuse(
-            host,
-            condition,
-            "rooms are paged forwards only, with <after/>",
-        );
+        let why = "rooms are paged forwards only, with <after/>";
+        return refuse(host, DefinedCondition::FeatureNotImplemented, why);
     }
     let max = request.max.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
     let rooms = room_index::public_rooms(host, request.after.as_deref(), max);
     let mut items = Vec::new();
     let mut bytes = 0;
-    let mut shown: Vec<&str> = Vec::new();
+    // The rooms the page covers, those left out included: where the next page starts.
+    let mut covered: Vec<&str> = Vec::new();
     for (jid, name) in &rooms {
         match render(jid, name) {
             Ok((_, size)) if bytes + size > PAGE_BYTES && !items.is_empty() => break,
@@ -110,14 +103,14 @@ pub fn service_items(
                 &format!("room {jid} left out of the list: {why}"),
             ),
         }
-        shown.push(jid);
+        covered.push(jid);
     }
     let rsm = SetResult {
-        first: shown.first().map(|jid| First {
+        first: covered.first().map(|jid| First {
             index: request.after.is_none().then_some(0),
             item: jid.to_string(),
         }),
-        last: shown.last().map(|jid| jid.to_string()),
+        last: covered.last().map(|jid| jid.to_string()),
         count: Some(room_index::public_room_count(host) as usize),
     };
     let page = DiscoItemsResult {
