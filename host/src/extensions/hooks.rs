@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::catalog::Entry;
 use super::compiler::budget_ticks;
 use super::rooms::{Choice, RoomRecord};
-use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo};
+use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo, MAX_SAID_BYTES};
+use super::text::unfit_for_xml;
 use super::{load, notify_owners, save, store_prefix, Call, Extensions, MAX_REWRITE_BYTES};
 use crate::runtime::wit_extensions as wit;
 
@@ -380,7 +381,14 @@ trait Checked {
 
 impl Checked for () {}
 
-impl Checked for JoinVerdict {}
+impl Checked for JoinVerdict {
+    fn rule_broken(&self) -> Option<String> {
+        match self {
+            JoinVerdict::Refuse(why) => refusal_broken(why),
+            JoinVerdict::Allow => None,
+        }
+    }
+}
 
 impl Checked for MessageVerdict {
     fn rule_broken(&self) -> Option<String> {
@@ -388,9 +396,24 @@ impl Checked for MessageVerdict {
             MessageVerdict::Rewrite(body) if body.len() > MAX_REWRITE_BYTES => {
                 Some(format!("it rewrote a message into {} bytes", body.len()))
             }
-            _ => None,
+            MessageVerdict::Rewrite(body) => {
+                unfit_for_xml(body).map(|what| format!("it rewrote a message into {what}"))
+            }
+            MessageVerdict::Reject(why) => refusal_broken(why),
+            MessageVerdict::Pass => None,
         }
     }
+}
+
+/// A refusal's text goes to the refused person in a stanza error.
+fn refusal_broken(why: &str) -> Option<String> {
+    if why.len() > MAX_SAID_BYTES {
+        return Some(format!(
+            "it refused with a text of {} bytes, over {MAX_SAID_BYTES}",
+            why.len()
+        ));
+    }
+    unfit_for_xml(why).map(|what| format!("it refused with {what}"))
 }
 
 /// When the room's next tick is due, scheduling ticking extensions that have none yet: `keep`

@@ -12,6 +12,7 @@ mod compiler;
 mod hooks;
 pub mod rooms;
 mod sandbox;
+mod text;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
