@@ -82,10 +82,10 @@ impl Extensions {
                 self.on_tick(&mut turn, &enabled);
             }
         }
-        let ticking: Vec<(Entry, Choice)> = self
-            .enabled(&record, room_jid)
+        // Those still taking part after the event (a fault may have switched one off).
+        let ticking: Vec<(Entry, Choice)> = enabled
             .into_iter()
-            .filter(|(entry, _)| entry.tick_seconds.is_some())
+            .filter(|(entry, _)| entry.tick_seconds.is_some() && record.takes_part(entry))
             .collect();
         outcome.next_tick = next_tick(&mut record, &ticking, call.now_ms, ticked);
         if record != before {
