@@ -4,6 +4,8 @@
 //! (from `room/nick`, kept in the history like any groupchat message). The host decides which
 //! extensions run and contains their faults; the logic only obeys verdicts.
 
+use std::collections::BTreeMap;
+
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 use xmpp_parsers::muc::user::Affiliation;
@@ -31,6 +33,15 @@ pub fn tick_room(key: &str) -> Option<&str> {
 
 /// The room as extensions see it, with every occupant's affiliation read in one scan.
 pub fn view(host: &mut dyn Host, room: &Room, occupants: Vec<Shown>) -> Result<RoomView, Fault> {
+    Ok(view_and_affiliations(host, room, occupants)?.0)
+}
+
+/// The view, and the scan of the room's affiliations it was made from (by bare JID).
+fn view_and_affiliations(
+    host: &mut dyn Host,
+    room: &Room,
+    occupants: Vec<Shown>,
+) -> Result<(RoomView, BTreeMap<String, Affiliation>), Fault> {
     let affiliations = affiliation::all(host, &room.jid)?;
     let owners = affiliations
         .iter()
@@ -49,14 +60,15 @@ pub fn view(host: &mut dyn Host, room: &Room, occupants: Vec<Shown>) -> Result<R
             bare_jid: o.bare_jid,
         })
         .collect();
-    Ok(RoomView {
+    let view = RoomView {
         jid: room.jid.clone(),
         name: naming::display_name(room),
         subject: room.subject.as_ref().map(|s| s.text.clone()),
         non_anonymous: whois::is_non_anonymous(&room.config),
         owners,
         occupants,
-    })
+    };
+    Ok((view, affiliations))
 }
 
 pub fn occupant_view(occupant: &Occupant, affiliation: Affiliation) -> OccupantView {
@@ -92,8 +104,13 @@ pub fn filter_message(
         first_body &= !is_body;
         keep
     });
-    let view = view(host, room, occupants)?;
-    let sender = occupant_view(sender, affiliation::get(host, &room.jid, &sender.bare_jid)?);
+    // The sender's affiliation is in the scan the view needs anyway.
+    let (view, affiliations) = view_and_affiliations(host, room, occupants)?;
+    let affiliation = affiliations
+        .get(&sender.bare_jid)
+        .cloned()
+        .unwrap_or(Affiliation::None);
+    let sender = occupant_view(sender, affiliation);
     let outcome = host.extension_hook(&view, HookEvent::Message { sender, body });
     schedule(host, &room.jid, outcome.next_tick);
     match outcome.verdict {

@@ -655,3 +655,169 @@ fn an_extension_never_speaks_under_an_occupant_s_nickname() {
         "{told:?}"
     );
 }
+
+/// Every stanza as its recipient reads it, each checked to parse again (a stream stays
+/// well-formed only if each stanza does).
+fn drain_parsed(host: &mut TestHost, client: &str) -> Vec<Element> {
+    drain(host, client)
+        .iter()
+        .map(|xml| {
+            xml.parse().unwrap_or_else(|error| {
+                panic!("{client} got a stanza that does not parse: {error}: {xml:?}")
+            })
+        })
+        .collect()
+}
+
+fn body(stanza: &Element) -> Option<String> {
+    stanza.get_child("body", "jabber:client").map(Element::text)
+}
+
+/// A rewrite, a refusal or a message holding a character XML 1.0 cannot carry is the
+/// extension's fault, caught where the host receives it: counted and told to the owners, and
+/// fail-open the message or join goes through as sent; nobody's stream gets the character.
+#[test]
+fn text_xml_cannot_carry_from_an_extension_is_its_fault_and_fail_open_lets_through() {
+    let mut host = hostile_host(limits());
+    let cases = [
+        (
+            "control",
+            "it rewrote a message into a character XML cannot carry (U+0001)",
+        ),
+        (
+            "nonchar",
+            "it rewrote a message into a character XML cannot carry (U+FFFE)",
+        ),
+        (
+            "reject-control",
+            "it refused with a character XML cannot carry (U+0001)",
+        ),
+        (
+            "!hostile control",
+            "a message with a character XML cannot carry (U+0001)",
+        ),
+    ];
+    for (fault, (sent, why)) in cases.into_iter().enumerate() {
+        say(&mut host, "guest", ROOM, sent);
+        let guest = drain_parsed(&mut host, "guest");
+        assert_eq!(
+            guest.len(),
+            1,
+            "{sent}: only the message, as sent: {guest:?}"
+        );
+        assert_eq!(
+            guest[0].attr("type"),
+            Some("groupchat"),
+            "{sent}: {guest:?}"
+        );
+        assert_eq!(body(&guest[0]).as_deref(), Some(sent));
+        let owner = drain_parsed(&mut host, "owner");
+        let relayed: Vec<_> = owner
+            .iter()
+            .filter(|s| s.attr("type") == Some("groupchat"))
+            .collect();
+        assert_eq!(relayed.len(), 1, "{sent}: {owner:?}");
+        assert_eq!(body(relayed[0]).as_deref(), Some(sent));
+        let told: Vec<String> = owner
+            .iter()
+            .filter(|s| s.attr("type") == Some("normal"))
+            .filter_map(body)
+            .collect();
+        assert_eq!(told.len(), 1, "{sent}: the owners are told once: {owner:?}");
+        assert!(
+            told[0].contains("'hostile'")
+                && told[0].contains(why)
+                && told[0].contains(&format!("(fault {} of 100)", fault + 1)),
+            "{sent}: {}",
+            told[0]
+        );
+    }
+    host.connect("odd", "odd@localhost/o", "").unwrap();
+    let admitted = join(&mut host, "odd", ROOM, "uncarriable");
+    assert!(
+        admitted.iter().any(|s| s.contains("code='110'")),
+        "fail-open admits: {admitted:?}"
+    );
+    let told: Vec<String> = drain_parsed(&mut host, "owner")
+        .iter()
+        .filter_map(body)
+        .collect();
+    assert!(
+        told.iter().any(
+            |t| t.contains("it refused with a character XML cannot carry (U+FFFF)")
+                && t.contains("(fault 5 of 100)")
+        ),
+        "{told:?}"
+    );
+}
+
+#[test]
+fn text_xml_cannot_carry_from_a_fail_closed_extension_is_refused_and_counts_to_its_limit() {
+    let mut host = hostile_host(ExtensionLimits::default());
+    submit(
+        &mut host,
+        "owner",
+        ROOM,
+        &[("extension#hostile#fail-closed", "1")],
+    );
+    drain(&mut host, "guest");
+    drain(&mut host, "owner");
+    for (fault, sent) in ["control", "nonchar", "reject-control"]
+        .into_iter()
+        .enumerate()
+    {
+        say(&mut host, "guest", ROOM, sent);
+        let guest = drain_parsed(&mut host, "guest");
+        assert_eq!(guest.len(), 1, "{sent}: {guest:?}");
+        assert_eq!(guest[0].attr("type"), Some("error"), "{sent}: {guest:?}");
+        let error = String::from(&guest[0]);
+        assert!(
+            error.contains("policy-violation") && error.contains("extension hostile failed"),
+            "{sent}: {error}"
+        );
+        let told: Vec<String> = drain_parsed(&mut host, "owner")
+            .iter()
+            .filter_map(body)
+            .collect();
+        assert_eq!(
+            told.len(),
+            1,
+            "{sent}: nothing relayed, the owners told: {told:?}"
+        );
+        assert!(
+            told[0].contains(&format!("fault {} of 3", fault + 1)),
+            "{}",
+            told[0]
+        );
+    }
+    // Three faults: it no longer runs, and the room refuses what it would have checked.
+    say(&mut host, "guest", ROOM, "harmless");
+    let guest = drain(&mut host, "guest");
+    assert!(guest[0].contains("policy-violation"), "{guest:?}");
+    assert!(drain(&mut host, "owner").is_empty(), "not run again");
+}
+
+/// Markup an extension returns is text: escaped in every copy, never an element.
+#[test]
+fn a_rewrite_that_looks_like_markup_arrives_as_text() {
+    let mut host = hostile_host(limits());
+    say(&mut host, "guest", ROOM, "markup");
+    for client in ["guest", "owner"] {
+        let received = drain_parsed(&mut host, client);
+        assert_eq!(received.len(), 1, "{client}: {received:?}");
+        let message = &received[0];
+        assert_eq!(
+            body(message).as_deref(),
+            Some("</body><x xmlns='urn:hostile'>owned</x><body>"),
+            "{client}"
+        );
+        assert_eq!(
+            message
+                .children()
+                .filter(|c| c.name() == "x" || c.name() == "body")
+                .count(),
+            1
+        );
+        assert!(!message.has_child("x", "urn:hostile"));
+    }
+}

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::sandbox::{DeclaredSetting, Manifest, SettingKind};
+use super::text::unfit_for_xml;
 
 pub const MAX_NAME_BYTES: usize = 32;
 /// Bounds on what a manifest declares: it is shown in every room's configuration form.
@@ -56,10 +57,13 @@ impl Entry {
         if !is_name(&manifest.name) || manifest.name.len() > MAX_NAME_BYTES {
             return Err(format!(
                 "the extension's name '{}' is not 1-{MAX_NAME_BYTES} characters of [a-z0-9-]",
-                manifest.name
+                manifest.name.escape_debug()
             ));
         }
-        if manifest.version.trim().is_empty() || manifest.version.len() > MAX_NAME_BYTES {
+        if manifest.version.trim().is_empty()
+            || manifest.version.len() > MAX_NAME_BYTES
+            || !one_line(&manifest.version)
+        {
             return Err("the extension declares no version, or one too long".into());
         }
         if !one_line(&manifest.description) {
@@ -72,7 +76,10 @@ impl Entry {
         }
         if let Some(nick) = &manifest.nick {
             if !valid_nick(nick) {
-                return Err(format!("the nick '{nick}' is not a valid nickname"));
+                return Err(format!(
+                    "the nick '{}' is not a valid nickname",
+                    nick.escape_debug()
+                ));
             }
         }
         if let Some(command) = &manifest.command {
@@ -80,7 +87,10 @@ impl Entry {
                 || command.len() > MAX_NAME_BYTES
                 || command.contains(char::is_whitespace)
             {
-                return Err(format!("the command '{command}' is not one word"));
+                return Err(format!(
+                    "the command '{}' is not one word",
+                    command.escape_debug()
+                ));
             }
         }
         let mut settings: Vec<Setting> = Vec::new();
@@ -88,7 +98,7 @@ impl Entry {
             if !is_name(&declared.name) || RESERVED_SETTINGS.contains(&declared.name.as_str()) {
                 return Err(format!(
                     "the setting name '{}' is not allowed",
-                    declared.name
+                    declared.name.escape_debug()
                 ));
             }
             if settings.iter().any(|s| s.name == declared.name) {
@@ -98,7 +108,10 @@ impl Entry {
                 && declared.options.len() <= MAX_OPTIONS
                 && declared.options.iter().all(|o| one_line(o))
                 && declared.default.len() <= MAX_OPTIONS
-                && declared.default.iter().all(|d| d.len() <= MAX_TEXT_BYTES)
+                && declared
+                    .default
+                    .iter()
+                    .all(|d| d.len() <= MAX_TEXT_BYTES && unfit_for_xml(d).is_none())
                 && match declared.kind {
                     SettingKind::Boolean => {
                         matches!(declared.default.as_slice(), [v] if v == "0" || v == "1")
@@ -187,6 +200,66 @@ pub fn valid_nick(nick: &str) -> bool {
         && nick.trim() == nick
 }
 
+/// A short line a configuration form can show (it goes into XML).
 fn one_line(text: &str) -> bool {
-    text.len() <= MAX_TEXT_BYTES && !text.contains(['\n', '\r'])
+    text.len() <= MAX_TEXT_BYTES && !text.contains(['\n', '\r']) && unfit_for_xml(text).is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "shout".into(),
+            version: "0.1.0".into(),
+            description: "Says things loudly".into(),
+            nick: Some("shout".into()),
+            command: Some("!shout".into()),
+            settings: vec![DeclaredSetting {
+                name: "style".into(),
+                label: "How loud".into(),
+                kind: SettingKind::ListSingle,
+                default: vec!["loud".into()],
+                options: vec!["loud".into(), "louder".into()],
+            }],
+            tick_seconds: None,
+        }
+    }
+
+    /// Everything of a manifest that a configuration form shows goes into XML: a character XML
+    /// cannot carry is refused at installation, never handed to the MUC logic.
+    #[test]
+    fn a_manifest_whose_form_text_xml_cannot_carry_is_refused() {
+        assert!(Entry::from_manifest(manifest(), String::new()).is_ok());
+        let spoilers: [fn(&mut Manifest); 7] = [
+            |m| m.version = "0.1\u{1}".into(),
+            |m| m.description = "Says \u{FFFE} things".into(),
+            |m| m.nick = Some("sh\u{1}out".into()),
+            |m| m.nick = Some("shout\u{FFFF}".into()),
+            |m| m.settings[0].label = "How \u{1b} loud".into(),
+            |m| m.settings[0].options[1] = "lou\u{0}der".into(),
+            |m| {
+                m.settings[0].kind = SettingKind::TextSingle;
+                m.settings[0].options.clear();
+                m.settings[0].default = vec!["\u{7}".into()];
+            },
+        ];
+        for spoil in spoilers {
+            let mut spoilt = manifest();
+            spoil(&mut spoilt);
+            assert!(
+                Entry::from_manifest(spoilt.clone(), String::new()).is_err(),
+                "{spoilt:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_manifest_s_names_are_quoted_escaped() {
+        let mut spoilt = manifest();
+        spoilt.nick = Some("a\nb".into());
+        let why = Entry::from_manifest(spoilt, String::new()).unwrap_err();
+        assert!(why.contains("'a\\nb'"), "{why}");
+    }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::catalog::Entry;
 use super::compiler::budget_ticks;
 use super::rooms::{Choice, RoomRecord};
-use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo};
+use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo, MAX_SAID_BYTES};
+use super::text::unfit_for_xml;
 use super::{load, notify_owners, save, store_prefix, Call, Extensions, MAX_REWRITE_BYTES};
 use crate::runtime::wit_extensions as wit;
 
@@ -81,10 +82,10 @@ impl Extensions {
                 self.on_tick(&mut turn, &enabled);
             }
         }
-        let ticking: Vec<(Entry, Choice)> = self
-            .enabled(&record, room_jid)
+        // Those still taking part after the event (a fault may have switched one off).
+        let ticking: Vec<(Entry, Choice)> = enabled
             .into_iter()
-            .filter(|(entry, _)| entry.tick_seconds.is_some())
+            .filter(|(entry, _)| entry.tick_seconds.is_some() && record.takes_part(entry))
             .collect();
         outcome.next_tick = next_tick(&mut record, &ticking, call.now_ms, ticked);
         if record != before {
@@ -380,7 +381,14 @@ trait Checked {
 
 impl Checked for () {}
 
-impl Checked for JoinVerdict {}
+impl Checked for JoinVerdict {
+    fn rule_broken(&self) -> Option<String> {
+        match self {
+            JoinVerdict::Refuse(why) => refusal_broken(why),
+            JoinVerdict::Allow => None,
+        }
+    }
+}
 
 impl Checked for MessageVerdict {
     fn rule_broken(&self) -> Option<String> {
@@ -388,9 +396,24 @@ impl Checked for MessageVerdict {
             MessageVerdict::Rewrite(body) if body.len() > MAX_REWRITE_BYTES => {
                 Some(format!("it rewrote a message into {} bytes", body.len()))
             }
-            _ => None,
+            MessageVerdict::Rewrite(body) => {
+                unfit_for_xml(body).map(|what| format!("it rewrote a message into {what}"))
+            }
+            MessageVerdict::Reject(why) => refusal_broken(why),
+            MessageVerdict::Pass => None,
         }
     }
+}
+
+/// A refusal's text goes to the refused person in a stanza error.
+fn refusal_broken(why: &str) -> Option<String> {
+    if why.len() > MAX_SAID_BYTES {
+        return Some(format!(
+            "it refused with a text of {} bytes, over {MAX_SAID_BYTES}",
+            why.len()
+        ));
+    }
+    unfit_for_xml(why).map(|what| format!("it refused with {what}"))
 }
 
 /// When the room's next tick is due, scheduling ticking extensions that have none yet: `keep`

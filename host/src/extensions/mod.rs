@@ -12,6 +12,7 @@ mod compiler;
 mod hooks;
 pub mod rooms;
 mod sandbox;
+mod text;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -289,9 +290,8 @@ impl Extensions {
     fn enabled(&self, record: &RoomRecord, room: &str) -> Vec<(Entry, Choice)> {
         self.installed
             .values()
-            .filter(|c| c.entry.allowed_in(room))
+            .filter(|c| c.entry.allowed_in(room) && record.takes_part(&c.entry))
             .map(|c| (c.entry.clone(), record.choice(&c.entry)))
-            .filter(|(_, choice)| choice.takes_part())
             .collect()
     }
 
@@ -300,7 +300,9 @@ impl Extensions {
             return false;
         }
         let record = load(storage, txn, room);
-        !self.enabled(&record, room).is_empty()
+        self.installed
+            .values()
+            .any(|c| c.entry.allowed_in(room) && record.takes_part(&c.entry))
     }
 
     /// What a message hook needs: every occupant only when an enabled extension may read the
@@ -316,19 +318,24 @@ impl Extensions {
             return wit::MessageHooksNeed::None;
         }
         let record = load(storage, txn, room);
-        let enabled = self.enabled(&record, room);
-        if enabled.is_empty() {
-            wit::MessageHooksNeed::None
-        } else if enabled
-            .iter()
-            .any(|(entry, _)| self.installed[&entry.name].reads_room)
-        {
-            wit::MessageHooksNeed::WithOccupants
+        // Asked at every message: the catalog entries are looked at, not copied.
+        let mut any = false;
+        let mut speaking = Vec::new();
+        for compiled in self.installed.values() {
+            let entry = &compiled.entry;
+            if !entry.allowed_in(room) || !record.takes_part(entry) {
+                continue;
+            }
+            if compiled.reads_room {
+                return wit::MessageHooksNeed::WithOccupants;
+            }
+            any = true;
+            speaking.extend(record.speaks_as(entry));
+        }
+        if any {
+            wit::MessageHooksNeed::OccupantsNamed(speaking)
         } else {
-            let speaking = enabled
-                .iter()
-                .filter_map(|(entry, choice)| choice.speaks_as(entry));
-            wit::MessageHooksNeed::OccupantsNamed(speaking.collect())
+            wit::MessageHooksNeed::None
         }
     }
 

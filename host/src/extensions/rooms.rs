@@ -90,6 +90,21 @@ impl RoomRecord {
             .cloned()
             .unwrap_or_else(|| Choice::default_for(entry))
     }
+
+    /// `choice(entry).takes_part()`, without copying the choice.
+    pub fn takes_part(&self, entry: &Entry) -> bool {
+        self.extensions
+            .get(&entry.name)
+            .map_or(entry.on_by_default, Choice::takes_part)
+    }
+
+    /// `choice(entry).speaks_as(entry)`, without copying the choice.
+    pub fn speaks_as(&self, entry: &Entry) -> Option<String> {
+        match self.extensions.get(&entry.name) {
+            Some(choice) => choice.speaks_as(entry),
+            None => entry.nick.clone(),
+        }
+    }
 }
 
 fn var(entry: &Entry, field: &str) -> String {

@@ -12,6 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::text::{log_line, unfit_for_xml};
 use crate::runtime::MemoryCap;
 use crate::storage::{Storage, Tier, Transaction};
 
@@ -136,7 +137,7 @@ impl muc::extension::room::Host for ExtensionContext {
         } else if call.say_allowance == 0 {
             Some("it sent more messages than its cap per minute".to_string())
         } else {
-            None
+            unfit_for_xml(&body).map(|what| format!("a message with {what}"))
         };
         if let Some(why) = refusal {
             call.broke.get_or_insert_with(|| why.clone());
@@ -252,6 +253,7 @@ impl muc::extension::logging::Host for ExtensionContext {
             message.truncate(cut);
             message.push_str("...");
         }
+        let message = log_line(&message);
         let extension = call.tag.as_str();
         match level {
             Level::Debug => tracing::debug!(extension, "{message}"),
