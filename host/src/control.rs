@@ -19,8 +19,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::core::CoreEvent;
-use crate::inbox::Lane;
 use crate::extensions::{Change, Entry, ExtensionCompiler, SharedExtensions};
+use crate::inbox::Lane;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::runtime::{CompiledPlugin, PluginEngine, Preparer, Status};
 
@@ -227,12 +227,7 @@ impl Control {
                     return refused("a swap is already in progress: try again when it has ended");
                 };
                 let (reply, previous) = oneshot::channel();
-                if self
-                    .core
-                    .send(CoreEvent::Previous { reply })
-                    .await
-                    .is_err()
-                {
+                if self.core.send(CoreEvent::Previous { reply }).await.is_err() {
                     return refused("the service is stopping");
                 }
                 match previous.await {

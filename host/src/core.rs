@@ -113,11 +113,8 @@ impl Controls for Service<PluginRuntime> {
 
 /// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
 /// process: the disk no longer holds what was promised, and a restart recovers from it.
-pub fn run<M: MucBackend>(
-    mut service: Service<M>,
-    mut events: Inbox,
-    metrics: Arc<Metrics>,
-) where
+pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: Arc<Metrics>)
+where
     Service<M>: Controls,
 {
     let clock = SystemClock;

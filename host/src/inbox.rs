@@ -212,10 +212,7 @@ mod tests {
         flood.send(host_stanza("f1")).await.unwrap();
         let third = flood.send(host_stanza("f2"));
         tokio::pin!(third);
-        assert!(
-            is_pending(third.as_mut()),
-            "a full lane's sender waits"
-        );
+        assert!(is_pending(third.as_mut()), "a full lane's sender waits");
         quiet.send(host_stanza("q0")).await.unwrap();
         assert_eq!(id(inbox.try_recv().unwrap()), "f0");
         third.await.unwrap();

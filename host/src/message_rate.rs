@@ -60,7 +60,11 @@ impl MessageRate {
     }
 
     fn sweep(&mut self, now_ms: u64) {
-        if now_ms < self.swept_at_ms.saturating_add(self.limit.refill_ms().max(1_000)) {
+        if now_ms
+            < self
+                .swept_at_ms
+                .saturating_add(self.limit.refill_ms().max(1_000))
+        {
             return;
         }
         self.buckets.retain(|_, bucket| !bucket.is_full(now_ms));
@@ -86,7 +90,10 @@ mod tests {
         assert!(!rate.allow("a@x/1", "room@muc", 0));
         assert!(rate.allow("a@x/1", "other@muc", 0), "another room");
         assert!(rate.allow("a@x/2", "room@muc", 0), "another resource");
-        assert!(rate.allow("a@x/1", "room@muc", 500), "refilled at 2 a second");
+        assert!(
+            rate.allow("a@x/1", "room@muc", 500),
+            "refilled at 2 a second"
+        );
     }
 
     #[test]

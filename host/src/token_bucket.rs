@@ -68,11 +68,17 @@ mod tests {
             assert!(bucket.try_take(1.0, 1_000));
         }
         assert!(!bucket.try_take(1.0, 1_000), "the fourth of a burst of 3");
-        assert!(!bucket.try_take(1.0, 1_499), "half a token after 499 ms at 2/s");
+        assert!(
+            !bucket.try_take(1.0, 1_499),
+            "half a token after 499 ms at 2/s"
+        );
         assert!(bucket.try_take(1.0, 1_500), "one token after 500 ms at 2/s");
         assert!(!bucket.try_take(1.0, 1_500));
         assert!(!bucket.is_full(2_999));
-        assert!(bucket.is_full(10_000), "a long wait refills it, no further than the burst");
+        assert!(
+            bucket.is_full(10_000),
+            "a long wait refills it, no further than the burst"
+        );
         for _ in 0..3 {
             assert!(bucket.try_take(1.0, 10_000));
         }

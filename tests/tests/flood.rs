@@ -37,8 +37,7 @@ impl Raw {
         };
         raw.send(HEADER);
         raw.read_past("</stream:features>");
-        let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pw"));
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pw"));
         raw.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{credentials}</auth>"
         ));
@@ -127,7 +126,9 @@ fn a_second_clients_message_overtakes_a_flooders_backlog() {
 
     // The flood, pipelined in one write, none of it read back meanwhile.
     let flood: String = (0..FLOOD)
-        .map(|n| format!("<message type='groupchat' to='flood@{MUC}'><body>flood {n}</body></message>"))
+        .map(|n| {
+            format!("<message type='groupchat' to='flood@{MUC}'><body>flood {n}</body></message>")
+        })
         .collect();
     let mut writer = flooder.socket.try_clone().unwrap();
     let writing = std::thread::spawn(move || writer.write_all(flood.as_bytes()).unwrap());
@@ -191,7 +192,9 @@ fn a_connection_over_its_byte_rate_is_read_slower_and_kept() {
     let padding = "x".repeat(400);
     let burst: String = (0..100)
         .map(|n| {
-            format!("<message to='chatty@localhost/r' type='chat'><body>{n} {padding}</body></message>")
+            format!(
+                "<message to='chatty@localhost/r' type='chat'><body>{n} {padding}</body></message>"
+            )
         })
         .collect();
     assert!(burst.len() > 5 * RATE);
@@ -214,7 +217,8 @@ fn a_connection_over_its_byte_rate_is_read_slower_and_kept() {
         "read in {elapsed:?}: not slowed to {RATE} bytes/s"
     );
     // Still connected: the server answers a ping.
-    client.send("<iq type='get' id='still-there' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    client
+        .send("<iq type='get' id='still-there' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
     client.read_past("id='still-there'");
 }
 
@@ -299,7 +303,11 @@ fn an_occupant_over_the_message_rate_is_refused_until_it_refills() {
         .iter()
         .filter_map(|stanza| stanza.get_child("body", "jabber:client").map(Element::text))
         .collect();
-    assert_eq!(bob_saw, ["0", "1", "2"], "the refused messages reached nobody");
+    assert_eq!(
+        bob_saw,
+        ["0", "1", "2"],
+        "the refused messages reached nobody"
+    );
     say(&mut host, "bob", 0);
     assert_eq!(
         drain(&mut host, "bob")

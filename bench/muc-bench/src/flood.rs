@@ -42,7 +42,10 @@ impl Flooder {
     /// Starts writing `messages` messages, and reading what comes back.
     pub fn start(self, messages: usize) -> Flood {
         let Flooder { client, room } = self;
-        let Client { mut reader, mut writer } = client;
+        let Client {
+            mut reader,
+            mut writer,
+        } = client;
         let counts = Arc::new(Counts::default());
         let written = counts.clone();
         let writing = tokio::spawn(async move {

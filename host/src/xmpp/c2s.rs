@@ -18,9 +18,9 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::StreamEvent;
+use super::throttle::{ReadRate, Throttled};
 use super::wire::{stream_error, stream_header, ReadError, Transport, XmlReader};
 use crate::auth::{offered, Accounts, AuthPolicy, SaslExchange, SaslFailure, Step};
-use super::throttle::{ReadRate, Throttled};
 use crate::core::{CoreEvent, CLIENT_LANE};
 use crate::inbox::Lanes;
 use crate::metrics::Metrics;
@@ -98,7 +98,7 @@ impl C2s {
         self.metrics.connections_opened.inc();
         let _ = socket.set_nodelay(true);
         tracing::info!(%peer, "client connected");
-        // Under TLS, so what is counted is what the client sends, encrypted or not.
+        // Beneath TLS: every byte the client sends counts, encrypted or not.
         let socket: Box<dyn Transport> = match self.read_rate {
             Some(rate) => Box::new(Throttled::new(socket, rate)),
             None => Box::new(socket),

@@ -32,11 +32,7 @@ impl<T> Throttled<T> {
     pub fn new(inner: T, rate: ReadRate) -> Throttled<T> {
         Throttled {
             inner,
-            bucket: TokenBucket::full(
-                rate.bytes_per_second as f64,
-                rate.burst_bytes as f64,
-                0,
-            ),
+            bucket: TokenBucket::full(rate.bytes_per_second as f64, rate.burst_bytes as f64, 0),
             started: Instant::now(),
             pause: None,
         }
@@ -131,7 +127,10 @@ mod tests {
         received.extend_from_slice(&chunk[..read]);
         let next = reader.read(&mut chunk);
         tokio::pin!(next);
-        assert!(is_pending(next.as_mut()), "bytes are waiting, yet the reader pauses");
+        assert!(
+            is_pending(next.as_mut()),
+            "bytes are waiting, yet the reader pauses"
+        );
         let read = next.await.unwrap();
         received.extend_from_slice(&chunk[..read]);
         loop {
