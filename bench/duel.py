@@ -4,7 +4,8 @@ ratio to each. Started by `bench/duel` (which installs what is missing). Python'
 library only.
 
 Servers (each on ephemeral ports, in a temporary directory, stopped at the end):
-- muc-host in bundled mode with its shipped defaults (durable SQLite store, group commit);
+- muc-host in bundled mode with its shipped defaults (durable SQLite store, group commit), but
+  its flood limits lifted (`NO_FLOOD_LIMITS`), as the others run without theirs;
 - the same with the MUC logic linked into the host (`serve --native-plugin`): what WebAssembly
   costs, end to end;
 - muc-host in component mode behind Prosody (the production shape; both processes counted);
@@ -28,6 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MUC_HOST = ROOT / "target/release/muc-host"
+# The scenarios send thousands of messages a second from one sender, far past muc-host's default
+# per-connection byte rate and per-occupant message rate (README "Flood limits"); Prosody runs
+# without mod_limits and ejabberd without shapers, so muc-host runs without its limits too.
+NO_FLOOD_LIMITS = ("--client-bytes-per-second", "0", "--room-messages-per-second", "0")
 MUC_BENCH = ROOT / "target/release/muc-bench"
 MUC = "conference.localhost"
 
@@ -131,13 +136,14 @@ def muc_host(component_port: int | None = None, secret: str = "", extra: tuple[s
     the MUC logic linked in instead of the component (what WebAssembly costs)."""
     if component_port:
         server = Server("muc-host behind Prosody", "")
-        argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve",
+        argv = [str(MUC_HOST), "--data", str(server.dir / "data"), "serve", *NO_FLOOD_LIMITS,
                 "--component", f"127.0.0.1:{component_port}", "--component-secret", secret]
     else:
         server = (Server(NATIVE, "the same as muc-host") if native else
                   Server("muc-host", "MUC history: SQLite for persistent rooms (these are temporary: memory)"))
         server.port = free_port()
         argv = [str(MUC_HOST), "--data", str(data or server.dir / "data"), "serve", "--insecure-auth",
+                *NO_FLOOD_LIMITS,
                 "--c2s", f"127.0.0.1:{server.port}", *(("--native-plugin",) if native else ()), *extra]
     server.processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                              stderr=open(server.dir / "log", "w"),

@@ -9,6 +9,19 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::extensions::ExtensionLimits;
+use crate::message_rate::MessageRateLimit;
+use crate::xmpp::throttle::ReadRate;
+
+/// Bytes a second a client connection is read at, after its burst: six times Prosody's
+/// `mod_limits` c2s example (10 kB/s), far above what a person's client sends.
+pub const CLIENT_BYTES_PER_SECOND: u64 = 64 * 1024;
+pub const CLIENT_BURST_BYTES: u64 = 512 * 1024;
+/// Messages a second one sender (full JID) may send one room and its occupants, after a burst:
+/// a guard against floods, not chat etiquette (Prosody's `muc_rate_limit` community module uses
+/// 0.5 a second; lower it for public rooms). More than twice what `tests/e2e/test_hot_swap.py`
+/// sends per occupant.
+pub const ROOM_MESSAGES_PER_SECOND: f64 = 20.0;
+pub const ROOM_MESSAGE_BURST: u32 = 60;
 
 /// The flags of `muc-host serve`; each may also be set in the `--config` file under the same
 /// name (with `_` for `-`).
@@ -59,6 +72,20 @@ pub struct ServeArgs {
     /// Stanzas kept for the component link while it is down [default: 10000].
     #[arg(long)]
     pub link_queue: Option<usize>,
+    /// Bytes a second read from each client connection once its burst is spent; past it the
+    /// reader pauses (TCP pushes back), nothing is dropped; 0: no limit [default: 65536].
+    #[arg(long)]
+    pub client_bytes_per_second: Option<u64>,
+    /// Bytes a client connection may send at once before its rate applies [default: 524288].
+    #[arg(long)]
+    pub client_burst_bytes: Option<u64>,
+    /// Messages a second one sender may send to one room and its occupants once its burst is
+    /// spent; past it: `resource-constraint`; 0: no limit [default: 20].
+    #[arg(long)]
+    pub room_messages_per_second: Option<f64>,
+    /// Messages one sender may send to one room at once before its rate applies [default: 60].
+    #[arg(long)]
+    pub room_message_burst: Option<u32>,
     /// Seconds a persistent room stays in memory with nobody in it and nothing sent to it; it is
     /// read from disk again on its next stanza [default: 600].
     #[arg(long)]
@@ -117,6 +144,10 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     max_stanza_bytes: Option<usize>,
     link_queue: Option<usize>,
+    client_bytes_per_second: Option<u64>,
+    client_burst_bytes: Option<u64>,
+    room_messages_per_second: Option<f64>,
+    room_message_burst: Option<u32>,
     room_idle_seconds: Option<u64>,
     max_rooms_per_user: Option<u32>,
     #[serde(default)]
@@ -152,6 +183,10 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
+    /// None: no limit.
+    pub client_read_rate: Option<ReadRate>,
+    /// None: no limit.
+    pub room_message_rate: Option<MessageRateLimit>,
     pub room_idle: std::time::Duration,
     pub max_rooms_per_user: u32,
     pub watch_plugin: bool,
@@ -225,6 +260,37 @@ impl ServeConfig {
                 .unwrap_or(defaults.faults_before_off)
                 .max(1),
         };
+        let client_read_rate = match args
+            .client_bytes_per_second
+            .or(file.client_bytes_per_second)
+            .unwrap_or(CLIENT_BYTES_PER_SECOND)
+        {
+            0 => None,
+            bytes_per_second => Some(ReadRate {
+                bytes_per_second,
+                burst_bytes: args
+                    .client_burst_bytes
+                    .or(file.client_burst_bytes)
+                    .unwrap_or(CLIENT_BURST_BYTES)
+                    .max(1),
+            }),
+        };
+        let per_second = args
+            .room_messages_per_second
+            .or(file.room_messages_per_second)
+            .unwrap_or(ROOM_MESSAGES_PER_SECOND);
+        anyhow::ensure!(
+            per_second >= 0.0 && per_second.is_finite(),
+            "room_messages_per_second must be a number of at least 0"
+        );
+        let room_message_rate = (per_second > 0.0).then(|| MessageRateLimit {
+            per_second,
+            burst: args
+                .room_message_burst
+                .or(file.room_message_burst)
+                .unwrap_or(ROOM_MESSAGE_BURST)
+                .max(1),
+        });
         let mut admins = file.admins;
         admins.extend(args.admins);
         Ok(ServeConfig {
@@ -243,6 +309,8 @@ impl ServeConfig {
                 .or(file.max_stanza_bytes)
                 .unwrap_or(256 * 1024),
             link_queue: args.link_queue.or(file.link_queue).unwrap_or(10_000),
+            client_read_rate,
+            room_message_rate,
             room_idle: args.room_idle_seconds.or(file.room_idle_seconds).map_or(
                 crate::storage::DEFAULT_ROOM_IDLE,
                 std::time::Duration::from_secs,
@@ -284,6 +352,37 @@ mod tests {
         assert_eq!(config.data, PathBuf::from("data"));
         assert_eq!(config.max_stanza_bytes, 262_144);
         assert_eq!(config.max_rooms_per_user, 100);
+        assert_eq!(
+            config.client_read_rate,
+            Some(ReadRate {
+                bytes_per_second: 65_536,
+                burst_bytes: 524_288
+            })
+        );
+        assert_eq!(
+            config.room_message_rate,
+            Some(MessageRateLimit {
+                per_second: 20.0,
+                burst: 60
+            })
+        );
+    }
+
+    #[test]
+    fn a_rate_of_zero_lifts_the_flood_limits() {
+        let args = ServeArgs {
+            client_bytes_per_second: Some(0),
+            room_messages_per_second: Some(0.0),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(args, None).unwrap();
+        assert_eq!(config.client_read_rate, None);
+        assert_eq!(config.room_message_rate, None);
+        let args = ServeArgs {
+            room_messages_per_second: Some(-1.0),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(args, None).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, Mutex};
 
 use crate::core::CoreEvent;
 use crate::extensions::{Change, Entry, ExtensionCompiler, SharedExtensions};
+use crate::inbox::Lane;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::runtime::{CompiledPlugin, PluginEngine, Preparer, Status};
 
@@ -58,7 +59,7 @@ pub fn socket_path(data: &Path) -> PathBuf {
 pub struct Control {
     pub engine: Arc<PluginEngine>,
     pub preparer: Preparer,
-    pub core: flume::Sender<CoreEvent>,
+    pub core: Lane,
     pub metrics: Arc<Metrics>,
     /// Held for the whole of a swap or rollback.
     pub swapping: Mutex<()>,
@@ -226,12 +227,7 @@ impl Control {
                     return refused("a swap is already in progress: try again when it has ended");
                 };
                 let (reply, previous) = oneshot::channel();
-                if self
-                    .core
-                    .send_async(CoreEvent::Previous { reply })
-                    .await
-                    .is_err()
-                {
+                if self.core.send(CoreEvent::Previous { reply }).await.is_err() {
                     return refused("the service is stopping");
                 }
                 match previous.await {
@@ -262,7 +258,7 @@ impl Control {
             prepared: Box::new(prepared),
             reply,
         };
-        if self.core.send_async(event).await.is_err() {
+        if self.core.send(event).await.is_err() {
             return refused("the service is stopping");
         }
         match outcome.await {
@@ -294,7 +290,7 @@ impl Control {
             change: Box::new(change),
             reply,
         };
-        if self.core.send_async(event).await.is_err() {
+        if self.core.send(event).await.is_err() {
             return refused("the service is stopping");
         }
         match outcome.await {
@@ -307,7 +303,7 @@ impl Control {
     async fn status(&self) -> Result<Status, String> {
         let (reply, status) = oneshot::channel();
         self.core
-            .send_async(CoreEvent::Status { reply })
+            .send(CoreEvent::Status { reply })
             .await
             .map_err(|_| "the service is stopping".to_string())?;
         status
@@ -328,7 +324,7 @@ pub async fn serve_commands(
         let (control, admins) = (control.clone(), admins.clone());
         tokio::spawn(async move {
             let answer = crate::adhoc::run(&control, &admins, iq).await;
-            let _ = control.core.send_async(CoreEvent::FromHost(answer)).await;
+            let _ = control.core.send(CoreEvent::FromHost(answer)).await;
         });
     }
 }

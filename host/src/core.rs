@@ -1,11 +1,11 @@
 //! The core thread of `muc-host serve`: the one place stanzas are handled. It owns the
-//! [`Service`] (router, plugin runtime, store), takes events from the connections in arrival
-//! order, and commits in groups: it handles every event waiting (up to a batch), runs due
-//! timers, makes the batch's writes durable in one disk transaction, and only then lets the
-//! batch's stanzas leave, in order. Under load a sync covers many stanzas; when idle, each
-//! stanza is its own batch.
+//! [`Service`] (router, plugin runtime, store), takes events from the connections in turn (one
+//! from each connection with events waiting, round-robin: see [`crate::inbox`]), and commits in
+//! groups: it handles every event waiting (up to a batch), runs due timers, makes the batch's
+//! writes durable in one disk transaction, and only then lets the batch's stanzas leave, in
+//! order. Under load a sync covers many stanzas; when idle, each stanza is its own batch.
 
-use flume::{Receiver, RecvTimeoutError};
+use flume::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use minidom::Element;
 
 use crate::clock::{Clock, SystemClock};
 use crate::extensions::Change;
+use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::router::SessionSink;
 use crate::runtime::{CompiledPlugin, MucBackend, PluginRuntime, Prepared, Status, SwapReport};
@@ -21,9 +22,14 @@ use crate::service::Service;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
 const MAX_BATCH: usize = 512;
-/// Events waiting for the core: past this, connections wait to hand theirs over, and so stop
-/// reading their sockets: TCP pushes back on whoever floods.
-pub const INBOX: usize = 4096;
+/// Events a client connection may have waiting for the core: past this, its reader waits to hand
+/// the next one over, and so stops reading its socket: TCP pushes back on whoever floods, and
+/// nobody else waits behind its backlog.
+pub const CLIENT_LANE: usize = 64;
+/// The same for the component link, which carries every user of the server in front.
+pub const LINK_LANE: usize = 4096;
+/// The same for the operator's controls (the control socket, the host's ad-hoc answers).
+pub const CONTROL_LANE: usize = 64;
 /// Wake up at least this often, to notice timers set by other means.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -107,11 +113,8 @@ impl Controls for Service<PluginRuntime> {
 
 /// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
 /// process: the disk no longer holds what was promised, and a restart recovers from it.
-pub fn run<M: MucBackend>(
-    mut service: Service<M>,
-    events: Receiver<CoreEvent>,
-    metrics: Arc<Metrics>,
-) where
+pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: Arc<Metrics>)
+where
     Service<M>: Controls,
 {
     let clock = SystemClock;
@@ -132,7 +135,7 @@ pub fn run<M: MucBackend>(
             if stopping || handled >= MAX_BATCH {
                 break;
             }
-            next = events.try_recv().ok();
+            next = events.try_recv();
         }
         service.run_due_timers();
         if stopping {

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub plugin_calls: Counter,
     pub plugin_faults: Counter,
     pub plugin_budget_hits: Counter,
+    /// Messages refused for the per-occupant rate in rooms.
+    pub messages_over_rate: Counter,
     pub plugin_call_seconds: Histogram,
     pub storage_batch_keys: Histogram,
     pub storage_sync_seconds: Histogram,
@@ -69,6 +71,7 @@ impl Metrics {
             plugin_calls: Counter::default(),
             plugin_faults: Counter::default(),
             plugin_budget_hits: Counter::default(),
+            messages_over_rate: Counter::default(),
             plugin_call_seconds: seconds(),
             storage_batch_keys: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             storage_sync_seconds: seconds(),
@@ -112,6 +115,11 @@ impl Metrics {
             "plugin_budget_hits",
             "Plugin calls stopped by the time budget or memory cap",
             metrics.plugin_budget_hits.clone(),
+        );
+        registry.register(
+            "messages_over_rate",
+            "Messages to rooms refused because their sender was over the message rate",
+            metrics.messages_over_rate.clone(),
         );
         registry.register(
             "plugin_call_seconds",

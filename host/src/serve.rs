@@ -212,7 +212,8 @@ where
         plugin_file,
     } = parts;
     let metrics = Metrics::new();
-    let (core_events, core_inbox) = flume::bounded(core::INBOX);
+    let (lanes, core_inbox) = crate::inbox::inbox();
+    let core_events = lanes.open(core::CONTROL_LANE);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -253,7 +254,8 @@ where
                     insecure_auth: config.insecure_auth,
                     registration: config.registration,
                     max_stanza_bytes: config.max_stanza_bytes,
-                    core: core_events.clone(),
+                    read_rate: config.client_read_rate,
+                    core: lanes.clone(),
                     metrics: metrics.clone(),
                     writers: Arc::new(()),
                 });
@@ -272,7 +274,7 @@ where
                     domain: config.muc_domain.clone(),
                     queue_bound: config.link_queue,
                     max_stanza_bytes: config.max_stanza_bytes,
-                    core: core_events.clone(),
+                    core: lanes.open(core::LINK_LANE),
                     metrics: metrics.clone(),
                 };
                 let linked = tokio::spawn(component::run(link, from_core));
@@ -292,9 +294,10 @@ where
         let (commands, diverted) = tokio::sync::mpsc::unbounded_channel();
         let admins = config.admins.iter().cloned().collect();
         tokio::spawn(control::serve_commands(diverted, control, admins));
-        let service = Service::new(router, muc)
+        let mut service = Service::new(router, muc)
             .with_metrics(metrics.clone())
             .with_host_commands(commands);
+        service.limit_message_rate(config.room_message_rate);
         let core_metrics = metrics.clone();
         // If the core thread ends before it is told to (a bug), the service must not go on
         // accepting stanzas nobody handles: its end is watched like a signal.
@@ -317,8 +320,9 @@ where
             }
         }
         network.stop_accepting();
-        let _ = core_events.send_async(CoreEvent::Shutdown).await;
+        let _ = core_events.send(CoreEvent::Shutdown).await;
         drop(core_events);
+        drop(lanes);
         tokio::task::spawn_blocking(move || core.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the core thread panicked"))?;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::adhoc;
 use crate::extensions::{Call, Change};
+use crate::message_rate::{MessageRate, MessageRateLimit};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
@@ -34,6 +35,8 @@ pub struct Service<M: MucBackend = PluginRuntime> {
     metrics: Option<Arc<Metrics>>,
     /// Where the host's own commands on the MUC service go (hot swap), instead of the plugin.
     host_commands: Option<UnboundedSender<Element>>,
+    /// The per-occupant message rate in rooms, if limited.
+    message_rate: Option<MessageRate>,
 }
 
 impl<M: MucBackend> Service<M> {
@@ -44,7 +47,14 @@ impl<M: MucBackend> Service<M> {
             outbox: Vec::new(),
             metrics: None,
             host_commands: None,
+            message_rate: None,
         }
+    }
+
+    /// Refuses messages to a room (or its occupants) beyond `limit` per sender and room (None:
+    /// no limit, as a new service).
+    pub fn limit_message_rate(&mut self, limit: Option<MessageRateLimit>) {
+        self.message_rate = limit.map(MessageRate::new);
     }
 
     /// Diverts the host's ad-hoc commands (see [`crate::adhoc`]) to `commands`.
@@ -207,6 +217,18 @@ impl<M: MucBackend> Service<M> {
             }
         }
         let to = stanza.attr("to").unwrap_or_default().to_string();
+        if let Some(limit) = self.over_message_rate(from, &to, &stanza) {
+            if let Some(metrics) = &self.metrics {
+                metrics.messages_over_rate.inc();
+            }
+            let text = format!(
+                "too many messages: at most {} a second to one room, after a burst of {}; wait a moment",
+                limit.per_second, limit.burst
+            );
+            let reply = with_text(error_reply(&stanza, "wait", "resource-constraint"), &text);
+            self.outbox.push(reply.into());
+            return;
+        }
         let started = Instant::now();
         let outcome = self.muc.handle_stanza(Inbound {
             stanza: &stanza,
@@ -231,6 +253,25 @@ impl<M: MucBackend> Service<M> {
             Err(Fault::StoreLimit(refused)) => self.refuse_over_store_limit(&stanza, refused),
             Err(_) => self.reply_error(&stanza, "cancel", "internal-server-error"),
         }
+    }
+
+    /// The limit `stanza` is over, if it is a message to a room or an occupant one too many.
+    fn over_message_rate(
+        &mut self,
+        from: &str,
+        to: &str,
+        stanza: &Element,
+    ) -> Option<MessageRateLimit> {
+        let rate = self.message_rate.as_mut()?;
+        // Errors are never answered (RFC 6120 §8.3.1): not refused either.
+        if stanza.name() != "message" || stanza.attr("type") == Some("error") {
+            return None;
+        }
+        // The same room however its address is written.
+        let room = Jid::new(to).ok()?.to_bare();
+        room.node()?;
+        let now_ms = self.muc.now_ms();
+        (!rate.allow(from, room.as_str(), now_ms)).then(|| rate.limit())
     }
 
     fn deliver_all(&mut self, outbound: Vec<Outbound>) {
@@ -310,6 +351,14 @@ impl Service<PluginRuntime> {
         self.deliver_all(txn.outbound);
         Ok(message)
     }
+}
+
+/// `reply` (an error reply) with a human-readable text in its error.
+fn with_text(mut reply: Element, text: &str) -> Element {
+    if let Some(error) = reply.get_child_mut("error", "jabber:client") {
+        error.append_child(Element::builder("text", STANZAS_NS).append(text).build());
+    }
+    reply
 }
 
 /// The error form of `stanza`: addresses swapped, `type='error'`, the condition inside.

@@ -106,7 +106,8 @@ SEQ = re.compile(r"^seq (\d+)$")
 
 def test_kill9_under_traffic_keeps_every_reflected_message(h, data):
     room = f"stream@{MUC_DOMAIN}"
-    server = h.bundled(data)
+    # One sender as fast as it can: far past the default per-occupant message rate.
+    server = h.bundled(data, "--room-messages-per-second", "0")
     owner = login(h, server, "owner")
     create_persistent_room(owner, room, "Owner")
     total = 900  # below HISTORY (1000)

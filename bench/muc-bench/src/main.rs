@@ -2,9 +2,11 @@
 //! send M groupchat messages (at a fixed offered rate, or as fast as the server takes them, a
 //! window of unanswered messages per sender), and reports deliveries/s, send-to-receive latency,
 //! the time to fill the rooms, and the server's CPU seconds per million deliveries and resident
-//! memory (from /proc, summed over `--pid`s). Figures only: it asserts nothing about speed.
+//! memory (from /proc, summed over `--pid`s). With `--flood N`, one more client floods a room of
+//! its own meanwhile. Figures only: it asserts nothing about speed.
 
 mod client;
+mod flood;
 mod procstat;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +83,11 @@ struct Options {
     /// creates.
     #[arg(long)]
     existing_rooms: bool,
+    /// One more client pipelines this many groupchat messages into a room of its own, as fast as
+    /// its socket takes them, while the measured rooms run: what one flooding user costs the
+    /// others (their latency), and what became of the flood (reflected, refused).
+    #[arg(long, default_value_t = 0)]
+    flood: usize,
 }
 
 fn parse_field(field: &str) -> Result<(String, Vec<String>), String> {
@@ -197,6 +204,16 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
         members[r][i] = Some(member);
     }
     let join_seconds = join_started.elapsed().as_secs_f64();
+    let flooder = if options.flood > 0 {
+        let user = format!("{}flood", options.user_prefix);
+        let mut client =
+            Client::login(&options.server, &options.domain, &user, &options.password).await?;
+        let room = format!("{}flood@{}", options.room_prefix, options.muc);
+        create(&mut client, &room, &[]).await?;
+        Some(flood::Flooder::new(client, room))
+    } else {
+        None
+    };
     let before = procstat::usage(&options.pids)?;
 
     // The messages: every one reaches every occupant of its room, its sender included.
@@ -207,6 +224,7 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
         tally.started.elapsed().as_micros() as u64,
         Ordering::Relaxed,
     );
+    let flood = flooder.map(|flooder| flooder.start(options.flood));
     let per_sender_interval = (options.rate > 0.0)
         .then(|| Duration::from_secs_f64((options.rooms * options.senders) as f64 / options.rate));
     let mut readers = Vec::new();
@@ -249,6 +267,7 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
     }
     let elapsed = messages_started.elapsed().as_secs_f64();
     let after = procstat::usage(&options.pids)?;
+    let flood = flood.map(flood::Flood::stop).transpose()?;
     for task in &senders {
         task.abort();
     }
@@ -265,7 +284,7 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
     };
     let delivered = tally.delivered.load(Ordering::Relaxed);
     let cpu = after.cpu_seconds - before.cpu_seconds;
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "label": options.label,
         "rooms": options.rooms,
         "occupants": options.occupants,
@@ -284,7 +303,12 @@ async fn run(options: &Options) -> Result<serde_json::Value> {
         "server_resident_mib": round(mib(after.resident_bytes)),
         "server_resident_mib_before_logins": round(mib(idle.resident_bytes)),
         "server_resident_mib_joined": round(mib(before.resident_bytes)),
-    }))
+    });
+    if let (Some(report), Some(serde_json::Value::Object(flood))) = (report.as_object_mut(), flood)
+    {
+        report.extend(flood);
+    }
+    Ok(report)
 }
 
 fn mib(bytes: u64) -> f64 {

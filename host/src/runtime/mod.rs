@@ -151,6 +151,8 @@ pub trait MucBackend {
     fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault>;
     /// The store the logic's calls commit to.
     fn storage(&self) -> &Arc<Mutex<Storage>>;
+    /// The time its calls see, in ms since the Unix epoch (virtual in the test host).
+    fn now_ms(&self) -> u64;
 }
 
 impl MucBackend for PluginRuntime {
@@ -168,6 +170,10 @@ impl MucBackend for PluginRuntime {
 
     fn storage(&self) -> &Arc<Mutex<Storage>> {
         &self.storage
+    }
+
+    fn now_ms(&self) -> u64 {
+        PluginRuntime::now_ms(self)
     }
 }
 

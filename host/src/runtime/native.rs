@@ -79,6 +79,10 @@ impl MucBackend for NativeRuntime {
         &self.storage
     }
 
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Outbound>, Fault> {
         let stanza = wit_stanza(&inbound);
         let envelope = Envelope {

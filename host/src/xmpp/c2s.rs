@@ -18,9 +18,11 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::StreamEvent;
+use super::throttle::{ReadRate, Throttled};
 use super::wire::{stream_error, stream_header, ReadError, Transport, XmlReader};
 use crate::auth::{offered, Accounts, AuthPolicy, SaslExchange, SaslFailure, Step};
-use crate::core::CoreEvent;
+use crate::core::{CoreEvent, CLIENT_LANE};
+use crate::inbox::Lanes;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::SessionSink;
@@ -50,7 +52,10 @@ pub struct C2s {
     pub insecure_auth: bool,
     pub registration: bool,
     pub max_stanza_bytes: usize,
-    pub core: flume::Sender<CoreEvent>,
+    /// How fast each connection's bytes are read (`None`: as fast as they come).
+    pub read_rate: Option<ReadRate>,
+    /// Each session opens its own lane into the core's inbox.
+    pub core: Lanes,
     pub metrics: Arc<Metrics>,
     /// Held by every session's writer: the count of writers still flushing at shutdown.
     pub writers: Arc<()>,
@@ -93,10 +98,12 @@ impl C2s {
         self.metrics.connections_opened.inc();
         let _ = socket.set_nodelay(true);
         tracing::info!(%peer, "client connected");
-        let conn = XmlReader::new(
-            Box::new(socket) as Box<dyn Transport>,
-            self.max_stanza_bytes,
-        );
+        // Beneath TLS: every byte the client sends counts, encrypted or not.
+        let socket: Box<dyn Transport> = match self.read_rate {
+            Some(rate) => Box::new(Throttled::new(socket, rate)),
+            None => Box::new(socket),
+        };
+        let conn = XmlReader::new(socket, self.max_stanza_bytes);
         let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, self.negotiate(conn)).await;
         let Ok(negotiated) = negotiated else {
             tracing::info!(%peer, "client took too long to log in; dropped");
@@ -391,9 +398,9 @@ impl C2s {
         ));
         static SESSIONS: AtomicU64 = AtomicU64::new(1);
         let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .core
-            .send_async(CoreEvent::Bind {
+        let core = self.core.open(CLIENT_LANE);
+        let _ = core
+            .send(CoreEvent::Bind {
                 jid: jid.clone(),
                 session,
                 sink: Box::new(ClientSink {
@@ -412,9 +419,8 @@ impl C2s {
                 Ok(StreamEvent::Element(stanza)) => match checked(&jid, stanza) {
                     Ok(stanza) => {
                         self.metrics.stanza_in(stanza.name());
-                        let _ = self
-                            .core
-                            .send_async(CoreEvent::FromClient {
+                        let _ = core
+                            .send(CoreEvent::FromClient {
                                 from: jid.clone(),
                                 session,
                                 stanza,
@@ -439,9 +445,8 @@ impl C2s {
             }
         };
         // The rooms it was in hear it leave (RFC 6121 directed presence), clean exit or not.
-        let _ = self
-            .core
-            .send_async(CoreEvent::Unbind {
+        let _ = core
+            .send(CoreEvent::Unbind {
                 jid: jid.clone(),
                 session,
             })

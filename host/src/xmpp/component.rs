@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::stream::{StreamEvent, STREAMS_NS};
 use super::wire::{renamespace, ReadError, XmlReader};
 use crate::core::CoreEvent;
+use crate::inbox::Lane;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::SessionSink;
@@ -39,7 +40,7 @@ pub struct Link {
     /// Stanzas kept while the link is down.
     pub queue_bound: usize,
     pub max_stanza_bytes: usize,
-    pub core: flume::Sender<CoreEvent>,
+    pub core: Lane,
     pub metrics: Arc<Metrics>,
 }
 
@@ -250,7 +251,7 @@ async fn serve(
                 Ok(StreamEvent::Element(stanza)) => {
                     let stanza = renamespace(stanza, COMPONENT_NS, CLIENT_NS);
                     link.metrics.stanza_in(stanza.name());
-                    if link.core.send_async(CoreEvent::FromComponent(stanza)).await.is_err() {
+                    if link.core.send(CoreEvent::FromComponent(stanza)).await.is_err() {
                         reading = false;
                     }
                 }
@@ -387,7 +388,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stanzas_sent_while_the_link_is_down_leave_in_order_once_it_is_back() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (core, inbox) = flume::unbounded();
+        let (lanes, mut inbox) = crate::inbox::inbox();
+        let core = lanes.open(16);
         let link = Link {
             server: listener.local_addr().unwrap().to_string(),
             secret: "s3cret".into(),
@@ -407,10 +409,11 @@ mod tests {
             .write_all(b"<message from='a@localhost/x' to='room@conference.localhost' type='groupchat'><body>hi</body></message>")
             .await
             .unwrap();
-        let inbound = tokio::time::timeout(Duration::from_secs(5), inbox.recv_async())
-            .await
-            .unwrap()
-            .unwrap();
+        let (inbound, _inbox) = tokio::task::spawn_blocking(move || {
+            (inbox.recv_timeout(Duration::from_secs(5)).unwrap(), inbox)
+        })
+        .await
+        .unwrap();
         let CoreEvent::FromComponent(inbound) = inbound else {
             panic!("not a component stanza")
         };

@@ -3,5 +3,6 @@
 pub mod c2s;
 pub mod component;
 pub mod stream;
+pub mod throttle;
 pub mod tls;
 pub mod wire;
