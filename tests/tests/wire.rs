@@ -120,13 +120,16 @@ fn each_kind_of_bad_input_ends_only_its_own_stream() {
         "<a>".repeat(200),
         "</a>".repeat(200)
     );
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("bad1", "<message><body>unclosed</message>", "not-well-formed"),
         ("bad2", "<unknown xmlns='urn:example:nothing'/>", "unsupported-stanza-type"),
         ("bad3", "<message from='good@localhost/r' to='lounge@conference.localhost' type='groupchat'><body>spoof</body></message>", "invalid-from"),
         ("bad4", "<!-- comments are not XMPP -->", "not-well-formed"),
         ("bad5", "", "policy-violation"),
         ("bad6", &deep, "policy-violation"),
+        ("bad7", "<message to='lounge@conference.localhost' type='groupchat' type='chat'><body>twice</body></message>", "not-well-formed"),
+        // Once logged in and bound, a header is no restart: the stream is not answered in silence.
+        ("bad8", &HEADER[HEADER.find("<stream").unwrap()..], "invalid-xml"),
     ];
     for (user, bad, condition) in cases {
         let mut raw = Raw::logged_in(&server, user);
@@ -164,7 +167,7 @@ fn each_kind_of_bad_input_ends_only_its_own_stream() {
     assert!(
         !texts
             .iter()
-            .any(|t| t.contains("spoof") || t.contains(">after<")),
+            .any(|t| t.contains("spoof") || t.contains(">after<") || t.contains("twice")),
         "{texts:?}"
     );
 }
