@@ -344,4 +344,14 @@ fn password_guessing_is_locked_out_by_account_then_by_address() {
     }
     let answer = try_password(&server, "bystander", "right");
     assert!(answer.contains("<temporary-auth-failure/>"), "{answer}");
+    // Once the time the server names has passed, the right password gets in again.
+    std::thread::sleep(retry_after(&answer));
+    assert!(try_password(&server, "victim", "right").contains("<success"));
+}
+
+/// The wait a `temporary-auth-failure` names ("try again in N s").
+fn retry_after(answer: &str) -> Duration {
+    let (_, after) = answer.split_once("try again in ").expect(answer);
+    let seconds: f64 = after.split(' ').next().unwrap().parse().unwrap();
+    Duration::from_secs_f64(seconds)
 }
