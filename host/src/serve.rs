@@ -251,6 +251,7 @@ where
                         &[&config.domain, &config.muc_domain],
                     )?,
                     accounts: Arc::new(Accounts::open(&database_file(&config.data))?),
+                    auth_throttle: Default::default(),
                     insecure_auth: config.insecure_auth,
                     registration: config.registration,
                     max_stanza_bytes: config.max_stanza_bytes,

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use rustls::pki_types::pem::PemObject as _;
 
 use minidom::Element;
 use muc_host::scansion::network::NetworkHarness;
@@ -16,9 +17,9 @@ use muc_tests::Server;
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
     xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
 
-/// A raw connection, logged in as `user` when asked.
-struct Raw {
-    socket: TcpStream,
+/// A raw connection (TCP, or TLS over it), logged in as `user` when asked.
+struct Raw<S = TcpStream> {
+    socket: S,
 }
 
 impl Raw {
@@ -46,8 +47,38 @@ impl Raw {
         raw
     }
 
+    /// The stream secured by STARTTLS, trusting the certificate the server made.
+    fn starttls(
+        mut self,
+        server: &Server,
+    ) -> Raw<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+        self.send(HEADER);
+        self.read_until("</stream:features>");
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        self.read_until("<proceed");
+        let mut roots = rustls::RootCertStore::empty();
+        let cert = server.data.path().join("tls/cert.pem");
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = "localhost".try_into().unwrap();
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        Raw {
+            socket: rustls::StreamOwned::new(connection, self.socket),
+        }
+    }
+}
+
+impl<S: Read + Write> Raw<S> {
     fn send(&mut self, text: &str) {
         self.socket.write_all(text.as_bytes()).unwrap();
+        self.socket.flush().unwrap();
     }
 
     /// Everything read until `needle` appears (or the server closes, or 5 s pass).
@@ -120,13 +151,16 @@ fn each_kind_of_bad_input_ends_only_its_own_stream() {
         "<a>".repeat(200),
         "</a>".repeat(200)
     );
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("bad1", "<message><body>unclosed</message>", "not-well-formed"),
         ("bad2", "<unknown xmlns='urn:example:nothing'/>", "unsupported-stanza-type"),
         ("bad3", "<message from='good@localhost/r' to='lounge@conference.localhost' type='groupchat'><body>spoof</body></message>", "invalid-from"),
         ("bad4", "<!-- comments are not XMPP -->", "not-well-formed"),
         ("bad5", "", "policy-violation"),
         ("bad6", &deep, "policy-violation"),
+        ("bad7", "<message to='lounge@conference.localhost' type='groupchat' type='chat'><body>twice</body></message>", "not-well-formed"),
+        // Once logged in and bound, a header is no restart: the stream is not answered in silence.
+        ("bad8", &HEADER[HEADER.find("<stream").unwrap()..], "invalid-xml"),
     ];
     for (user, bad, condition) in cases {
         let mut raw = Raw::logged_in(&server, user);
@@ -164,7 +198,7 @@ fn each_kind_of_bad_input_ends_only_its_own_stream() {
     assert!(
         !texts
             .iter()
-            .any(|t| t.contains("spoof") || t.contains(">after<")),
+            .any(|t| t.contains("spoof") || t.contains(">after<") || t.contains("twice")),
         "{texts:?}"
     );
 }
@@ -236,4 +270,88 @@ fn a_redundant_xml_prefix_declaration_neither_crashes_the_core_nor_the_recipient
         .parse()
         .unwrap();
     good.send("good", ping).unwrap();
+}
+
+#[test]
+fn a_second_stream_header_before_login_is_a_stream_error() {
+    let server = Server::start(&["--insecure-auth"]);
+    let mut raw = Raw::open(&server);
+    raw.send(HEADER);
+    raw.read_until("</stream:features>");
+    raw.send(&HEADER[HEADER.find("<stream").unwrap()..]);
+    let answer = raw.read_until("</stream:stream>");
+    assert!(
+        answer.contains("<invalid-xml xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+        "{answer}"
+    );
+    assert!(raw.closed_by_server());
+    // The restarts negotiation asks for (here after SASL) are new streams, still welcome.
+    let mut restarted = Raw::logged_in(&server, "after");
+    restarted.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    restarted.read_until("id='p'");
+}
+
+/// Creates an account in the running server's data directory, as an operator does.
+fn add_account(server: &Server, jid: &str, password: &str) {
+    let status = std::process::Command::new(muc_tests::repo_root().join("target/release/muc-host"))
+        .arg("--data")
+        .arg(server.data.path())
+        .args(["user", "add", jid, "--password", password])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "adding {jid}");
+}
+
+/// One SASL PLAIN attempt over STARTTLS on a new connection: the server's answer to it.
+fn try_password(server: &Server, user: &str, password: &str) -> String {
+    let mut raw = Raw::open(server).starttls(server);
+    raw.send(HEADER);
+    raw.read_until("</stream:features>");
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{credentials}</auth>"
+    ));
+    let mut answer = raw.read_until("</");
+    if answer.contains("<failure") && !answer.contains("</failure>") {
+        answer.push_str(&raw.read_until("</failure>"));
+    }
+    answer
+}
+
+#[test]
+fn password_guessing_is_locked_out_by_account_then_by_address() {
+    // The throttle's defaults: 5 failures lock an account, 10 an address, for 5 s at first.
+    let server = Server::start(&[]);
+    add_account(&server, "victim@localhost", "right");
+    add_account(&server, "bystander@localhost", "right");
+    assert!(try_password(&server, "victim", "right").contains("<success"));
+    for _ in 0..5 {
+        let answer = try_password(&server, "victim", "wrong");
+        assert!(answer.contains("<not-authorized/>"), "{answer}");
+    }
+    // Locked out: the right password is refused too, so that guessing on tells nothing.
+    let answer = try_password(&server, "victim", "right");
+    assert!(answer.contains("<temporary-auth-failure/>"), "{answer}");
+    assert!(answer.contains("try again in"), "{answer}");
+    // Another account from the same address is not locked (the address has 5 failures).
+    assert!(try_password(&server, "bystander", "right").contains("<success"));
+    // Guessing across accounts from one address locks the address: 5 more make its 10.
+    for n in 0..5 {
+        let answer = try_password(&server, &format!("guess{n}"), "wrong");
+        assert!(answer.contains("<not-authorized/>"), "{answer}");
+    }
+    let answer = try_password(&server, "bystander", "right");
+    assert!(answer.contains("<temporary-auth-failure/>"), "{answer}");
+    // Once the time the server names has passed, the right password gets in again.
+    std::thread::sleep(retry_after(&answer));
+    assert!(try_password(&server, "victim", "right").contains("<success"));
+}
+
+/// The wait a `temporary-auth-failure` names ("try again in N s").
+fn retry_after(answer: &str) -> Duration {
+    let (_, after) = answer.split_once("try again in ").expect(answer);
+    let seconds: f64 = after.split(' ').next().unwrap().parse().unwrap();
+    Duration::from_secs_f64(seconds)
 }

@@ -1,11 +1,14 @@
 //! Client authentication: accounts with salted SCRAM credentials, and the server side of SASL
-//! (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN) for the client listener.
+//! (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN) for the client listener, and the throttle that slows
+//! password guessing.
 
 mod accounts;
 mod credentials;
 mod plain;
 mod sasl;
 mod scram;
+mod throttle;
 
 pub use accounts::{AccountError, Accounts};
 pub use sasl::{offered, AuthPolicy, Mechanism, SaslExchange, SaslFailure, Step};
+pub use throttle::AuthThrottle;

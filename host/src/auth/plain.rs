@@ -7,28 +7,34 @@ use super::accounts::Accounts;
 use super::credentials::{prepare_password, ScramHash};
 use super::sasl::{SaslFailure, Step};
 
-/// In insecure mode any password is accepted for any valid local username.
+/// In insecure mode any password is accepted for any valid local username. Also the account the
+/// message names, when it names a valid one, whatever the outcome.
 pub(super) fn authenticate(
     message: &[u8],
     domain: &DomainRef,
     insecure: bool,
     accounts: &Accounts,
-) -> Step {
-    match check(message, domain, insecure, accounts) {
+) -> (Option<BareJid>, Step) {
+    let (named, checked) = match parse(message) {
+        Ok((authzid, username, password)) => {
+            let jid = domain.with_node_str(username).ok();
+            let checked = check(authzid, username, password, jid.clone(), insecure, accounts);
+            (jid, checked)
+        }
+        Err(failure) => (None, Err(failure)),
+    };
+    let step = match checked {
         Ok(jid) => Step::Success {
             jid,
             additional_data: None,
         },
         Err(failure) => Step::Failure(failure),
-    }
+    };
+    (named, step)
 }
 
-fn check(
-    message: &[u8],
-    domain: &DomainRef,
-    insecure: bool,
-    accounts: &Accounts,
-) -> Result<BareJid, SaslFailure> {
+/// `(authzid, username, password)`.
+fn parse(message: &[u8]) -> Result<(&str, &str, &str), SaslFailure> {
     let message = std::str::from_utf8(message).map_err(|_| SaslFailure::MalformedRequest)?;
     let mut fields = message.split('\0');
     let (Some(authzid), Some(username), Some(password), None) =
@@ -39,7 +45,17 @@ fn check(
     if username.is_empty() || password.is_empty() {
         return Err(SaslFailure::MalformedRequest);
     }
-    let jid = domain.with_node_str(username).ok();
+    Ok((authzid, username, password))
+}
+
+fn check(
+    authzid: &str,
+    username: &str,
+    password: &str,
+    jid: Option<BareJid>,
+    insecure: bool,
+    accounts: &Accounts,
+) -> Result<BareJid, SaslFailure> {
     if !insecure {
         check_password(jid.as_ref(), username, password, accounts)?;
     }

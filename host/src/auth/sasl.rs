@@ -107,6 +107,8 @@ impl SaslFailure {
 
 pub struct SaslExchange {
     state: State,
+    /// The account the client named, once it has (and when it names a valid one).
+    account: Option<BareJid>,
 }
 
 enum State {
@@ -128,6 +130,7 @@ impl SaslExchange {
     ) -> (SaslExchange, Step) {
         let mut exchange = SaslExchange {
             state: State::Finished,
+            account: None,
         };
         let mechanism = match Mechanism::from_name(mechanism) {
             Some(mechanism) if offered(policy).contains(&mechanism) => mechanism,
@@ -161,19 +164,23 @@ impl SaslExchange {
     /// response is a MalformedRequest.
     pub fn respond(&mut self, data: &[u8], accounts: &Accounts) -> Step {
         let (state, step) = match std::mem::replace(&mut self.state, State::Finished) {
-            State::AwaitingPlain { domain, insecure } => (
-                State::Finished,
-                plain::authenticate(data, &domain, insecure, accounts),
-            ),
+            State::AwaitingPlain { domain, insecure } => {
+                let (named, step) = plain::authenticate(data, &domain, insecure, accounts);
+                self.account = named;
+                (State::Finished, step)
+            }
             State::AwaitingClientFirst(hash, domain) => {
                 let reply = scram::new_server_nonce().and_then(|server_nonce| {
                     scram::receive_client_first(hash, &domain, data, accounts, &server_nonce)
                 });
                 match reply {
-                    Ok((awaiting, server_first)) => (
-                        State::AwaitingClientFinal(Box::new(awaiting)),
-                        Step::Challenge(server_first),
-                    ),
+                    Ok((awaiting, server_first)) => {
+                        self.account = awaiting.account().cloned();
+                        (
+                            State::AwaitingClientFinal(Box::new(awaiting)),
+                            Step::Challenge(server_first),
+                        )
+                    }
                     Err(failure) => (State::Finished, Step::Failure(failure)),
                 }
             }
@@ -188,6 +195,12 @@ impl SaslExchange {
         };
         self.state = state;
         step
+    }
+
+    /// The account the client named (PLAIN's authcid, SCRAM's username), once it has, when it
+    /// is a valid one: what the failed-authentication throttle counts against.
+    pub fn account(&self) -> Option<&BareJid> {
+        self.account.as_ref()
     }
 }
 
@@ -512,6 +525,29 @@ mod tests {
             let step = plain(rejected, &secure(), &accounts);
             assert_eq!(failure(step), SaslFailure::NotAuthorized);
         }
+    }
+
+    #[test]
+    fn the_exchange_names_the_account_tried_whatever_the_outcome() {
+        let accounts = accounts();
+        for (message, named) in [
+            (&b"\0alice\0crayon"[..], Some(jid("alice"))),
+            (&b"\0Alice\0pencil"[..], Some(jid("alice"))),
+            (&b"\0nobody\0pencil"[..], Some(jid("nobody"))),
+            (&b"\0alice@example.org\0pencil"[..], None),
+            (&b"no separators"[..], None),
+        ] {
+            let (exchange, _) = SaslExchange::start("PLAIN", Some(message), &secure(), &accounts);
+            assert_eq!(exchange.account(), named.as_ref(), "{message:?}");
+        }
+        let (exchange, step) = SaslExchange::start(
+            "SCRAM-SHA-256",
+            Some(b"n,,n=nobody,r=abc"),
+            &secure(),
+            &accounts,
+        );
+        assert!(matches!(step, Step::Challenge(_)));
+        assert_eq!(exchange.account(), Some(&jid("nobody")));
     }
 
     #[test]

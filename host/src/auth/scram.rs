@@ -27,6 +27,13 @@ pub(super) struct AwaitingClientFinal {
     nonce: String,
 }
 
+impl AwaitingClientFinal {
+    /// The account the client-first message named, when it is a valid one.
+    pub(super) fn account(&self) -> Option<&BareJid> {
+        self.jid.as_ref()
+    }
+}
+
 pub(super) fn new_server_nonce() -> Result<String, SaslFailure> {
     let mut bytes = [0; SERVER_NONCE_BYTES];
     getrandom::fill(&mut bytes).map_err(|_| SaslFailure::TemporaryAuthFailure)?;

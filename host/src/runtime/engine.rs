@@ -2,6 +2,7 @@
 //! time budgets, compiling components once (cached by content hash), and the contract check.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,13 +135,38 @@ pub fn compile_cached(
         }
     }
     let component = Component::new(engine, bytes)?;
-    std::fs::create_dir_all(dir)?;
-    // Several hosts (or tests) may compile the same component at once: each writes its own
-    // file, and the renames race harmlessly to the same content.
-    let partial = file.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&partial, component.serialize()?)?;
-    std::fs::rename(&partial, &file)?;
+    // The cache only spares the next start a compile: failing to fill it (a full disk) is
+    // said, and the component compiled here is used all the same.
+    if let Err(error) = store_compiled(dir, &file, &component) {
+        tracing::warn!(?file, "could not cache the compiled component: {error:#}");
+    }
     Ok(component)
+}
+
+/// Writes `component` to `file` whole or not at all: into a temporary file beside it, synced,
+/// then renamed. The temporary file is removed whatever fails. Several hosts (or tests) may
+/// compile the same component at once: each writes its own temporary file, and the renames
+/// race harmlessly to the same content.
+fn store_compiled(dir: &Path, file: &Path, component: &Component) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+    let serialized = component.serialize()?;
+    let name = file
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("component");
+    let mut partial = tempfile::Builder::new()
+        .prefix(name)
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("making a file in {}", dir.display()))?;
+    let written = partial
+        .write_all(&serialized)
+        .and_then(|()| partial.as_file().sync_all());
+    written.with_context(|| format!("writing {}", partial.path().display()))?;
+    partial
+        .persist(file)
+        .with_context(|| format!("renaming to {}", file.display()))?;
+    Ok(())
 }
 
 pub fn host_contract() -> String {

@@ -4,9 +4,10 @@
 //!
 //! TLS is required before authentication unless the service runs with `--insecure-auth`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
@@ -20,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::stream::StreamEvent;
 use super::throttle::{ReadRate, Throttled};
 use super::wire::{stream_error, stream_header, ReadError, Transport, XmlReader};
-use crate::auth::{offered, Accounts, AuthPolicy, SaslExchange, SaslFailure, Step};
+use crate::auth::{offered, Accounts, AuthPolicy, AuthThrottle, SaslExchange, SaslFailure, Step};
 use crate::core::{CoreEvent, CLIENT_LANE};
 use crate::inbox::Lanes;
 use crate::metrics::Metrics;
@@ -49,6 +50,8 @@ pub struct C2s {
     pub domain: String,
     pub tls: Arc<ServerConfig>,
     pub accounts: Arc<Accounts>,
+    /// Failed authentications by account and by address, to slow password guessing.
+    pub auth_throttle: AuthThrottle,
     pub insecure_auth: bool,
     pub registration: bool,
     pub max_stanza_bytes: usize,
@@ -104,7 +107,8 @@ impl C2s {
             None => Box::new(socket),
         };
         let conn = XmlReader::new(socket, self.max_stanza_bytes);
-        let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, self.negotiate(conn)).await;
+        let negotiated =
+            tokio::time::timeout(NEGOTIATION_TIMEOUT, self.negotiate(conn, peer.ip())).await;
         let Ok(negotiated) = negotiated else {
             tracing::info!(%peer, "client took too long to log in; dropped");
             return;
@@ -120,7 +124,7 @@ impl C2s {
     }
 
     /// From the first stream header to a bound resource.
-    async fn negotiate(&self, mut conn: Conn) -> Result<(Conn, FullJid), Ended> {
+    async fn negotiate(&self, mut conn: Conn, address: IpAddr) -> Result<(Conn, FullJid), Ended> {
         let mut tls = false;
         let mut user: Option<BareJid> = None;
         let mut failures = 0;
@@ -152,7 +156,7 @@ impl C2s {
                         continue 'stream;
                     }
                     ("auth", SASL_NS) if user.is_none() => {
-                        match self.authenticate(&mut conn, &element, tls).await? {
+                        match self.authenticate(&mut conn, &element, tls, address).await? {
                             Some(jid) => {
                                 tracing::info!(%jid, "client authenticated");
                                 user = Some(jid);
@@ -279,9 +283,15 @@ impl C2s {
         conn: &mut Conn,
         auth: &Element,
         tls: bool,
+        address: IpAddr,
     ) -> Result<Option<BareJid>, Ended> {
         if !tls && !self.insecure_auth {
             write_sasl_failure(conn, SaslFailure::EncryptionRequired).await?;
+            return Ok(None);
+        }
+        // A locked-out address costs no password check.
+        if let Some(wait) = self.auth_throttle.wait(address, None, Instant::now()) {
+            write_locked_out(conn, wait).await?;
             return Ok(None);
         }
         let Ok(initial) = decode_sasl(&auth.text()) else {
@@ -295,6 +305,10 @@ impl C2s {
             SaslExchange::start(mechanism, initial.as_deref(), &policy, &self.accounts)
         });
         loop {
+            if let Err(wait) = self.throttled(&step, exchange.account(), address) {
+                write_locked_out(conn, wait).await?;
+                return Ok(None);
+            }
             match step {
                 Step::Success {
                     jid,
@@ -331,6 +345,34 @@ impl C2s {
                 _ => Step::Failure(SaslFailure::MalformedRequest),
             };
         }
+    }
+
+    /// Lets an exchange's outcome out, counting it, or the lockout to answer instead. While
+    /// the account or the address is locked out, a right password and a wrong one alike are
+    /// refused (and not counted), so that guessing on tells nothing.
+    fn throttled(
+        &self,
+        step: &Step,
+        account: Option<&BareJid>,
+        address: IpAddr,
+    ) -> Result<(), Duration> {
+        let now = Instant::now();
+        match step {
+            Step::Success { jid, .. } => {
+                if let Some(wait) = self.auth_throttle.wait(address, Some(jid), now) {
+                    return Err(wait);
+                }
+                self.auth_throttle.succeeded(jid);
+            }
+            Step::Failure(SaslFailure::NotAuthorized) => {
+                if let Some(wait) = self.auth_throttle.wait(address, account, now) {
+                    return Err(wait);
+                }
+                self.auth_throttle.failed(address, account, now);
+            }
+            Step::Failure(_) | Step::Challenge(_) => {}
+        }
+        Ok(())
     }
 
     /// XEP-0077 before authentication: the form, and account creation (one per connection).
@@ -548,6 +590,17 @@ async fn write_sasl_failure(conn: &mut Conn, failure: SaslFailure) -> std::io::R
     let xml = format!(
         "<failure xmlns='{SASL_NS}'><{}/></failure>",
         failure.condition()
+    );
+    conn.get_mut().write_all(xml.as_bytes()).await
+}
+
+/// `temporary-auth-failure` (RFC 6120 §6.5.11), saying when to try again.
+async fn write_locked_out(conn: &mut Conn, wait: Duration) -> std::io::Result<()> {
+    let seconds = wait.as_secs_f64().ceil();
+    let condition = SaslFailure::TemporaryAuthFailure.condition();
+    let xml = format!(
+        "<failure xmlns='{SASL_NS}'><{condition}/><text xml:lang='en'>too many failed \
+         authentication attempts: try again in {seconds} s</text></failure>"
     );
     conn.get_mut().write_all(xml.as_bytes()).await
 }

@@ -43,6 +43,9 @@ pub enum StreamError {
     TooComplex(&'static str),
     /// The root is not `stream:stream` in the streams namespace.
     InvalidNamespace,
+    /// A `<stream:stream>` header inside the stream: a new stream begins only where the
+    /// negotiation restarts it (after STARTTLS or SASL success, RFC 6120 §4.3.3), on a new parser.
+    HeaderInsideStream,
 }
 
 impl StreamError {
@@ -51,6 +54,9 @@ impl StreamError {
             StreamError::NotWellFormed(_) => "not-well-formed",
             StreamError::TooLarge(_) | StreamError::TooComplex(_) => "policy-violation",
             StreamError::InvalidNamespace => "invalid-namespace",
+            // §4.9.3.10: XML the stream's schema does not allow, which is what a header nested
+            // in the stream is (it is well-formed, so not-well-formed would not be true).
+            StreamError::HeaderInsideStream => "invalid-xml",
         }
     }
 
@@ -60,6 +66,10 @@ impl StreamError {
             StreamError::TooLarge(limit) => format!("stanza larger than {limit} bytes"),
             StreamError::TooComplex(what) => what.to_string(),
             StreamError::InvalidNamespace => "the root must be <stream:stream>".into(),
+            StreamError::HeaderInsideStream => {
+                "a stream header inside the stream: streams restart only after STARTTLS or SASL"
+                    .into()
+            }
         }
     }
 }
@@ -79,6 +89,9 @@ pub struct StreamParser {
     max_stanza_bytes: usize,
     stanza_bytes: usize,
     header_bytes: usize,
+    /// Attributes (namespace declarations included) of the element head being read, to find
+    /// a repeated one once the head is built (the tree builder keeps only the last of them).
+    head_attributes: usize,
     closed: bool,
     /// The fault that ended the stream, reported once the stanzas before it are taken.
     failed: Option<StreamError>,
@@ -99,6 +112,7 @@ impl StreamParser {
             max_stanza_bytes,
             stanza_bytes: 0,
             header_bytes: 0,
+            head_attributes: 0,
             closed: false,
             failed: None,
         }
@@ -183,6 +197,14 @@ impl StreamParser {
             _ => {}
         }
         let (opens, closes) = match &event {
+            RawEvent::ElementHeadOpen(..) => {
+                self.head_attributes = 0;
+                (false, false)
+            }
+            RawEvent::Attribute(..) => {
+                self.head_attributes += 1;
+                (false, false)
+            }
             RawEvent::ElementHeadClose(_) => (true, false),
             RawEvent::ElementFoot(_) => (false, true),
             _ => (false, false),
@@ -191,6 +213,7 @@ impl StreamParser {
             .process_event(event)
             .map_err(|error| StreamError::NotWellFormed(error.to_string()))?;
         if opens {
+            self.check_opened()?;
             self.depth += 1;
             if self.depth == 1 {
                 return Ok(Some(StreamEvent::Open(self.header.clone())));
@@ -214,6 +237,23 @@ impl StreamParser {
             }
         }
         Ok(None)
+    }
+
+    /// The element whose head was just read: no attribute twice (XML 1.0 §3.1, and Namespaces
+    /// §6.3 once prefixes are resolved), and no stream header where a stanza belongs.
+    fn check_opened(&mut self) -> Result<(), StreamError> {
+        let opened = self.builder.top().expect("a head was just closed");
+        let kept = opened.attrs().len() + opened.prefixes.declared_prefixes().len();
+        if kept != self.head_attributes {
+            let name = opened.name().to_string();
+            return Err(StreamError::NotWellFormed(format!(
+                "an attribute of <{name}> is given twice"
+            )));
+        }
+        if self.depth == 1 && opened.name() == "stream" && opened.ns() == STREAMS_NS {
+            return Err(StreamError::HeaderInsideStream);
+        }
+        Ok(())
     }
 
     fn count(&mut self, bytes: usize) -> Result<(), StreamError> {
@@ -353,6 +393,11 @@ mod tests {
             "<message><body></message>",
             "<message><!-- no --></message>",
             "<a:b/>",
+            "<message a='1' a='2'/>",
+            "<message><body xml:lang='en' xml:lang='fr'>x</body></message>",
+            "<message xmlns='jabber:client' xmlns='jabber:client'/>",
+            // Two prefixes for one namespace make the same attribute twice (Namespaces §6.3).
+            "<message xmlns:p='urn:u' xmlns:q='urn:u' p:a='1' q:a='2'/>",
         ] {
             let mut parser = StreamParser::new(1024);
             feed_all(&mut parser, HEADER).unwrap();
@@ -364,6 +409,39 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_stream_header_inside_the_stream_is_refused() {
+        let mut parser = StreamParser::new(1 << 16);
+        feed_all(&mut parser, HEADER).unwrap();
+        assert_eq!(
+            feed_all(&mut parser, &HEADER[HEADER.find("<stream").unwrap()..]),
+            Err(StreamError::HeaderInsideStream)
+        );
+        // The same name in another namespace is only an unknown element, for the caller.
+        let mut parser = StreamParser::new(1 << 16);
+        feed_all(&mut parser, HEADER).unwrap();
+        let events = feed_all(&mut parser, "<stream xmlns='urn:example'/>").unwrap();
+        assert!(
+            matches!(&events[..], [StreamEvent::Element(_)]),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn distinct_attributes_and_prefixes_are_kept() {
+        let mut parser = StreamParser::new(1 << 16);
+        feed_all(&mut parser, HEADER).unwrap();
+        let events = feed_all(
+            &mut parser,
+            "<message xmlns:p='urn:p' xmlns:q='urn:q' p:a='1' q:a='2' a='3' xml:lang='en'/>",
+        )
+        .unwrap();
+        let [StreamEvent::Element(message)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(message.attrs().len(), 4);
     }
 
     mod fuzz {
