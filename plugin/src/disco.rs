@@ -635,9 +635,31 @@ mod room_list {
         record["creator"] = "c@example.org".into();
         host.durable
             .insert(keys::room(&made), record.to_string().into_bytes());
-        muc.upgrade(&mut host, "0.2.0").unwrap();
+        muc.upgrade(&mut host, "0.1.0").unwrap();
         assert_eq!(page(&items(&mut host, None)).rsm.unwrap().count, Some(3));
         assert_eq!(room_index::rooms_created(&mut host, "c@example.org", 10), 1);
+    }
+
+    #[test]
+    fn a_swap_between_versions_that_keep_the_indexes_reads_no_room() {
+        let mut host = MemoryHost::default();
+        host.durable.insert(keys::LAYOUT.into(), b"2".to_vec());
+        for i in 0..100 {
+            let mut room = Room::new_locked(&format!("r{i}@{SERVICE}"));
+            room.locked = false;
+            room.config.insert(public::FIELD.var.into(), true.into());
+            room.save(&mut host).unwrap();
+        }
+        let muc = Muc::new(Settings::default());
+        for from in ["0.2.0", "0.2.1+swap-test", "1.0.0"] {
+            host.entries_read = 0;
+            muc.upgrade(&mut host, from).unwrap();
+            assert!(host.entries_read <= 1, "from {from}: {}", host.entries_read);
+        }
+        host.entries_read = 0;
+        muc.upgrade(&mut host, "0.1.0").unwrap();
+        assert!(host.entries_read >= 100, "from 0.1.0, the indexes are rebuilt");
+        assert_eq!(page(&items(&mut host, None)).rsm.unwrap().count, Some(100));
     }
 
     #[test]

@@ -350,7 +350,12 @@ impl Muc {
                 keys::LAYOUT_VERSION
             )));
         }
-        room_index::rebuild(host)?;
+        // The indexes are built once, not at every swap (a rebuild reads every room): when the
+        // data comes from layout 1, or from a version that served without keeping them (a
+        // rollback to one, then forward again).
+        if layout < keys::LAYOUT_VERSION || !keeps_room_indexes(from_version) {
+            room_index::rebuild(host)?;
+        }
         let version = keys::LAYOUT_VERSION.to_string().into_bytes();
         host.put(Tier::Durable, keys::LAYOUT, version)
     }
@@ -387,6 +392,14 @@ impl Muc {
         }
         stored.get(bare_jid).cloned().unwrap_or(Affiliation::None)
     }
+}
+
+/// Whether the plugin version `version` keeps the room indexes of layout 2 (0.2.0 and later).
+fn keeps_room_indexes(version: &str) -> bool {
+    let release = version.split(['+', '-']).next().unwrap_or_default();
+    let mut numbers = release.split('.').map(|n| n.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (0, 2)
 }
 
 /// XEP-0410: a ping to one's own occupant JID is answered by the room, `not-acceptable` when
