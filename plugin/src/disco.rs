@@ -641,6 +641,41 @@ mod room_list {
     }
 
     #[test]
+    fn a_nick_or_resource_ending_in_config_is_no_room_to_the_rebuild() {
+        let mut host = MemoryHost::default();
+        host.durable.insert(keys::LAYOUT.into(), b"1".to_vec());
+        let mut room = Room::new_locked(&format!("real@{SERVICE}"));
+        room.locked = false;
+        room.config.insert(public::FIELD.var.into(), true.into());
+        room.save(&mut host).unwrap();
+        let planted = format!(r#"{{"jid":"fake@{SERVICE}","creator":"victim@example.org"}}"#);
+        host.volatile.insert(
+            keys::session(&room.jid, "u@example.org/x/config"),
+            planted.clone().into_bytes(),
+        );
+        host.volatile.insert(
+            keys::occupant(&room.jid, "n/config"),
+            br#"{"nick":"n/config","bare_jid":"u@example.org","role":"participant","sessions":[]}"#
+                .to_vec(),
+        );
+        host.volatile.insert(
+            keys::room(&format!("other@{SERVICE}")),
+            planted.into_bytes(),
+        );
+
+        Muc::new(Settings::default())
+            .upgrade(&mut host, "0.1.0")
+            .unwrap();
+        let reply = page(&items(&mut host, None));
+        assert_eq!(jids(&reply), [room.jid.clone()]);
+        assert_eq!(reply.rsm.unwrap().count, Some(1));
+        assert_eq!(
+            room_index::rooms_created(&mut host, "victim@example.org", 10),
+            0
+        );
+    }
+
+    #[test]
     fn a_swap_between_versions_that_keep_the_indexes_reads_no_room() {
         let mut host = MemoryHost::default();
         host.durable.insert(keys::LAYOUT.into(), b"2".to_vec());
@@ -658,7 +693,10 @@ mod room_list {
         }
         host.entries_read = 0;
         muc.upgrade(&mut host, "0.1.0").unwrap();
-        assert!(host.entries_read >= 100, "from 0.1.0, the indexes are rebuilt");
+        assert!(
+            host.entries_read >= 100,
+            "from 0.1.0, the indexes are rebuilt"
+        );
         assert_eq!(page(&items(&mut host, None)).rsm.unwrap().count, Some(100));
     }
 

@@ -80,11 +80,24 @@ pub fn rebuild(host: &mut dyn Host) -> Result<(), Fault> {
         host.delete_prefix(tier, keys::CREATED_ROOMS);
         let mut listed: u64 = 0;
         for (key, bytes) in host.scan(tier, "room/", None, u32::MAX) {
-            if !key.ends_with("/config") {
+            // Only `room/ROOM/config`: a nick or a resource may end in `/config` too.
+            let Some(room_jid) = key
+                .strip_prefix("room/")
+                .and_then(|rest| rest.strip_suffix("/config"))
+                .filter(|jid| !jid.contains('/'))
+            else {
                 continue;
-            }
+            };
             let room = match serde_json::from_slice::<Room>(&bytes) {
-                Ok(room) => room,
+                Ok(room) if room.jid == room_jid => room,
+                Ok(room) => {
+                    let why = format!(
+                        "room record {key} names {}, left out of the indexes",
+                        room.jid
+                    );
+                    host.log(Level::Warn, &why);
+                    continue;
+                }
                 Err(error) => {
                     let why =
                         format!("room record {key} unreadable, left out of the indexes: {error}");

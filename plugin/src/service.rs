@@ -332,9 +332,9 @@ impl Muc {
     }
 
     /// Takes over data another version of the plugin wrote. Layout 1 lacks the room indexes of
-    /// layout 2; they are made again from the room records on any change of version, which also
-    /// repairs them after an older plugin served layout 2 data without keeping them. A newer
-    /// layout is refused, leaving the data untouched.
+    /// layout 2; they are made from the room records when the data is in layout 1 or comes from
+    /// a version before 0.2.0 (which repairs them after such a version served layout 2 data
+    /// without keeping them). A newer layout is refused, leaving the data untouched.
     pub fn upgrade(&self, host: &mut dyn Host, from_version: &str) -> Result<(), Fault> {
         let stored = host.get(Tier::Durable, keys::LAYOUT);
         let layout = match stored.as_deref().map(std::str::from_utf8) {

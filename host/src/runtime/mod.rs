@@ -103,11 +103,13 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// How a call that returned `reason` failed, given the first write the store refused it.
+    /// How a call that returned `reason` failed, given the first write the store refused it:
+    /// on that refusal when its reason carries the store's words, not when the plugin handled
+    /// the refusal and then failed on something else.
     pub fn of_failed_call(reason: String, refused: Option<StorageError>) -> Fault {
         match refused {
-            Some(refused) => Fault::StoreLimit(refused),
-            None => Fault::Failed(reason),
+            Some(refused) if reason.contains(refused.why()) => Fault::StoreLimit(refused),
+            _ => Fault::Failed(reason),
         }
     }
 }
@@ -680,5 +682,28 @@ fn classify(error: wasmtime::Error, budget: Duration) -> Fault {
         }
         Some(trap) => Fault::Trap(trap.to_string()),
         None => Fault::Trap(format!("{error:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_fails_on_a_store_limit_only_when_it_gave_up_on_the_refusal() {
+        let refused = StorageError::TooLarge("value of 2000000 bytes, over 1048576".into());
+        let gave_up = format!("TooLarge({:?})", refused.why());
+        assert_eq!(
+            Fault::of_failed_call(gave_up, Some(refused.clone())),
+            Fault::StoreLimit(refused.clone())
+        );
+        assert_eq!(
+            Fault::of_failed_call("an unrelated bug".into(), Some(refused)),
+            Fault::Failed("an unrelated bug".into())
+        );
+        assert_eq!(
+            Fault::of_failed_call("a bug".into(), None),
+            Fault::Failed("a bug".into())
+        );
     }
 }

@@ -39,6 +39,15 @@ pub enum StorageError {
     QuotaExceeded(String),
 }
 
+impl StorageError {
+    /// What was refused, in the store's words.
+    pub fn why(&self) -> &str {
+        match self {
+            StorageError::TooLarge(why) | StorageError::QuotaExceeded(why) => why,
+        }
+    }
+}
+
 /// See [`Transaction::savepoint`].
 pub struct Savepoint {
     extensions: std::collections::BTreeMap<String, Option<Vec<u8>>>,
