@@ -225,8 +225,7 @@ impl<M: MucBackend> Service<M> {
                 "too many messages: at most {} a second to one room, after a burst of {}; wait a moment",
                 limit.per_second, limit.burst
             );
-            let reply = with_text(error_reply(&stanza, "wait", "resource-constraint"), &text);
-            self.outbox.push(reply.into());
+            self.reply_error_saying(&stanza, "wait", "resource-constraint", Some(&text));
             return;
         }
         let started = Instant::now();
@@ -296,8 +295,8 @@ impl<M: MucBackend> Service<M> {
             return;
         }
         let mut reply = error_reply(stanza, type_, condition);
-        if let (Some(text), Some(error)) = (text, reply.get_child_mut("error", "jabber:client")) {
-            error.append_child(Element::builder("text", STANZAS_NS).append(text).build());
+        if let Some(text) = text {
+            reply = with_text(reply, text);
         }
         self.outbox.push(reply.into());
     }
