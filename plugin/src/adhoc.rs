@@ -13,7 +13,7 @@ use crate::errors;
 use crate::form;
 use crate::host::{Fault, Host};
 use crate::room::Room;
-use crate::service::{Inbound, Muc};
+use crate::event::{Inbound, Muc};
 
 pub const NS: &str = "http://jabber.org/protocol/commands";
 pub const DESTROY_NODE: &str = "http://prosody.im/protocol/muc#destroy";

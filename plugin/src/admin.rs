@@ -12,15 +12,47 @@ use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
 use crate::extensions;
-use crate::features::{member_list, members_only, moderated, registration, whois};
+use crate::event::{ChangedBy, Core, Inbound, Muc};
+use crate::features::{self, member_list, moderated, registration, whois};
 use crate::host::{Fault, HookEvent, Host};
 use crate::occupant::{role_name, Occupant};
 use crate::permissions::{self, Actor, Change, Refusal, Target};
 use crate::presence;
 use crate::room::Room;
-use crate::service::{Inbound, Muc};
+use crate::rules::members_only;
 
 pub const NS: &str = "http://jabber.org/protocol/muc#admin";
+
+/// The occupant changes features ask for ([`Core`]), made as `muc#admin` makes them.
+pub struct Changes;
+
+impl Core for Changes {
+    fn change_role(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        occupant: Occupant,
+        affiliation: Affiliation,
+        role: Role,
+        reason: Option<String>,
+        by: ChangedBy,
+    ) -> Result<(), Fault> {
+        change_role(host, room, occupant, affiliation, role, reason, by)
+    }
+
+    fn announce_affiliation(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        bare_jid: &str,
+        occupants: Vec<Occupant>,
+        new: Affiliation,
+        reason: Option<String>,
+        by: ChangedBy,
+    ) -> Result<(), Fault> {
+        announce_affiliation(host, room, bare_jid, occupants, new, reason, by)
+    }
+}
 
 /// One `<item/>` of a request.
 struct Request {
@@ -314,6 +346,7 @@ pub fn remove(
     gone.reason = reason;
     gone.actor = by;
     gone.broadcast(host, room, &others)?;
+    features::left(host, room, occupant)?;
     extensions::notify(host, room, &others, HookEvent::Left(left))
 }
 

@@ -10,12 +10,13 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::adhoc;
 use crate::errors;
-use crate::features::{self, naming};
+use crate::features;
 use crate::form;
 use crate::host::{Envelope, Fault, Host, Level};
 use crate::occupant::Occupant;
 use crate::room::Room;
 use crate::room_index;
+use crate::rules::naming;
 
 /// Advertised on the service and on every room.
 const COMMON: &[&str] = &[
@@ -142,14 +143,9 @@ pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
         Field::new("muc#roominfo_subject", FieldType::TextSingle)
             .with_value(room.subject.as_ref().map_or("", |s| s.text.as_str())),
     ];
-    info_fields.extend(features::ALL.iter().flat_map(|f| f.room_info(room)));
+    info_fields.extend(features::room_info(room));
     let mut features_list: Vec<String> = COMMON.iter().map(|f| f.to_string()).collect();
-    features_list.extend(
-        features::ALL
-            .iter()
-            .flat_map(|f| f.disco_features(room))
-            .map(str::to_string),
-    );
+    features_list.extend(features::disco_features(room).into_iter().map(str::to_string));
     let mut info: Element = DiscoInfoResult {
         node: None,
         identities: vec![Identity::new(

@@ -1,51 +1,37 @@
 //! Groupchat messages to the room (XEP-0045 §7.4, §8.1): sent to every occupant, the sender
-//! included, with the sender's id kept and the room's stanza-id and occupant-id added, and kept
-//! in the history; or, with a subject and no body, a subject change.
+//! included, with the sender's id kept. Each goes through the features' pipeline: check (may
+//! refuse), the room's extensions, stamp (stanza-id, occupant-id), store (history, subject),
+//! broadcast to the room's sessions.
 
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
-use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::errors;
+use crate::event::{Groupchat, Inbound};
 use crate::extensions;
-use crate::features::{history, moderated, occupant_id, stable_id, subject};
+use crate::features::{self, subject};
 use crate::host::{Fault, Host, MessageHooks, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
-use crate::room::{Room, Subject};
-use crate::service::Inbound;
+use crate::room::Room;
 
 pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     let room_jid = inbound.to.to_bare().to_string();
     let refuse = |host: &mut dyn Host, type_, condition| {
         errors::reply(host, inbound.envelope, "message", type_, condition, None)
     };
-    let Some(mut room) = Room::load(host, &room_jid)? else {
+    let Some(room) = Room::load(host, &room_jid)? else {
         return refuse(host, ErrorType::Cancel, DefinedCondition::ItemNotFound);
     };
     let Some(sender) = Occupant::of_session(host, &room_jid, &inbound.from.to_string())? else {
         return refuse(host, ErrorType::Modify, DefinedCondition::NotAcceptable);
     };
-    if !moderated::has_voice(&sender.role()) {
-        return refuse(host, ErrorType::Auth, DefinedCondition::Forbidden);
+    if let Some(refusal) = features::check_groupchat(&room, &sender, &inbound.element) {
+        return refuse(host, refusal.type_, refusal.condition);
     }
     let mut message = outgoing(&inbound.element, &room.jid, &sender.nick);
     let changes_subject = subject::is_change(&message);
-    if changes_subject {
-        if !subject::may_change(&room, &sender.role()) {
-            return refuse(host, ErrorType::Auth, DefinedCondition::Forbidden);
-        }
-        let text = message
-            .get_child("subject", ns::JABBER_CLIENT)
-            .map(Element::text)
-            .unwrap_or_default();
-        room.subject = (!text.is_empty()).then(|| Subject {
-            text,
-            by: sender.nick.clone(),
-        });
-        room.save(host)?;
-    }
     // Only extensions need the occupants, and only some of them; the broadcast needs only the
     // session index.
     let hooks = if changes_subject {
@@ -77,19 +63,22 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
             }
         }
     }
-    let stanza_id = host.unique_id();
-    stable_id::stamp(&mut message, &room.jid, &stanza_id);
-    let id = occupant_id::of(host, &room.jid, &sender)?;
-    occupant_id::stamp(&mut message, &id);
-    let worth_keeping = message.has_child("body", ns::JABBER_CLIENT)
-        || message.has_child("subject", ns::JABBER_CLIENT);
-    // Serialised once, for the history and the broadcast.
-    let xml = String::from(&message);
-    if worth_keeping && !changes_subject {
-        history::record(host, &room, &xml)?;
-    }
+    let mut groupchat = Groupchat {
+        room: &room,
+        sender: &sender,
+        stanza_id: host.unique_id(),
+        occupant_id: None,
+        changes_subject,
+        message,
+        xml: String::new(),
+    };
+    features::stamp_groupchat(host, &mut groupchat)?;
+    // Serialised once, for the store stage and the broadcast.
+    groupchat.xml = String::from(&groupchat.message);
+    features::store_groupchat(host, &groupchat)?;
     // To every session in the room, from the session index: one crossing whatever the size.
-    host.broadcast_to_keys(&xml, Tier::Volatile, &keys::sessions(&room.jid))?;
+    host.broadcast_to_keys(&groupchat.xml, Tier::Volatile, &keys::sessions(&room.jid))?;
+    features::broadcast_groupchat(host, &groupchat)?;
     extensions::say(host, &room, said)
 }
 

@@ -15,11 +15,12 @@ use crate::config::Invalid;
 use crate::destroy;
 use crate::errors;
 use crate::extensions;
-use crate::features::{self, affiliation_lists, lock, members_only, naming, persistent};
+use crate::event::{ConfigSubmit, Inbound, Muc};
+use crate::features;
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
-use crate::service::{Inbound, Muc};
+use crate::rules::{members_only, naming};
 
 const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 
@@ -61,7 +62,7 @@ fn submit(
     muc: &Muc,
     host: &mut dyn Host,
     inbound: &Inbound,
-    mut room: Room,
+    room: Room,
     form: &Element,
 ) -> Result<(), Fault> {
     let refuse = |host: &mut dyn Host, condition| {
@@ -100,10 +101,20 @@ fn submit(
         Ok(config) => config,
         Err(invalid) => return not_acceptable(host, invalid),
     };
-    let affiliation_changes = match affiliation_lists::changes(host, &room, &form)? {
-        Ok(changes) => changes,
-        Err(invalid) => return not_acceptable(host, invalid),
+    let configured_room = Room {
+        config,
+        locked: false,
+        ..room.clone()
     };
+    let submit = ConfigSubmit {
+        room: &configured_room,
+        before_tier,
+        form: &form,
+        core: &admin::Changes,
+    };
+    if let Err(invalid) = features::validate_config(host, &submit)? {
+        return not_acceptable(host, invalid);
+    }
     let submitted: Vec<(String, Vec<String>)> = form
         .fields
         .iter()
@@ -113,12 +124,9 @@ fn submit(
         Ok(changed) => changed,
         Err(why) => return not_acceptable(host, Invalid(why)),
     };
-    room.config = config;
-    room.locked = false;
-    host.cancel_timer(&lock::timer_key(&room.jid));
-    room.save(host)?;
-    persistent::move_to_own_tier(host, &room, before_tier)?;
-    affiliation_lists::apply(host, &room, affiliation_changes)?;
+    configured_room.save(host)?;
+    features::configured(host, &submit)?;
+    let room = configured_room;
     reply(host, inbound, None)?;
     if room.config != before || extensions_changed {
         announce_change(host, &room, &before)?;
@@ -167,11 +175,7 @@ fn announce_change(
     before: &crate::config::Config,
 ) -> Result<(), Fault> {
     let mut statuses = vec![Status::ConfigNonPrivacyRelated];
-    statuses.extend(
-        features::ALL
-            .iter()
-            .flat_map(|f| f.change_statuses(before, &room.config)),
-    );
+    statuses.extend(features::change_statuses(before, &room.config));
     let notice = Element::builder("message", ns::JABBER_CLIENT)
         .attr(xml_ncname!("type").into(), "groupchat")
         .attr(xml_ncname!("from").into(), room.jid.as_str())
@@ -186,12 +190,7 @@ fn announce_change(
 }
 
 fn config_form(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
-    let mut fields: Vec<_> = features::ALL
-        .iter()
-        .flat_map(|feature| feature.fields().iter())
-        .map(|spec| spec.render(&room.config))
-        .collect();
-    fields.extend(affiliation_lists::fields(host, room)?);
+    let mut fields = features::form_fields(host, room)?;
     fields.extend(host.extension_form_fields(&room.jid));
     let mut form = DataForm::new(DataFormType::Form, ROOMCONFIG, fields);
     form.title = Some(format!("Configuration of {}", naming::display_name(room)));

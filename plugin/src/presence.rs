@@ -13,16 +13,15 @@ use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
 use crate::extensions;
-use crate::features::{
-    self, history, lock, persistent, presence_broadcast, registration, subject, Joiner,
-};
+use crate::event::{Inbound, Joined, Joiner, Muc};
+use crate::features::{self, presence_broadcast, registration};
 use crate::host::{Fault, HookEvent, Host, OccupantView, Tier};
 use crate::keys;
 use crate::muc_user;
 use crate::occupant::{role_name, Occupant, Session};
 use crate::room::Room;
 use crate::room_index;
-use crate::service::{Inbound, Muc};
+use crate::rules::persistent;
 
 pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
     let room_jid = inbound.to.to_bare().to_string();
@@ -88,10 +87,7 @@ fn join(
         password: request.as_ref().and_then(|r| r.password.as_deref()),
         occupant_count: others.iter().filter(|o| o.nick != nick).count(),
     };
-    if let Some(refusal) = features::ALL
-        .iter()
-        .find_map(|f| f.check_join(&room, &joiner))
-    {
+    if let Some(refusal) = features::check_join(&room, &joiner) {
         return refuse(host, inbound, refusal.type_, refusal.condition);
     }
     let arriving = holder.is_none().then(|| {
@@ -207,18 +203,20 @@ fn send_join_state(
     }
     // The joiner's own presence says what the room is like (100, 170...).
     let mut own = presence.clone();
-    own.self_statuses
-        .extend(features::ALL.iter().flat_map(|f| f.join_statuses(room)));
+    own.self_statuses.extend(features::join_statuses(room));
     own.to_own_sessions(
         host,
         room,
         std::slice::from_ref(&to),
         inbound.envelope.id.as_deref(),
     )?;
-    for message in history::replay(host, room, request.and_then(|r| r.history.as_ref()), &to)? {
-        host.send(message)?;
-    }
-    host.send(subject::message(room, &to))
+    let joined = Joined {
+        room,
+        occupant,
+        to: &to,
+        history: request.and_then(|r| r.history.as_ref()),
+    };
+    features::join_state(host, &joined)
 }
 
 /// A client already in the room sent a join again (it lost state): it gets the join state,
@@ -344,8 +342,7 @@ fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fa
     };
     room.save(host)?;
     affiliation::set(host, room_jid, creator, Affiliation::Owner, None)?;
-    let due = host.now_ms() + lock::TIMEOUT_MS;
-    host.set_timer(&lock::timer_key(room_jid), due);
+    features::created(host, &room)?;
     Ok(room)
 }
 
@@ -371,7 +368,8 @@ fn update(
     occupant.save(host, room_jid)?;
     let affiliation = affiliation::get(host, room_jid, &occupant.bare_jid)?;
     let others = Occupant::all(host, room_jid)?;
-    Presence::of(&occupant, affiliation, payload).broadcast(host, &room, &others)
+    Presence::of(&occupant, affiliation, payload).broadcast(host, &room, &others)?;
+    features::presence_changed(host, &room, &occupant)
 }
 
 /// XEP-0045 §7.6: the old nickname leaves with 303 naming the new one, then the new one arrives.
@@ -445,6 +443,7 @@ fn leave(
     let others = Occupant::all(host, room_jid)?;
     let gone = extensions::occupant_view(&occupant, affiliation.clone());
     Presence::departure(&occupant, affiliation, payload).broadcast(host, &room, &others)?;
+    features::left(host, &room, &occupant)?;
     if others.is_empty() && !persistent::is_persistent(&room) {
         destroy_silently(host, &room)?;
         return Ok(());
@@ -466,12 +465,11 @@ pub fn remove_session(
     Ok(staying)
 }
 
-/// Forgets an empty room and its lock timer.
+/// Forgets an empty room, and what its features and extensions kept of it.
 pub fn destroy_silently(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
     room.delete(host)?;
     extensions::forget(host, &room.jid);
-    host.cancel_timer(&lock::timer_key(&room.jid));
-    Ok(())
+    features::destroyed(host, room)
 }
 
 /// XEP-0045 §7.2.1 with RFC 8266: a nickname must survive the PRECIS Nickname profile
@@ -505,6 +503,7 @@ fn refuse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::lock;
     use crate::host::{Envelope, StanzaKind};
     use crate::memory_host::MemoryHost;
     use crate::service::Settings;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::features::persistent;
+use crate::rules::persistent;
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::room_index;

@@ -6,7 +6,7 @@
 //! restart. [`crate::room::Room::save`] and [`crate::room::Room::delete`] keep them in step;
 //! [`rebuild`] makes them again from the room records.
 
-use crate::features::{naming, public};
+use crate::rules::{naming, public};
 use crate::host::{Fault, Host, Level, Tier};
 use crate::keys;
 use crate::room::Room;

@@ -1,11 +1,9 @@
 //! The MUC service: entry points the binding layer calls, and dispatch of inbound stanzas to the
 //! module that owns them.
 
-use std::collections::BTreeMap;
-
 use jid::Jid;
 use minidom::Element;
-use xmpp_parsers::muc::user::{Affiliation, Status};
+use xmpp_parsers::muc::user::Status;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -17,7 +15,8 @@ use crate::destroy;
 use crate::disco;
 use crate::errors;
 use crate::extensions;
-use crate::features::{invitations, lock, registration, voice_requests};
+use crate::event::{RoomIq, RoomMessage};
+use crate::features::{self, lock, registration};
 use crate::groupchat;
 use crate::host::{Envelope, Fault, HookEvent, Host, Level, StanzaKind, Tier};
 use crate::keys;
@@ -43,50 +42,9 @@ pub const CONTRACT: &str = "1.4.0";
 /// Stanzas larger than this are refused with `policy-violation` before any work is done.
 const MAX_STANZA_BYTES: usize = 256 * 1024;
 
-/// Rooms one user may have created that still exist, when the host does not say.
-pub const DEFAULT_MAX_ROOMS_PER_USER: u32 = 100;
-
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The MUC service's domain.
-    pub service: String,
-    /// Service administrators' bare JIDs: owners of every room.
-    pub admins: Vec<String>,
-    /// Rooms one user who is not an administrator may have created that still exist (the
-    /// host's setting `max-rooms-per-user`); 0: no limit.
-    pub max_rooms_per_user: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            service: String::new(),
-            admins: Vec::new(),
-            max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
-        }
-    }
-}
-
-/// One instance's view of the service. Holds no room state: that lives in the host's store.
-pub struct Muc {
-    pub settings: Settings,
-}
-
-/// An inbound stanza, parsed once.
-pub struct Inbound<'a> {
-    pub envelope: &'a Envelope,
-    pub element: Element,
-    /// The sender, parsed and normalised.
-    pub from: Jid,
-    /// The addressee, parsed and normalised.
-    pub to: Jid,
-}
+pub use crate::event::{Inbound, Muc, Settings, DEFAULT_MAX_ROOMS_PER_USER};
 
 impl Muc {
-    pub fn new(settings: Settings) -> Muc {
-        Muc { settings }
-    }
-
     pub fn handle_stanza(
         &self,
         host: &mut dyn Host,
@@ -211,34 +169,35 @@ impl Muc {
         }
     }
 
-    /// Non-groupchat messages to a room: invitations and declines.
+    /// Non-groupchat messages to a room, for the feature that claims them (voice requests,
+    /// invitations and declines).
     fn room_message(&self, host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         let room = lock::visible_to(
             host,
             &inbound.to.to_bare().to_string(),
             &inbound.envelope.from,
         )?;
-        if let (Some(room), Some(form)) = (&room, inbound.element.get_child("x", ns::DATA_FORMS)) {
-            if voice_requests::is_request(form) {
-                return voice_requests::handle(self, host, inbound, room, form);
-            }
-        }
-        let x = inbound.element.get_child("x", ns::MUC_USER);
-        match (room, x) {
-            (Some(room), Some(x))
-                if x.has_child("invite", ns::MUC_USER) || x.has_child("decline", ns::MUC_USER) =>
-            {
-                invitations::handle(self, host, inbound, &room, x)
-            }
-            (None, _) => errors::reply(
+        let Some(room) = room else {
+            return errors::reply(
                 host,
                 inbound.envelope,
                 "message",
                 ErrorType::Cancel,
                 DefinedCondition::ItemNotFound,
                 None,
-            ),
-            _ => unsupported(host, inbound.envelope),
+            );
+        };
+        match features::room_message_owner(&inbound.element) {
+            Some(feature) => {
+                let message = RoomMessage {
+                    muc: self,
+                    inbound,
+                    room: &room,
+                    core: &admin::Changes,
+                };
+                feature.room_message(host, &message)
+            }
+            None => unsupported(host, inbound.envelope),
         }
     }
 
@@ -264,7 +223,9 @@ impl Muc {
         let bare_jid = inbound.from.to_bare().to_string();
         let get = envelope.type_.as_deref() == Some("get");
         let room = lock::visible_to(host, &room_jid, &envelope.from)?;
-        match (get, room, query.ns().as_str()) {
+        let namespace = query.ns();
+        let claimed = features::room_iq_owner(&namespace);
+        match (get, room, namespace.as_str()) {
             (true, Some(_), ns::DISCO_INFO)
                 if query.attr("node") == Some(registration::ROOMUSER_NODE) =>
             {
@@ -274,8 +235,15 @@ impl Muc {
                     Some(registration::roomuser_item(nick)),
                 ))
             }
-            (_, Some(room), registration::NS) => {
-                registration::handle(self, host, inbound, &room, query)
+            (_, Some(room), _) if claimed.is_some() => {
+                let iq = RoomIq {
+                    muc: self,
+                    inbound,
+                    room: &room,
+                    query,
+                    core: &admin::Changes,
+                };
+                claimed.map_or(Ok(()), |feature| feature.room_iq(host, &iq))
             }
             (true, Some(room), ns::DISCO_INFO) if query.attr("node").is_none() => {
                 let info = disco::room_info(host, &room)?;
@@ -310,8 +278,30 @@ impl Muc {
                 None,
             ),
             StanzaKind::Message => private_message::handle(host, inbound, nick),
-            StanzaKind::Iq => self_ping(host, inbound, nick),
+            StanzaKind::Iq => self.occupant_iq(host, inbound, nick),
         }
+    }
+
+    /// An IQ to `room/nick`: for the feature that claims its namespace, or a self-ping.
+    fn occupant_iq(&self, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
+        let claimed = query_ns(&inbound.element)
+            .as_deref()
+            .and_then(features::occupant_iq_owner);
+        let (Some(feature), Some(query)) = (claimed, inbound.element.children().next()) else {
+            return self_ping(host, inbound, nick);
+        };
+        let room_jid = inbound.to.to_bare().to_string();
+        let Some(room) = lock::visible_to(host, &room_jid, &inbound.envelope.from)? else {
+            return self_ping(host, inbound, nick);
+        };
+        let iq = RoomIq {
+            muc: self,
+            inbound,
+            room: &room,
+            query,
+            core: &admin::Changes,
+        };
+        feature.occupant_iq(host, &iq, nick)
     }
 
     pub fn on_timer(&self, host: &mut dyn Host, key: &str) -> Result<(), Fault> {
@@ -362,35 +352,6 @@ impl Muc {
 
     pub fn on_shutdown(&self, host: &mut dyn Host) -> Result<(), Fault> {
         shutdown::remove_everyone(host)
-    }
-
-    pub fn is_service_admin(&self, bare_jid: &str) -> bool {
-        self.settings.admins.iter().any(|admin| admin == bare_jid)
-    }
-
-    /// A user's affiliation with a room; service administrators own every room.
-    pub fn affiliation(
-        &self,
-        host: &mut dyn Host,
-        room: &str,
-        bare_jid: &str,
-    ) -> Result<Affiliation, Fault> {
-        if self.is_service_admin(bare_jid) {
-            return Ok(Affiliation::Owner);
-        }
-        affiliation::get(host, room, bare_jid)
-    }
-
-    /// [`Muc::affiliation`], from the room's affiliations read beforehand ([`affiliation::all`]).
-    pub fn affiliation_in(
-        &self,
-        stored: &BTreeMap<String, Affiliation>,
-        bare_jid: &str,
-    ) -> Affiliation {
-        if self.is_service_admin(bare_jid) {
-            return Affiliation::Owner;
-        }
-        stored.get(bare_jid).cloned().unwrap_or(Affiliation::None)
     }
 }
 
@@ -453,7 +414,8 @@ fn remove_ghost(muc: &Muc, host: &mut dyn Host, inbound: &Inbound) -> Result<(),
     let mut gone = Presence::departure(&ghost, affiliation, vec![why]);
     gone.statuses.push(Status::ServiceErrorKick);
     gone.to_others(host, &room, &others)?;
-    if others.is_empty() && !crate::features::persistent::is_persistent(&room) {
+    features::left(host, &room, &ghost)?;
+    if others.is_empty() && !crate::rules::persistent::is_persistent(&room) {
         presence::destroy_silently(host, &room)?;
         return Ok(());
     }

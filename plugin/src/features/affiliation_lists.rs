@@ -5,9 +5,9 @@
 use xmpp_parsers::data_forms::{DataForm, Field, FieldType};
 use xmpp_parsers::muc::user::Affiliation;
 
-use crate::admin;
 use crate::affiliation;
 use crate::config::Invalid;
+use crate::event::{ConfigSubmit, Core, RoomFeature};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
@@ -95,6 +95,7 @@ pub fn changes(
 /// Applies and announces the changes `changes` computed.
 pub fn apply(
     host: &mut dyn Host,
+    core: &dyn Core,
     room: &Room,
     changes: Vec<(String, Affiliation)>,
 ) -> Result<(), Fault> {
@@ -104,9 +105,34 @@ pub fn apply(
             .into_iter()
             .filter(|o| o.bare_jid == jid)
             .collect();
-        admin::announce_affiliation(host, room, &jid, present, affiliation, None, None)?;
+        core.announce_affiliation(host, room, &jid, present, affiliation, None, None)?;
     }
     Ok(())
+}
+
+pub struct AffiliationLists;
+
+impl RoomFeature for AffiliationLists {
+    fn form_fields(&self, host: &mut dyn Host, room: &Room) -> Result<Vec<Field>, Fault> {
+        fields(host, room)
+    }
+
+    fn validate_config(
+        &self,
+        host: &mut dyn Host,
+        submit: &ConfigSubmit,
+    ) -> Result<Result<(), Invalid>, Fault> {
+        Ok(changes(host, submit.room, submit.form)?.map(|_| ()))
+    }
+
+    /// The changes are read again from the same form and lists: nothing changed them since
+    /// they were validated, in this same call.
+    fn configured(&self, host: &mut dyn Host, submit: &ConfigSubmit) -> Result<(), Fault> {
+        match changes(host, submit.room, submit.form)? {
+            Ok(changes) => apply(host, submit.core, submit.room, changes),
+            Err(Invalid(why)) => Err(Fault(format!("validated lists became invalid: {why}"))),
+        }
+    }
 }
 
 #[cfg(test)]

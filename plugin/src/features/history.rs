@@ -10,9 +10,11 @@ use minidom::Element;
 use serde::{Deserialize, Serialize};
 use xmpp_parsers::muc::muc::History as Request;
 
-use super::RoomFeature;
+use crate::event::{Groupchat, Joined, RoomFeature};
 use crate::config::{FieldSpec, Kind};
 use crate::host::{Fault, Host};
+use xmpp_parsers::ns;
+
 use crate::room::Room;
 
 pub const FIELD: FieldSpec = FieldSpec {
@@ -147,6 +149,23 @@ pub struct History;
 impl RoomFeature for History {
     fn fields(&self) -> &'static [FieldSpec] {
         &[FIELD]
+    }
+
+    /// Messages with a body or a subject are kept; a subject change is the subject's, not history.
+    fn store_groupchat(&self, host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
+        let worth_keeping = message.message.has_child("body", ns::JABBER_CLIENT)
+            || message.message.has_child("subject", ns::JABBER_CLIENT);
+        if worth_keeping && !message.changes_subject {
+            record(host, message.room, &message.xml)?;
+        }
+        Ok(())
+    }
+
+    fn catch_up(&self, host: &mut dyn Host, joined: &Joined) -> Result<(), Fault> {
+        for message in replay(host, joined.room, joined.history, joined.to)? {
+            host.send(message)?;
+        }
+        Ok(())
     }
 }
 

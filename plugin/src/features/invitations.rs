@@ -9,14 +9,15 @@ use xmpp_parsers::muc::user::{Affiliation, Role};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::{members_only, password, RoomFeature};
+use crate::event::{RoomFeature, RoomMessage};
+use crate::rules::{members_only, password};
 use crate::affiliation;
 use crate::config::{FieldSpec, Kind};
 use crate::errors;
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
-use crate::service::{Inbound, Muc};
+use crate::event::{Inbound, Muc};
 
 pub const FIELD: FieldSpec = FieldSpec {
     var: "muc#roomconfig_allowinvites",
@@ -184,6 +185,19 @@ pub struct Invitations;
 impl RoomFeature for Invitations {
     fn fields(&self) -> &'static [FieldSpec] {
         &[FIELD]
+    }
+
+    fn claims_room_message(&self, message: &Element) -> bool {
+        message
+            .get_child("x", ns::MUC_USER)
+            .is_some_and(|x| x.has_child("invite", ns::MUC_USER) || x.has_child("decline", ns::MUC_USER))
+    }
+
+    fn room_message(&self, host: &mut dyn Host, message: &RoomMessage) -> Result<(), Fault> {
+        let Some(x) = message.inbound.element.get_child("x", ns::MUC_USER) else {
+            return Ok(());
+        };
+        handle(message.muc, host, message.inbound, message.room, x)
     }
 }
 

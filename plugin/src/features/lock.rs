@@ -6,7 +6,7 @@
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::{Joiner, Refusal, RoomFeature};
+use crate::event::{ConfigSubmit, Joiner, Refusal, RoomFeature};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
@@ -34,6 +34,23 @@ pub fn visible_to(host: &mut dyn Host, room_jid: &str, from: &str) -> Result<Opt
 pub struct Lock;
 
 impl RoomFeature for Lock {
+    /// A new room waits [`TIMEOUT_MS`] for its configuration.
+    fn created(&self, host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
+        let due = host.now_ms() + TIMEOUT_MS;
+        host.set_timer(&timer_key(&room.jid), due);
+        Ok(())
+    }
+
+    fn configured(&self, host: &mut dyn Host, submit: &ConfigSubmit) -> Result<(), Fault> {
+        host.cancel_timer(&timer_key(&submit.room.jid));
+        Ok(())
+    }
+
+    fn destroyed(&self, host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
+        host.cancel_timer(&timer_key(&room.jid));
+        Ok(())
+    }
+
     fn check_join(&self, room: &Room, joiner: &Joiner) -> Option<Refusal> {
         (room.locked && *joiner.affiliation != Affiliation::Owner).then_some(Refusal {
             type_: ErrorType::Cancel,

@@ -4,7 +4,7 @@
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::{Joiner, Refusal, RoomFeature};
+use crate::event::{Joiner, Refusal, RoomFeature};
 use crate::config::{FieldSpec, Kind};
 use crate::room::Room;
 

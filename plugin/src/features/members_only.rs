@@ -5,28 +5,11 @@
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::{Joiner, Refusal, RoomFeature};
-use crate::config::{FieldSpec, Kind};
+use crate::event::{Joiner, Refusal, RoomFeature};
+use crate::config::FieldSpec;
 use crate::room::Room;
 
-pub const FIELD: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_membersonly",
-    label: "Make room members-only",
-    kind: Kind::Boolean(false),
-};
-
-pub fn is_members_only(room: &Room) -> bool {
-    FIELD.flag(&room.config)
-}
-
-/// Whether a user with `affiliation` may be in the room.
-pub fn admits(room: &Room, affiliation: &Affiliation) -> bool {
-    !is_members_only(room)
-        || matches!(
-            affiliation,
-            Affiliation::Owner | Affiliation::Admin | Affiliation::Member
-        )
-}
+pub use crate::rules::members_only::{admits, is_members_only, FIELD};
 
 pub struct MembersOnly;
 

@@ -1,7 +1,7 @@
-//! Room features, one module each. A feature declares its configuration fields and hooks into
-//! the core's events: a join (may refuse, may add self-presence statuses), a configuration change
-//! (may add status codes to the 104 notice), disco#info (features and `muc#roominfo` fields).
-//! The core walks [`ALL`] at each event; a feature is read in one file.
+//! Room features, one module each, and the list of them: [`ALL`]. A feature implements
+//! [`RoomFeature`] (in `event.rs`) for the events it needs; the core fires each event through
+//! the functions below, which visit [`ALL`] in order. A feature imports `event` (and `rules`,
+//! and plugin infrastructure), never this list or another feature.
 
 pub mod affiliation_lists;
 pub mod history;
@@ -26,62 +26,21 @@ pub mod subject;
 pub mod voice_requests;
 pub mod whois;
 
-use xmpp_parsers::data_forms::Field;
-use xmpp_parsers::muc::user::{Affiliation, Status};
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::config::{Config, FieldSpec};
+use minidom::Element;
+use xmpp_parsers::data_forms::Field;
+use xmpp_parsers::muc::user::Status;
+
+use crate::config::{Config, FieldSpec, Invalid};
+use crate::event::{ConfigSubmit, Groupchat, Joined, Joiner, Refusal, RoomFeature};
+use crate::host::{Fault, Host};
+use crate::occupant::Occupant;
 use crate::room::Room;
 
-/// Who is asking to enter, as a join check sees them.
-pub struct Joiner<'a> {
-    pub affiliation: &'a Affiliation,
-    /// The password the join carried, if any.
-    pub password: Option<&'a str>,
-    /// Occupants in the room now, the joiner excluded.
-    pub occupant_count: usize,
-}
-
-/// A refused join: the error the joiner gets.
-#[derive(Debug, PartialEq)]
-pub struct Refusal {
-    pub type_: ErrorType,
-    pub condition: DefinedCondition,
-}
-
-pub trait RoomFeature: Sync {
-    /// The `muc#roomconfig` fields this feature owns.
-    fn fields(&self) -> &'static [FieldSpec] {
-        &[]
-    }
-
-    /// A join this feature forbids.
-    fn check_join(&self, _room: &Room, _joiner: &Joiner) -> Option<Refusal> {
-        None
-    }
-
-    /// Status codes on the joiner's own presence (XEP-0045 §7.2.2-7.2.12).
-    fn join_statuses(&self, _room: &Room) -> Vec<Status> {
-        Vec::new()
-    }
-
-    /// Status codes announcing a configuration change (XEP-0045 §10.2.1), beside 104.
-    fn change_statuses(&self, _before: &Config, _after: &Config) -> Vec<Status> {
-        Vec::new()
-    }
-
-    /// Features in the room's disco#info (`muc_*`, and the namespaces the feature answers).
-    fn disco_features(&self, _room: &Room) -> Vec<&'static str> {
-        Vec::new()
-    }
-
-    /// Fields of the room's `muc#roominfo` form.
-    fn room_info(&self, _room: &Room) -> Vec<Field> {
-        Vec::new()
-    }
-}
-
-/// Every feature, in the order their fields appear in the configuration form.
+/// Every feature. Their fields appear in the configuration form in this order, and every event
+/// visits them in this order: where it matters, `stable_id` stamps before `occupant_id` (the
+/// stanza-id first), `voice_requests` claims a message before `invitations`, `history` catches
+/// a joiner up before `subject` sends the subject (a separate, later event).
 pub const ALL: &[&dyn RoomFeature] = &[
     &naming::Naming,
     &persistent::Persistent,
@@ -95,14 +54,16 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &presence_broadcast::PresenceBroadcast,
     &subject::ChangeSubject,
     &private_messages::AllowPm,
+    &voice_requests::VoiceRequests,
     &invitations::Invitations,
     &member_list::MemberList,
     &logging::Logging,
     &history::History,
     &lock::Lock,
-    &occupant_id::OccupantId,
     &stable_id::StableId,
+    &occupant_id::OccupantId,
     &registration::Registration,
+    &affiliation_lists::AffiliationLists,
 ];
 
 /// The declaration of the configuration field `var`, if a feature owns one.
@@ -110,4 +71,118 @@ pub fn field(var: &str) -> Option<&'static FieldSpec> {
     ALL.iter()
         .flat_map(|feature| feature.fields().iter())
         .find(|spec| spec.var == var)
+}
+
+pub fn created(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
+    ALL.iter().try_for_each(|f| f.created(host, room))
+}
+
+pub fn destroyed(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
+    ALL.iter().try_for_each(|f| f.destroyed(host, room))
+}
+
+/// The first refusal of a join, in list order.
+pub fn check_join(room: &Room, joiner: &Joiner) -> Option<Refusal> {
+    ALL.iter().find_map(|f| f.check_join(room, joiner))
+}
+
+pub fn join_statuses(room: &Room) -> Vec<Status> {
+    ALL.iter().flat_map(|f| f.join_statuses(room)).collect()
+}
+
+/// What a joiner gets after its own presence: every feature's catch-up, then the rest.
+pub fn join_state(host: &mut dyn Host, joined: &Joined) -> Result<(), Fault> {
+    ALL.iter().try_for_each(|f| f.catch_up(host, joined))?;
+    ALL.iter().try_for_each(|f| f.joined(host, joined))
+}
+
+pub fn presence_changed(host: &mut dyn Host, room: &Room, occupant: &Occupant) -> Result<(), Fault> {
+    ALL.iter()
+        .try_for_each(|f| f.presence_changed(host, room, occupant))
+}
+
+pub fn left(host: &mut dyn Host, room: &Room, occupant: &Occupant) -> Result<(), Fault> {
+    ALL.iter().try_for_each(|f| f.left(host, room, occupant))
+}
+
+/// The first refusal of a groupchat message, in list order.
+pub fn check_groupchat(room: &Room, sender: &Occupant, message: &Element) -> Option<Refusal> {
+    ALL.iter()
+        .find_map(|f| f.check_groupchat(room, sender, message))
+}
+
+pub fn stamp_groupchat(host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
+    ALL.iter().try_for_each(|f| f.stamp_groupchat(host, message))
+}
+
+pub fn store_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
+    ALL.iter().try_for_each(|f| f.store_groupchat(host, message))
+}
+
+pub fn broadcast_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
+    ALL.iter()
+        .try_for_each(|f| f.broadcast_groupchat(host, message))
+}
+
+/// The feature that answers a non-groupchat message to the room, if one claims it.
+pub fn room_message_owner(message: &Element) -> Option<&'static dyn RoomFeature> {
+    ALL.iter().copied().find(|f| f.claims_room_message(message))
+}
+
+/// The feature that answers IQs to the room in `namespace`, if one claims it.
+pub fn room_iq_owner(namespace: &str) -> Option<&'static dyn RoomFeature> {
+    ALL.iter()
+        .copied()
+        .find(|f| f.room_iq_namespaces().contains(&namespace))
+}
+
+/// The feature that answers IQs to an occupant in `namespace`, if one claims it.
+pub fn occupant_iq_owner(namespace: &str) -> Option<&'static dyn RoomFeature> {
+    ALL.iter()
+        .copied()
+        .find(|f| f.occupant_iq_namespaces().contains(&namespace))
+}
+
+/// The configuration form's fields: every feature's own, then those read from the store.
+pub fn form_fields(host: &mut dyn Host, room: &Room) -> Result<Vec<Field>, Fault> {
+    let mut fields: Vec<Field> = ALL
+        .iter()
+        .flat_map(|feature| feature.fields().iter())
+        .map(|spec| spec.render(&room.config))
+        .collect();
+    for feature in ALL {
+        fields.extend(feature.form_fields(host, room)?);
+    }
+    Ok(fields)
+}
+
+/// The first feature's objection to a submitted form, in list order.
+pub fn validate_config(
+    host: &mut dyn Host,
+    submit: &ConfigSubmit,
+) -> Result<Result<(), Invalid>, Fault> {
+    for feature in ALL {
+        if let Err(invalid) = feature.validate_config(host, submit)? {
+            return Ok(Err(invalid));
+        }
+    }
+    Ok(Ok(()))
+}
+
+pub fn configured(host: &mut dyn Host, submit: &ConfigSubmit) -> Result<(), Fault> {
+    ALL.iter().try_for_each(|f| f.configured(host, submit))
+}
+
+pub fn change_statuses(before: &Config, after: &Config) -> Vec<Status> {
+    ALL.iter()
+        .flat_map(|f| f.change_statuses(before, after))
+        .collect()
+}
+
+pub fn disco_features(room: &Room) -> Vec<&'static str> {
+    ALL.iter().flat_map(|f| f.disco_features(room)).collect()
+}
+
+pub fn room_info(room: &Room) -> Vec<Field> {
+    ALL.iter().flat_map(|f| f.room_info(room)).collect()
 }

@@ -3,7 +3,11 @@
 
 use xmpp_parsers::muc::user::{Affiliation, Role};
 
-use super::RoomFeature;
+use minidom::Element;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::event::{Refusal, RoomFeature};
+use crate::occupant::Occupant;
 use crate::config::{FieldSpec, Kind};
 use crate::room::Room;
 
@@ -36,6 +40,13 @@ pub struct Moderated;
 impl RoomFeature for Moderated {
     fn fields(&self) -> &'static [FieldSpec] {
         &[FIELD]
+    }
+
+    fn check_groupchat(&self, _room: &Room, sender: &Occupant, _message: &Element) -> Option<Refusal> {
+        (!has_voice(&sender.role())).then_some(Refusal {
+            type_: ErrorType::Auth,
+            condition: DefinedCondition::Forbidden,
+        })
     }
 
     fn disco_features(&self, room: &Room) -> Vec<&'static str> {

@@ -2,19 +2,11 @@
 
 use xmpp_parsers::data_forms::{Field, FieldType};
 
-use super::RoomFeature;
+use crate::event::RoomFeature;
 use crate::config::{FieldSpec, Kind};
 use crate::room::Room;
 
-/// A title fits a client's window title and a room list's line.
-pub const NAME: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_roomname",
-    label: "Title",
-    kind: Kind::Text {
-        default: "",
-        max_chars: 200,
-    },
-};
+pub use crate::rules::naming::{display_name, NAME};
 pub const DESCRIPTION: FieldSpec = FieldSpec {
     var: "muc#roomconfig_roomdesc",
     label: "Description",
@@ -32,15 +24,6 @@ pub const LANGUAGE: FieldSpec = FieldSpec {
         max_chars: 35,
     },
 };
-
-/// The name to show for a room: its configured title, or its localpart (some clients misbehave
-/// on a nameless room).
-pub fn display_name(room: &Room) -> String {
-    match NAME.text(&room.config) {
-        "" => room.jid.split('@').next().unwrap_or_default().to_string(),
-        name => name.to_string(),
-    }
-}
 
 pub struct Naming;
 

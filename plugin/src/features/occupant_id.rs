@@ -7,7 +7,7 @@ use minidom::rxml::xml_ncname;
 use minidom::Element;
 use sha2::{Digest, Sha256};
 
-use super::RoomFeature;
+use crate::event::{Groupchat, RoomFeature};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
@@ -60,6 +60,13 @@ pub struct OccupantId;
 impl RoomFeature for OccupantId {
     fn disco_features(&self, _room: &Room) -> Vec<&'static str> {
         vec![NS]
+    }
+
+    fn stamp_groupchat(&self, host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
+        let id = of(host, &message.room.jid, message.sender)?;
+        stamp(&mut message.message, &id);
+        message.occupant_id = Some(id);
+        Ok(())
     }
 }
 

@@ -5,30 +5,11 @@
 
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::{Joiner, Refusal, RoomFeature};
-use crate::config::{FieldSpec, Kind};
+use crate::event::{Joiner, Refusal, RoomFeature};
+use crate::config::FieldSpec;
 use crate::room::Room;
 
-pub const PROTECTED: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_passwordprotectedroom",
-    label: "Password required to enter",
-    kind: Kind::Boolean(false),
-};
-pub const SECRET: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_roomsecret",
-    label: "Password",
-    kind: Kind::Private { max_chars: 256 },
-};
-
-pub fn is_protected(room: &Room) -> bool {
-    let switched_off = room.config.get(PROTECTED.var) == Some(&serde_json::Value::Bool(false));
-    !SECRET.text(&room.config).is_empty() && !switched_off
-}
-
-/// The room's password, for invitations (XEP-0045 §7.8.2).
-pub fn secret(room: &Room) -> Option<&str> {
-    is_protected(room).then(|| SECRET.text(&room.config))
-}
+pub use crate::rules::password::{is_protected, secret, PROTECTED, SECRET};
 
 pub struct Password;
 

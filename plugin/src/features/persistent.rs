@@ -1,21 +1,13 @@
 //! Persistent and temporary rooms (XEP-0045 §10.1.3): a temporary room is destroyed when its
 //! last occupant leaves and lives in the volatile tier; a persistent one is kept durably.
 
-use super::RoomFeature;
-use crate::config::{FieldSpec, Kind};
+use crate::event::{ConfigSubmit, RoomFeature};
+use crate::config::FieldSpec;
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::room::Room;
 
-pub const FIELD: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_persistentroom",
-    label: "Make room persistent",
-    kind: Kind::Boolean(false),
-};
-
-pub fn is_persistent(room: &Room) -> bool {
-    FIELD.flag(&room.config)
-}
+pub use crate::rules::persistent::{is_persistent, FIELD};
 
 pub struct Persistent;
 
@@ -30,6 +22,10 @@ impl RoomFeature for Persistent {
         } else {
             "muc_temporary"
         }]
+    }
+
+    fn configured(&self, host: &mut dyn Host, submit: &ConfigSubmit) -> Result<(), Fault> {
+        move_to_own_tier(host, submit.room, submit.before_tier)
     }
 }
 

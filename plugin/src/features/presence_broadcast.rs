@@ -4,7 +4,7 @@
 
 use xmpp_parsers::muc::user::Role;
 
-use super::RoomFeature;
+use crate::event::RoomFeature;
 use crate::config::{FieldSpec, Kind};
 use crate::occupant::role_name;
 use crate::room::Room;

@@ -3,7 +3,7 @@
 
 use xmpp_parsers::muc::user::Role;
 
-use super::RoomFeature;
+use crate::event::RoomFeature;
 use crate::config::{FieldSpec, Kind};
 use crate::room::Room;
 

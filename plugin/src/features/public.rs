@@ -1,19 +1,11 @@
 //! Public and hidden rooms (XEP-0045 §10.1.3): only public rooms are listed in the service's
 //! disco#items.
 
-use super::RoomFeature;
-use crate::config::{FieldSpec, Kind};
+use crate::event::RoomFeature;
+use crate::config::FieldSpec;
 use crate::room::Room;
 
-pub const FIELD: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_publicroom",
-    label: "Make room publicly searchable",
-    kind: Kind::Boolean(true),
-};
-
-pub fn is_public(room: &Room) -> bool {
-    FIELD.flag(&room.config)
-}
+pub use crate::rules::public::{is_public, FIELD};
 
 pub struct Public;
 

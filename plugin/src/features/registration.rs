@@ -12,15 +12,14 @@ use xmpp_parsers::ns;
 
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::RoomFeature;
-use crate::admin;
+use crate::event::{Core, RoomFeature, RoomIq};
 use crate::affiliation::{self, AffiliationRecord};
 use crate::errors;
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
 use crate::room::Room;
-use crate::service::{Inbound, Muc};
+use crate::event::{Inbound, Muc};
 
 pub const NS: &str = "jabber:iq:register";
 pub const FORM_TYPE: &str = "http://jabber.org/protocol/muc#register";
@@ -35,6 +34,14 @@ pub struct Registration;
 impl RoomFeature for Registration {
     fn disco_features(&self, _room: &Room) -> Vec<&'static str> {
         vec![NS]
+    }
+
+    fn room_iq_namespaces(&self) -> &'static [&'static str] {
+        &[NS]
+    }
+
+    fn room_iq(&self, host: &mut dyn Host, iq: &RoomIq) -> Result<(), Fault> {
+        handle(iq.muc, host, iq.core, iq.inbound, iq.room, iq.query)
     }
 }
 
@@ -126,6 +133,7 @@ pub fn roomuser_item(nick: Option<String>) -> Element {
 pub fn handle(
     muc: &Muc,
     host: &mut dyn Host,
+    core: &dyn Core,
     inbound: &Inbound,
     room: &Room,
     query: &Element,
@@ -159,7 +167,7 @@ pub fn handle(
                 return refuse(host, ErrorType::Cancel, DefinedCondition::NotAllowed);
             }
             affiliation::set(host, &room.jid, &bare_jid, Affiliation::None, None)?;
-            admin::announce_affiliation(
+            core.announce_affiliation(
                 host,
                 room,
                 &bare_jid,
@@ -188,7 +196,7 @@ pub fn handle(
             let affiliation = muc.affiliation(host, &room.jid, &bare_jid)?;
             for occupant in occupants {
                 let role = occupant.role();
-                admin::change_role(host, room, occupant, affiliation.clone(), role, None, None)?;
+                core.change_role(host, room, occupant, affiliation.clone(), role, None, None)?;
             }
             host.send(errors::result(inbound.envelope, None))
         }

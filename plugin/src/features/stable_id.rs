@@ -5,7 +5,8 @@
 use minidom::rxml::xml_ncname;
 use minidom::Element;
 
-use super::RoomFeature;
+use crate::event::{Groupchat, RoomFeature};
+use crate::host::{Fault, Host};
 use crate::room::Room;
 use crate::xml::retain_children;
 
@@ -28,6 +29,11 @@ pub struct StableId;
 impl RoomFeature for StableId {
     fn disco_features(&self, _room: &Room) -> Vec<&'static str> {
         vec!["http://jabber.org/protocol/muc#stable_id", NS]
+    }
+
+    fn stamp_groupchat(&self, _host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
+        stamp(&mut message.message, &message.room.jid, &message.stanza_id);
+        Ok(())
     }
 }
 

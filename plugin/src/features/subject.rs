@@ -6,9 +6,13 @@ use minidom::Element;
 use xmpp_parsers::muc::user::Role;
 use xmpp_parsers::ns;
 
-use super::RoomFeature;
+use crate::event::{Groupchat, Joined, Refusal, RoomFeature};
 use crate::config::{FieldSpec, Kind};
-use crate::room::Room;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::host::{Fault, Host};
+use crate::occupant::Occupant;
+use crate::room::{Room, Subject};
 
 pub const FIELD: FieldSpec = FieldSpec {
     var: "muc#roomconfig_changesubject",
@@ -29,6 +33,36 @@ pub struct ChangeSubject;
 impl RoomFeature for ChangeSubject {
     fn fields(&self) -> &'static [FieldSpec] {
         &[FIELD]
+    }
+
+    fn check_groupchat(&self, room: &Room, sender: &Occupant, message: &Element) -> Option<Refusal> {
+        (is_change(message) && !may_change(room, &sender.role())).then_some(Refusal {
+            type_: ErrorType::Auth,
+            condition: DefinedCondition::Forbidden,
+        })
+    }
+
+    /// A subject change is kept on the room's record before anyone hears of it.
+    fn store_groupchat(&self, host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
+        if !message.changes_subject {
+            return Ok(());
+        }
+        let text = message
+            .message
+            .get_child("subject", ns::JABBER_CLIENT)
+            .map(Element::text)
+            .unwrap_or_default();
+        let mut room = message.room.clone();
+        room.subject = (!text.is_empty()).then(|| Subject {
+            text,
+            by: message.sender.nick.clone(),
+        });
+        room.save(host)
+    }
+
+    /// The subject comes last in the join state (XEP-0045 §7.2.15).
+    fn joined(&self, host: &mut dyn Host, joined: &Joined) -> Result<(), Fault> {
+        host.send(self::message(joined.room, joined.to))
     }
 }
 

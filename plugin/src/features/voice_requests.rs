@@ -9,13 +9,28 @@ use xmpp_parsers::muc::user::Role;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::admin;
 use crate::announce;
+use crate::event::{Core, RoomFeature, RoomMessage};
 use crate::errors;
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
-use crate::service::{Inbound, Muc};
+use crate::event::{Inbound, Muc};
+
+pub struct VoiceRequests;
+
+impl RoomFeature for VoiceRequests {
+    fn claims_room_message(&self, message: &Element) -> bool {
+        message.get_child("x", ns::DATA_FORMS).is_some_and(is_request)
+    }
+
+    fn room_message(&self, host: &mut dyn Host, message: &RoomMessage) -> Result<(), Fault> {
+        let Some(form) = message.inbound.element.get_child("x", ns::DATA_FORMS) else {
+            return Ok(());
+        };
+        handle(message.muc, host, message.core, message.inbound, message.room, form)
+    }
+}
 
 pub const FORM_TYPE: &str = "http://jabber.org/protocol/muc#request";
 
@@ -40,6 +55,7 @@ pub fn is_request(form: &Element) -> bool {
 pub fn handle(
     muc: &Muc,
     host: &mut dyn Host,
+    core: &dyn Core,
     inbound: &Inbound,
     room: &Room,
     form: &Element,
@@ -54,7 +70,7 @@ pub fn handle(
         return refuse(host, ErrorType::Modify, DefinedCondition::NotAcceptable);
     };
     if value(&form, "muc#request_allow").is_some() {
-        return approve(muc, host, inbound, room, &sender, &form);
+        return approve(muc, host, core, inbound, room, &sender, &form);
     }
     if sender.role() != Role::Visitor {
         // Only visitors lack voice; anyone else asking is a mistake, not worth a moderator's time.
@@ -121,6 +137,7 @@ fn approval_form(room: &Room, visitor: &Occupant, jid: &str) -> Element {
 fn approve(
     muc: &Muc,
     host: &mut dyn Host,
+    core: &dyn Core,
     inbound: &Inbound,
     room: &Room,
     moderator: &Occupant,
@@ -153,7 +170,7 @@ fn approve(
         Some(visitor) if visitor.role() == Role::Visitor => {
             let affiliation = muc.affiliation(host, &room.jid, &visitor.bare_jid)?;
             let by = Some((moderator.nick.clone(), inbound.from.to_string()));
-            admin::change_role(
+            core.change_role(
                 host,
                 room,
                 visitor,

@@ -3,7 +3,7 @@
 
 use xmpp_parsers::muc::user::{Role, Status};
 
-use super::RoomFeature;
+use crate::event::RoomFeature;
 use crate::config::{Config, FieldSpec, Kind};
 use crate::room::Room;
 
