@@ -10,10 +10,10 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::destroy;
 use crate::errors;
+use crate::event::{Inbound, Muc};
 use crate::form;
 use crate::host::{Fault, Host};
 use crate::room::Room;
-use crate::event::{Inbound, Muc};
 
 pub const NS: &str = "http://jabber.org/protocol/commands";
 pub const DESTROY_NODE: &str = "http://prosody.im/protocol/muc#destroy";

@@ -9,13 +9,13 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::affiliation;
-use crate::announce::{self, Presence};
+use crate::announce::Presence;
 use crate::errors;
-use crate::extensions;
 use crate::event::{ChangedBy, Core, Inbound, Muc};
+use crate::extensions;
 use crate::features::{self, member_list, moderated, registration, whois};
 use crate::host::{Fault, HookEvent, Host};
-use crate::occupant::{role_name, Occupant};
+use crate::occupant::{self, role_name, Occupant};
 use crate::permissions::{self, Actor, Change, Refusal, Target};
 use crate::presence;
 use crate::room::Room;
@@ -386,7 +386,7 @@ fn notify_absent(
         .iter()
         .filter(|o| whois::sees_real_jids(room, &o.role()))
         .collect();
-    let recipients = announce::sessions(&seeing);
+    let recipients = occupant::sessions(&seeing);
     if recipients.is_empty() {
         return Ok(());
     }

@@ -10,7 +10,7 @@ use xmpp_parsers::ns;
 use crate::features::{occupant_id, presence_broadcast, whois};
 use crate::host::{Fault, Host};
 use crate::muc_user;
-use crate::occupant::Occupant;
+use crate::occupant::{sessions, Occupant};
 use crate::room::Room;
 
 /// One change of an occupant's presence.
@@ -205,14 +205,6 @@ fn actor(nick: &str, jid: Option<&str>) -> Option<xmpp_parsers::muc::user::Actor
         element = element.attr(xml_ncname!("jid").into(), jid);
     }
     element.build().try_into().ok()
-}
-
-/// Every session of these occupants.
-pub fn sessions(occupants: &[&Occupant]) -> Vec<String> {
-    occupants
-        .iter()
-        .flat_map(|o| o.full_jids().map(str::to_string))
-        .collect()
 }
 
 /// A client presence's children worth showing others: everything but the MUC join element and

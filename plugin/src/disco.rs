@@ -14,9 +14,8 @@ use crate::features;
 use crate::form;
 use crate::host::{Envelope, Fault, Host, Level};
 use crate::occupant::Occupant;
-use crate::room::Room;
+use crate::room::{naming, Room};
 use crate::room_index;
-use crate::rules::naming;
 
 /// Advertised on the service and on every room.
 const COMMON: &[&str] = &[
@@ -145,7 +144,11 @@ pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
     ];
     info_fields.extend(features::room_info(room));
     let mut features_list: Vec<String> = COMMON.iter().map(|f| f.to_string()).collect();
-    features_list.extend(features::disco_features(room).into_iter().map(str::to_string));
+    features_list.extend(
+        features::disco_features(room)
+            .into_iter()
+            .map(str::to_string),
+    );
     let mut info: Element = DiscoInfoResult {
         node: None,
         identities: vec![Identity::new(

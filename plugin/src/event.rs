@@ -266,7 +266,12 @@ pub trait RoomFeature: Sync {
     // The groupchat pipeline, in this order for each message.
 
     /// A message this feature refuses (voice, subject rights).
-    fn check_groupchat(&self, _room: &Room, _sender: &Occupant, _message: &Element) -> Option<Refusal> {
+    fn check_groupchat(
+        &self,
+        _room: &Room,
+        _sender: &Occupant,
+        _message: &Element,
+    ) -> Option<Refusal> {
         None
     }
 

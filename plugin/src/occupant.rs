@@ -149,3 +149,11 @@ pub fn role_name(role: &Role) -> &'static str {
         Role::None => "none",
     }
 }
+
+/// Every session of these occupants.
+pub fn sessions(occupants: &[&Occupant]) -> Vec<String> {
+    occupants
+        .iter()
+        .flat_map(|o| o.full_jids().map(str::to_string))
+        .collect()
+}

@@ -14,13 +14,13 @@ use crate::admin;
 use crate::config::Invalid;
 use crate::destroy;
 use crate::errors;
-use crate::extensions;
 use crate::event::{ConfigSubmit, Inbound, Muc};
+use crate::extensions;
 use crate::features;
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
-use crate::room::Room;
-use crate::rules::{members_only, naming};
+use crate::room::{naming, Room};
+use crate::rules::members_only;
 
 const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 
@@ -182,7 +182,7 @@ fn announce_change(
         .append(Element::from(MucUser::new().with_statuses(statuses)))
         .build();
     let occupants = Occupant::all(host, &room.jid)?;
-    let everyone = crate::announce::sessions(&occupants.iter().collect::<Vec<_>>());
+    let everyone = crate::occupant::sessions(&occupants.iter().collect::<Vec<_>>());
     if everyone.is_empty() {
         return Ok(());
     }

@@ -12,16 +12,15 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
-use crate::extensions;
 use crate::event::{Inbound, Joined, Joiner, Muc};
+use crate::extensions;
 use crate::features::{self, presence_broadcast, registration};
 use crate::host::{Fault, HookEvent, Host, OccupantView, Tier};
 use crate::keys;
 use crate::muc_user;
 use crate::occupant::{role_name, Occupant, Session};
-use crate::room::Room;
+use crate::room::{persistent, Room};
 use crate::room_index;
-use crate::rules::persistent;
 
 pub fn handle(muc: &Muc, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
     let room_jid = inbound.to.to_bare().to_string();

@@ -7,11 +7,11 @@ use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::errors;
+use crate::event::Inbound;
 use crate::features::{occupant_id, private_messages};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
-use crate::event::Inbound;
 use crate::xml::retain_children;
 
 pub fn handle(host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {

@@ -1,12 +1,14 @@
-//! A room's stored record, kept in the tier its persistence asks for.
+//! A room's stored record, kept in the tier its persistence asks for, and listed in the
+//! service-wide indexes as its publicity and name say. Those three rules live here, with the
+//! record they place; their features (`features/persistent.rs`, `public.rs`, `naming.rs`)
+//! re-export them and answer the events.
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::rules::persistent;
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
-use crate::room_index;
+use crate::room_index::{self, IndexEntry};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -67,7 +69,7 @@ impl Room {
             &keys::room(&self.jid),
             serde_json::to_vec(self)?,
         )?;
-        room_index::room_saved(host, self)
+        room_index::room_saved(host, &self.index_entry(), self.tier())
     }
 
     /// Forgets the room: its record, history and affiliations in both tiers, and its entries
@@ -76,6 +78,79 @@ impl Room {
         for tier in [Tier::Durable, Tier::Volatile] {
             host.delete_prefix(tier, &keys::everything(&self.jid));
         }
-        room_index::room_deleted(host, self)
+        room_index::room_deleted(host, &self.jid, self.creator.as_deref())
+    }
+
+    /// What the service-wide indexes hold of the room.
+    fn index_entry(&self) -> IndexEntry {
+        IndexEntry {
+            jid: self.jid.clone(),
+            listed_as: (public::is_public(self) && !self.locked)
+                .then(|| naming::display_name(self)),
+            creator: self.creator.clone(),
+        }
+    }
+}
+
+/// Makes the service-wide indexes again from the room records ([`room_index::rebuild`]).
+pub fn rebuild_indexes(host: &mut dyn Host) -> Result<(), Fault> {
+    room_index::rebuild(host, |record| {
+        serde_json::from_slice::<Room>(record)
+            .map(|room| room.index_entry())
+            .map_err(|error| error.to_string())
+    })
+}
+
+pub mod persistent {
+    use super::Room;
+    use crate::config::{FieldSpec, Kind};
+
+    pub const FIELD: FieldSpec = FieldSpec {
+        var: "muc#roomconfig_persistentroom",
+        label: "Make room persistent",
+        kind: Kind::Boolean(false),
+    };
+
+    pub fn is_persistent(room: &Room) -> bool {
+        FIELD.flag(&room.config)
+    }
+}
+
+pub mod public {
+    use super::Room;
+    use crate::config::{FieldSpec, Kind};
+
+    pub const FIELD: FieldSpec = FieldSpec {
+        var: "muc#roomconfig_publicroom",
+        label: "Make room publicly searchable",
+        kind: Kind::Boolean(true),
+    };
+
+    pub fn is_public(room: &Room) -> bool {
+        FIELD.flag(&room.config)
+    }
+}
+
+pub mod naming {
+    use super::Room;
+    use crate::config::{FieldSpec, Kind};
+
+    /// A title fits a client's window title and a room list's line.
+    pub const NAME: FieldSpec = FieldSpec {
+        var: "muc#roomconfig_roomname",
+        label: "Title",
+        kind: Kind::Text {
+            default: "",
+            max_chars: 200,
+        },
+    };
+
+    /// The name to show for a room: its configured title, or its localpart (some clients
+    /// misbehave on a nameless room).
+    pub fn display_name(room: &Room) -> String {
+        match NAME.text(&room.config) {
+            "" => room.jid.split('@').next().unwrap_or_default().to_string(),
+            name => name.to_string(),
+        }
     }
 }

@@ -3,33 +3,43 @@
 //! public room list (with a count per tier) and the rooms each user created.
 //!
 //! Each entry lives in its room record's tier, so a temporary room's entries vanish with it on a
-//! restart. [`crate::room::Room::save`] and [`crate::room::Room::delete`] keep them in step;
-//! [`rebuild`] makes them again from the room records.
+//! restart. The room record's `save` and `delete` keep them in step; [`rebuild`] makes them
+//! again from the room records. This module knows the indexes, not the record: the record
+//! says what to index ([`IndexEntry`]).
 
-use crate::rules::{naming, public};
 use crate::host::{Fault, Host, Level, Tier};
 use crate::keys;
-use crate::room::Room;
 
 const TIERS: [Tier; 2] = [Tier::Volatile, Tier::Durable];
 
-/// After `room`'s record was saved: its list entry (name, tier) and its creator's entry.
-pub fn room_saved(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
-    let listed = public::is_public(room) && !room.locked;
-    let entry = listed.then(|| (room.tier(), naming::display_name(room).into_bytes()));
+/// What the indexes hold of one room.
+pub struct IndexEntry {
+    pub jid: String,
+    /// The name it is listed under, when it is public (and unlocked).
+    pub listed_as: Option<String>,
+    /// The user it counts against.
+    pub creator: Option<String>,
+}
+
+/// After a room's record was saved in `tier`: its list entry and its creator's entry.
+pub fn room_saved(host: &mut dyn Host, room: &IndexEntry, tier: Tier) -> Result<(), Fault> {
+    let entry = room
+        .listed_as
+        .as_ref()
+        .map(|name| (tier, name.clone().into_bytes()));
     place_public(host, &room.jid, entry)?;
     if let Some(creator) = &room.creator {
         let key = keys::room_created_by(creator, &room.jid);
-        place(host, &key, Some((room.tier(), Vec::new())))?;
+        place(host, &key, Some((tier, Vec::new())))?;
     }
     Ok(())
 }
 
-/// After `room` was deleted: it is neither listed nor counted against its creator any more.
-pub fn room_deleted(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
-    place_public(host, &room.jid, None)?;
-    if let Some(creator) = &room.creator {
-        place(host, &keys::room_created_by(creator, &room.jid), None)?;
+/// After a room was deleted: it is neither listed nor counted against its creator any more.
+pub fn room_deleted(host: &mut dyn Host, room: &str, creator: Option<&str>) -> Result<(), Fault> {
+    place_public(host, room, None)?;
+    if let Some(creator) = creator {
+        place(host, &keys::room_created_by(creator, room), None)?;
     }
     Ok(())
 }
@@ -73,8 +83,12 @@ pub fn rooms_created(host: &mut dyn Host, bare_jid: &str, up_to: u32) -> usize {
 
 /// Makes both indexes again from the room records of both tiers (the migration from layout 1,
 /// and a repair after an older plugin served the data without keeping them). Reads every room
-/// once, in one scan per tier (as the room list did on every request before layout 2).
-pub fn rebuild(host: &mut dyn Host) -> Result<(), Fault> {
+/// once, in one scan per tier (as the room list did on every request before layout 2);
+/// `read` says what to index of a stored record.
+pub fn rebuild(
+    host: &mut dyn Host,
+    read: impl Fn(&[u8]) -> Result<IndexEntry, String>,
+) -> Result<(), Fault> {
     for tier in TIERS {
         host.delete_prefix(tier, keys::PUBLIC_ROOMS);
         host.delete_prefix(tier, keys::CREATED_ROOMS);
@@ -88,7 +102,7 @@ pub fn rebuild(host: &mut dyn Host) -> Result<(), Fault> {
             else {
                 continue;
             };
-            let room = match serde_json::from_slice::<Room>(&bytes) {
+            let room = match read(&bytes) {
                 Ok(room) if room.jid == room_jid => room,
                 Ok(room) => {
                     let why = format!(
@@ -105,9 +119,8 @@ pub fn rebuild(host: &mut dyn Host) -> Result<(), Fault> {
                     continue;
                 }
             };
-            if public::is_public(&room) && !room.locked {
-                let name = naming::display_name(&room).into_bytes();
-                host.put(tier, &keys::public_room(&room.jid), name)?;
+            if let Some(name) = room.listed_as {
+                host.put(tier, &keys::public_room(&room.jid), name.into_bytes())?;
                 listed += 1;
             }
             if let Some(creator) = &room.creator {

@@ -1,61 +1,7 @@
-//! Room rules that the store layer and more than one feature read: whether a room is
-//! persistent (where its data lives), public (listed), members-only (who may be in it), what it
-//! is called and its password. The feature that owns each field re-exports it and answers the
-//! events; the rule itself lives here so that no feature imports another.
-
-pub mod persistent {
-    use crate::config::{FieldSpec, Kind};
-    use crate::room::Room;
-
-    pub const FIELD: FieldSpec = FieldSpec {
-        var: "muc#roomconfig_persistentroom",
-        label: "Make room persistent",
-        kind: Kind::Boolean(false),
-    };
-
-    pub fn is_persistent(room: &Room) -> bool {
-        FIELD.flag(&room.config)
-    }
-}
-
-pub mod public {
-    use crate::config::{FieldSpec, Kind};
-    use crate::room::Room;
-
-    pub const FIELD: FieldSpec = FieldSpec {
-        var: "muc#roomconfig_publicroom",
-        label: "Make room publicly searchable",
-        kind: Kind::Boolean(true),
-    };
-
-    pub fn is_public(room: &Room) -> bool {
-        FIELD.flag(&room.config)
-    }
-}
-
-pub mod naming {
-    use crate::config::{FieldSpec, Kind};
-    use crate::room::Room;
-
-    /// A title fits a client's window title and a room list's line.
-    pub const NAME: FieldSpec = FieldSpec {
-        var: "muc#roomconfig_roomname",
-        label: "Title",
-        kind: Kind::Text {
-            default: "",
-            max_chars: 200,
-        },
-    };
-
-    /// The name to show for a room: its configured title, or its localpart (some clients
-    /// misbehave on a nameless room).
-    pub fn display_name(room: &Room) -> String {
-        match NAME.text(&room.config) {
-            "" => room.jid.split('@').next().unwrap_or_default().to_string(),
-            name => name.to_string(),
-        }
-    }
-}
+//! Room rules that more than one feature (and the core) read: whether a room is members-only
+//! (who may be in it) and its password. The feature that owns each field re-exports it and
+//! answers the events; the rule itself lives here so that no feature imports another. (The
+//! rules the room record itself depends on, persistence, publicity and name, are in `room.rs`.)
 
 pub mod members_only {
     use xmpp_parsers::muc::user::Affiliation;
@@ -99,8 +45,7 @@ pub mod password {
     };
 
     pub fn is_protected(room: &Room) -> bool {
-        let switched_off =
-            room.config.get(PROTECTED.var) == Some(&serde_json::Value::Bool(false));
+        let switched_off = room.config.get(PROTECTED.var) == Some(&serde_json::Value::Bool(false));
         !SECRET.text(&room.config).is_empty() && !switched_off
     }
 

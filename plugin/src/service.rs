@@ -14,8 +14,8 @@ use crate::announce::Presence;
 use crate::destroy;
 use crate::disco;
 use crate::errors;
-use crate::extensions;
 use crate::event::{RoomIq, RoomMessage};
+use crate::extensions;
 use crate::features::{self, lock, registration};
 use crate::groupchat;
 use crate::host::{Envelope, Fault, HookEvent, Host, Level, StanzaKind, Tier};
@@ -24,8 +24,7 @@ use crate::occupant::Occupant;
 use crate::owner;
 use crate::presence;
 use crate::private_message;
-use crate::room::Room;
-use crate::room_index;
+use crate::room::{self, Room};
 use crate::shutdown;
 use crate::software_version;
 
@@ -124,9 +123,10 @@ impl Muc {
             (StanzaKind::Iq, Some("get"), Some(ns::PING)) => {
                 host.send(errors::result(envelope, None))
             }
-            (StanzaKind::Iq, Some("get"), Some(ns::VERSION)) => {
-                host.send(errors::result(envelope, Some(software_version::query())))
-            }
+            (StanzaKind::Iq, Some("get"), Some(ns::VERSION)) => host.send(errors::result(
+                envelope,
+                Some(software_version::query(VERSION)),
+            )),
             (StanzaKind::Iq, Some("set"), Some(adhoc::NS)) => {
                 let command = inbound
                     .element
@@ -344,7 +344,7 @@ impl Muc {
         // data comes from layout 1, or from a version that served without keeping them (a
         // rollback to one, then forward again).
         if layout < keys::LAYOUT_VERSION || !keeps_room_indexes(from_version) {
-            room_index::rebuild(host)?;
+            room::rebuild_indexes(host)?;
         }
         let version = keys::LAYOUT_VERSION.to_string().into_bytes();
         host.put(Tier::Durable, keys::LAYOUT, version)
@@ -415,7 +415,7 @@ fn remove_ghost(muc: &Muc, host: &mut dyn Host, inbound: &Inbound) -> Result<(),
     gone.statuses.push(Status::ServiceErrorKick);
     gone.to_others(host, &room, &others)?;
     features::left(host, &room, &ghost)?;
-    if others.is_empty() && !crate::rules::persistent::is_persistent(&room) {
+    if others.is_empty() && !crate::room::persistent::is_persistent(&room) {
         presence::destroy_silently(host, &room)?;
         return Ok(());
     }

@@ -4,9 +4,8 @@
 use minidom::Element;
 use xmpp_parsers::ns;
 
-use crate::service::VERSION;
-
-pub fn query() -> Element {
+/// The answer, naming `version` (the service's build).
+pub fn query(version: &str) -> Element {
     Element::builder("query", ns::VERSION)
         .append(
             Element::builder("name", ns::VERSION)
@@ -15,7 +14,7 @@ pub fn query() -> Element {
         )
         .append(
             Element::builder("version", ns::VERSION)
-                .append(VERSION)
+                .append(version)
                 .build(),
         )
         .build()

@@ -10,8 +10,8 @@ use minidom::Element;
 use serde::{Deserialize, Serialize};
 use xmpp_parsers::muc::muc::History as Request;
 
-use crate::event::{Groupchat, Joined, RoomFeature};
 use crate::config::{FieldSpec, Kind};
+use crate::event::{Groupchat, Joined, RoomFeature};
 use crate::host::{Fault, Host};
 use xmpp_parsers::ns;
 

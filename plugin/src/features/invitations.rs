@@ -9,15 +9,15 @@ use xmpp_parsers::muc::user::{Affiliation, Role};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::event::{RoomFeature, RoomMessage};
-use crate::rules::{members_only, password};
 use crate::affiliation;
 use crate::config::{FieldSpec, Kind};
 use crate::errors;
+use crate::event::{Inbound, Muc};
+use crate::event::{RoomFeature, RoomMessage};
 use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::Room;
-use crate::event::{Inbound, Muc};
+use crate::rules::{members_only, password};
 
 pub const FIELD: FieldSpec = FieldSpec {
     var: "muc#roomconfig_allowinvites",
@@ -188,9 +188,9 @@ impl RoomFeature for Invitations {
     }
 
     fn claims_room_message(&self, message: &Element) -> bool {
-        message
-            .get_child("x", ns::MUC_USER)
-            .is_some_and(|x| x.has_child("invite", ns::MUC_USER) || x.has_child("decline", ns::MUC_USER))
+        message.get_child("x", ns::MUC_USER).is_some_and(|x| {
+            x.has_child("invite", ns::MUC_USER) || x.has_child("decline", ns::MUC_USER)
+        })
     }
 
     fn room_message(&self, host: &mut dyn Host, message: &RoomMessage) -> Result<(), Fault> {

@@ -3,8 +3,8 @@
 
 use xmpp_parsers::muc::user::Status;
 
-use crate::event::RoomFeature;
 use crate::config::{Config, FieldSpec, Kind};
+use crate::event::RoomFeature;
 use crate::room::Room;
 
 pub const FIELD: FieldSpec = FieldSpec {

@@ -4,8 +4,8 @@
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::event::{Joiner, Refusal, RoomFeature};
 use crate::config::{FieldSpec, Kind};
+use crate::event::{Joiner, Refusal, RoomFeature};
 use crate::room::Room;
 
 pub const FIELD: FieldSpec = FieldSpec {

@@ -5,8 +5,8 @@
 use xmpp_parsers::muc::user::Affiliation;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::event::{Joiner, Refusal, RoomFeature};
 use crate::config::FieldSpec;
+use crate::event::{Joiner, Refusal, RoomFeature};
 use crate::room::Room;
 
 pub use crate::rules::members_only::{admits, is_members_only, FIELD};

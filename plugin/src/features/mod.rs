@@ -26,7 +26,6 @@ pub mod subject;
 pub mod voice_requests;
 pub mod whois;
 
-
 use minidom::Element;
 use xmpp_parsers::data_forms::Field;
 use xmpp_parsers::muc::user::Status;
@@ -96,7 +95,11 @@ pub fn join_state(host: &mut dyn Host, joined: &Joined) -> Result<(), Fault> {
     ALL.iter().try_for_each(|f| f.joined(host, joined))
 }
 
-pub fn presence_changed(host: &mut dyn Host, room: &Room, occupant: &Occupant) -> Result<(), Fault> {
+pub fn presence_changed(
+    host: &mut dyn Host,
+    room: &Room,
+    occupant: &Occupant,
+) -> Result<(), Fault> {
     ALL.iter()
         .try_for_each(|f| f.presence_changed(host, room, occupant))
 }
@@ -112,11 +115,13 @@ pub fn check_groupchat(room: &Room, sender: &Occupant, message: &Element) -> Opt
 }
 
 pub fn stamp_groupchat(host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
-    ALL.iter().try_for_each(|f| f.stamp_groupchat(host, message))
+    ALL.iter()
+        .try_for_each(|f| f.stamp_groupchat(host, message))
 }
 
 pub fn store_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
-    ALL.iter().try_for_each(|f| f.store_groupchat(host, message))
+    ALL.iter()
+        .try_for_each(|f| f.store_groupchat(host, message))
 }
 
 pub fn broadcast_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {

@@ -6,9 +6,9 @@ use xmpp_parsers::muc::user::{Affiliation, Role};
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::config::{FieldSpec, Kind};
 use crate::event::{Refusal, RoomFeature};
 use crate::occupant::Occupant;
-use crate::config::{FieldSpec, Kind};
 use crate::room::Room;
 
 pub const FIELD: FieldSpec = FieldSpec {
@@ -42,7 +42,12 @@ impl RoomFeature for Moderated {
         &[FIELD]
     }
 
-    fn check_groupchat(&self, _room: &Room, sender: &Occupant, _message: &Element) -> Option<Refusal> {
+    fn check_groupchat(
+        &self,
+        _room: &Room,
+        sender: &Occupant,
+        _message: &Element,
+    ) -> Option<Refusal> {
         (!has_voice(&sender.role())).then_some(Refusal {
             type_: ErrorType::Auth,
             condition: DefinedCondition::Forbidden,

@@ -2,11 +2,12 @@
 
 use xmpp_parsers::data_forms::{Field, FieldType};
 
-use crate::event::RoomFeature;
 use crate::config::{FieldSpec, Kind};
+use crate::event::RoomFeature;
 use crate::room::Room;
 
-pub use crate::rules::naming::{display_name, NAME};
+pub use crate::room::naming::{display_name, NAME};
+
 pub const DESCRIPTION: FieldSpec = FieldSpec {
     var: "muc#roomconfig_roomdesc",
     label: "Description",

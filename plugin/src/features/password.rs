@@ -5,8 +5,8 @@
 
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::event::{Joiner, Refusal, RoomFeature};
 use crate::config::FieldSpec;
+use crate::event::{Joiner, Refusal, RoomFeature};
 use crate::room::Room;
 
 pub use crate::rules::password::{is_protected, secret, PROTECTED, SECRET};

@@ -1,13 +1,13 @@
 //! Persistent and temporary rooms (XEP-0045 §10.1.3): a temporary room is destroyed when its
 //! last occupant leaves and lives in the volatile tier; a persistent one is kept durably.
 
-use crate::event::{ConfigSubmit, RoomFeature};
 use crate::config::FieldSpec;
+use crate::event::{ConfigSubmit, RoomFeature};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::room::Room;
 
-pub use crate::rules::persistent::{is_persistent, FIELD};
+pub use crate::room::persistent::{is_persistent, FIELD};
 
 pub struct Persistent;
 

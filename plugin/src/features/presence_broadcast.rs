@@ -4,8 +4,8 @@
 
 use xmpp_parsers::muc::user::Role;
 
-use crate::event::RoomFeature;
 use crate::config::{FieldSpec, Kind};
+use crate::event::RoomFeature;
 use crate::occupant::role_name;
 use crate::room::Room;
 

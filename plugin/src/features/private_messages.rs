@@ -3,8 +3,8 @@
 
 use xmpp_parsers::muc::user::Role;
 
-use crate::event::RoomFeature;
 use crate::config::{FieldSpec, Kind};
+use crate::event::RoomFeature;
 use crate::room::Room;
 
 pub const FIELD: FieldSpec = FieldSpec {

@@ -1,11 +1,11 @@
 //! Public and hidden rooms (XEP-0045 §10.1.3): only public rooms are listed in the service's
 //! disco#items.
 
-use crate::event::RoomFeature;
 use crate::config::FieldSpec;
+use crate::event::RoomFeature;
 use crate::room::Room;
 
-pub use crate::rules::public::{is_public, FIELD};
+pub use crate::room::public::{is_public, FIELD};
 
 pub struct Public;
 

@@ -12,14 +12,14 @@ use xmpp_parsers::ns;
 
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::event::{Core, RoomFeature, RoomIq};
 use crate::affiliation::{self, AffiliationRecord};
 use crate::errors;
+use crate::event::{Core, RoomFeature, RoomIq};
+use crate::event::{Inbound, Muc};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
 use crate::room::Room;
-use crate::event::{Inbound, Muc};
 
 pub const NS: &str = "jabber:iq:register";
 pub const FORM_TYPE: &str = "http://jabber.org/protocol/muc#register";

@@ -6,8 +6,8 @@ use minidom::Element;
 use xmpp_parsers::muc::user::Role;
 use xmpp_parsers::ns;
 
-use crate::event::{Groupchat, Joined, Refusal, RoomFeature};
 use crate::config::{FieldSpec, Kind};
+use crate::event::{Groupchat, Joined, Refusal, RoomFeature};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::host::{Fault, Host};
@@ -35,7 +35,12 @@ impl RoomFeature for ChangeSubject {
         &[FIELD]
     }
 
-    fn check_groupchat(&self, room: &Room, sender: &Occupant, message: &Element) -> Option<Refusal> {
+    fn check_groupchat(
+        &self,
+        room: &Room,
+        sender: &Occupant,
+        message: &Element,
+    ) -> Option<Refusal> {
         (is_change(message) && !may_change(room, &sender.role())).then_some(Refusal {
             type_: ErrorType::Auth,
             condition: DefinedCondition::Forbidden,

@@ -9,26 +9,34 @@ use xmpp_parsers::muc::user::Role;
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::announce;
-use crate::event::{Core, RoomFeature, RoomMessage};
 use crate::errors;
-use crate::host::{Fault, Host};
-use crate::occupant::Occupant;
-use crate::room::Room;
+use crate::event::{Core, RoomFeature, RoomMessage};
 use crate::event::{Inbound, Muc};
+use crate::host::{Fault, Host};
+use crate::occupant::{self, Occupant};
+use crate::room::Room;
 
 pub struct VoiceRequests;
 
 impl RoomFeature for VoiceRequests {
     fn claims_room_message(&self, message: &Element) -> bool {
-        message.get_child("x", ns::DATA_FORMS).is_some_and(is_request)
+        message
+            .get_child("x", ns::DATA_FORMS)
+            .is_some_and(is_request)
     }
 
     fn room_message(&self, host: &mut dyn Host, message: &RoomMessage) -> Result<(), Fault> {
         let Some(form) = message.inbound.element.get_child("x", ns::DATA_FORMS) else {
             return Ok(());
         };
-        handle(message.muc, host, message.core, message.inbound, message.room, form)
+        handle(
+            message.muc,
+            host,
+            message.core,
+            message.inbound,
+            message.room,
+            form,
+        )
     }
 }
 
@@ -80,7 +88,7 @@ pub fn handle(
         .into_iter()
         .filter(|o| o.role() == Role::Moderator)
         .collect();
-    let recipients = announce::sessions(&moderators.iter().collect::<Vec<_>>());
+    let recipients = occupant::sessions(&moderators.iter().collect::<Vec<_>>());
     if recipients.is_empty() {
         return Ok(());
     }
