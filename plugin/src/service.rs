@@ -224,7 +224,16 @@ impl Muc {
         let get = envelope.type_.as_deref() == Some("get");
         let room = lock::visible_to(host, &room_jid, &envelope.from)?;
         let namespace = query.ns();
-        let claimed = features::room_iq_owner(&namespace);
+        if let (Some(room), Some(feature)) = (&room, features::room_iq_owner(&namespace)) {
+            let iq = RoomIq {
+                muc: self,
+                inbound,
+                room,
+                query,
+                core: &admin::Changes,
+            };
+            return feature.room_iq(host, &iq);
+        }
         match (get, room, namespace.as_str()) {
             (true, Some(_), ns::DISCO_INFO)
                 if query.attr("node") == Some(registration::ROOMUSER_NODE) =>
@@ -234,16 +243,6 @@ impl Muc {
                     envelope,
                     Some(registration::roomuser_item(nick)),
                 ))
-            }
-            (_, Some(room), _) if claimed.is_some() => {
-                let iq = RoomIq {
-                    muc: self,
-                    inbound,
-                    room: &room,
-                    query,
-                    core: &admin::Changes,
-                };
-                claimed.map_or(Ok(()), |feature| feature.room_iq(host, &iq))
             }
             (true, Some(room), ns::DISCO_INFO) if query.attr("node").is_none() => {
                 let info = disco::room_info(host, &room)?;
