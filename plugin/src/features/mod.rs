@@ -191,3 +191,37 @@ pub fn disco_features(room: &Room) -> Vec<&'static str> {
 pub fn room_info(room: &Room) -> Vec<Field> {
     ALL.iter().flat_map(|f| f.room_info(room)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_and_claimed_namespace_has_one_owner() {
+        let vars: Vec<&str> = ALL
+            .iter()
+            .flat_map(|f| f.fields().iter().map(|spec| spec.var))
+            .collect();
+        let room_namespaces: Vec<&str> = ALL
+            .iter()
+            .flat_map(|f| f.room_iq_namespaces().iter().copied())
+            .collect();
+        let occupant_namespaces: Vec<&str> = ALL
+            .iter()
+            .flat_map(|f| f.occupant_iq_namespaces().iter().copied())
+            .collect();
+        for list in [vars, room_namespaces, occupant_namespaces] {
+            let mut unique = list.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), list.len(), "claimed twice: {list:?}");
+        }
+    }
+
+    #[test]
+    fn claimed_namespaces_route_to_their_feature() {
+        let register = room_iq_owner(registration::NS).expect("registration claims its namespace");
+        assert_eq!(register.room_iq_namespaces(), [registration::NS]);
+        assert!(room_iq_owner("urn:example:nobody").is_none());
+    }
+}
