@@ -1,6 +1,6 @@
 //! Groupchat messages to the room (XEP-0045 §7.4, §8.1): sent to every occupant, the sender
 //! included, with the sender's id kept and the room's stanza-id and occupant-id added, and kept
-//! in the history; or, with a subject and no body, a subject change.
+//! in the archive; or, with a subject and no body, a subject change.
 
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
@@ -9,7 +9,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::errors;
 use crate::extensions;
-use crate::features::{history, moderated, occupant_id, stable_id, subject};
+use crate::features::{archive, moderated, occupant_id, stable_id, subject};
 use crate::host::{Fault, Host, MessageHooks, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
@@ -81,13 +81,9 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     stable_id::stamp(&mut message, &room.jid, &stanza_id);
     let id = occupant_id::of(host, &room.jid, &sender)?;
     occupant_id::stamp(&mut message, &id);
-    let worth_keeping = message.has_child("body", ns::JABBER_CLIENT)
-        || message.has_child("subject", ns::JABBER_CLIENT);
-    // Serialised once, for the history and the broadcast.
+    // Serialised once, for the archive and the broadcast.
     let xml = String::from(&message);
-    if worth_keeping && !changes_subject {
-        history::record(host, &room, &xml)?;
-    }
+    archive::store(host, &room, &message, &xml, Some(&inbound.from.to_string()))?;
     // To every session in the room, from the session index: one crossing whatever the size.
     host.broadcast_to_keys(&xml, Tier::Volatile, &keys::sessions(&room.jid))?;
     extensions::say(host, &room, said)

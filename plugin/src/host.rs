@@ -9,7 +9,7 @@ use xmpp_parsers::muc::user::{Affiliation, Role};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tier {
-    /// Survives restarts: rooms, configuration, affiliations, history.
+    /// Survives restarts: rooms, configuration, affiliations.
     Durable,
     /// Survives plugin swaps, not restarts: occupants and their presence.
     Volatile,

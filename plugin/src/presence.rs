@@ -14,7 +14,7 @@ use crate::announce::{self, Presence};
 use crate::errors;
 use crate::extensions;
 use crate::features::{
-    self, history, lock, persistent, presence_broadcast, registration, subject, Joiner,
+    self, archive, history, lock, persistent, presence_broadcast, registration, subject, Joiner,
 };
 use crate::host::{Fault, HookEvent, Host, OccupantView, Tier};
 use crate::keys;
@@ -343,6 +343,8 @@ fn create(host: &mut dyn Host, room_jid: &str, creator: &str) -> Result<Room, Fa
         ..Room::new_locked(room_jid)
     };
     room.save(host)?;
+    // An archive left under this name (by a temporary room a restart forgot) is not this room's.
+    archive::forget(host, room_jid);
     affiliation::set(host, room_jid, creator, Affiliation::Owner, None)?;
     let due = host.now_ms() + lock::TIMEOUT_MS;
     host.set_timer(&lock::timer_key(room_jid), due);
@@ -466,9 +468,10 @@ pub fn remove_session(
     Ok(staying)
 }
 
-/// Forgets an empty room and its lock timer.
+/// Forgets an empty room, its archive and its lock timer.
 pub fn destroy_silently(host: &mut dyn Host, room: &Room) -> Result<(), Fault> {
     room.delete(host)?;
+    archive::forget(host, &room.jid);
     extensions::forget(host, &room.jid);
     host.cancel_timer(&lock::timer_key(&room.jid));
     Ok(())

@@ -17,8 +17,9 @@ use crate::destroy;
 use crate::disco;
 use crate::errors;
 use crate::extensions;
-use crate::features::{invitations, lock, registration, voice_requests};
+use crate::features::{archive, invitations, lock, registration, voice_requests};
 use crate::groupchat;
+use crate::history_migration;
 use crate::host::{Envelope, Fault, HookEvent, Host, Level, StanzaKind, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
@@ -265,6 +266,7 @@ impl Muc {
         let get = envelope.type_.as_deref() == Some("get");
         let room = lock::visible_to(host, &room_jid, &envelope.from)?;
         match (get, room, query.ns().as_str()) {
+            (_, room, archive::NS) => archive::handle(self, host, inbound, room, query),
             (true, Some(_), ns::DISCO_INFO)
                 if query.attr("node") == Some(registration::ROOMUSER_NODE) =>
             {
@@ -334,7 +336,8 @@ impl Muc {
     /// Takes over data another version of the plugin wrote. Layout 1 lacks the room indexes of
     /// layout 2; they are made from the room records when the data is in layout 1 or comes from
     /// a version before 0.2.0 (which repairs them after such a version served layout 2 data
-    /// without keeping them). A newer layout is refused, leaving the data untouched.
+    /// without keeping them). Layouts before 3 kept each room's join history in its own keys:
+    /// it moves into the room's archive. A newer layout is refused, leaving the data untouched.
     pub fn upgrade(&self, host: &mut dyn Host, from_version: &str) -> Result<(), Fault> {
         let stored = host.get(Tier::Durable, keys::LAYOUT);
         let layout = match stored.as_deref().map(std::str::from_utf8) {
@@ -353,8 +356,18 @@ impl Muc {
         // The indexes are built once, not at every swap (a rebuild reads every room): when the
         // data comes from layout 1, or from a version that served without keeping them (a
         // rollback to one, then forward again).
-        if layout < keys::LAYOUT_VERSION || !keeps_room_indexes(from_version) {
+        if layout < keys::ROOM_INDEXES_SINCE || !keeps_room_indexes(from_version) {
             room_index::rebuild(host)?;
+        }
+        if layout < keys::ARCHIVE_SINCE {
+            let moved = history_migration::run(host)?;
+            host.log(
+                Level::Info,
+                &format!(
+                    "layout {layout} to {}: {moved} history entries moved into the archive",
+                    keys::LAYOUT_VERSION
+                ),
+            );
         }
         let version = keys::LAYOUT_VERSION.to_string().into_bytes();
         host.put(Tier::Durable, keys::LAYOUT, version)

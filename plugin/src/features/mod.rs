@@ -4,6 +4,7 @@
 //! The core walks [`ALL`] at each event; a feature is read in one file.
 
 pub mod affiliation_lists;
+pub mod archive;
 pub mod history;
 pub mod invitations;
 pub mod lock;
@@ -99,6 +100,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &member_list::MemberList,
     &logging::Logging,
     &history::History,
+    &archive::Archive,
     &lock::Lock,
     &occupant_id::OccupantId,
     &stable_id::StableId,
