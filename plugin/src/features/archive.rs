@@ -786,6 +786,7 @@ mod tests {
         assert_eq!(ids(&results), live[..2]);
         let fin = fin_of(&iq);
         assert!(!fin.complete);
+        assert_eq!(iq.get_child("fin", NS).unwrap().attr("complete"), Some("false"));
         assert_eq!(fin.set.count, Some(5));
         assert_eq!(fin.set.first.as_ref().unwrap().item, live[0]);
         assert_eq!(fin.set.last.as_deref(), Some(live[1].as_str()));
