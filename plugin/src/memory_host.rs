@@ -10,8 +10,8 @@ use minidom::Element;
 use xmpp_parsers::data_forms::Field;
 
 use crate::host::{
-    ArchiveEntry, ArchivePage, ArchivePosition, ArchiveQuery, ArchiveQueryError,
-    ArchiveWriteError, Envelope, Fault, Host, Level, StanzaKind, Tier,
+    ArchiveEntry, ArchivePage, ArchivePosition, ArchiveQuery, ArchiveQueryError, ArchiveWriteError,
+    Envelope, Fault, Host, Level, StanzaKind, Tier,
 };
 use crate::service::Muc;
 
@@ -193,7 +193,10 @@ impl Host for MemoryHost {
                 let entry = &archive[at];
                 filter.start_ms.is_none_or(|start| entry.at_ms >= start)
                     && filter.end_ms.is_none_or(|end| entry.at_ms <= end)
-                    && filter.with.as_ref().is_none_or(|with| &entry.sender == with)
+                    && filter
+                        .with
+                        .as_ref()
+                        .is_none_or(|with| &entry.sender == with)
                     && after.is_none_or(|after| at > after)
                     && before.is_none_or(|before| at < before)
                     && (filter.ids.is_empty() || filter.ids.contains(&entry.id))
@@ -206,11 +209,17 @@ impl Host for MemoryHost {
             ArchivePosition::Newest => (matching.clone(), false),
             ArchivePosition::After(id) => {
                 let p = position_of(id)?;
-                (matching.iter().copied().filter(|&at| at > p).collect(), true)
+                (
+                    matching.iter().copied().filter(|&at| at > p).collect(),
+                    true,
+                )
             }
             ArchivePosition::Before(id) => {
                 let p = position_of(id)?;
-                (matching.iter().copied().filter(|&at| at < p).collect(), false)
+                (
+                    matching.iter().copied().filter(|&at| at < p).collect(),
+                    false,
+                )
             }
         };
         let page: Vec<usize> = if from_oldest {
@@ -218,9 +227,9 @@ impl Host for MemoryHost {
         } else {
             candidates[candidates.len().saturating_sub(limit)..].to_vec()
         };
-        let index = page
-            .first()
-            .map_or(0, |first| matching.iter().filter(|&&at| at < *first).count());
+        let index = page.first().map_or(0, |first| {
+            matching.iter().filter(|&&at| at < *first).count()
+        });
         Ok(ArchivePage {
             entries: page.iter().map(|&at| archive[at].clone()).collect(),
             complete: candidates.len() <= limit,
@@ -239,7 +248,9 @@ impl Host for MemoryHost {
             .archives
             .get_mut(room)
             .and_then(|archive| archive.iter_mut().find(|entry| entry.id == id));
-        Ok(entry.map(|entry| entry.stanza = stanza.to_string()).is_some())
+        Ok(entry
+            .map(|entry| entry.stanza = stanza.to_string())
+            .is_some())
     }
 
     fn archive_trim(&mut self, room: &str, keep: u32) {
