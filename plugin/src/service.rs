@@ -39,7 +39,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(feature = "swap-test-variant")]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+swap-test");
 /// The version of `wit/muc-plugin.wit` this plugin is built against.
-pub const CONTRACT: &str = "1.4.0";
+pub const CONTRACT: &str = "1.5.0";
 
 /// Stanzas larger than this are refused with `policy-violation` before any work is done.
 const MAX_STANZA_BYTES: usize = 256 * 1024;
