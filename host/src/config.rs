@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::extensions::ExtensionLimits;
 use crate::message_rate::MessageRateLimit;
+use crate::storage::Retention;
 use crate::xmpp::throttle::ReadRate;
 
 /// Bytes a second a client connection is read at, after its burst: six times Prosody's
@@ -94,6 +95,13 @@ pub struct ServeArgs {
     /// limit [default: 100].
     #[arg(long)]
     pub max_rooms_per_user: Option<u32>,
+    /// Delete archived messages older than this: a number and a unit, `s`, `m`, `h`, `d` or
+    /// `w` (e.g. `30d`) [default: keep them].
+    #[arg(long)]
+    pub archive_max_age: Option<String>,
+    /// Keep at most this many archived messages per room, deleting the oldest [default: all].
+    #[arg(long)]
+    pub archive_max_per_room: Option<u64>,
     /// Swap the plugin in whenever its file changes (as `ctl swap` would).
     #[arg(long)]
     pub watch_plugin: bool,
@@ -150,6 +158,8 @@ struct ConfigFile {
     room_message_burst: Option<u32>,
     room_idle_seconds: Option<u64>,
     max_rooms_per_user: Option<u32>,
+    archive_max_age: Option<String>,
+    archive_max_per_room: Option<u64>,
     #[serde(default)]
     watch_plugin: bool,
     extension_dir: Option<PathBuf>,
@@ -189,6 +199,7 @@ pub struct ServeConfig {
     pub room_message_rate: Option<MessageRateLimit>,
     pub room_idle: std::time::Duration,
     pub max_rooms_per_user: u32,
+    pub archive_retention: Retention,
     pub watch_plugin: bool,
     pub extension_dir: Option<PathBuf>,
     pub extension_limits: ExtensionLimits,
@@ -291,6 +302,14 @@ impl ServeConfig {
                 .unwrap_or(ROOM_MESSAGE_BURST)
                 .max(1),
         });
+        let archive_retention = Retention {
+            max_age: args
+                .archive_max_age
+                .or(file.archive_max_age)
+                .map(|age| parse_age(&age).context("archive_max_age"))
+                .transpose()?,
+            max_per_room: args.archive_max_per_room.or(file.archive_max_per_room),
+        };
         let mut admins = file.admins;
         admins.extend(args.admins);
         Ok(ServeConfig {
@@ -319,6 +338,7 @@ impl ServeConfig {
                 .max_rooms_per_user
                 .or(file.max_rooms_per_user)
                 .unwrap_or(crate::runtime::DEFAULT_MAX_ROOMS_PER_USER),
+            archive_retention,
             watch_plugin: args.watch_plugin || file.watch_plugin,
             extension_dir: args.extension_dir.or(file.extension_dir),
             extension_limits,
@@ -326,6 +346,32 @@ impl ServeConfig {
             native_plugin: args.native_plugin,
         })
     }
+}
+
+/// A duration as `30d`: a whole number and a unit (`s`, `m`, `h`, `d` or `w`).
+fn parse_age(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text.len() - text.chars().last().map_or(0, char::len_utf8);
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => anyhow::bail!("{text:?}: give a number and a unit (s, m, h, d or w), e.g. 30d"),
+    };
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?}: {number:?} is not a whole number"))?;
+    anyhow::ensure!(
+        number > 0,
+        "{text:?}: an age of 0 would delete every message"
+    );
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .with_context(|| format!("{text:?} is too long"))
 }
 
 fn load(path: &Path) -> Result<ConfigFile> {
@@ -401,6 +447,49 @@ mod tests {
         assert_eq!(config.max_rooms_per_user, 3);
         assert_eq!(config.muc_domain, "conference.example.org", "from the file");
         assert_eq!(config.admins, ["admin@example.org"]);
+    }
+
+    #[test]
+    fn archives_are_kept_whole_unless_the_operator_bounds_them() {
+        let config = ServeConfig::resolve(ServeArgs::default(), None).unwrap();
+        assert!(config.archive_retention.keeps_everything());
+        let args = ServeArgs {
+            archive_max_age: Some("30d".into()),
+            archive_max_per_room: Some(5000),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(args, None).unwrap();
+        assert_eq!(
+            config.archive_retention,
+            Retention {
+                max_age: Some(Duration::from_secs(30 * 86_400)),
+                max_per_room: Some(5000),
+            }
+        );
+        for (text, seconds) in [
+            ("45s", 45),
+            ("90m", 5400),
+            ("12h", 43_200),
+            ("2w", 1_209_600),
+        ] {
+            assert_eq!(
+                parse_age(text).unwrap(),
+                Duration::from_secs(seconds),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "30",
+            "d",
+            "0d",
+            "-1d",
+            "1.5h",
+            "3y",
+            "99999999999999999w",
+        ] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub fn serve(
     let mut storage = Storage::open(&config.data)?;
     storage.enable_group_commit();
     storage.set_idle_eviction(config.room_idle);
+    storage.set_archive_retention(config.archive_retention);
     let extensions = load_extensions(&config, &engine, &mut storage)?;
     let compiler = extensions
         .lock()

@@ -77,8 +77,13 @@ impl<M: MucBackend> Service<M> {
     /// Makes every write so far durable, then delivers what waited for it, in order. Returns
     /// how many durable keys the sync wrote. An error means the disk failed: stop serving.
     pub fn flush(&mut self) -> anyhow::Result<usize> {
+        let now_ms = self.muc.now_ms();
         let synced = {
             let mut storage = self.muc.storage().lock().expect("storage lock");
+            // Expiry between batches, in the batch's disk transaction.
+            if let Err(error) = storage.expire_archive(now_ms) {
+                tracing::warn!(%error, "expiring archived messages failed; retrying later");
+            }
             let synced = storage.sync()?;
             storage.evict_idle();
             synced

@@ -5,13 +5,16 @@ wit_bindgen::generate!({ path: "../wit", world: "muc-plugin" });
 use minidom::Element;
 
 use exports::muc::plugin::guest::{self, Guest, PluginInfo};
-use muc::plugin::{clock, extensions, ids, logging, routing, settings, storage, timers, types};
+use muc::plugin::{
+    archive, clock, extensions, ids, logging, routing, settings, storage, timers, types,
+};
 use xmpp_parsers::data_forms::{Field, FieldType, Option_};
 use xmpp_parsers::muc::user::{Affiliation, Role};
 
 use crate::host::{
-    Configured, Envelope, Fault, HookEvent, HookOutcome, Host, Level, MessageHooks, OccupantView,
-    RoomView, Said, StanzaKind, TickRequest, Tier, Verdict,
+    ArchiveEntry, ArchiveFilter, ArchivePage, ArchivePosition, ArchiveQuery, ArchiveQueryError,
+    ArchiveWriteError, Configured, Envelope, Fault, HookEvent, HookOutcome, Host, Level,
+    MessageHooks, OccupantView, RoomView, Said, StanzaKind, TickRequest, Tier, Verdict,
 };
 use crate::service::{self, Muc, Settings};
 
@@ -258,6 +261,94 @@ impl Host for WitHost {
 
     fn forget_extensions(&mut self, room: &str) {
         extensions::forget(room)
+    }
+
+    fn archive_append(&mut self, room: &str, entry: ArchiveEntry) -> Result<(), ArchiveWriteError> {
+        let entry = archive::Entry {
+            id: entry.id,
+            at: entry.at_ms,
+            sender: entry.sender,
+            occupant_id: entry.occupant_id,
+            real_jid: entry.real_jid,
+            stanza: entry.stanza,
+        };
+        archive::append(room, &entry).map_err(archive_write_error)
+    }
+
+    fn archive_query(
+        &mut self,
+        room: &str,
+        query: &ArchiveQuery,
+    ) -> Result<ArchivePage, ArchiveQueryError> {
+        let ArchiveFilter {
+            start_ms,
+            end_ms,
+            with,
+            after_id,
+            before_id,
+            ids,
+        } = &query.filter;
+        let query = archive::PageRequest {
+            filter: archive::Filter {
+                start: *start_ms,
+                end: *end_ms,
+                with: with.clone(),
+                after_id: after_id.clone(),
+                before_id: before_id.clone(),
+                ids: ids.clone(),
+            },
+            position: match &query.position {
+                ArchivePosition::Oldest => archive::Position::Oldest,
+                ArchivePosition::Newest => archive::Position::Newest,
+                ArchivePosition::After(id) => archive::Position::After(id.clone()),
+                ArchivePosition::Before(id) => archive::Position::Before(id.clone()),
+            },
+            limit: query.limit,
+        };
+        let page = archive::query(room, &query).map_err(|error| match error {
+            archive::QueryError::ItemNotFound(id) => ArchiveQueryError::ItemNotFound(id),
+        })?;
+        Ok(ArchivePage {
+            entries: page
+                .entries
+                .into_iter()
+                .map(|entry| ArchiveEntry {
+                    id: entry.id,
+                    at_ms: entry.at,
+                    sender: entry.sender,
+                    occupant_id: entry.occupant_id,
+                    real_jid: entry.real_jid,
+                    stanza: entry.stanza,
+                })
+                .collect(),
+            complete: page.complete,
+            count: page.count,
+            index: page.index,
+        })
+    }
+
+    fn archive_replace(
+        &mut self,
+        room: &str,
+        id: &str,
+        stanza: &str,
+    ) -> Result<bool, ArchiveWriteError> {
+        archive::replace(room, id, stanza).map_err(archive_write_error)
+    }
+
+    fn archive_trim(&mut self, room: &str, keep: u32) {
+        archive::trim(room, keep)
+    }
+
+    fn archive_delete(&mut self, room: &str) {
+        archive::delete(room)
+    }
+}
+
+fn archive_write_error(error: archive::WriteError) -> ArchiveWriteError {
+    match error {
+        archive::WriteError::Storage(refused) => ArchiveWriteError::Refused(format!("{refused:?}")),
+        archive::WriteError::DuplicateId(id) => ArchiveWriteError::DuplicateId(id),
     }
 }
 

@@ -227,6 +227,8 @@ mod advertised_namespaces {
                 "http://jabber.org/protocol/muc#stable_id",
                 "urn:xmpp:occupant-id:0",
                 "urn:xmpp:sid:0",
+                // What the `urn:xmpp:mam:2` queries accept (the `ids` field).
+                "urn:xmpp:mam:2#extended",
             ]
             .contains(&feature)
     }
@@ -624,7 +626,10 @@ mod room_list {
         let reply = page(&items(&mut host, None));
         assert_eq!(jids(&reply), [format!("a@{SERVICE}"), temporary]);
         assert_eq!(reply.rsm.unwrap().count, Some(2));
-        assert_eq!(host.durable.get(keys::LAYOUT).unwrap(), b"2");
+        assert_eq!(
+            host.durable.get(keys::LAYOUT).unwrap(),
+            keys::LAYOUT_VERSION.to_string().as_bytes()
+        );
 
         // Run again (another version change), it makes the same list, not a doubled count, and
         // counts a room whose record names its creator against that creator.
@@ -677,7 +682,8 @@ mod room_list {
     #[test]
     fn a_swap_between_versions_that_keep_the_indexes_reads_no_room() {
         let mut host = MemoryHost::default();
-        host.durable.insert(keys::LAYOUT.into(), b"2".to_vec());
+        let current = keys::LAYOUT_VERSION.to_string().into_bytes();
+        host.durable.insert(keys::LAYOUT.into(), current);
         for i in 0..100 {
             let mut room = Room::new_locked(&format!("r{i}@{SERVICE}"));
             room.locked = false;
@@ -702,7 +708,8 @@ mod room_list {
     #[test]
     fn data_in_a_newer_layout_is_refused_untouched() {
         let mut host = MemoryHost::default();
-        host.durable.insert(keys::LAYOUT.into(), b"3".to_vec());
+        let newer = (keys::LAYOUT_VERSION + 1).to_string().into_bytes();
+        host.durable.insert(keys::LAYOUT.into(), newer);
         let muc = Muc::new(Settings::default());
         assert!(muc.upgrade(&mut host, "9.0.0").is_err());
         assert_eq!(host.durable.len(), 1);

@@ -129,8 +129,8 @@ pub struct Joined<'a> {
 /// A groupchat message on its way through the pipeline: check, stamp, store, broadcast.
 pub struct Groupchat<'a> {
     pub room: &'a Room,
-    /// The sender: nickname, real bare JID, sessions, role.
-    pub sender: &'a Occupant,
+    /// Who sent it. None: said by a room extension (from `room/nick`, no occupant behind it).
+    pub sender: Option<Sender<'a>>,
     /// The room's id for this message (XEP-0359 `stanza-id`), made before the stamp stage.
     pub stanza_id: String,
     /// The sender's occupant id (XEP-0421), once the stamp stage set it.
@@ -141,6 +141,15 @@ pub struct Groupchat<'a> {
     pub message: Element,
     /// `message` serialised, after the stamp stage: what is stored and broadcast.
     pub xml: String,
+}
+
+/// The occupant behind a groupchat message, and which of its sessions sent it.
+#[derive(Clone, Copy)]
+pub struct Sender<'a> {
+    /// Nickname, real bare JID, sessions, role.
+    pub occupant: &'a Occupant,
+    /// The sending session's full JID.
+    pub session: &'a str,
 }
 
 /// An IQ to the room (`to` is `room/nick` for [`RoomFeature::occupant_iq`]) in a namespace a

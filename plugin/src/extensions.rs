@@ -1,7 +1,7 @@
 //! Room extensions: the host's sandboxed, per-room components (`muc:plugin/extensions`). This
 //! module is where the MUC logic calls them: it describes the room, asks for a verdict on a
 //! message or a join, tells them of arrivals, departures and ticks, and broadcasts what they say
-//! (from `room/nick`, kept in the history like any groupchat message). The host decides which
+//! (from `room/nick`, kept in the archive like any groupchat message). The host decides which
 //! extensions run and contains their faults; the logic only obeys verdicts.
 
 use std::collections::BTreeMap;
@@ -14,11 +14,11 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::affiliation;
 use crate::errors;
-use crate::features::{history, naming, stable_id, whois};
+use crate::event::Groupchat;
+use crate::features::{self, naming, whois};
 use crate::host::{
-    Envelope, Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Tier, Verdict,
+    Envelope, Fault, HookEvent, Host, OccupantView, RoomView, Said, TickRequest, Verdict,
 };
-use crate::keys;
 use crate::occupant::{Occupant, Shown};
 use crate::room::Room;
 
@@ -218,8 +218,8 @@ pub fn forget(host: &mut dyn Host, room_jid: &str) {
     host.cancel_timer(&format!("{TICK_PREFIX}{room_jid}"));
 }
 
-/// Broadcasts what extensions said, each from `room/nick`, with a stanza-id, into the history;
-/// to every session in the room's index, as a groupchat message goes.
+/// Sends what extensions said, each from `room/nick`, through the groupchat pipeline after its
+/// check (stamp, store, broadcast), as an occupant's message goes but from no occupant.
 pub fn say(host: &mut dyn Host, room: &Room, said: Vec<Said>) -> Result<(), Fault> {
     for Said { nick, body } in said {
         let mut message = Element::builder("message", ns::JABBER_CLIENT)
@@ -235,11 +235,16 @@ pub fn say(host: &mut dyn Host, room: &Room, said: Vec<Said>) -> Result<(), Faul
             xml_ncname!("from").into(),
             format!("{}/{nick}", room.jid),
         );
-        let stanza_id = host.unique_id();
-        stable_id::stamp(&mut message, &room.jid, &stanza_id);
-        let xml = String::from(&message);
-        history::record(host, room, &xml)?;
-        host.broadcast_to_keys(&xml, Tier::Volatile, &keys::sessions(&room.jid))?;
+        let mut groupchat = Groupchat {
+            room,
+            sender: None,
+            stanza_id: host.unique_id(),
+            occupant_id: None,
+            changes_subject: false,
+            message,
+            xml: String::new(),
+        };
+        features::relay_groupchat(host, &mut groupchat)?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Groupchat messages to the room (XEP-0045 §7.4, §8.1): sent to every occupant, the sender
 //! included, with the sender's id kept. Each goes through the features' pipeline: check (may
-//! refuse), the room's extensions, stamp (stanza-id, occupant-id), store (history, subject),
+//! refuse), the room's extensions, stamp (stanza-id, occupant-id), store (archive, subject),
 //! broadcast to the room's sessions.
 
 use minidom::rxml::{xml_ncname, Namespace};
@@ -8,11 +8,10 @@ use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::errors;
-use crate::event::{Groupchat, Inbound};
+use crate::event::{Groupchat, Inbound, Sender};
 use crate::extensions;
 use crate::features::{self, subject};
-use crate::host::{Fault, Host, MessageHooks, Tier};
-use crate::keys;
+use crate::host::{Fault, Host, MessageHooks};
 use crate::occupant::Occupant;
 use crate::room::Room;
 
@@ -24,7 +23,8 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     let Some(room) = Room::load(host, &room_jid)? else {
         return refuse(host, ErrorType::Cancel, DefinedCondition::ItemNotFound);
     };
-    let Some(sender) = Occupant::of_session(host, &room_jid, &inbound.from.to_string())? else {
+    let session = inbound.from.to_string();
+    let Some(sender) = Occupant::of_session(host, &room_jid, &session)? else {
         return refuse(host, ErrorType::Modify, DefinedCondition::NotAcceptable);
     };
     if let Some(refusal) = features::check_groupchat(&room, &sender, &inbound.element) {
@@ -65,20 +65,17 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     }
     let mut groupchat = Groupchat {
         room: &room,
-        sender: &sender,
+        sender: Some(Sender {
+            occupant: &sender,
+            session: &session,
+        }),
         stanza_id: host.unique_id(),
         occupant_id: None,
         changes_subject,
         message,
         xml: String::new(),
     };
-    features::stamp_groupchat(host, &mut groupchat)?;
-    // Serialised once, for the store stage and the broadcast.
-    groupchat.xml = String::from(&groupchat.message);
-    features::store_groupchat(host, &groupchat)?;
-    // To every session in the room, from the session index: one crossing whatever the size.
-    host.broadcast_to_keys(&groupchat.xml, Tier::Volatile, &keys::sessions(&room.jid))?;
-    features::broadcast_groupchat(host, &groupchat)?;
+    features::relay_groupchat(host, &mut groupchat)?;
     extensions::say(host, &room, said)
 }
 

@@ -9,7 +9,7 @@ use xmpp_parsers::muc::user::{Affiliation, Role};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tier {
-    /// Survives restarts: rooms, configuration, affiliations, history.
+    /// Survives restarts: rooms, configuration, affiliations.
     Durable,
     /// Survives plugin swaps, not restarts: occupants and their presence.
     Volatile,
@@ -117,6 +117,91 @@ pub trait Host {
         Ok(Configured::default())
     }
     fn forget_extensions(&mut self, _room: &str) {}
+
+    // Each room's message archive (`muc:plugin/archive`).
+    fn archive_append(&mut self, room: &str, entry: ArchiveEntry) -> Result<(), ArchiveWriteError>;
+    fn archive_query(
+        &mut self,
+        room: &str,
+        query: &ArchiveQuery,
+    ) -> Result<ArchivePage, ArchiveQueryError>;
+    /// False when no entry has this id.
+    fn archive_replace(
+        &mut self,
+        room: &str,
+        id: &str,
+        stanza: &str,
+    ) -> Result<bool, ArchiveWriteError>;
+    /// Keeps only the room's newest `keep` entries.
+    fn archive_trim(&mut self, room: &str, keep: u32);
+    fn archive_delete(&mut self, room: &str);
+}
+
+/// One archived message (`archive.entry`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    /// The room's stanza-id of the message.
+    pub id: String,
+    pub at_ms: u64,
+    /// The sender's occupant JID.
+    pub sender: String,
+    pub occupant_id: Option<String>,
+    /// The sender's real full JID.
+    pub real_jid: Option<String>,
+    /// The message as broadcast, without `to`.
+    pub stanza: String,
+}
+
+/// Which entries a query ranges over (`archive.filter`); `ids` empty: any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveFilter {
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub with: Option<String>,
+    pub after_id: Option<String>,
+    pub before_id: Option<String>,
+    pub ids: Vec<String>,
+}
+
+/// Which page of the filtered range (`archive.position`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchivePosition {
+    Oldest,
+    Newest,
+    After(String),
+    Before(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveQuery {
+    pub filter: ArchiveFilter,
+    pub position: ArchivePosition,
+    pub limit: u32,
+}
+
+/// A page of entries, oldest first (`archive.page`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchivePage {
+    pub entries: Vec<ArchiveEntry>,
+    /// Nothing in the filtered range lies beyond the page in the direction read.
+    pub complete: bool,
+    /// Entries the filter matches.
+    pub count: u64,
+    /// Entries of the filtered range before the page's first.
+    pub index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveQueryError {
+    /// An id named as a position or bound is not in the archive.
+    ItemNotFound(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveWriteError {
+    /// Over the host's value cap or the call's quota: the request's fault.
+    Refused(String),
+    DuplicateId(String),
 }
 
 /// The room as the host's room extensions see it (`muc:plugin/extensions`).

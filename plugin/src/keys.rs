@@ -1,11 +1,15 @@
-//! The storage layout (version 2), specified in `wit/STORAGE.md`. Every key the plugin uses is
+//! The storage layout (version 3), specified in `wit/STORAGE.md`. Every key the plugin uses is
 //! made here, so the layout can be read in one place.
 
 use sha2::{Digest, Sha256};
 
 /// Durable key holding the layout version, as decimal text.
 pub const LAYOUT: &str = "meta/layout";
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
+/// The layout that added the room indexes (`public-room/`, `created-room/`).
+pub const ROOM_INDEXES_SINCE: u32 = 2;
+/// The layout that keeps the join history in the archive, not in `room/ROOM/history/`.
+pub const ARCHIVE_SINCE: u32 = 3;
 
 /// The room record (configuration, lock, subject): durable for persistent rooms, volatile for
 /// temporary ones.

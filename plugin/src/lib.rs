@@ -22,6 +22,7 @@ mod extensions;
 mod features;
 mod form;
 mod groupchat;
+mod history_migration;
 mod keys;
 mod muc_user;
 mod occupant;

@@ -9,7 +9,10 @@ use minidom::Element;
 
 use xmpp_parsers::data_forms::Field;
 
-use crate::host::{Envelope, Fault, Host, Level, StanzaKind, Tier};
+use crate::host::{
+    ArchiveEntry, ArchivePage, ArchivePosition, ArchiveQuery, ArchiveQueryError, ArchiveWriteError,
+    Envelope, Fault, Host, Level, StanzaKind, Tier,
+};
 use crate::service::Muc;
 
 #[derive(Default)]
@@ -25,6 +28,8 @@ pub struct MemoryHost {
     /// costs in reads, for tests that check it is bounded.
     pub entries_read: usize,
     pub logged: Vec<(Level, String)>,
+    /// Each room's archive, oldest first.
+    pub archives: BTreeMap<String, Vec<ArchiveEntry>>,
     next_id: u64,
 }
 
@@ -148,5 +153,114 @@ impl Host for MemoryHost {
 
     fn extension_form_fields(&mut self, _room: &str) -> Vec<Field> {
         self.extension_fields.clone()
+    }
+
+    fn archive_append(
+        &mut self,
+        room: &str,
+        mut entry: ArchiveEntry,
+    ) -> Result<(), ArchiveWriteError> {
+        let archive = self.archives.entry(room.to_string()).or_default();
+        if archive.iter().any(|kept| kept.id == entry.id) {
+            return Err(ArchiveWriteError::DuplicateId(entry.id));
+        }
+        // Times never go backwards within a room.
+        if let Some(newest) = archive.last() {
+            entry.at_ms = entry.at_ms.max(newest.at_ms);
+        }
+        archive.push(entry);
+        Ok(())
+    }
+
+    fn archive_query(
+        &mut self,
+        room: &str,
+        query: &ArchiveQuery,
+    ) -> Result<ArchivePage, ArchiveQueryError> {
+        let empty = Vec::new();
+        let archive = self.archives.get(room).unwrap_or(&empty);
+        let position_of = |id: &str| {
+            archive
+                .iter()
+                .position(|entry| entry.id == id)
+                .ok_or_else(|| ArchiveQueryError::ItemNotFound(id.to_string()))
+        };
+        let filter = &query.filter;
+        let after = filter.after_id.as_deref().map(position_of).transpose()?;
+        let before = filter.before_id.as_deref().map(position_of).transpose()?;
+        let matching: Vec<usize> = (0..archive.len())
+            .filter(|&at| {
+                let entry = &archive[at];
+                filter.start_ms.is_none_or(|start| entry.at_ms >= start)
+                    && filter.end_ms.is_none_or(|end| entry.at_ms <= end)
+                    && filter
+                        .with
+                        .as_ref()
+                        .is_none_or(|with| &entry.sender == with)
+                    && after.is_none_or(|after| at > after)
+                    && before.is_none_or(|before| at < before)
+                    && (filter.ids.is_empty() || filter.ids.contains(&entry.id))
+            })
+            .collect();
+        let limit = query.limit as usize;
+        // The candidates beyond the position, and whether the page is their oldest end.
+        let (candidates, from_oldest): (Vec<usize>, bool) = match &query.position {
+            ArchivePosition::Oldest => (matching.clone(), true),
+            ArchivePosition::Newest => (matching.clone(), false),
+            ArchivePosition::After(id) => {
+                let p = position_of(id)?;
+                (
+                    matching.iter().copied().filter(|&at| at > p).collect(),
+                    true,
+                )
+            }
+            ArchivePosition::Before(id) => {
+                let p = position_of(id)?;
+                (
+                    matching.iter().copied().filter(|&at| at < p).collect(),
+                    false,
+                )
+            }
+        };
+        let page: Vec<usize> = if from_oldest {
+            candidates.iter().copied().take(limit).collect()
+        } else {
+            candidates[candidates.len().saturating_sub(limit)..].to_vec()
+        };
+        let index = page.first().map_or(0, |first| {
+            matching.iter().filter(|&&at| at < *first).count()
+        });
+        Ok(ArchivePage {
+            entries: page.iter().map(|&at| archive[at].clone()).collect(),
+            complete: candidates.len() <= limit,
+            count: matching.len() as u64,
+            index: index as u64,
+        })
+    }
+
+    fn archive_replace(
+        &mut self,
+        room: &str,
+        id: &str,
+        stanza: &str,
+    ) -> Result<bool, ArchiveWriteError> {
+        let entry = self
+            .archives
+            .get_mut(room)
+            .and_then(|archive| archive.iter_mut().find(|entry| entry.id == id));
+        Ok(entry
+            .map(|entry| entry.stanza = stanza.to_string())
+            .is_some())
+    }
+
+    fn archive_trim(&mut self, room: &str, keep: u32) {
+        if let Some(archive) = self.archives.get_mut(room) {
+            let excess = archive.len().saturating_sub(keep as usize);
+            archive.drain(..excess);
+        }
+    }
+
+    fn archive_delete(&mut self, room: &str) {
+        self.archives.remove(room);
     }
 }

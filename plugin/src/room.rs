@@ -41,7 +41,7 @@ impl Room {
         }
     }
 
-    /// Where the room's record and history live.
+    /// Where the room's record lives (its archive is the host's, and durable).
     pub fn tier(&self) -> Tier {
         if persistent::is_persistent(self) {
             Tier::Durable
@@ -72,7 +72,7 @@ impl Room {
         room_index::room_saved(host, &self.index_entry(), self.tier())
     }
 
-    /// Forgets the room: its record, history and affiliations in both tiers, and its entries
+    /// Forgets the room: its record and affiliations in both tiers, and its entries
     /// in the service-wide indexes.
     pub fn delete(&self, host: &mut dyn Host) -> Result<(), Fault> {
         for tier in [Tier::Durable, Tier::Volatile] {

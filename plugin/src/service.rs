@@ -18,6 +18,7 @@ use crate::event::{RoomIq, RoomMessage};
 use crate::extensions;
 use crate::features::{self, lock, registration};
 use crate::groupchat;
+use crate::history_migration;
 use crate::host::{Envelope, Fault, HookEvent, Host, Level, StanzaKind, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
@@ -36,7 +37,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(feature = "swap-test-variant")]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+swap-test");
 /// The version of `wit/muc-plugin.wit` this plugin is built against.
-pub const CONTRACT: &str = "1.4.0";
+pub const CONTRACT: &str = "1.5.0";
 
 /// Stanzas larger than this are refused with `policy-violation` before any work is done.
 const MAX_STANZA_BYTES: usize = 256 * 1024;
@@ -224,7 +225,19 @@ impl Muc {
         let get = envelope.type_.as_deref() == Some("get");
         let room = lock::visible_to(host, &room_jid, &envelope.from)?;
         let namespace = query.ns();
-        if let (Some(room), Some(feature)) = (&room, features::room_iq_owner(&namespace)) {
+        if let Some(feature) = features::room_iq_owner(&namespace) {
+            // A room the sender may not see (absent, or locked to all but its owner) does not
+            // exist for any feature's IQ, as for a join.
+            let Some(room) = &room else {
+                return errors::reply(
+                    host,
+                    envelope,
+                    "iq",
+                    ErrorType::Cancel,
+                    DefinedCondition::ItemNotFound,
+                    None,
+                );
+            };
             let iq = RoomIq {
                 muc: self,
                 inbound,
@@ -323,7 +336,8 @@ impl Muc {
     /// Takes over data another version of the plugin wrote. Layout 1 lacks the room indexes of
     /// layout 2; they are made from the room records when the data is in layout 1 or comes from
     /// a version before 0.2.0 (which repairs them after such a version served layout 2 data
-    /// without keeping them). A newer layout is refused, leaving the data untouched.
+    /// without keeping them). Layouts before 3 kept each room's join history in its own keys:
+    /// it moves into the room's archive. A newer layout is refused, leaving the data untouched.
     pub fn upgrade(&self, host: &mut dyn Host, from_version: &str) -> Result<(), Fault> {
         let stored = host.get(Tier::Durable, keys::LAYOUT);
         let layout = match stored.as_deref().map(std::str::from_utf8) {
@@ -342,8 +356,18 @@ impl Muc {
         // The indexes are built once, not at every swap (a rebuild reads every room): when the
         // data comes from layout 1, or from a version that served without keeping them (a
         // rollback to one, then forward again).
-        if layout < keys::LAYOUT_VERSION || !keeps_room_indexes(from_version) {
+        if layout < keys::ROOM_INDEXES_SINCE || !keeps_room_indexes(from_version) {
             room::rebuild_indexes(host)?;
+        }
+        if layout < keys::ARCHIVE_SINCE {
+            let moved = history_migration::run(host)?;
+            host.log(
+                Level::Info,
+                &format!(
+                    "layout {layout} to {}: {moved} history entries moved into the archive",
+                    keys::LAYOUT_VERSION
+                ),
+            );
         }
         let version = keys::LAYOUT_VERSION.to_string().into_bytes();
         host.put(Tier::Durable, keys::LAYOUT, version)

@@ -1,6 +1,8 @@
-//! A store the plugin wrote in storage layout 1 (no room list index) is upgraded when the plugin
-//! of layout 2 takes it over: the host calls `upgrade` because the data's owner version differs,
-//! and the service's room list then shows the public rooms stored before.
+//! A store the plugin wrote in storage layout 1 (no room list index, the join history under
+//! `room/ROOM/history/`) is upgraded when the current plugin takes it over: the host calls
+//! `upgrade` because the data's owner version differs; the service's room list then shows the
+//! public rooms stored before, and the room's archive (MAM) holds its old history, in order,
+//! the history keys gone.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +22,7 @@ fn room_record(jid: &str, public: bool) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn a_layout_1_store_lists_its_public_rooms_once_upgraded() {
+fn a_layout_1_store_lists_its_public_rooms_and_archives_its_history_once_upgraded() {
     let mut storage = Storage::in_memory();
     let mut writes = Writes::default();
     writes
@@ -36,6 +38,26 @@ fn a_layout_1_store_lists_its_public_rooms_once_upgraded() {
             Some(br#"{"affiliation":"owner"}"#.to_vec()),
         );
     }
+    let history = [
+        (0, "<stanza-id xmlns='urn:xmpp:sid:0' id='old-1' by='one@conference.localhost'/>", "first"),
+        (1, "", "second"),
+    ];
+    for (seq, stanza_id, body) in history {
+        let stanza = format!(
+            "<message xmlns='jabber:client' type='groupchat' from='one@conference.localhost/Nick'>\
+             <body>{body}</body>{stanza_id}</message>"
+        );
+        // The stanza holds neither `"` nor `\`: it goes into the JSON string as it is.
+        let entry = format!(r#"{{"stanza":"{stanza}","at_ms":{}}}"#, 1_000 + seq);
+        writes.durable.insert(
+            format!("room/one@conference.localhost/history/{seq:020}"),
+            Some(entry.into_bytes()),
+        );
+    }
+    writes.durable.insert(
+        "room/one@conference.localhost/history-range".into(),
+        Some(br#"{"first":0,"next":2}"#.to_vec()),
+    );
     storage.apply(writes).unwrap();
     storage.set_meta(DATA_OWNER_VERSION, "0.1.0").unwrap();
     let storage = Arc::new(Mutex::new(storage));
@@ -74,6 +96,37 @@ fn a_layout_1_store_lists_its_public_rooms_once_upgraded() {
             && list.contains("<count>2</count>"),
         "{list}"
     );
+
+    let mam: Element = "<iq xmlns='jabber:client' type='set' id='m' to='one@conference.localhost'>\
+         <query xmlns='urn:xmpp:mam:2' queryid='q'/></iq>"
+        .parse()
+        .unwrap();
+    service.from_client(&"user@localhost/r".parse().unwrap(), mam);
+    service.flush().unwrap();
+    let answer: Vec<String> = std::iter::from_fn(|| sink.pop())
+        .map(|stanza| String::from(&stanza))
+        .collect();
+    let results: Vec<&String> = answer.iter().filter(|s| s.contains("urn:xmpp:mam:2")).collect();
+    assert_eq!(results.len(), 3, "two results and the fin: {answer:?}");
+    assert!(
+        results[0].contains("id='old-1'") && results[0].contains("<body>first</body>"),
+        "{}",
+        results[0]
+    );
+    assert!(
+        results[1].contains("id='history-00000000000000000001'")
+            && results[1].contains("<body>second</body>"),
+        "{}",
+        results[1]
+    );
+    assert!(results[2].contains("<count>2</count>"), "{}", results[2]);
+
     let mut storage = storage.lock().unwrap();
-    assert_eq!(storage.get(Tier::Durable, "meta/layout"), Some(&b"2"[..]));
+    assert_eq!(storage.get(Tier::Durable, "meta/layout"), Some(&b"3"[..]));
+    for key in [
+        "room/one@conference.localhost/history/00000000000000000000",
+        "room/one@conference.localhost/history-range",
+    ] {
+        assert_eq!(storage.get(Tier::Durable, key), None, "{key} is gone");
+    }
 }

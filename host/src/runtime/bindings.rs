@@ -10,13 +10,17 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::extensions::{Call, SharedExtensions};
 use crate::outbound::Outbound;
-use crate::storage::{Storage, StorageError, Tier as StoreTier, Transaction};
+use crate::storage::{
+    ArchiveEntry, ArchiveFilter, ArchivePosition, ArchiveQuery, ArchiveWriteError, Storage,
+    StorageError, Tier as StoreTier, Transaction,
+};
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "muc-plugin",
 });
 
+use muc::plugin::archive;
 use muc::plugin::logging::Level;
 use muc::plugin::routing::RouteError;
 use muc::plugin::storage::{Entry, StorageError as WitStorageError, Tier};
@@ -127,10 +131,7 @@ impl muc::plugin::storage::Host for CallContext {
         if let Err(error) = &outcome {
             self.txn.refused.get_or_insert_with(|| error.clone());
         }
-        outcome.map_err(|error| match error {
-            StorageError::TooLarge(why) => WitStorageError::TooLarge(why),
-            StorageError::QuotaExceeded(why) => WitStorageError::QuotaExceeded(why),
-        })
+        outcome.map_err(wit_storage_error)
     }
 
     fn delete(&mut self, t: Tier, key: String) {
@@ -162,6 +163,112 @@ impl muc::plugin::storage::Host for CallContext {
         let storage = self.storage.clone();
         let mut storage = storage.lock().expect("storage lock poisoned");
         self.txn.delete_prefix(&mut storage, tier(t), &prefix)
+    }
+}
+
+fn wit_storage_error(error: StorageError) -> WitStorageError {
+    match error {
+        StorageError::TooLarge(why) => WitStorageError::TooLarge(why),
+        StorageError::QuotaExceeded(why) => WitStorageError::QuotaExceeded(why),
+    }
+}
+
+fn wit_archive_write_error(error: ArchiveWriteError) -> archive::WriteError {
+    match error {
+        ArchiveWriteError::Refused(error) => archive::WriteError::Storage(wit_storage_error(error)),
+        ArchiveWriteError::DuplicateId(id) => archive::WriteError::DuplicateId(id),
+    }
+}
+
+/// The archive, written inside the call's savepoint (see [`Transaction::archive_append`]).
+impl archive::Host for CallContext {
+    fn append(&mut self, room: String, entry: archive::Entry) -> Result<(), archive::WriteError> {
+        let entry = ArchiveEntry {
+            id: entry.id,
+            at_ms: entry.at,
+            sender: entry.sender,
+            occupant_id: entry.occupant_id,
+            real_jid: entry.real_jid,
+            stanza: entry.stanza,
+        };
+        let storage = self.storage.clone();
+        let mut storage = storage.lock().expect("storage lock poisoned");
+        self.txn
+            .archive_append(&mut storage, &room, &entry)
+            .map_err(wit_archive_write_error)
+    }
+
+    fn query(
+        &mut self,
+        room: String,
+        query: archive::PageRequest,
+    ) -> Result<archive::Page, archive::QueryError> {
+        let filter = query.filter;
+        let query = ArchiveQuery {
+            filter: ArchiveFilter {
+                start_ms: filter.start,
+                end_ms: filter.end,
+                with: filter.with,
+                after_id: filter.after_id,
+                before_id: filter.before_id,
+                ids: filter.ids,
+            },
+            position: match query.position {
+                archive::Position::Oldest => ArchivePosition::Oldest,
+                archive::Position::Newest => ArchivePosition::Newest,
+                archive::Position::After(id) => ArchivePosition::After(id),
+                archive::Position::Before(id) => ArchivePosition::Before(id),
+            },
+            limit: query.limit,
+        };
+        let storage = self.storage.clone();
+        let storage = storage.lock().expect("storage lock poisoned");
+        let page = self
+            .txn
+            .archive_query(&storage, &room, &query)
+            .map_err(archive::QueryError::ItemNotFound)?;
+        Ok(archive::Page {
+            entries: page
+                .entries
+                .into_iter()
+                .map(|entry| archive::Entry {
+                    id: entry.id,
+                    at: entry.at_ms,
+                    sender: entry.sender,
+                    occupant_id: entry.occupant_id,
+                    real_jid: entry.real_jid,
+                    stanza: entry.stanza,
+                })
+                .collect(),
+            complete: page.complete,
+            count: page.count,
+            index: page.index,
+        })
+    }
+
+    fn replace(
+        &mut self,
+        room: String,
+        id: String,
+        stanza: String,
+    ) -> Result<bool, archive::WriteError> {
+        let storage = self.storage.clone();
+        let mut storage = storage.lock().expect("storage lock poisoned");
+        self.txn
+            .archive_replace(&mut storage, &room, &id, &stanza)
+            .map_err(wit_archive_write_error)
+    }
+
+    fn trim(&mut self, room: String, keep: u32) {
+        let storage = self.storage.clone();
+        let mut storage = storage.lock().expect("storage lock poisoned");
+        self.txn.archive_trim(&mut storage, &room, keep)
+    }
+
+    fn delete(&mut self, room: String) {
+        let storage = self.storage.clone();
+        let mut storage = storage.lock().expect("storage lock poisoned");
+        self.txn.archive_delete(&mut storage, &room)
     }
 }
 

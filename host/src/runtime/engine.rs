@@ -18,7 +18,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The contract this host implements (`wit/muc-plugin.wit`).
 pub const CONTRACT_PACKAGE: &str = "muc:plugin";
-pub const CONTRACT_VERSION: (u64, u64, u64) = (1, 4, 0);
+pub const CONTRACT_VERSION: (u64, u64, u64) = (1, 5, 0);
 
 pub struct PluginEngine {
     engine: Engine,

@@ -538,14 +538,18 @@ impl PluginRuntime {
         let result = export(&instance.bindings, &mut instance.store);
         let context = instance.store.data_mut();
         let txn = std::mem::take(&mut context.txn);
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(Fault::of_failed_call(reason, txn.refused)),
-            Err(error) if context.memory.hit => return Err(Fault::OverBudget(format!("{error}"))),
-            Err(error) => return Err(classify(error, self.settings.limits.call_budget)),
+        let mut storage = self.storage.lock().expect("storage lock");
+        let failed = match result {
+            Ok(Ok(())) => txn.archive_failure.map(Fault::Failed),
+            Ok(Err(reason)) => Some(Fault::of_failed_call(reason, txn.refused)),
+            Err(error) if context.memory.hit => Some(Fault::OverBudget(format!("{error}"))),
+            Err(error) => Some(classify(error, self.settings.limits.call_budget)),
+        };
+        if let Some(fault) = failed {
+            storage.abandon_call();
+            return Err(fault);
         }
-        let stored = self.storage.lock().expect("storage lock").apply(txn.writes);
-        if let Err(error) = stored {
+        if let Err(error) = storage.apply(txn.writes) {
             return Err(Fault::Failed(format!(
                 "storing the call's writes: {error:#}"
             )));

@@ -6,9 +6,12 @@
 use std::sync::{Arc, Mutex};
 
 use minidom::Element;
-use muc_plugin::host::{Envelope, Fault as PluginFault, Host, Level, StanzaKind, Tier};
+use muc_plugin::host::{
+    ArchiveEntry, ArchiveFilter, ArchivePage, ArchivePosition, ArchiveQuery, ArchiveQueryError,
+    ArchiveWriteError, Envelope, Fault as PluginFault, Host, Level, StanzaKind, Tier,
+};
 
-use super::bindings::muc::plugin::{clock, ids, logging, routing, storage, timers};
+use super::bindings::muc::plugin::{archive, clock, ids, logging, routing, storage, timers};
 use super::{
     wit_stanza, CallContext, CompiledPlugin, Fault, Inbound, MucBackend, PluginInfo, Prepared,
     Settings, Stats, Status, SwapReport,
@@ -67,8 +70,16 @@ impl NativeRuntime {
         self.context.now_ms = self.clock.now_ms();
         let outcome = run(&self.muc, &mut Imports(&mut self.context));
         let txn = std::mem::take(&mut self.context.txn);
-        outcome.map_err(|PluginFault(why)| Fault::of_failed_call(why, txn.refused))?;
-        let stored = self.storage.lock().expect("storage lock").apply(txn.writes);
+        let mut storage = self.storage.lock().expect("storage lock");
+        let failed = match outcome {
+            Ok(()) => txn.archive_failure.map(Fault::Failed),
+            Err(PluginFault(why)) => Some(Fault::of_failed_call(why, txn.refused)),
+        };
+        if let Some(fault) = failed {
+            storage.abandon_call();
+            return Err(fault);
+        }
+        let stored = storage.apply(txn.writes);
         stored.map_err(|error| Fault::Failed(format!("{error:#}")))?;
         Ok(txn.outbound)
     }
@@ -246,5 +257,99 @@ impl Host for Imports<'_> {
             Level::Error => logging::Level::Error,
         };
         logging::Host::log(self.0, level, message.to_string())
+    }
+
+    fn archive_append(&mut self, room: &str, entry: ArchiveEntry) -> Result<(), ArchiveWriteError> {
+        archive::Host::append(self.0, room.to_string(), wit_entry(entry))
+            .map_err(archive_write_error)
+    }
+
+    fn archive_query(
+        &mut self,
+        room: &str,
+        query: &ArchiveQuery,
+    ) -> Result<ArchivePage, ArchiveQueryError> {
+        let ArchiveFilter {
+            start_ms,
+            end_ms,
+            with,
+            after_id,
+            before_id,
+            ids,
+        } = query.filter.clone();
+        let query = archive::PageRequest {
+            filter: archive::Filter {
+                start: start_ms,
+                end: end_ms,
+                with,
+                after_id,
+                before_id,
+                ids,
+            },
+            position: match &query.position {
+                ArchivePosition::Oldest => archive::Position::Oldest,
+                ArchivePosition::Newest => archive::Position::Newest,
+                ArchivePosition::After(id) => archive::Position::After(id.clone()),
+                ArchivePosition::Before(id) => archive::Position::Before(id.clone()),
+            },
+            limit: query.limit,
+        };
+        let page =
+            archive::Host::query(self.0, room.to_string(), query).map_err(|error| match error {
+                archive::QueryError::ItemNotFound(id) => ArchiveQueryError::ItemNotFound(id),
+            })?;
+        Ok(ArchivePage {
+            entries: page
+                .entries
+                .into_iter()
+                .map(|entry| ArchiveEntry {
+                    id: entry.id,
+                    at_ms: entry.at,
+                    sender: entry.sender,
+                    occupant_id: entry.occupant_id,
+                    real_jid: entry.real_jid,
+                    stanza: entry.stanza,
+                })
+                .collect(),
+            complete: page.complete,
+            count: page.count,
+            index: page.index,
+        })
+    }
+
+    fn archive_replace(
+        &mut self,
+        room: &str,
+        id: &str,
+        stanza: &str,
+    ) -> Result<bool, ArchiveWriteError> {
+        archive::Host::replace(self.0, room.to_string(), id.to_string(), stanza.to_string())
+            .map_err(archive_write_error)
+    }
+
+    fn archive_trim(&mut self, room: &str, keep: u32) {
+        archive::Host::trim(self.0, room.to_string(), keep)
+    }
+
+    fn archive_delete(&mut self, room: &str) {
+        archive::Host::delete(self.0, room.to_string())
+    }
+}
+
+fn wit_entry(entry: ArchiveEntry) -> archive::Entry {
+    archive::Entry {
+        id: entry.id,
+        at: entry.at_ms,
+        sender: entry.sender,
+        occupant_id: entry.occupant_id,
+        real_jid: entry.real_jid,
+        stanza: entry.stanza,
+    }
+}
+
+fn archive_write_error(error: archive::WriteError) -> ArchiveWriteError {
+    match error {
+        archive::WriteError::Storage(refused) => ArchiveWriteError::Refused(format!("{refused:?}")),
+        archive::WriteError::DuplicateId(id) => ArchiveWriteError::DuplicateId(id),
     }
 }

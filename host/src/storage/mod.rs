@@ -5,9 +5,14 @@
 //! call's writes reach the store only through [`Transaction`], whole.
 //!
 //! On disk, the durable tier is read lazily, a room at a time (see [`residency`]): start-up and
-//! memory follow the rooms in use, not the rooms stored.
+//! memory follow the rooms in use, not the rooms stored. The rooms' archives (see [`archive`])
+//! are never read whole: they stay in SQLite (in memory for the test host), and a call's archive
+//! writes go there at once, inside a savepoint that the call's commit keeps and its failure
+//! undoes.
 
+mod archive;
 mod residency;
+mod retention;
 mod sqlite;
 mod transaction;
 
@@ -17,10 +22,16 @@ use std::path::Path;
 
 use anyhow::Result;
 
+pub use archive::{
+    ArchiveEntry, ArchiveFilter, ArchivePage, ArchivePosition, ArchiveQuery, DuplicateId,
+    QueryFailure, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
+};
 pub use residency::DEFAULT_IDLE as DEFAULT_ROOM_IDLE;
 use residency::{Residency, Span};
+use retention::Expiry;
+pub use retention::Retention;
 pub use sqlite::Sqlite;
-pub use transaction::{Quota, Savepoint, StorageError, Transaction};
+pub use transaction::{ArchiveWriteError, Quota, Savepoint, StorageError, Transaction};
 
 /// Durability classes, as in the WIT `storage` interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +54,9 @@ pub struct Storage {
     timers: BTreeMap<String, u64>,
     /// The host's own records (e.g. which plugin version owns the data), never seen by plugins.
     meta: BTreeMap<String, String>,
-    disk: Option<Sqlite>,
+    /// The database: the archive always; the durable tier too when `on_disk`.
+    sqlite: Sqlite,
+    on_disk: bool,
     /// Which rooms' durable keys are in `durable` (with a disk; without one, all are).
     residency: Residency,
     /// A durable range spanning rooms, read from disk and memory for one scan.
@@ -53,6 +66,8 @@ pub struct Storage {
     /// With group commit, bookkeeping changed in memory but not yet on disk: it goes in the same
     /// disk transaction as the writes it describes (a migration and its new data owner).
     unsynced_meta: BTreeMap<String, String>,
+    /// The operator's bounds on the archives, applied by [`Storage::expire_archive`].
+    expiry: Expiry,
 }
 
 /// The host's bookkeeping key naming the plugin version whose layout the data is in.
@@ -67,11 +82,13 @@ impl Storage {
             extensions: Map::new(),
             timers: BTreeMap::new(),
             meta: BTreeMap::new(),
-            disk: None,
+            sqlite: Sqlite::in_memory().expect("an in-memory SQLite database"),
+            on_disk: false,
             residency: Residency::default(),
             spanning_scan: Map::new(),
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
+            expiry: Expiry::default(),
         }
     }
 
@@ -87,11 +104,13 @@ impl Storage {
             extensions: loaded.extensions,
             timers: loaded.timers,
             meta: loaded.meta,
-            disk: Some(disk),
+            sqlite: disk,
+            on_disk: true,
             residency: Residency::lazy(),
             spanning_scan: Map::new(),
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
+            expiry: Expiry::default(),
         })
     }
 
@@ -166,11 +185,10 @@ impl Storage {
     /// Reads a room's durable keys from disk unless they are in memory already, and marks the
     /// room used now.
     fn make_resident(&mut self, room: &str) {
-        let Some(disk) = &self.disk else { return };
-        if self.residency.touch(room) {
+        if !self.on_disk || self.residency.touch(room) {
             return;
         }
-        match disk.load_prefix(room) {
+        match self.sqlite.load_prefix(room) {
             Ok(entries) => {
                 self.durable.extend(entries);
                 self.residency.insert(room);
@@ -184,10 +202,10 @@ impl Storage {
     /// A durable range across rooms: rooms in memory as memory has them (it may hold writes not
     /// yet synced), the others as the disk does.
     fn read_spanning(&mut self, prefix: &str) -> Map {
-        let Some(disk) = &self.disk else {
+        if !self.on_disk {
             return Map::new();
-        };
-        let mut merged: Map = match disk.load_prefix(prefix) {
+        }
+        let mut merged: Map = match self.sqlite.load_prefix(prefix) {
             Ok(entries) => entries
                 .into_iter()
                 .filter(|(key, _)| {
@@ -239,10 +257,7 @@ impl Storage {
     }
 
     pub fn is_empty(&self) -> bool {
-        let nothing_on_disk = self
-            .disk
-            .as_ref()
-            .is_none_or(|disk| !disk.has_rooms().unwrap_or(true));
+        let nothing_on_disk = !self.on_disk || !self.sqlite.has_rooms().unwrap_or(true);
         self.durable.is_empty()
             && nothing_on_disk
             && self.volatile.is_empty()
@@ -254,13 +269,13 @@ impl Storage {
     }
 
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        match (&mut self.disk, &self.unsynced) {
-            (Some(_), Some(_)) => {
+        match (self.on_disk, &self.unsynced) {
+            (true, Some(_)) => {
                 self.unsynced_meta
                     .insert(key.to_string(), value.to_string());
             }
-            (Some(disk), None) => disk.apply(&Writes::default(), &[(key, value)])?,
-            (None, _) => {}
+            (true, None) => self.sqlite.apply(&Writes::default(), &[(key, value)])?,
+            (false, _) => {}
         }
         self.meta.insert(key.to_string(), value.to_string());
         Ok(())
@@ -295,7 +310,7 @@ impl Storage {
     /// the caller must stop serving.
     pub fn sync(&mut self) -> Result<usize> {
         self.residency.check()?;
-        let (Some(disk), Some(unsynced)) = (&mut self.disk, &mut self.unsynced) else {
+        let (true, Some(unsynced)) = (self.on_disk, &mut self.unsynced) else {
             return Ok(0);
         };
         let count = unsynced.durable.len() + unsynced.extensions.len() + unsynced.timers.len();
@@ -305,16 +320,19 @@ impl Storage {
                 .iter()
                 .map(|(key, value)| (key.as_str(), value.as_str()))
                 .collect();
-            disk.apply(unsynced, &meta)?;
+            self.sqlite.apply(unsynced, &meta)?;
             *unsynced = Writes::default();
             self.unsynced_meta.clear();
         }
+        // The batch's archive writes, with the writes just applied when any.
+        self.sqlite.commit_batch()?;
         Ok(count)
     }
 
-    /// Applies a committed call's writes: first to disk (one SQLite transaction, or the next
-    /// group commit), then to the in-memory view. If the disk refuses, nothing changes and the
-    /// error is returned.
+    /// Applies a committed call's writes, with the archive writes it made: first to disk (one
+    /// SQLite transaction, or the next group commit), then to the in-memory view. If the disk
+    /// refuses, nothing changes (the call's archive writes are undone) and the error is
+    /// returned.
     pub fn apply(&mut self, writes: Writes) -> Result<()> {
         // A room is in memory whole or not at all: read it before writing into it.
         for key in writes.durable.keys() {
@@ -322,15 +340,22 @@ impl Storage {
                 self.make_resident(room);
             }
         }
-        self.residency.check()?;
-        match (&mut self.disk, &mut self.unsynced) {
-            (Some(_), Some(unsynced)) => {
+        if let Err(error) = self.residency.check() {
+            self.abandon_call();
+            return Err(error);
+        }
+        if self.on_disk && self.unsynced.is_none() {
+            self.sqlite.apply(&writes, &[])?;
+        } else {
+            if let Err(error) = self.sqlite.release_call() {
+                self.abandon_call();
+                return Err(error.into());
+            }
+            if let (true, Some(unsynced)) = (self.on_disk, &mut self.unsynced) {
                 unsynced.durable.extend(writes.durable.clone());
                 unsynced.extensions.extend(writes.extensions.clone());
                 unsynced.timers.extend(writes.timers.clone());
             }
-            (Some(disk), None) => disk.apply(&writes, &[])?,
-            (None, _) => {}
         }
         for (tier, changes) in [
             (Tier::Durable, writes.durable),
@@ -352,6 +377,75 @@ impl Storage {
             };
         }
         Ok(())
+    }
+}
+
+/// The archive (see [`archive`]): queries see the writes of the call in progress; writes are
+/// the call's until [`Storage::apply`] keeps them or [`Storage::abandon_call`] undoes them.
+impl Storage {
+    /// With group commit on disk, a call's archive writes wait in the batch's transaction.
+    fn archive_writer(&mut self) -> rusqlite::Result<&rusqlite::Connection> {
+        let batched = self.on_disk && self.unsynced.is_some();
+        self.sqlite.call_writer(batched)
+    }
+
+    pub fn archive_append(
+        &mut self,
+        room: &str,
+        entry: &ArchiveEntry,
+    ) -> rusqlite::Result<Result<(), DuplicateId>> {
+        archive::append(self.archive_writer()?, room, entry)
+    }
+
+    pub fn archive_query(
+        &self,
+        room: &str,
+        query: &ArchiveQuery,
+    ) -> Result<ArchivePage, QueryFailure> {
+        archive::query(self.sqlite.connection(), room, query)
+    }
+
+    pub fn archive_replace(
+        &mut self,
+        room: &str,
+        id: &str,
+        stanza: &str,
+    ) -> rusqlite::Result<bool> {
+        archive::replace(self.archive_writer()?, room, id, stanza)
+    }
+
+    pub fn archive_trim(&mut self, room: &str, keep: u32) -> rusqlite::Result<()> {
+        archive::trim(self.archive_writer()?, room, keep)
+    }
+
+    pub fn archive_delete(&mut self, room: &str) -> rusqlite::Result<()> {
+        archive::delete(self.archive_writer()?, room)
+    }
+
+    /// Bounds the archives by age and entries per room from now on.
+    pub fn set_archive_retention(&mut self, retention: Retention) {
+        self.expiry = Expiry::new(retention);
+    }
+
+    /// Between calls: deletes a bounded chunk of the entries past the retention bounds at
+    /// `now_ms`, when a pass is due; with group commit they go with the batch's sync. Returns
+    /// how many it deleted.
+    pub fn expire_archive(&mut self, now_ms: u64) -> rusqlite::Result<usize> {
+        if !self.expiry.due(now_ms) {
+            return Ok(0);
+        }
+        let batched = self.on_disk && self.unsynced.is_some();
+        let expiry = &mut self.expiry;
+        self.sqlite
+            .write_between_calls(batched, |connection| expiry.pass(connection, now_ms))
+    }
+
+    /// The call in progress failed: its archive writes are undone. If even that fails, the
+    /// database no longer holds what the calls committed: the next sync says so.
+    pub fn abandon_call(&mut self) {
+        if let Err(error) = self.sqlite.roll_back_call() {
+            self.residency.fail(error);
+        }
     }
 }
 

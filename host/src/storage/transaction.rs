@@ -1,14 +1,16 @@
 //! One call's buffered effects, read through on top of the committed [`Storage`].
 //!
-//! Nothing here touches the store: the call's writes become visible to others only when the
-//! runtime hands [`Transaction::writes`] to [`Storage::apply`] after the call returned `ok`.
+//! Nothing here touches the store but the archive: the call's writes become visible to others
+//! only when the runtime hands [`Transaction::writes`] to [`Storage::apply`] after the call
+//! returned `ok`. Archive writes go to the store at once, inside the call's savepoint, which
+//! that apply keeps and [`Storage::abandon_call`] undoes.
 
 use std::cmp::Ordering;
 use std::iter::Peekable;
 
 use crate::outbound::Outbound;
 
-use super::{Storage, Tier, Writes};
+use super::{ArchiveEntry, ArchivePage, ArchiveQuery, QueryFailure, Storage, Tier, Writes};
 
 /// Caps on what one call may write.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +50,13 @@ impl StorageError {
     }
 }
 
+/// Why an archive write was refused (`archive.write-error`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveWriteError {
+    Refused(StorageError),
+    DuplicateId(String),
+}
+
 /// See [`Transaction::savepoint`].
 pub struct Savepoint {
     extensions: std::collections::BTreeMap<String, Option<Vec<u8>>>,
@@ -62,6 +71,13 @@ pub struct Transaction {
     /// The first of the MUC logic's writes that the store refused: when the call then fails,
     /// it failed on a limit of the store (which a user's input can reach), not on a bug.
     pub refused: Option<StorageError>,
+    /// The archive failed under the call (a database error): the call must fail.
+    pub archive_failure: Option<String>,
+    /// The call wrote, or tried to write, to the archive.
+    archived: bool,
+    /// Only a plugin call's transaction ([`Transaction::new`]) may write to the archive: the
+    /// others (`init`, `describe`) run outside the store's call savepoint.
+    may_archive: bool,
     written_bytes: usize,
     quota: Quota,
 }
@@ -70,13 +86,14 @@ impl Transaction {
     pub fn new(quota: Quota) -> Transaction {
         Transaction {
             quota,
+            may_archive: true,
             ..Transaction::default()
         }
     }
 
     /// True when the call changed nothing and sent nothing.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.outbound.is_empty()
+        self.writes.is_empty() && self.outbound.is_empty() && !self.archived
     }
 
     pub fn get(&self, storage: &mut Storage, tier: Tier, key: &str) -> Option<Vec<u8>> {
@@ -101,7 +118,13 @@ impl Transaction {
                 self.quota.max_value_bytes
             )));
         }
-        let size = key.len() + value.len();
+        self.charge(key.len() + value.len())?;
+        self.writes.tier_mut(tier).insert(key, Some(value));
+        Ok(())
+    }
+
+    /// Counts `size` bytes against the call's quota, unless they would pass it.
+    fn charge(&mut self, size: usize) -> Result<(), StorageError> {
         if self.written_bytes + size > self.quota.max_call_bytes {
             return Err(StorageError::QuotaExceeded(format!(
                 "more than {} bytes written in one call",
@@ -109,8 +132,102 @@ impl Transaction {
             )));
         }
         self.written_bytes += size;
-        self.writes.tier_mut(tier).insert(key, Some(value));
         Ok(())
+    }
+
+    /// An archive value of `size` bytes within the caps, charged to the call; the first
+    /// refusal is remembered, as for [`Transaction::put`].
+    fn charge_archive(&mut self, size: usize) -> Result<(), ArchiveWriteError> {
+        let charged = if size > self.quota.max_value_bytes {
+            Err(StorageError::TooLarge(format!(
+                "archive entry of {size} bytes, over {}",
+                self.quota.max_value_bytes
+            )))
+        } else {
+            self.charge(size)
+        };
+        charged.map_err(|error| {
+            self.refused.get_or_insert_with(|| error.clone());
+            ArchiveWriteError::Refused(error)
+        })
+    }
+
+    /// Runs an archive write of this call, or gives `fallback` when the call may not write
+    /// (then it fails) or the database failed (then the call fails).
+    fn archive_write<T>(
+        &mut self,
+        storage: &mut Storage,
+        fallback: T,
+        write: impl FnOnce(&mut Storage) -> rusqlite::Result<T>,
+    ) -> T {
+        self.archived = true;
+        if !self.may_archive {
+            self.archive_failure
+                .get_or_insert_with(|| "an archive write outside a plugin call".into());
+            return fallback;
+        }
+        write(storage).unwrap_or_else(|error| {
+            self.archive_failure
+                .get_or_insert_with(|| format!("the archive failed: {error}"));
+            fallback
+        })
+    }
+
+    pub fn archive_append(
+        &mut self,
+        storage: &mut Storage,
+        room: &str,
+        entry: &ArchiveEntry,
+    ) -> Result<(), ArchiveWriteError> {
+        self.charge_archive(room.len() + entry.bytes())?;
+        let appended = self.archive_write(storage, Ok(()), |storage| {
+            storage.archive_append(room, entry)
+        });
+        appended.map_err(|_| ArchiveWriteError::DuplicateId(entry.id.clone()))
+    }
+
+    /// Whether an entry had this id.
+    pub fn archive_replace(
+        &mut self,
+        storage: &mut Storage,
+        room: &str,
+        id: &str,
+        stanza: &str,
+    ) -> Result<bool, ArchiveWriteError> {
+        self.charge_archive(room.len() + id.len() + stanza.len())?;
+        Ok(self.archive_write(storage, false, |storage| {
+            storage.archive_replace(room, id, stanza)
+        }))
+    }
+
+    pub fn archive_trim(&mut self, storage: &mut Storage, room: &str, keep: u32) {
+        self.archive_write(storage, (), |storage| storage.archive_trim(room, keep))
+    }
+
+    pub fn archive_delete(&mut self, storage: &mut Storage, room: &str) {
+        self.archive_write(storage, (), |storage| storage.archive_delete(room))
+    }
+
+    /// A page of the room's archive, this call's writes included, or the unknown id it names.
+    /// A database failure fails the call, and answers an empty page meanwhile.
+    pub fn archive_query(
+        &mut self,
+        storage: &Storage,
+        room: &str,
+        query: &ArchiveQuery,
+    ) -> Result<ArchivePage, String> {
+        match storage.archive_query(room, query) {
+            Ok(page) => Ok(page),
+            Err(QueryFailure::ItemNotFound(id)) => Err(id),
+            Err(QueryFailure::Store(error)) => {
+                self.archive_failure
+                    .get_or_insert_with(|| format!("the archive failed: {error}"));
+                Ok(ArchivePage {
+                    complete: true,
+                    ..ArchivePage::default()
+                })
+            }
+        }
     }
 
     pub fn delete(&mut self, tier: Tier, key: String) {

@@ -1,83 +1,25 @@
-//! Discussion history (XEP-0045 §7.2.15): the room keeps its last messages, up to the configured
-//! number, and sends a joiner those its `<history/>` asks for (`maxstanzas`, `maxchars`,
-//! `seconds`, `since`), each with a `urn:xmpp:delay` from the room.
-//!
-//! Entries live beside the room record, in its tier, under `room/ROOM/history/SEQ` with
-//! `room/ROOM/history-range` holding the first and next sequence numbers.
+//! Discussion history (XEP-0045 §7.2.15): a joiner gets the room's last messages that its
+//! `<history/>` asks for (`maxstanzas`, `maxchars`, `seconds`, `since`), at most the
+//! configured number, each with a `urn:xmpp:delay` from the room. They are read from the room's
+//! archive (the `archive` feature writes it, and keeps at least that many when archiving is
+//! off); subject changes are archived but not replayed (the subject follows the history on its
+//! own).
 
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
-use serde::{Deserialize, Serialize};
 use xmpp_parsers::muc::muc::History as Request;
 
-use crate::config::{FieldSpec, Kind};
-use crate::event::{Groupchat, Joined, RoomFeature};
-use crate::host::{Fault, Host};
-use xmpp_parsers::ns;
-
+use crate::config::FieldSpec;
+use crate::event::{Joined, RoomFeature};
+use crate::host::{ArchiveEntry, ArchiveFilter, ArchivePosition, ArchiveQuery, Fault, Host};
 use crate::room::Room;
+use crate::rules::subject;
 
-pub const FIELD: FieldSpec = FieldSpec {
-    var: "muc#maxhistoryfetch",
-    label: "Number of messages kept and sent to joiners",
-    kind: Kind::Number {
-        default: 20,
-        max: 1000,
-    },
-};
+pub use crate::rules::history::FIELD;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Range {
-    first: u64,
-    next: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Entry {
-    /// The message as broadcast, without `to`.
-    stanza: String,
-    at_ms: u64,
-}
-
-fn range_key(room: &str) -> String {
-    format!("room/{room}/history-range")
-}
-
-fn entry_key(room: &str, seq: u64) -> String {
-    format!("room/{room}/history/{seq:020}")
-}
-
-fn entries_prefix(room: &str) -> String {
-    format!("room/{room}/history/")
-}
-
-/// Keeps `stanza` (a message as broadcast, without `to`, serialised), dropping the oldest
-/// beyond the room's limit.
-pub fn record(host: &mut dyn Host, room: &Room, stanza: &str) -> Result<(), Fault> {
-    let limit = FIELD.number(&room.config);
-    let tier = room.tier();
-    let mut range: Range = match host.get(tier, &range_key(&room.jid)) {
-        Some(bytes) => serde_json::from_slice(&bytes)?,
-        None => Range::default(),
-    };
-    if limit > 0 {
-        let entry = Entry {
-            stanza: stanza.to_string(),
-            at_ms: host.now_ms(),
-        };
-        host.put(
-            tier,
-            &entry_key(&room.jid, range.next),
-            serde_json::to_vec(&entry)?,
-        )?;
-        range.next += 1;
-    }
-    while range.next - range.first > limit {
-        host.delete(tier, &entry_key(&room.jid, range.first));
-        range.first += 1;
-    }
-    host.put(tier, &range_key(&room.jid), serde_json::to_vec(&range)?)
-}
+/// Pages read past subject changes to fill a join's history: a run of subject changes cannot
+/// make a join read without bound.
+const MAX_PAGES: usize = 4;
 
 /// The history a joiner asked for, oldest first, addressed to `to`.
 pub fn replay(
@@ -87,23 +29,48 @@ pub fn replay(
     to: &str,
 ) -> Result<Vec<Element>, Fault> {
     let limit = FIELD.number(&room.config) as u32;
+    let wanted = request
+        .and_then(|r| r.maxstanzas)
+        .unwrap_or(limit)
+        .min(limit) as usize;
+    if wanted == 0 {
+        return Ok(Vec::new());
+    }
     let now = host.now_ms();
-    let oldest_ms = oldest_wanted(request, now);
-    let entries: Vec<Entry> = host
-        .scan(room.tier(), &entries_prefix(&room.jid), None, limit)
-        .into_iter()
-        .map(|(_, bytes)| serde_json::from_slice(&bytes))
-        .collect::<Result<_, _>>()?;
-    let max_stanzas = request.and_then(|r| r.maxstanzas).unwrap_or(limit) as usize;
+    let filter = ArchiveFilter {
+        start_ms: Some(oldest_wanted(request, now)).filter(|&oldest| oldest > 0),
+        ..ArchiveFilter::default()
+    };
+    // Newest first, until enough are found or the archive is read back to the oldest wanted.
+    let mut newest_first: Vec<(ArchiveEntry, Element)> = Vec::new();
+    let mut position = ArchivePosition::Newest;
+    for _ in 0..MAX_PAGES {
+        let query = ArchiveQuery {
+            filter: filter.clone(),
+            position,
+            limit: (wanted - newest_first.len()) as u32,
+        };
+        let page = host
+            .archive_query(&room.jid, &query)
+            .map_err(|e| Fault(format!("reading the join history failed: {e:?}")))?;
+        let Some(oldest) = page.entries.first() else {
+            break;
+        };
+        position = ArchivePosition::Before(oldest.id.clone());
+        for entry in page.entries.into_iter().rev() {
+            let message: Element = entry.stanza.parse()?;
+            if !subject::is_change(&message) {
+                newest_first.push((entry, message));
+            }
+        }
+        if page.complete || newest_first.len() >= wanted {
+            break;
+        }
+    }
     let mut chars_left = request.and_then(|r| r.maxchars).map(|c| c as usize);
     let mut replayed = Vec::new();
-    for entry in entries
-        .iter()
-        .rev()
-        .filter(|e| e.at_ms >= oldest_ms)
-        .take(max_stanzas)
-    {
-        let message = delayed(entry, &room.jid, to)?;
+    for (entry, message) in newest_first {
+        let message = delayed(message, entry.at_ms, &room.jid, to)?;
         if let Some(left) = chars_left.as_mut() {
             // XEP-0045 counts the characters of the whole stanza as sent.
             let size = String::from(&message).chars().count();
@@ -129,11 +96,10 @@ fn oldest_wanted(request: Option<&Request>, now_ms: u64) -> u64 {
     by_seconds.into_iter().chain(by_since).max().unwrap_or(0)
 }
 
-fn delayed(entry: &Entry, room: &str, to: &str) -> Result<Element, Fault> {
-    let mut message: Element = entry.stanza.parse()?;
+fn delayed(mut message: Element, at_ms: u64, room: &str, to: &str) -> Result<Element, Fault> {
     message.set_attr(Namespace::NONE, xml_ncname!("to").into(), to);
-    let stamp = chrono::DateTime::from_timestamp_millis(entry.at_ms as i64)
-        .ok_or_else(|| Fault(format!("bad history time {}", entry.at_ms)))?
+    let stamp = chrono::DateTime::from_timestamp_millis(at_ms as i64)
+        .ok_or_else(|| Fault(format!("bad history time {at_ms}")))?
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     message.append_child(
         Element::builder("delay", "urn:xmpp:delay")
@@ -149,16 +115,6 @@ pub struct History;
 impl RoomFeature for History {
     fn fields(&self) -> &'static [FieldSpec] {
         &[FIELD]
-    }
-
-    /// Messages with a body or a subject are kept; a subject change is the subject's, not history.
-    fn store_groupchat(&self, host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
-        let worth_keeping = message.message.has_child("body", ns::JABBER_CLIENT)
-            || message.message.has_child("subject", ns::JABBER_CLIENT);
-        if worth_keeping && !message.changes_subject {
-            record(host, message.room, &message.xml)?;
-        }
-        Ok(())
     }
 
     fn catch_up(&self, host: &mut dyn Host, joined: &Joined) -> Result<(), Fault> {
@@ -180,6 +136,19 @@ mod tests {
             .unwrap()
     }
 
+    /// Appends as the archive feature does for a message as broadcast.
+    fn record(host: &mut MemoryHost, room: &Room, message: &Element) {
+        let entry = ArchiveEntry {
+            id: host.unique_id(),
+            at_ms: host.now_ms,
+            sender: message.attr("from").unwrap().to_string(),
+            occupant_id: None,
+            real_jid: None,
+            stanza: String::from(message),
+        };
+        host.archive_append(&room.jid, entry).unwrap();
+    }
+
     fn bodies(messages: &[Element]) -> Vec<String> {
         messages
             .iter()
@@ -192,7 +161,7 @@ mod tests {
         room.config.insert(FIELD.var.into(), limit.into());
         for n in 1..=count {
             host.now_ms = u64::from(n) * 1000;
-            record(host, &room, &String::from(&message(n))).unwrap();
+            record(host, &room, &message(n));
         }
         room.locked = false;
         room
@@ -235,5 +204,19 @@ mod tests {
             ask(Request::new().with_maxchars(one as u32 * 2), &mut host),
             ["4", "5"]
         );
+    }
+
+    #[test]
+    fn subject_changes_are_archived_but_not_replayed() {
+        let mut host = MemoryHost::default();
+        let room = room_with(&mut host, 3, 3);
+        let change: Element = "<message xmlns='jabber:client' type='groupchat' \
+             from='r@muc.example/a'><subject>news</subject></message>"
+            .parse()
+            .unwrap();
+        record(&mut host, &room, &change);
+        assert_eq!(host.archives["r@muc.example"].len(), 4);
+        let all = replay(&mut host, &room, None, "j@example.org/x").unwrap();
+        assert_eq!(bodies(&all), ["1", "2", "3"]);
     }
 }

@@ -4,6 +4,7 @@
 //! and plugin infrastructure), never this list or another feature.
 
 pub mod affiliation_lists;
+pub mod archive;
 pub mod history;
 pub mod invitations;
 pub mod lock;
@@ -32,7 +33,8 @@ use xmpp_parsers::muc::user::Status;
 
 use crate::config::{Config, FieldSpec, Invalid};
 use crate::event::{ConfigSubmit, Groupchat, Joined, Joiner, Refusal, RoomFeature};
-use crate::host::{Fault, Host};
+use crate::host::{Fault, Host, Tier};
+use crate::keys;
 use crate::occupant::Occupant;
 use crate::room::Room;
 
@@ -58,6 +60,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &member_list::MemberList,
     &logging::Logging,
     &history::History,
+    &archive::Archive,
     &lock::Lock,
     &stable_id::StableId,
     &occupant_id::OccupantId,
@@ -114,19 +117,34 @@ pub fn check_groupchat(room: &Room, sender: &Occupant, message: &Element) -> Opt
         .find_map(|f| f.check_groupchat(room, sender, message))
 }
 
-pub fn stamp_groupchat(host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
+fn stamp_groupchat(host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
     ALL.iter()
         .try_for_each(|f| f.stamp_groupchat(host, message))
 }
 
-pub fn store_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
+fn store_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
     ALL.iter()
         .try_for_each(|f| f.store_groupchat(host, message))
 }
 
-pub fn broadcast_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
+fn broadcast_groupchat(host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
     ALL.iter()
         .try_for_each(|f| f.broadcast_groupchat(host, message))
+}
+
+/// The pipeline after the check, for a message an occupant sent or a room extension said:
+/// stamp, serialise once, store, send to every session in the room (from the session index:
+/// one crossing whatever the size), then the broadcast stage.
+pub fn relay_groupchat(host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
+    stamp_groupchat(host, message)?;
+    message.xml = String::from(&message.message);
+    store_groupchat(host, message)?;
+    host.broadcast_to_keys(
+        &message.xml,
+        Tier::Volatile,
+        &keys::sessions(&message.room.jid),
+    )?;
+    broadcast_groupchat(host, message)
 }
 
 /// The feature that answers a non-groupchat message to the room, if one claims it.

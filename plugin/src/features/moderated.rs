@@ -1,34 +1,17 @@
 //! Moderated rooms (XEP-0045 §8.3-8.5, §10.1.3): newcomers without an affiliation enter as
 //! visitors, and only occupants with voice (participants and moderators) may speak.
 
-use xmpp_parsers::muc::user::{Affiliation, Role};
+use xmpp_parsers::muc::user::Role;
 
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::config::{FieldSpec, Kind};
+use crate::config::FieldSpec;
 use crate::event::{Refusal, RoomFeature};
 use crate::occupant::Occupant;
 use crate::room::Room;
 
-pub const FIELD: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_moderatedroom",
-    label: "Make room moderated",
-    kind: Kind::Boolean(false),
-};
-
-pub fn is_moderated(room: &Room) -> bool {
-    FIELD.flag(&room.config)
-}
-
-/// The role a user enters with (XEP-0045 §5.1.2).
-pub fn default_role(room: &Room, affiliation: &Affiliation) -> Role {
-    match affiliation {
-        Affiliation::Owner | Affiliation::Admin => Role::Moderator,
-        Affiliation::None if is_moderated(room) => Role::Visitor,
-        _ => Role::Participant,
-    }
-}
+pub use crate::rules::moderated::{default_role, is_moderated, FIELD};
 
 /// Whether an occupant may send groupchat messages.
 pub fn has_voice(role: &Role) -> bool {
@@ -65,6 +48,8 @@ impl RoomFeature for Moderated {
 
 #[cfg(test)]
 mod tests {
+    use xmpp_parsers::muc::user::Affiliation;
+
     use super::*;
 
     #[test]

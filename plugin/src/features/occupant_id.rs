@@ -63,7 +63,11 @@ impl RoomFeature for OccupantId {
     }
 
     fn stamp_groupchat(&self, host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
-        let id = of(host, &message.room.jid, message.sender)?;
+        // What a room extension says comes from no user: it has no occupant id.
+        let Some(sender) = message.sender else {
+            return Ok(());
+        };
+        let id = of(host, &message.room.jid, sender.occupant)?;
         stamp(&mut message.message, &id);
         message.occupant_id = Some(id);
         Ok(())

@@ -30,16 +30,10 @@ impl RoomFeature for Persistent {
 }
 
 /// After a change of persistence (the record already saved in its new tier): drops the record
-/// from the old tier and moves the history along.
+/// from the old tier. (The room's archive is the host's, durable whatever the tier.)
 pub fn move_to_own_tier(host: &mut dyn Host, room: &Room, from: Tier) -> Result<(), Fault> {
-    let to = room.tier();
-    if to == from {
-        return Ok(());
-    }
-    host.delete(from, &keys::room(&room.jid));
-    for (key, value) in host.scan(from, &format!("room/{}/history", room.jid), None, u32::MAX) {
-        host.put(to, &key, value)?;
-        host.delete(from, &key);
+    if room.tier() != from {
+        host.delete(from, &keys::room(&room.jid));
     }
     Ok(())
 }
@@ -50,14 +44,10 @@ mod tests {
     use crate::memory_host::MemoryHost;
 
     #[test]
-    fn a_room_made_persistent_moves_its_record_and_history_to_the_durable_tier() {
+    fn a_room_made_persistent_moves_its_record_to_the_durable_tier() {
         let mut host = MemoryHost::default();
         let mut room = Room::new_locked("r@muc.example");
         room.save(&mut host).unwrap();
-        host.volatile.insert(
-            "room/r@muc.example/history/00000000000000000000".into(),
-            b"m".to_vec(),
-        );
         host.volatile
             .insert("room/r@muc.example/occupant/a".into(), b"o".to_vec());
         assert_eq!(Persistent.disco_features(&room), ["muc_temporary"]);
@@ -65,9 +55,6 @@ mod tests {
         room.config.insert(FIELD.var.into(), true.into());
         room.save(&mut host).unwrap();
         move_to_own_tier(&mut host, &room, Tier::Volatile).unwrap();
-        assert!(host
-            .durable
-            .contains_key("room/r@muc.example/history/00000000000000000000"));
         assert!(Room::load(&mut host, "r@muc.example")
             .unwrap()
             .is_some_and(|r| is_persistent(&r)));

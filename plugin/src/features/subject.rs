@@ -14,6 +14,8 @@ use crate::host::{Fault, Host};
 use crate::occupant::Occupant;
 use crate::room::{Room, Subject};
 
+pub use crate::rules::subject::is_change;
+
 pub const FIELD: FieldSpec = FieldSpec {
     var: "muc#roomconfig_changesubject",
     label: "Allow occupants to change the subject",
@@ -49,9 +51,10 @@ impl RoomFeature for ChangeSubject {
 
     /// A subject change is kept on the room's record before anyone hears of it.
     fn store_groupchat(&self, host: &mut dyn Host, message: &Groupchat) -> Result<(), Fault> {
-        if !message.changes_subject {
+        // Room extensions say bodies only: a subject change always has an occupant behind it.
+        let (true, Some(sender)) = (message.changes_subject, message.sender) else {
             return Ok(());
-        }
+        };
         let text = message
             .message
             .get_child("subject", ns::JABBER_CLIENT)
@@ -60,7 +63,7 @@ impl RoomFeature for ChangeSubject {
         let mut room = message.room.clone();
         room.subject = (!text.is_empty()).then(|| Subject {
             text,
-            by: message.sender.nick.clone(),
+            by: sender.occupant.nick.clone(),
         });
         room.save(host)
     }
@@ -88,14 +91,6 @@ pub fn message(room: &Room, to: &str) -> Element {
         .attr(xml_ncname!("to").into(), to)
         .append(subject.build())
         .build()
-}
-
-/// A groupchat message changes the subject when it has a `<subject/>` and neither a body nor a
-/// thread (XEP-0045 §8.1): with either, it is an ordinary message that happens to carry one.
-pub fn is_change(message: &Element) -> bool {
-    message.has_child("subject", ns::JABBER_CLIENT)
-        && !message.has_child("body", ns::JABBER_CLIENT)
-        && !message.has_child("thread", ns::JABBER_CLIENT)
 }
 
 #[cfg(test)]

@@ -1,26 +1,13 @@
 //! Who sees occupants' real JIDs (XEP-0045 §7.2.4, §10.1.3): in a semi-anonymous room only
 //! moderators; in a non-anonymous room everyone, and the joiner is warned with status 100.
 
-use xmpp_parsers::muc::user::{Role, Status};
+use xmpp_parsers::muc::user::Status;
 
-use crate::config::{Config, FieldSpec, Kind};
+use crate::config::{Config, FieldSpec};
 use crate::event::RoomFeature;
 use crate::room::Room;
 
-pub const FIELD: FieldSpec = FieldSpec {
-    var: "muc#roomconfig_whois",
-    label: "Who may discover real JIDs",
-    kind: Kind::Choice(&[("moderators", "Moderators only"), ("anyone", "Anyone")]),
-};
-
-pub fn is_non_anonymous(config: &Config) -> bool {
-    FIELD.text(config) == "anyone"
-}
-
-/// Whether an occupant with `role` sees other occupants' real JIDs.
-pub fn sees_real_jids(room: &Room, role: &Role) -> bool {
-    *role == Role::Moderator || is_non_anonymous(&room.config)
-}
+pub use crate::rules::whois::{is_non_anonymous, sees_real_jids, FIELD};
 
 pub struct Whois;
 
@@ -56,6 +43,8 @@ impl RoomFeature for Whois {
 
 #[cfg(test)]
 mod tests {
+    use xmpp_parsers::muc::user::Role;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,190 @@
+//! The operator's bounds on the rooms' archives (`--archive-max-age`, `--archive-max-per-room`):
+//! the oldest entries past them are deleted between batches, a bounded chunk at a time, so that
+//! expiry never pauses the rooms noticeably however large the backlog.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::archive;
+
+/// Entries one pass deletes at most.
+pub const ROWS_PER_PASS: usize = 2000;
+/// Rooms one pass looks at at most.
+pub const ROOMS_PER_PASS: usize = 200;
+/// After a round through every room, the next one starts this much later.
+pub const ROUND_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the operator keeps; the default keeps everything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_per_room: Option<u64>,
+}
+
+impl Retention {
+    pub fn keeps_everything(&self) -> bool {
+        self.max_age.is_none() && self.max_per_room.is_none()
+    }
+}
+
+/// Where expiry stands in its round through the rooms.
+#[derive(Debug, Default)]
+pub struct Expiry {
+    retention: Retention,
+    /// The room the next pass starts at (by `room_id`).
+    next_room: i64,
+    /// No pass before this time (ms since the Unix epoch).
+    next_pass_ms: u64,
+}
+
+impl Expiry {
+    pub fn new(retention: Retention) -> Expiry {
+        Expiry {
+            retention,
+            ..Expiry::default()
+        }
+    }
+
+    /// Whether a pass has anything to do at `now_ms`.
+    pub fn due(&self, now_ms: u64) -> bool {
+        !self.retention.keeps_everything() && now_ms >= self.next_pass_ms
+    }
+
+    /// One pass: deletes up to [`ROWS_PER_PASS`] expired entries from up to [`ROOMS_PER_PASS`]
+    /// rooms, going on where the last pass stopped; returns how many it deleted. A pass that
+    /// used up its budget leaves the next one due at once.
+    pub fn pass(&mut self, connection: &Connection, now_ms: u64) -> rusqlite::Result<usize> {
+        let cutoff_ms = self
+            .retention
+            .max_age
+            .map(|age| now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
+        let mut deleted = 0;
+        for _ in 0..ROOMS_PER_PASS {
+            let Some(room_id) = archive::room_from(connection, self.next_room)? else {
+                self.next_room = 0;
+                self.next_pass_ms = now_ms + ROUND_INTERVAL.as_millis() as u64;
+                return Ok(deleted);
+            };
+            let (removed, finished) = archive::expire_oldest(
+                connection,
+                room_id,
+                cutoff_ms,
+                self.retention.max_per_room,
+                ROWS_PER_PASS - deleted,
+            )?;
+            deleted += removed;
+            if !finished {
+                return Ok(deleted);
+            }
+            self.next_room = room_id + 1;
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{
+        ArchiveEntry, ArchiveFilter, ArchivePosition, ArchiveQuery, Quota, Storage, Transaction,
+    };
+
+    const DAY_MS: u64 = 86_400_000;
+
+    /// `count` entries in `room`, one a minute from `from_ms`, each in its own call.
+    fn archive(storage: &mut Storage, room: &str, count: u64, from_ms: u64) {
+        let mut txn = Transaction::new(Quota::default());
+        for n in 0..count {
+            let entry = ArchiveEntry {
+                id: format!("{room}-{n}"),
+                at_ms: from_ms + n * 60_000,
+                sender: format!("{room}/nick"),
+                occupant_id: None,
+                real_jid: None,
+                stanza: "<message/>".into(),
+            };
+            txn.archive_append(storage, room, &entry).unwrap();
+        }
+        storage.apply(txn.writes).unwrap();
+    }
+
+    fn kept(storage: &Storage, room: &str) -> (u64, Option<String>) {
+        let query = ArchiveQuery {
+            filter: ArchiveFilter::default(),
+            position: ArchivePosition::Oldest,
+            limit: 1,
+        };
+        let page = storage.archive_query(room, &query).unwrap();
+        (
+            page.count,
+            page.entries.first().map(|entry| entry.id.clone()),
+        )
+    }
+
+    #[test]
+    fn the_default_keeps_everything() {
+        let mut storage = Storage::in_memory();
+        archive(&mut storage, "a", 10, 0);
+        assert_eq!(storage.expire_archive(100 * DAY_MS).unwrap(), 0);
+        assert_eq!(kept(&storage, "a").0, 10);
+    }
+
+    #[test]
+    fn a_pass_deletes_what_is_too_old_or_beyond_the_count_within_its_budget() {
+        let mut storage = Storage::in_memory();
+        let now = 10 * DAY_MS;
+        // `old`: 2,500 entries all older than a day; `new`: 30 recent ones.
+        archive(&mut storage, "old", 2500, 0);
+        archive(&mut storage, "new", 30, now - 60 * 60_000);
+        storage.set_archive_retention(Retention {
+            max_age: Some(Duration::from_millis(DAY_MS)),
+            max_per_room: Some(20),
+        });
+        assert_eq!(storage.expire_archive(now).unwrap(), ROWS_PER_PASS);
+        assert_eq!(
+            kept(&storage, "old").0,
+            500,
+            "the oldest first, within the budget"
+        );
+        assert_eq!(kept(&storage, "new").0, 30, "not reached yet");
+        assert_eq!(
+            storage.expire_archive(now).unwrap(),
+            500 + 10,
+            "due again at once"
+        );
+        assert_eq!(kept(&storage, "old").0, 0);
+        assert_eq!(kept(&storage, "new"), (20, Some("new-10".into())));
+        assert_eq!(
+            storage.expire_archive(now).unwrap(),
+            0,
+            "round over: not due yet"
+        );
+        let later = now + ROUND_INTERVAL.as_millis() as u64;
+        assert_eq!(
+            storage.expire_archive(later).unwrap(),
+            0,
+            "nothing more to delete"
+        );
+    }
+
+    #[test]
+    fn expiry_goes_with_the_batch_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * DAY_MS;
+        {
+            let mut storage = Storage::open(dir.path()).unwrap();
+            archive(&mut storage, "r", 5, now - 10 * 60_000);
+            storage.enable_group_commit();
+            storage.set_archive_retention(Retention {
+                max_age: Some(Duration::from_secs(7 * 60)),
+                max_per_room: None,
+            });
+            assert_eq!(storage.expire_archive(now).unwrap(), 3);
+            assert_eq!(kept(&storage, "r"), (2, Some("r-3".into())));
+            storage.sync().unwrap();
+        }
+        let storage = Storage::open(dir.path()).unwrap();
+        assert_eq!(kept(&storage, "r"), (2, Some("r-3".into())));
+    }
+}
