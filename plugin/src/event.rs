@@ -117,7 +117,7 @@ pub struct Joined<'a> {
     /// Whom the join state is for: which real JIDs it may show depends on its role.
     #[expect(
         dead_code,
-        reason = "no feature shows real JIDs in the join state yet; the archive's will"
+        reason = "no feature shows real JIDs in the join state yet"
     )]
     pub occupant: &'a Occupant,
     /// The joining session's full JID: where what the event sends goes.
