@@ -2,7 +2,8 @@
 //! SQLite store, filled through the storage API, then queried as MAM does. Prints p50/p99 of the
 //! newest page of 50, a page after an id anywhere in the archive, a page from a start time, the
 //! newest page from one sender and the metadata query (oldest and newest entry); the rate of paging the whole archive forward;
-//! and the time to open the store and read the first page of that room against a room of 10.
+//! the time to open the store and read the first page of that room against a room of 10; and
+//! what destroying that room's archive costs: the call, then the passes that collect it.
 //! Prints figures; asserts nothing.
 //!
 //!     cargo bench -p muc-host --bench archive_store --profile release [-- --smoke]
@@ -131,7 +132,41 @@ fn main() {
             sizes.opens
         );
     }
+    delete_and_collect(dir.path(), messages);
     println!("resident memory at the end: {} KiB", resident_kib());
+}
+
+/// Destroys BIG's archive in one call, then collects its entries between calls as the core does,
+/// timing each pass.
+fn delete_and_collect(dir: &Path, messages: u64) {
+    let mut storage = Storage::open(dir).expect("the store");
+    let started = Instant::now();
+    let mut txn = Transaction::new(Quota::default());
+    txn.archive_delete(&mut storage, BIG);
+    storage.apply(txn.writes).expect("a commit");
+    println!(
+        "delete the archive of {messages} messages, in the call: {:.2} ms",
+        ms(started.elapsed())
+    );
+    let mut passes = Vec::new();
+    loop {
+        let started = Instant::now();
+        let deleted = storage.expire_archive(START_MS).expect("a pass");
+        passes.push(started.elapsed());
+        if deleted == 0 {
+            break;
+        }
+    }
+    let total: Duration = passes.iter().sum();
+    let count = passes.len();
+    report_as(
+        &format!(
+            "then collected between calls in {count} passes ({:.1} s in all); a pass",
+            total.as_secs_f64()
+        ),
+        "passes",
+        passes,
+    );
 }
 
 /// Fills BIG with `sizes.messages` messages from 10 senders and SMALL with 10.
@@ -239,10 +274,14 @@ fn latencies(count: usize, mut run: impl FnMut()) -> Vec<Duration> {
 }
 
 fn report(what: &str, times: Vec<Duration>) {
+    report_as(what, "queries", times)
+}
+
+fn report_as(what: &str, unit: &str, times: Vec<Duration>) {
     let times = sorted(times);
     let at = |fraction: f64| times[((times.len() - 1) as f64 * fraction).round() as usize];
     println!(
-        "{what}: p50 {:.3} ms, p99 {:.3} ms ({} queries)",
+        "{what}: p50 {:.3} ms, p99 {:.3} ms ({} {unit})",
         ms(at(0.5)),
         ms(at(0.99)),
         times.len()
