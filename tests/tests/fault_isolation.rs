@@ -2,15 +2,16 @@
 //! store and the outbound stanzas untouched, the sender gets a stanza error, and the next stanza
 //! is answered by a fresh instance.
 //!
-//! The `misbehaving` fixture writes `durable/ID` and `volatile/ID`, sends a reply whose body
-//! counts the stanzas its instance has handled, then misbehaves as its id's prefix asks.
+//! The `misbehaving` fixture writes `durable/ID` and `volatile/ID`, archives the stanza as ID,
+//! sends a reply whose body counts the stanzas its instance has handled, then misbehaves as its
+//! id's prefix asks.
 
 use std::time::{Duration, Instant};
 
 use minidom::Element;
 use muc_host::runtime::Limits;
 use muc_host::scansion::Harness;
-use muc_host::storage::Tier;
+use muc_host::storage::{ArchiveFilter, ArchivePosition, ArchiveQuery, Tier};
 use muc_host::testhost::TestHost;
 use muc_tests::compile;
 
@@ -45,6 +46,22 @@ fn send(host: &mut TestHost, id: &str) -> Element {
 fn stored(host: &mut TestHost, tier: Tier, key: &str) -> bool {
     let mut storage = host.service().muc.storage().lock().unwrap();
     storage.get(tier, key).is_some()
+}
+
+fn archived(host: &mut TestHost, id: &str) -> bool {
+    let storage = host.service().muc.storage().lock().unwrap();
+    let query = ArchiveQuery {
+        filter: ArchiveFilter {
+            ids: vec![id.to_string()],
+            ..ArchiveFilter::default()
+        },
+        position: ArchivePosition::Oldest,
+        limit: 1,
+    };
+    let page = storage
+        .archive_query("room@conference.localhost", &query)
+        .unwrap();
+    page.count == 1
 }
 
 fn error_condition(answer: &Element) -> Option<String> {
@@ -83,6 +100,7 @@ fn assert_isolated(host: &mut TestHost, id: &str, condition: &str) {
         !stored(host, Tier::Volatile, &format!("volatile/{id}")),
         "volatile write discarded"
     );
+    assert!(!archived(host, id), "archive write discarded");
     assert_eq!(host.service().muc.stats().faults, faults_before + 1);
     // The next stanza is served, by a fresh instance (its count starts again), and what was
     // committed before the fault is still there.
@@ -90,6 +108,7 @@ fn assert_isolated(host: &mut TestHost, id: &str, condition: &str) {
     assert!(stored(host, Tier::Durable, "durable/ok-before"));
     assert!(stored(host, Tier::Volatile, "volatile/ok-before"));
     assert!(stored(host, Tier::Durable, "durable/ok-after"));
+    assert!(archived(host, "ok-before") && archived(host, "ok-after"));
 }
 
 #[test]
@@ -103,6 +122,7 @@ fn a_normal_call_commits_its_writes_and_sends() {
     );
     assert!(stored(&mut host, Tier::Durable, "durable/ok-1"));
     assert!(stored(&mut host, Tier::Volatile, "volatile/ok-2"));
+    assert!(archived(&mut host, "ok-1") && archived(&mut host, "ok-2"));
 }
 
 #[test]

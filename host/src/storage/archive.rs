@@ -1,6 +1,11 @@
 //! Each room's message archive (`muc:plugin/archive`): two SQLite tables beside the durable tier,
 //! on the same connection, read a page at a time and never whole (`wit/STORAGE.md`).
 //!
+//! A deleted room's name is forgotten at once (a room made again under it starts a new archive,
+//! with a new `room_id`, never reused); its entries are deleted later, in bounded chunks between
+//! calls (see [`collect_deleted`]), so destroying a room of a million messages does not pause
+//! the service.
+//!
 //! A room's entries are numbered by `seq`, contiguous from the oldest kept to the newest: only
 //! the oldest entries are ever deleted (trim, retention) or the whole room. Times never go
 //! backwards within a room (an append is clamped to the newest entry's time), so a time range
@@ -16,9 +21,10 @@ pub const MAX_PAGE_BYTES: usize = 4 << 20;
 
 pub const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS archive_rooms (
-        room_id INTEGER PRIMARY KEY,
+        room_id INTEGER PRIMARY KEY AUTOINCREMENT,
         room TEXT NOT NULL UNIQUE
     );
+    CREATE TABLE IF NOT EXISTS archive_deleted (room_id INTEGER PRIMARY KEY);
     CREATE TABLE IF NOT EXISTS archive (
         room_id INTEGER NOT NULL,
         seq INTEGER NOT NULL,
@@ -201,18 +207,53 @@ pub fn trim(connection: &Connection, room: &str, keep: u32) -> rusqlite::Result<
     Ok(())
 }
 
-/// Deletes the room's whole archive.
+/// Deletes the room's whole archive: forgets its name now, and leaves its entries to
+/// [`collect_deleted`].
 pub fn delete(connection: &Connection, room: &str) -> rusqlite::Result<()> {
     let Some(room_id) = room_id(connection, room)? else {
         return Ok(());
     };
     connection
-        .prepare_cached("DELETE FROM archive WHERE room_id = ?1")?
+        .prepare_cached("INSERT INTO archive_deleted (room_id) VALUES (?1)")?
         .execute(params![room_id])?;
     connection
         .prepare_cached("DELETE FROM archive_rooms WHERE room_id = ?1")?
         .execute(params![room_id])?;
     Ok(())
+}
+
+/// Whether deleted rooms still have entries to delete.
+pub fn has_deleted(connection: &Connection) -> rusqlite::Result<bool> {
+    connection
+        .prepare_cached("SELECT 1 FROM archive_deleted LIMIT 1")?
+        .exists([])
+}
+
+/// Deletes up to `budget` entries of deleted rooms, oldest first; returns how many.
+pub fn collect_deleted(connection: &Connection, budget: usize) -> rusqlite::Result<usize> {
+    let mut deleted = 0;
+    while deleted < budget {
+        let Some(room_id) = connection
+            .prepare_cached("SELECT room_id FROM archive_deleted ORDER BY room_id LIMIT 1")?
+            .query_row([], |row| row.get::<_, i64>(0))
+            .optional()?
+        else {
+            break;
+        };
+        let room = Room {
+            connection,
+            id: room_id,
+        };
+        let Some((oldest, newest)) = room.ends()? else {
+            connection
+                .prepare_cached("DELETE FROM archive_deleted WHERE room_id = ?1")?
+                .execute(params![room_id])?;
+            continue;
+        };
+        let through = newest.min(oldest.saturating_add((budget - deleted) as i64) - 1);
+        deleted += room.delete_through(through)?;
+    }
+    Ok(deleted)
 }
 
 /// One room's entries, as `query` asks.

@@ -98,6 +98,10 @@ impl Storage {
         std::fs::create_dir_all(dir)?;
         let disk = Sqlite::open(&dir.join("muc.sqlite3"))?;
         let loaded = disk.load()?;
+        let mut expiry = Expiry::default();
+        if archive::has_deleted(disk.connection())? {
+            expiry.note_deleted_room();
+        }
         Ok(Storage {
             durable: loaded.durable,
             volatile: Map::new(),
@@ -110,7 +114,7 @@ impl Storage {
             spanning_scan: Map::new(),
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
-            expiry: Expiry::default(),
+            expiry,
         })
     }
 
@@ -419,17 +423,19 @@ impl Storage {
     }
 
     pub fn archive_delete(&mut self, room: &str) -> rusqlite::Result<()> {
-        archive::delete(self.archive_writer()?, room)
+        archive::delete(self.archive_writer()?, room)?;
+        self.expiry.note_deleted_room();
+        Ok(())
     }
 
     /// Bounds the archives by age and entries per room from now on.
     pub fn set_archive_retention(&mut self, retention: Retention) {
-        self.expiry = Expiry::new(retention);
+        self.expiry.set_retention(retention);
     }
 
-    /// Between calls: deletes a bounded chunk of the entries past the retention bounds at
-    /// `now_ms`, when a pass is due; with group commit they go with the batch's sync. Returns
-    /// how many it deleted.
+    /// Between calls: deletes a bounded chunk of the entries of deleted archives and of those
+    /// past the retention bounds at `now_ms`, when a pass is due; with group commit they go with
+    /// the batch's sync. Returns how many it deleted.
     pub fn expire_archive(&mut self, now_ms: u64) -> rusqlite::Result<usize> {
         if !self.expiry.due(now_ms) {
             return Ok(0);
