@@ -235,7 +235,7 @@ impl Muc {
                     "iq",
                     ErrorType::Cancel,
                     DefinedCondition::ItemNotFound,
-                    None,
+                    Some("no such room"),
                 );
             };
             let iq = RoomIq {
