@@ -418,20 +418,20 @@ fn result_message(
 }
 
 /// The `<fin/>` closing a query: `first` and `last` name the page's first and last result in
-/// the order they were sent (flipped with `flip-page`).
+/// the order they were sent (flipped with `flip-page`). No RSM `index` on `first`, as Prosody:
+/// slixmpp's RSM iterator (poezio's MAM) stops paging backwards after one page when it has one.
 fn fin(page: &ArchivePage, flip_page: bool) -> Fin {
     let (oldest, newest) = (page.entries.first(), page.entries.last());
-    let newest_index = page.index + page.entries.len().saturating_sub(1) as u64;
-    let ((first, first_index), last) = if flip_page {
-        ((newest, newest_index), oldest)
+    let (first, last) = if flip_page {
+        (newest, oldest)
     } else {
-        ((oldest, page.index), newest)
+        (oldest, newest)
     };
     Fin {
         complete: page.complete,
         set: SetResult {
             first: first.map(|entry| First {
-                index: Some(first_index as usize),
+                index: None,
                 item: entry.id.clone(),
             }),
             last: last.map(|entry| entry.id.clone()),
@@ -779,7 +779,7 @@ mod tests {
         let (results, iq) = ask(&muc, &mut host, owner, &rsm("<max>2</max><before/>"));
         assert_eq!(ids(&results), live[3..]);
         assert!(!fin_of(&iq).complete);
-        assert_eq!(fin_of(&iq).set.first.unwrap().index, Some(3));
+        assert_eq!(fin_of(&iq).set.first.unwrap().index, None);
 
         let (results, iq) = ask(
             &muc,
