@@ -45,7 +45,7 @@ fn administrators_swap_and_roll_back_from_a_client_and_others_are_refused() {
         .connect("admin", "admin@localhost/ops", "pw")
         .unwrap();
     harness.connect("user", "user@localhost/x", "pw").unwrap();
-    assert_eq!(version(&mut harness, "admin"), "0.2.0");
+    assert_eq!(version(&mut harness, "admin"), "0.3.0");
 
     let form = ask(&mut harness, "admin", "<iq xmlns='jabber:client' type='set' id='e' to='conference.localhost'><command xmlns='http://jabber.org/protocol/commands' node='urn:muc-host:swap' action='execute'/></iq>");
     assert!(
@@ -63,11 +63,11 @@ fn administrators_swap_and_roll_back_from_a_client_and_others_are_refused() {
         done.contains("status='completed'") && done.contains("type='info'"),
         "{done}"
     );
-    assert_eq!(version(&mut harness, "user"), "0.2.0+swap-test");
+    assert_eq!(version(&mut harness, "user"), "0.3.0+swap-test");
 
     let refused = ask(&mut harness, "user", &submit("rollback", ""));
     assert!(refused.contains("<forbidden"), "{refused}");
-    assert_eq!(version(&mut harness, "user"), "0.2.0+swap-test");
+    assert_eq!(version(&mut harness, "user"), "0.3.0+swap-test");
 
     let bad = ask(&mut harness, "admin", &submit("swap", "/nonexistent.wasm"));
     assert!(
@@ -77,7 +77,7 @@ fn administrators_swap_and_roll_back_from_a_client_and_others_are_refused() {
 
     let back = ask(&mut harness, "admin", &submit("rollback", ""));
     assert!(back.contains("type='info'"), "{back}");
-    assert_eq!(version(&mut harness, "admin"), "0.2.0");
+    assert_eq!(version(&mut harness, "admin"), "0.3.0");
 }
 
 #[test]
@@ -93,13 +93,13 @@ fn with_watch_plugin_a_changed_file_is_swapped_in() {
     ]);
     let mut harness = NetworkHarness::new(server.c2s, "conference.localhost");
     harness.connect("user", "user@localhost/x", "pw").unwrap();
-    assert_eq!(version(&mut harness, "user"), "0.2.0");
+    assert_eq!(version(&mut harness, "user"), "0.3.0");
     // Written elsewhere and renamed into place, as a deployment would.
     let next = dir.path().join("muc.wasm.new");
     std::fs::copy(component("muc_plugin_swap_test"), &next).unwrap();
     std::fs::rename(&next, &plugin).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while version(&mut harness, "user") != "0.2.0+swap-test" {
+    while version(&mut harness, "user") != "0.3.0+swap-test" {
         assert!(
             std::time::Instant::now() < deadline,
             "the new file was not swapped in"

@@ -62,7 +62,7 @@ fn room_with_two(host: &mut TestHost) {
 fn the_new_plugin_serves_the_same_rooms_from_the_first_stanza_without_presence_churn() {
     let mut host = TestHost::new(compile("muc_plugin")).unwrap();
     room_with_two(&mut host);
-    assert_eq!(software_version(&mut host, "owner"), "0.2.0");
+    assert_eq!(software_version(&mut host, "owner"), "0.3.0");
 
     let prepared = host
         .service()
@@ -78,7 +78,7 @@ fn the_new_plugin_serves_the_same_rooms_from_the_first_stanza_without_presence_c
         "the swap itself sends nothing"
     );
 
-    assert_eq!(software_version(&mut host, "owner"), "0.2.0+swap-test");
+    assert_eq!(software_version(&mut host, "owner"), "0.3.0+swap-test");
     host.send(
         "guest",
         stanza("<message xmlns='jabber:client' type='groupchat' to='room@conference.localhost' id='m'><body>after</body></message>"),
@@ -97,10 +97,10 @@ fn the_new_plugin_serves_the_same_rooms_from_the_first_stanza_without_presence_c
     let previous = host.service().muc.previous().expect("kept for rollback");
     let prepared = host.service().muc.preparer().prepare(previous).unwrap();
     host.service().swap(prepared).unwrap();
-    assert_eq!(software_version(&mut host, "guest"), "0.2.0");
+    assert_eq!(software_version(&mut host, "guest"), "0.3.0");
     assert_eq!(
         host.service().muc.status().previous.unwrap().version,
-        "0.2.0+swap-test"
+        "0.3.0+swap-test"
     );
 }
 
@@ -194,11 +194,11 @@ fn a_failed_migration_is_rolled_back_and_the_old_plugin_serves_on() {
         );
         assert_eq!(
             storage.meta(muc_host::storage::DATA_OWNER_VERSION),
-            Some("0.2.0"),
+            Some("0.3.0"),
             "{mode}: the data still belongs to the old plugin"
         );
         drop(storage);
         assert_eq!(host.service().muc.info().name, "muc");
-        assert_eq!(software_version(&mut host, "owner"), "0.2.0");
+        assert_eq!(software_version(&mut host, "owner"), "0.3.0");
     }
 }

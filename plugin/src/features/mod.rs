@@ -240,6 +240,8 @@ mod tests {
     fn claimed_namespaces_route_to_their_feature() {
         let register = room_iq_owner(registration::NS).expect("registration claims its namespace");
         assert_eq!(register.room_iq_namespaces(), [registration::NS]);
+        let mam = room_iq_owner(archive::NS).expect("the archive claims MAM");
+        assert_eq!(mam.room_iq_namespaces(), [archive::NS]);
         assert!(room_iq_owner("urn:example:nobody").is_none());
     }
 }
