@@ -115,10 +115,7 @@ pub struct Refusal {
 pub struct Joined<'a> {
     pub room: &'a Room,
     /// Whom the join state is for: which real JIDs it may show depends on its role.
-    #[expect(
-        dead_code,
-        reason = "no feature shows real JIDs in the join state yet"
-    )]
+    #[expect(dead_code, reason = "no feature shows real JIDs in the join state yet")]
     pub occupant: &'a Occupant,
     /// The joining session's full JID: where what the event sends goes.
     pub to: &'a str,

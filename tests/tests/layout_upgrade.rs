@@ -39,7 +39,11 @@ fn a_layout_1_store_lists_its_public_rooms_and_archives_its_history_once_upgrade
         );
     }
     let history = [
-        (0, "<stanza-id xmlns='urn:xmpp:sid:0' id='old-1' by='one@conference.localhost'/>", "first"),
+        (
+            0,
+            "<stanza-id xmlns='urn:xmpp:sid:0' id='old-1' by='one@conference.localhost'/>",
+            "first",
+        ),
         (1, "", "second"),
     ];
     for (seq, stanza_id, body) in history {
@@ -106,7 +110,10 @@ fn a_layout_1_store_lists_its_public_rooms_and_archives_its_history_once_upgrade
     let answer: Vec<String> = std::iter::from_fn(|| sink.pop())
         .map(|stanza| String::from(&stanza))
         .collect();
-    let results: Vec<&String> = answer.iter().filter(|s| s.contains("urn:xmpp:mam:2")).collect();
+    let results: Vec<&String> = answer
+        .iter()
+        .filter(|s| s.contains("urn:xmpp:mam:2"))
+        .collect();
     assert_eq!(results.len(), 3, "two results and the fin: {answer:?}");
     assert!(
         results[0].contains("id='old-1'") && results[0].contains("<body>first</body>"),
