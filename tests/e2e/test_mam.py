@@ -80,7 +80,9 @@ def page_through(client: Client, room: str, reverse: bool) -> list[tuple[str, st
 def metadata(client: Client, room: str) -> tuple[str, str]:
     from slixmpp import JID
     mam = client.xmpp.plugin["xep_0313"]
-    answer = client.harness.loop.run(mam.get_archive_metadata(jid=JID(room)), 30)
+    async def ask():
+        return await mam.get_archive_metadata(jid=JID(room))
+    answer = client.harness.loop.run(ask(), 30)
     meta = answer["mam_metadata"]
     return meta["start"]["id"], meta["end"]["id"]
 
