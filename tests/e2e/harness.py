@@ -333,11 +333,11 @@ def _accepts(pred: Callable[[ET.Element], bool], el: ET.Element) -> bool:
         return False
 
 
-def start_component(h: "Harness", data: Path, port: int, secret: str):
-    """`muc-host serve` as the MUC component of the server whose component port is `port`,
-    once it reports the link up."""
+def start_component(h: "Harness", data: Path, port: int, secret: str, *args: str):
+    """`muc-host serve` (with `args`) as the MUC component of the server whose component port is
+    `port`, once it reports the link up."""
     muc = h.muc_host(data, "--component", f"127.0.0.1:{port}", "--component-secret", secret,
-                     "--muc-domain", MUC_DOMAIN, "--domain", DOMAIN).start()
+                     "--muc-domain", MUC_DOMAIN, "--domain", DOMAIN, *args).start()
     connected = muc.wait_component_connected(0)
     assert connected.group(1) == f"127.0.0.1:{port}" and connected.group(2) == MUC_DOMAIN, \
         f"unexpected line: {connected.group(0)!r}"
