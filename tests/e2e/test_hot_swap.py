@@ -54,6 +54,7 @@ SWAP_INTERVAL = 0.5  # seconds between the starts of two swaps
 STANZA_START = re.compile(r"<(message|presence|iq)[\s/>]")
 ATTR = re.compile(r"([\w:-]+)='([^']*)'")
 BODY = re.compile(r"<body>([^<]*)</body>")
+STANZA_ID = re.compile(r"<stanza-id\s[^>]*>")
 VERSION = re.compile(r"<version>([^<]*)</version>")
 PAUSE = re.compile(r"pause_us=(\d+)")
 
@@ -85,6 +86,7 @@ class RawClient:
         self.resource = resource
         self.jid = f"{user}@{DOMAIN}/{resource}"
         self.groupchat: list[tuple[str, str]] = []
+        self.stanza_ids: dict[tuple[str, str], str] = {}  # (from, body) -> the room's stanza-id
         self.presences: list[str] = []
         self.subjects = 0  # groupchat messages without a body (the subject on joining)
         self.others: list[str] = []  # anything else unasked for: errors, stray stanzas
@@ -191,7 +193,13 @@ class RawClient:
             if kind == "groupchat":
                 b = BODY.search(text)
                 if b is not None:
-                    self.groupchat.append((attrs.get("from", ""), b.group(1)))
+                    said = (attrs.get("from", ""), b.group(1))
+                    self.groupchat.append(said)
+                    room = said[0].split("/", 1)[0]
+                    for tag in STANZA_ID.findall(text):
+                        sid = dict(ATTR.findall(tag))
+                        if sid.get("by") == room and "id" in sid:
+                            self.stanza_ids[said] = sid["id"]
                 else:
                     self.subjects += 1
                 return
@@ -546,10 +554,11 @@ def percentile(values: list[float], p: float) -> float:
     return s[max(0, math.ceil(p / 100 * len(s)) - 1)] if s else float("nan")
 
 
-def serve(h, data: Path, *args: str):
+def serve(h, data: Path, *args: str, name: str = "muc-host"):
     """`muc-host serve --insecure-auth` on `data` (bundled, ephemeral port), once its control
-    socket is there too: the service prints its c2s line before binding the socket."""
-    server = h.bundled(data, "--insecure-auth", *args)
+    socket is there too: the service prints its c2s line before binding the socket. `name`
+    names its log files (a second service on the same data needs another)."""
+    server = h.bundled(data, "--insecure-auth", *args, name=name)
     sock = data / "control" / "muc-host.sock"
     deadline = time.monotonic() + 10
     while not sock.exists():
