@@ -36,7 +36,7 @@ PLUGIN = COMPONENTS / "muc_plugin.wasm"
 SWAP_VARIANT = COMPONENTS / "muc_plugin_swap_test.wasm"
 CONTRACT_V2 = COMPONENTS / "contract_v2_plugin.wasm"
 MISBEHAVING = COMPONENTS / "misbehaving_plugin.wasm"
-VERSIONS = {PLUGIN: "0.2.0", SWAP_VARIANT: "0.2.0+swap-test"}
+VERSIONS = {PLUGIN: "0.3.0", SWAP_VARIANT: "0.3.0+swap-test"}
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND = "urn:ietf:params:xml:ns:xmpp-bind"
@@ -731,7 +731,7 @@ def test_second_swap_during_a_swap_is_refused(h):
     check(status_version(data) == VERSIONS[PLUGIN], f"after the concurrent swaps: {status(data)}")
     room_works(server.port, "concurrent")
     # Refused, not queued: the swap asked for second never happens.
-    check(not any("0.2.0+swap-test" in line for line in server.log().splitlines() if "plugin swap" in line),
+    check(not any("0.3.0+swap-test" in line for line in server.log().splitlines() if "plugin swap" in line),
           "the second swap was carried out later (queued), not refused")
     conftest_report.add(f"hot swap refused, second swap during one: {summary(second)}")
 

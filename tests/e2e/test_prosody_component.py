@@ -35,10 +35,10 @@ def test_seed_flow_through_prosody_and_reconnect(h):
         answer = seeded.owner.iq_ok(f'<iq type="get" id="version{n}" to="{MUC_DOMAIN}">'
                                     '<query xmlns="jabber:iq:version"/></iq>')
         return answer.find("{jabber:iq:version}query/{jabber:iq:version}version").text
-    assert version(1) == "0.2.0"
+    assert version(1) == "0.3.0"
     swapped = ctl(data, "swap", REPO / "target/wasm32-wasip2/component/muc_plugin_swap_test.wasm")
     assert swapped.returncode == 0, f"ctl swap failed: {swapped.stderr}"
-    assert version(2) == "0.2.0+swap-test", "the swapped-in logic does not answer"
+    assert version(2) == "0.3.0+swap-test", "the swapped-in logic does not answer"
 
     # Prosody dies (its clients with it) and comes back on the same ports.
     mark = muc.service.line_count()
