@@ -22,10 +22,16 @@ use crate::service::Service;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
 const MAX_BATCH: usize = 512;
+/// A batch also ends once it has this many stanzas to send, so one that answers a flood of
+/// queries (pages of archived messages) delivers them, and the flooder's backlog shows, early.
+const MAX_BATCH_STANZAS: usize = 4_096;
 /// Events a client connection may have waiting for the core: past this, its reader waits to hand
 /// the next one over, and so stops reading its socket: TCP pushes back on whoever floods, and
-/// nobody else waits behind its backlog.
-pub const CLIENT_LANE: usize = 64;
+/// nobody else waits behind its backlog. Small, because a reader also stops handing events over
+/// while its session has many stanzas waiting to be written (c2s): what the lane already holds,
+/// each event answered with at most a page of archived messages, must stay far below the
+/// session's bound.
+pub const CLIENT_LANE: usize = 16;
 /// The same for the component link, which carries every user of the server in front.
 pub const LINK_LANE: usize = 4096;
 /// The same for the operator's controls (the control socket, the host's ad-hoc answers).
@@ -132,7 +138,7 @@ where
         while let Some(event) = next.take() {
             stopping |= handle(&mut service, event, &metrics, &mut answers);
             handled += 1;
-            if stopping || handled >= MAX_BATCH {
+            if stopping || handled >= MAX_BATCH || service.pending() >= MAX_BATCH_STANZAS {
                 break;
             }
             next = events.try_recv();

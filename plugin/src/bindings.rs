@@ -135,6 +135,10 @@ impl Host for WitHost {
         routing::send(&String::from(&stanza)).map_err(|e| Fault(format!("{e:?}")))
     }
 
+    fn send_serialised(&mut self, stanza: String) -> Result<(), Fault> {
+        routing::send(&stanza).map_err(|e| Fault(format!("{e:?}")))
+    }
+
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault> {
         routing::broadcast(&String::from(&stanza), recipients).map_err(|e| Fault(format!("{e:?}")))
     }

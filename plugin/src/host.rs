@@ -64,6 +64,14 @@ pub trait Host {
     ) -> Vec<(String, Vec<u8>)>;
     fn delete_prefix(&mut self, tier: Tier, prefix: &str) -> u32;
     fn send(&mut self, stanza: Element) -> Result<(), Fault>;
+    /// `send` for a stanza the caller has serialised already (an archived one, say), so it is
+    /// not parsed again here.
+    fn send_serialised(&mut self, stanza: String) -> Result<(), Fault> {
+        let stanza: Element = stanza
+            .parse()
+            .map_err(|e| Fault(format!("not a stanza: {e}")))?;
+        self.send(stanza)
+    }
     /// One copy per recipient, the host setting `to`.
     fn broadcast(&mut self, stanza: Element, recipients: &[String]) -> Result<(), Fault>;
     /// One copy per key under `prefix` in `tier`, `to` being the rest of the key. The stanza

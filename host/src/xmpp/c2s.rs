@@ -14,7 +14,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -40,6 +40,10 @@ const MAX_AUTH_FAILURES: u32 = 3;
 /// Stanzas a session may have waiting for its socket: a client that reads slower than it is
 /// written to is disconnected rather than allowed to grow the server's memory.
 const MAX_QUEUED_STANZAS: usize = 10_000;
+/// Stanzas waiting for a session's socket past which its own stanzas are not read: a client that
+/// asks for more than it reads (a flood of archive queries, say) is served as fast as it reads,
+/// well before the bound above cuts it off. Far above what a client that keeps up ever has.
+const PAUSE_READING_AT: usize = 1_000;
 /// A client whose socket takes no bytes for this long is gone, whatever TCP thinks.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Time from connecting to a bound resource.
@@ -429,12 +433,12 @@ impl C2s {
     async fn session(&self, conn: Conn, jid: FullJid, peer: SocketAddr) {
         let (mut reader, write_half) = conn.split();
         let (outgoing, queued) = mpsc::unbounded_channel();
-        let waiting = Arc::new(AtomicUsize::new(0));
+        let backlog = Arc::new(Backlog::default());
         let (writer_done, mut writer_ended) = oneshot::channel::<()>();
         tokio::spawn(write_loop(
             write_half,
             queued,
-            waiting.clone(),
+            backlog.clone(),
             writer_done,
             self.writers.clone(),
         ));
@@ -447,14 +451,17 @@ impl C2s {
                 session,
                 sink: Box::new(ClientSink {
                     queue: outgoing.clone(),
-                    waiting,
+                    backlog: backlog.clone(),
                 }),
             })
             .await;
         tracing::info!(%peer, %jid, "session bound");
         let reason = loop {
             let event = tokio::select! {
-                event = reader.next() => event,
+                event = async {
+                    backlog.below(PAUSE_READING_AT).await;
+                    reader.next().await
+                } => event,
                 _ = &mut writer_ended => break "closed by the server".to_string(),
             };
             match event {
@@ -644,15 +651,48 @@ enum Outgoing {
     End,
 }
 
+/// Stanzas queued for a session's socket and not yet written.
+#[derive(Default)]
+struct Backlog {
+    waiting: AtomicUsize,
+    /// Told each time the writer has written some.
+    drained: Notify,
+}
+
+impl Backlog {
+    /// Counts one more stanza queued; returns how many were waiting before it.
+    fn queued(&self) -> usize {
+        self.waiting.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn written(&self, stanzas: usize) {
+        self.waiting.fetch_sub(stanzas, Ordering::Relaxed);
+        self.drained.notify_waiters();
+    }
+
+    /// Returns once fewer than `limit` stanzas are waiting.
+    async fn below(&self, limit: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a write between the two is not missed.
+            drained.as_mut().enable();
+            if self.waiting.load(Ordering::Relaxed) < limit {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
 struct ClientSink {
     queue: mpsc::UnboundedSender<Outgoing>,
-    /// Stanzas queued and not yet written.
-    waiting: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
 }
 
 impl SessionSink for ClientSink {
     fn deliver(&self, stanza: Outbound) {
-        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = self.backlog.queued();
         if waiting < MAX_QUEUED_STANZAS {
             let _ = self.queue.send(Outgoing::Stanza(stanza));
         } else if waiting == MAX_QUEUED_STANZAS {
@@ -673,7 +713,7 @@ impl SessionSink for ClientSink {
 async fn write_loop(
     mut io: WriteHalf<Box<dyn Transport>>,
     mut queued: mpsc::UnboundedReceiver<Outgoing>,
-    waiting: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     _done: oneshot::Sender<()>,
     _writers: Arc<()>,
 ) {
@@ -709,7 +749,7 @@ async fn write_loop(
                 return;
             }
         }
-        waiting.fetch_sub(stanzas, Ordering::Relaxed);
+        backlog.written(stanzas);
         buffer.clear();
         if ends {
             let _ = io.shutdown().await;
@@ -727,7 +767,7 @@ mod tests {
         let (queue, mut queued) = mpsc::unbounded_channel();
         let sink = ClientSink {
             queue,
-            waiting: Arc::new(AtomicUsize::new(0)),
+            backlog: Arc::default(),
         };
         let stanza: Element = "<message xmlns='jabber:client'/>".parse().unwrap();
         for _ in 0..MAX_QUEUED_STANZAS + 5 {
@@ -744,6 +784,25 @@ mod tests {
         }
         assert_eq!(stanzas, MAX_QUEUED_STANZAS);
         assert_eq!(errors, ["resource-constraint"]);
+    }
+
+    #[tokio::test]
+    async fn a_session_with_a_backlog_is_read_again_once_it_drains() {
+        let backlog = Arc::new(Backlog::default());
+        for _ in 0..PAUSE_READING_AT {
+            backlog.queued();
+        }
+        let reader = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.below(PAUSE_READING_AT).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "read while the backlog is at the pause");
+        backlog.written(1);
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("still paused after the writer drained")
+            .unwrap();
     }
 
     #[test]

@@ -368,33 +368,21 @@ fn query(
             entry,
             sees_real_jids,
         )?;
-        host.send(result)?;
+        host.send_serialised(result)?;
     }
     Ok(Ok(Element::from(fin(&page, request.flip_page))))
 }
 
-/// One archived message as a query result (XEP-0313 §4.2). The stanza is forwarded as stored,
-/// not through xmpp-parsers' `Forwarded`, which would re-parse it as a `Message` and refuses
-/// some stanzas the room relays unchanged.
+/// One archived message as a query result (XEP-0313 §4.2), serialised. The stored stanza is
+/// spliced in as stored text: parsing it again (or passing it through xmpp-parsers'
+/// `Forwarded`, which refuses some stanzas the room relays unchanged) would cost most of a page.
 fn result_message(
     room: &str,
     to: &str,
     queryid: Option<&str>,
     entry: &ArchiveEntry,
     sees_real_jids: bool,
-) -> Result<Element, Fault> {
-    let mut message: Element = entry.stanza.parse()?;
-    if let (true, Some(real_jid)) = (sees_real_jids, &entry.real_jid) {
-        message.append_child(
-            Element::builder("x", ns::MUC_USER)
-                .append(
-                    Element::builder("item", ns::MUC_USER)
-                        .attr(xml_ncname!("jid").into(), real_jid.as_str())
-                        .build(),
-                )
-                .build(),
-        );
-    }
+) -> Result<String, Fault> {
     let delay = Delay {
         from: Some(Jid::new(room)?),
         stamp: date_time(entry.at_ms)?,
@@ -402,7 +390,6 @@ fn result_message(
     };
     let forwarded = Element::builder("forwarded", ns::FORWARD)
         .append(Element::from(delay))
-        .append(message)
         .build();
     let mut result = Element::builder("result", NS)
         .attr(xml_ncname!("id").into(), entry.id.as_str())
@@ -410,11 +397,47 @@ fn result_message(
     if let Some(queryid) = queryid {
         result = result.attr(xml_ncname!("queryid").into(), queryid);
     }
-    Ok(Element::builder("message", ns::JABBER_CLIENT)
-        .attr(xml_ncname!("from").into(), room)
-        .attr(xml_ncname!("to").into(), to)
-        .append(result.build())
-        .build())
+    let wrapper = String::from(
+        &Element::builder("message", ns::JABBER_CLIENT)
+            .attr(xml_ncname!("from").into(), room)
+            .attr(xml_ncname!("to").into(), to)
+            .append(result.build())
+            .build(),
+    );
+    let real_jid = match (sees_real_jids, &entry.real_jid) {
+        (true, Some(real_jid)) => Some(String::from(
+            &Element::builder("x", ns::MUC_USER)
+                .append(
+                    Element::builder("item", ns::MUC_USER)
+                        .attr(xml_ncname!("jid").into(), real_jid.as_str())
+                        .build(),
+                )
+                .build(),
+        )),
+        _ => None,
+    };
+    let stanza = match real_jid {
+        // The root's own close tag: the stanza ends with it.
+        Some(x) if entry.stanza.trim_end().ends_with("</message>") => {
+            insert_before_close(&entry.stanza, "</message>", &x)
+        }
+        Some(_) => None,
+        None => Some(entry.stanza.clone()),
+    };
+    stanza
+        .and_then(|stanza| insert_before_close(&wrapper, "</forwarded>", &stanza))
+        .ok_or_else(|| Fault(format!("archived message {} is not a stanza", entry.id)))
+}
+
+/// `xml` with `inner` inserted before its last `close` tag (text escapes `<`, so the last one
+/// is markup).
+fn insert_before_close(xml: &str, close: &str, inner: &str) -> Option<String> {
+    let at = xml.rfind(close)?;
+    let mut out = String::with_capacity(xml.len() + inner.len());
+    out.push_str(&xml[..at]);
+    out.push_str(inner);
+    out.push_str(&xml[at..]);
+    Some(out)
 }
 
 /// The `<fin/>` closing a query: `first` and `last` name the page's first and last result in
