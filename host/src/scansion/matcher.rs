@@ -4,6 +4,11 @@
 //! child order are ignored); elements in other namespaces match strictly (same attributes, same
 //! children in the same order). `scansion-strict="true|false"` on an expected element overrides
 //! its namespace's rule, and `{scansion:any}` as an attribute value matches any value.
+//! `{scansion:capture:NAME}` as an attribute value or an element's text matches any value too,
+//! and the runner keeps what it matched as `${NAME}` for later steps (an id the room made up,
+//! say): an extension of ours, not in Prosody's scansion.
+
+use std::collections::HashMap;
 
 use minidom::rxml::Namespace;
 use minidom::Element;
@@ -14,6 +19,7 @@ const STANZA_NS: &str = "jabber:client";
 /// `scansion:strict` as [`super::script::parse_stanza`] rewrites it.
 const STRICT_ATTR: &str = "scansion-strict";
 const ANY_VALUE: &str = "{scansion:any}";
+const CAPTURE: &str = "{scansion:capture:";
 const VCARD_UPDATE_NS: &str = "vcard-temp:x:update";
 
 /// Whether `received` satisfies `expected`.
@@ -43,7 +49,7 @@ fn attributes_match(expected: &Element, received: &Element, strict: bool) -> boo
         received
             .attrs()
             .get(*ns, *name)
-            .is_some_and(|got| *value == ANY_VALUE || got == *value)
+            .is_some_and(|got| wildcard(value).is_some() || got == *value)
     });
     // minidom keeps `xmlns` declarations out of the attributes, so counting compares the sets.
     all_present && (!strict || received.attrs().len() == written.len())
@@ -55,11 +61,46 @@ fn text_matches(expected: &Element, received: &Element, strict: bool) -> bool {
     let got = received.text();
     let got = got.trim();
     if !want.is_empty() {
-        return got == want;
+        return got == want || (wildcard(want).is_some() && !got.is_empty());
     }
     // An empty strict leaf means "no text"; the scripts never mix text and children.
     let empty_leaf = expected.children().next().is_none();
     !(strict && empty_leaf) || got.is_empty()
+}
+
+/// `Some(name)` for a capture, `Some("")` for `{scansion:any}`, `None` for a plain value.
+fn wildcard(value: &str) -> Option<&str> {
+    if value == ANY_VALUE {
+        return Some("");
+    }
+    value.strip_prefix(CAPTURE)?.strip_suffix('}')
+}
+
+/// What the captures in `expected` took from `received`, which it matches.
+pub fn capture(expected: &Element, received: &Element, captured: &mut HashMap<String, String>) {
+    for ((ns, name), value) in expected.attrs().iter() {
+        let Some(var) = wildcard(value).filter(|var| !var.is_empty()) else {
+            continue;
+        };
+        if let Some(got) = received.attrs().get(ns, name) {
+            captured.insert(var.to_string(), got.to_string());
+        }
+    }
+    if let Some(var) = wildcard(expected.text().trim()).filter(|var| !var.is_empty()) {
+        captured.insert(var.to_string(), received.text().trim().to_string());
+    }
+    let wanted: Vec<&Element> = expected.children().collect();
+    let got: Vec<&Element> = received.children().collect();
+    let pairs: Vec<Option<usize>> = if is_strict(expected) {
+        (0..wanted.len()).map(Some).collect()
+    } else {
+        pair_up(&wanted, &got)
+    };
+    for (w, g) in wanted.iter().zip(pairs) {
+        if let Some(g) = g {
+            capture(w, got[g], captured);
+        }
+    }
 }
 
 fn children_match(expected: &Element, received: &Element, strict: bool) -> bool {

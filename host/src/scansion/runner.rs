@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use minidom::Element;
 
-use super::matcher::{describe, drop_prosody_only, pair_up};
-use super::script::{parse_stanza, substitute, Action, Script, Step};
+use super::matcher::{capture, describe, drop_prosody_only, pair_up};
+use super::script::{parse_stanza, substitute_with, Action, Script, Step};
 use super::Harness;
 
 /// Why a script failed, and where.
@@ -83,6 +83,7 @@ pub fn run(script: &Script, harness: &mut dyn Harness, options: &Options) -> Res
             .iter()
             .map(|client| (client.name.clone(), client.jid.clone()))
             .collect(),
+        captured: HashMap::new(),
     };
     script.steps.iter().try_for_each(|step| runner.play(step))
 }
@@ -101,6 +102,8 @@ struct Runner<'a> {
     /// Client name -> bound full JID (the declared JID until it connects), kept after a
     /// disconnect for later placeholders.
     bound_jids: HashMap<String, String>,
+    /// Values taken with `{scansion:capture:NAME}`, for `${NAME}` in later steps.
+    captured: HashMap<String, String>,
 }
 
 impl Runner<'_> {
@@ -193,6 +196,12 @@ impl Runner<'_> {
                 skipped.push(stanza);
             }
         }
+        let pairs = pair_up(&refs(&expected), &refs(&matched));
+        for (wanted, got) in expected.iter().zip(pairs) {
+            if let Some(got) = got {
+                capture(wanted, &matched[got], &mut self.captured);
+            }
+        }
         Ok(())
     }
 
@@ -211,7 +220,7 @@ impl Runner<'_> {
     }
 
     fn stanza(&self, xml: &str) -> anyhow::Result<Element> {
-        parse_stanza(&substitute(xml, &self.bound_jids)?)
+        parse_stanza(&substitute_with(xml, &self.bound_jids, &self.captured)?)
     }
 
     fn expected_stanza(&self, xml: &str) -> anyhow::Result<Element> {
@@ -344,6 +353,20 @@ Romeo receives:
             harness.log,
             ["connect Romeo", "send Romeo", "disconnect Romeo"]
         );
+    }
+
+    #[test]
+    fn a_captured_value_is_used_by_later_steps() {
+        let mut harness = EchoHarness::default();
+        let steps = "Romeo connects\n\
+             Romeo sends:\n\t<message to='room@muc' id='m1'><body>Hi</body><x id='made-up'/></message>\n\
+             Romeo receives:\n\t<message from='{scansion:capture:Room}'><body>{scansion:capture:Said}</body>\
+             <x xmlns='jabber:client' id='{scansion:capture:X}'/></message>\n\
+             Romeo sends:\n\t<message to='${Room}'><body>${Said} again, ${X}</body></message>\n\
+             Romeo receives:\n\t<message from='room@muc'><body>Hi again, made-up</body></message>\n";
+        assert_eq!(run_steps(&mut harness, steps), Ok(()));
+        let steps = "Romeo sends:\n\t<message to='room@muc' id='${Unknown}'/>\n";
+        assert!(run_steps(&mut harness, steps).is_err());
     }
 
     #[test]

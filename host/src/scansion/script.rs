@@ -374,6 +374,16 @@ fn tag_length(xml: &str) -> Result<usize> {
 /// Replaces `${Name's full JID}` with the client's bound full JID and `${Name's JID}` with its
 /// bare JID; `jids` maps client names to bound full JIDs.
 pub fn substitute(xml: &str, jids: &HashMap<String, String>) -> Result<String> {
+    substitute_with(xml, jids, &HashMap::new())
+}
+
+/// [`substitute`], where `${NAME}` is also a value captured earlier with
+/// `{scansion:capture:NAME}` (see [`super::matcher`]).
+pub fn substitute_with(
+    xml: &str,
+    jids: &HashMap<String, String>,
+    captured: &HashMap<String, String>,
+) -> Result<String> {
     let mut out = String::with_capacity(xml.len());
     let mut rest = xml;
     while let Some(start) = rest.find("${") {
@@ -382,7 +392,12 @@ pub fn substitute(xml: &str, jids: &HashMap<String, String>) -> Result<String> {
         let end = placeholder
             .find('}')
             .ok_or_else(|| anyhow!("unterminated placeholder: {}", &rest[start..]))?;
-        out.push_str(&escape_xml(resolve(&placeholder[..end], jids)?));
+        let name = &placeholder[..end];
+        let value = match captured.get(name) {
+            Some(value) => value.as_str(),
+            None => resolve(name, jids)?,
+        };
+        out.push_str(&escape_xml(value));
         rest = &placeholder[end + 1..];
     }
     out.push_str(rest);
@@ -662,6 +677,22 @@ Romeo disconnects
                 .iter()
                 .map(|c| (c.name.clone(), format!("{}/r", c.jid)));
             let jids = jids.collect();
+            // What a script captures, it may use later.
+            let captured: HashMap<String, String> = script
+                .steps
+                .iter()
+                .flat_map(|step| match &step.action {
+                    Action::Receives(xmls) => xmls.clone(),
+                    _ => Vec::new(),
+                })
+                .flat_map(|xml| {
+                    xml.split("{scansion:capture:")
+                        .skip(1)
+                        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_string()))
+                        .collect::<Vec<_>>()
+                })
+                .map(|name| (name, "captured".to_string()))
+                .collect();
             for step in &script.steps {
                 let stanzas = match &step.action {
                     Action::Sends(xml) => std::slice::from_ref(xml),
@@ -669,7 +700,8 @@ Romeo disconnects
                     _ => &[],
                 };
                 for xml in stanzas {
-                    let parsed = substitute(xml, &jids).and_then(|xml| parse_stanza(&xml));
+                    let parsed = substitute_with(xml, &jids, &captured)
+                        .and_then(|xml| parse_stanza(&xml));
                     assert!(
                         parsed.is_ok(),
                         "{}:{}: {:?}",
