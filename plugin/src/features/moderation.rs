@@ -389,3 +389,284 @@ impl RoomFeature for Moderation {
         vec![NS_MODERATE, NS_RETRACT, NS_TOMBSTONE]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Muc, Settings};
+    use crate::memory_host::MemoryHost;
+
+    const ROOM: &str = "r@muc.example";
+    const OWNER: &str = "owner@example.org/o";
+    const SPAMMER: &str = "spammer@example.org/s";
+    const OTHER: &str = "other@example.org/x";
+
+    /// A configured room with the owner (a moderator) and two participants in it.
+    fn room() -> (Muc, MemoryHost) {
+        let muc = Muc::new(Settings::default());
+        let mut host = MemoryHost::default();
+        join(&muc, &mut host, OWNER, "Owner");
+        let answer = host.exchange(
+            &muc,
+            &format!(
+                "<iq xmlns='jabber:client' type='set' id='c' from='{OWNER}' to='{ROOM}'>\
+                 <query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+            ),
+        );
+        assert_eq!(answer[0].attr("type"), Some("result"), "{answer:?}");
+        join(&muc, &mut host, SPAMMER, "Spammer");
+        join(&muc, &mut host, OTHER, "Other");
+        (muc, host)
+    }
+
+    fn join(muc: &Muc, host: &mut MemoryHost, from: &str, nick: &str) {
+        host.exchange(
+            muc,
+            &format!(
+                "<presence xmlns='jabber:client' from='{from}' to='{ROOM}/{nick}'>\
+                 <x xmlns='http://jabber.org/protocol/muc'/></presence>"
+            ),
+        );
+    }
+
+    fn leave(muc: &Muc, host: &mut MemoryHost, from: &str, nick: &str) {
+        host.exchange(
+            muc,
+            &format!(
+                "<presence xmlns='jabber:client' type='unavailable' from='{from}' to='{ROOM}/{nick}'/>"
+            ),
+        );
+    }
+
+    /// Sends a groupchat message; returns what the room sent.
+    fn say(muc: &Muc, host: &mut MemoryHost, from: &str, payload: &str) -> Vec<Element> {
+        host.exchange(
+            muc,
+            &format!(
+                "<message xmlns='jabber:client' type='groupchat' id='m1' from='{from}' to='{ROOM}'>\
+                 {payload}</message>"
+            ),
+        )
+    }
+
+    fn stanza_id(sent: &[Element]) -> String {
+        sent[0]
+            .get_child("stanza-id", ns::SID)
+            .and_then(|id| id.attr("id"))
+            .expect("a relayed message")
+            .to_string()
+    }
+
+    fn moderate(muc: &Muc, host: &mut MemoryHost, from: &str, id: &str) -> Vec<Element> {
+        host.exchange(
+            muc,
+            &format!(
+                "<iq xmlns='jabber:client' type='set' id='mod' from='{from}' to='{ROOM}'>\
+                 <moderate xmlns='{NS_MODERATE}' id='{id}'><retract xmlns='{NS_RETRACT}'/>\
+                 <reason>spam</reason></moderate></iq>"
+            ),
+        )
+    }
+
+    fn condition(reply: &Element) -> String {
+        assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+        let error = reply.get_child("error", ns::JABBER_CLIENT).unwrap();
+        error.children().next().unwrap().name().to_string()
+    }
+
+    fn archived_stanza(host: &MemoryHost, id: &str) -> Element {
+        host.archives[ROOM]
+            .iter()
+            .find(|entry| entry.id == id)
+            .expect("archived")
+            .stanza
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_moderator_retracts_a_message_which_becomes_a_tombstone() {
+        let (muc, mut host) = room();
+        host.now_ms = 1_000;
+        let spam = stanza_id(&say(&muc, &mut host, SPAMMER, "<body>buy now</body>"));
+        host.now_ms = 60_000;
+        let sent = moderate(&muc, &mut host, OWNER, &spam);
+
+        // The announcement, to all three sessions, then the result.
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        let announcement = &sent[0];
+        assert_eq!(announcement.attr("from"), Some(ROOM));
+        assert_eq!(announcement.attr("type"), Some("groupchat"));
+        let retraction = announcement.get_child("retract", NS_RETRACT).unwrap();
+        assert_eq!(retraction.attr("id"), Some(spam.as_str()));
+        let moderated = retraction.get_child("moderated", NS_MODERATE).unwrap();
+        assert_eq!(moderated.attr("by"), Some("r@muc.example/Owner"));
+        assert!(moderated.has_child("occupant-id", ns::OID));
+        assert_eq!(
+            retraction
+                .get_child("reason", NS_RETRACT)
+                .map(Element::text),
+            Some("spam".into())
+        );
+        assert_eq!(sent[3].attr("type"), Some("result"));
+
+        // The tombstone: who and when, the author's ids, nothing of the content.
+        let tombstone = archived_stanza(&host, &spam);
+        assert!(!tombstone.has_child("body", ns::JABBER_CLIENT));
+        assert!(!String::from(&tombstone).contains("buy now"));
+        assert_eq!(tombstone.attr("from"), Some("r@muc.example/Spammer"));
+        assert!(tombstone.has_child("occupant-id", ns::OID));
+        assert!(tombstone.has_child("stanza-id", ns::SID));
+        let retracted = tombstone.get_child("retracted", NS_RETRACT).unwrap();
+        assert_eq!(retracted.attr("stamp"), Some("1970-01-01T00:01:00Z"));
+        assert_eq!(retracted.attr("by"), Some("r@muc.example/Owner"));
+        assert!(retracted.has_child("moderated", NS_MODERATE));
+
+        // The announcement is archived after it, with its own stanza-id.
+        let last = host.archives[ROOM].last().unwrap().clone();
+        assert_eq!(last.id, stanza_id(&sent));
+        assert!(last.stanza.contains(&spam));
+
+        // Neither may be retracted again.
+        let again = moderate(&muc, &mut host, OWNER, &spam);
+        assert_eq!(condition(&again[0]), "not-acceptable");
+        let retraction_of_retraction = moderate(&muc, &mut host, OWNER, &last.id);
+        assert_eq!(condition(&retraction_of_retraction[0]), "not-acceptable");
+    }
+
+    #[test]
+    fn only_a_moderator_in_the_room_moderates_and_only_known_ids() {
+        let (muc, mut host) = room();
+        let spam = stanza_id(&say(&muc, &mut host, SPAMMER, "<body>buy now</body>"));
+        let before = host.archives[ROOM].clone();
+        assert_eq!(
+            condition(&moderate(&muc, &mut host, OTHER, &spam)[0]),
+            "forbidden"
+        );
+        assert_eq!(
+            condition(&moderate(&muc, &mut host, "stranger@example.org/z", &spam)[0]),
+            "forbidden"
+        );
+        // The owner, out of the room, has no role.
+        leave(&muc, &mut host, OWNER, "Owner");
+        assert_eq!(
+            condition(&moderate(&muc, &mut host, OWNER, &spam)[0]),
+            "forbidden"
+        );
+        join(&muc, &mut host, OWNER, "Owner");
+        assert_eq!(
+            condition(&moderate(&muc, &mut host, OWNER, "no-such-id")[0]),
+            "item-not-found"
+        );
+        assert_eq!(host.archives[ROOM], before, "nothing stored on refusal");
+
+        let malformed = host.exchange(
+            &muc,
+            &format!(
+                "<iq xmlns='jabber:client' type='set' id='bad' from='{OWNER}' to='{ROOM}'>\
+                 <moderate xmlns='{NS_MODERATE}'><retract xmlns='{NS_RETRACT}'/></moderate></iq>"
+            ),
+        );
+        assert_eq!(condition(&malformed[0]), "bad-request");
+        let long = "x".repeat(MAX_REASON_CHARS + 1);
+        let too_long = host.exchange(
+            &muc,
+            &format!(
+                "<iq xmlns='jabber:client' type='set' id='long' from='{OWNER}' to='{ROOM}'>\
+                 <moderate xmlns='{NS_MODERATE}' id='{spam}'><retract xmlns='{NS_RETRACT}'/>\
+                 <reason>{long}</reason></moderate></iq>"
+            ),
+        );
+        assert_eq!(condition(&too_long[0]), "not-acceptable");
+        assert_eq!(host.archives[ROOM], before);
+    }
+
+    #[test]
+    fn an_occupant_retracts_their_own_message_by_occupant_id_not_by_nick() {
+        let (muc, mut host) = room();
+        let mine = stanza_id(&say(&muc, &mut host, OTHER, "<body>oops</body>"));
+        let theirs = stanza_id(&say(&muc, &mut host, SPAMMER, "<body>spam</body>"));
+        let retract = |id: &str| format!("<retract xmlns='{NS_RETRACT}' id='{id}'/>");
+
+        let refused = say(&muc, &mut host, OTHER, &retract(&theirs));
+        assert_eq!(refused.len(), 1, "nothing relayed: {refused:?}");
+        assert_eq!(condition(&refused[0]), "forbidden");
+        assert!(archived_stanza(&host, &theirs).has_child("body", ns::JABBER_CLIENT));
+
+        // Someone else under the same nick later is not its author.
+        leave(&muc, &mut host, OTHER, "Other");
+        join(&muc, &mut host, "impostor@example.org/i", "Other");
+        let impostor = say(&muc, &mut host, "impostor@example.org/i", &retract(&mine));
+        assert_eq!(condition(&impostor[0]), "forbidden");
+        leave(&muc, &mut host, "impostor@example.org/i", "Other");
+        join(&muc, &mut host, OTHER, "Other");
+
+        let relayed = say(&muc, &mut host, OTHER, &retract(&mine));
+        assert_eq!(relayed.len(), 3, "to everyone: {relayed:?}");
+        let tombstone = archived_stanza(&host, &mine);
+        assert!(!tombstone.has_child("body", ns::JABBER_CLIENT));
+        let retracted = tombstone.get_child("retracted", NS_RETRACT).unwrap();
+        assert_eq!(retracted.attr("by"), Some("r@muc.example/Other"));
+        assert!(!retracted.has_child("moderated", NS_MODERATE));
+        // The retraction is archived too, and cannot itself be retracted.
+        let retraction = stanza_id(&relayed);
+        assert!(archived_stanza(&host, &retraction).has_child("retract", NS_RETRACT));
+        let twice = say(&muc, &mut host, OTHER, &retract(&retraction));
+        assert_eq!(condition(&twice[0]), "not-acceptable");
+        let unknown = say(&muc, &mut host, OTHER, &retract("nope"));
+        assert_eq!(condition(&unknown[0]), "item-not-found");
+    }
+
+    #[test]
+    fn a_forged_moderation_is_refused() {
+        let (muc, mut host) = room();
+        let theirs = stanza_id(&say(&muc, &mut host, SPAMMER, "<body>spam</body>"));
+        let forged = say(
+            &muc,
+            &mut host,
+            OTHER,
+            &format!(
+                "<retract xmlns='{NS_RETRACT}' id='{theirs}'>\
+                 <moderated xmlns='{NS_MODERATE}' by='r@muc.example/Owner'/></retract>"
+            ),
+        );
+        assert_eq!(condition(&forged[0]), "forbidden");
+        assert!(archived_stanza(&host, &theirs).has_child("body", ns::JABBER_CLIENT));
+    }
+
+    #[test]
+    fn corrections_of_someone_elses_message_are_refused() {
+        let (muc, mut host) = room();
+        // Both clients happen to use the id 'm1'; the spammer's is the newer.
+        let own = stanza_id(&say(&muc, &mut host, OTHER, "<body>helo</body>"));
+        say(&muc, &mut host, SPAMMER, "<body>spam</body>");
+        let correct = |id: &str| {
+            format!(
+                "<body>hello</body><replace xmlns='{}' id='{id}'/>",
+                ns::MESSAGE_CORRECT
+            )
+        };
+        assert_eq!(say(&muc, &mut host, OTHER, &correct("m1")).len(), 3);
+        assert_eq!(say(&muc, &mut host, OTHER, &correct(&own)).len(), 3);
+
+        let refused = say(&muc, &mut host, OWNER, &correct("m1"));
+        assert_eq!(condition(&refused[0]), "forbidden");
+        let archived = host.archives[ROOM].len();
+        let refused = say(&muc, &mut host, OWNER, &correct(&own));
+        assert_eq!(condition(&refused[0]), "forbidden");
+        assert_eq!(host.archives[ROOM].len(), archived);
+        // An id the room does not know: the clients judge.
+        assert_eq!(say(&muc, &mut host, OWNER, &correct("unknown")).len(), 3);
+    }
+
+    #[test]
+    fn the_room_advertises_moderation_and_tombstones() {
+        let (_, mut host) = room();
+        let room = Room::load(&mut host, ROOM).unwrap().unwrap();
+        let features = Moderation.disco_features(&room);
+        for feature in [NS_MODERATE, NS_RETRACT, NS_TOMBSTONE] {
+            assert!(features.contains(&feature), "{feature}");
+        }
+    }
+}
