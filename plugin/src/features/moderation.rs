@@ -279,10 +279,13 @@ fn check_correction(
     occupant_id: &str,
     correction: &Element,
 ) -> Result<Option<Denial>, Fault> {
-    let Ok(Replace { id }) = Replace::try_from(correction.clone()) else {
-        return Ok(Some(bad_request(
-            "a correction names the corrected message's id",
-        )));
+    let id = match Replace::try_from(correction.clone()) {
+        Ok(Replace { id }) if !id.0.is_empty() => id,
+        _ => {
+            return Ok(Some(bad_request(
+                "a correction names the corrected message's id",
+            )))
+        }
     };
     let query = ArchiveQuery {
         filter: ArchiveFilter::default(),
@@ -658,6 +661,8 @@ mod tests {
         assert_eq!(host.archives[ROOM].len(), archived);
         // An id the room does not know: the clients judge.
         assert_eq!(say(&muc, &mut host, OWNER, &correct("unknown")).len(), 3);
+        let refused = say(&muc, &mut host, OWNER, &correct(""));
+        assert_eq!(condition(&refused[0]), "bad-request");
     }
 
     #[test]
