@@ -11,7 +11,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::Presence;
 use crate::errors;
-use crate::event::{ChangedBy, Core, Inbound, Muc};
+use crate::event::{ChangedBy, Core, Groupchat, Inbound, Muc};
 use crate::extensions;
 use crate::features::{self, member_list, moderated, registration, whois};
 use crate::host::{Fault, HookEvent, Host};
@@ -51,6 +51,24 @@ impl Core for Changes {
         by: ChangedBy,
     ) -> Result<(), Fault> {
         announce_affiliation(host, room, bare_jid, occupants, new, reason, by)
+    }
+
+    fn relay_from_room(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        message: Element,
+    ) -> Result<(), Fault> {
+        let mut groupchat = Groupchat {
+            room,
+            sender: None,
+            stanza_id: host.unique_id(),
+            occupant_id: None,
+            changes_subject: false,
+            message,
+            xml: String::new(),
+        };
+        features::relay_groupchat(host, &mut groupchat)
     }
 }
 

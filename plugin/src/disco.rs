@@ -212,6 +212,12 @@ mod advertised_namespaces {
         ("jabber:iq:last", "get", "<query xmlns='jabber:iq:last'/>"),
         ("urn:xmpp:time", "get", "<time xmlns='urn:xmpp:time'/>"),
         ("urn:xmpp:mam:2", "set", "<query xmlns='urn:xmpp:mam:2'/>"),
+        (
+            "urn:xmpp:message-moderate:1",
+            "set",
+            "<moderate xmlns='urn:xmpp:message-moderate:1' id='x'>\
+             <retract xmlns='urn:xmpp:message-retract:1'/></moderate>",
+        ),
     ];
 
     /// Answered but not advertised: XEP-0045's own IQ namespaces, which the
@@ -229,6 +235,9 @@ mod advertised_namespaces {
                 "urn:xmpp:sid:0",
                 // What the `urn:xmpp:mam:2` queries accept (the `ids` field).
                 "urn:xmpp:mam:2#extended",
+                // Retractions are groupchat messages; tombstones are what the archive keeps.
+                "urn:xmpp:message-retract:1",
+                "urn:xmpp:message-retract:1#tombstone",
             ]
             .contains(&feature)
     }

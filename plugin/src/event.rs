@@ -210,6 +210,15 @@ pub trait Core {
         reason: Option<String>,
         by: ChangedBy,
     ) -> Result<(), Fault>;
+
+    /// Sends `message` (a groupchat message from the room's bare JID, without `to`) through
+    /// the groupchat pipeline after its check: stamped with a stanza-id, archived, broadcast.
+    fn relay_from_room(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        message: Element,
+    ) -> Result<(), Fault>;
 }
 
 /// A room feature: its configuration fields and the events it answers. Every hook does nothing
@@ -279,6 +288,19 @@ pub trait RoomFeature: Sync {
         _message: &Element,
     ) -> Option<Refusal> {
         None
+    }
+
+    /// A message this feature refuses after reading the room's store or archive (a retraction
+    /// or correction of someone else's message), with a text saying why. `occupant_id` is the
+    /// sender's (XEP-0421).
+    fn check_groupchat_stored(
+        &self,
+        _host: &mut dyn Host,
+        _room: &Room,
+        _occupant_id: &str,
+        _message: &Element,
+    ) -> Result<Option<(Refusal, &'static str)>, Fault> {
+        Ok(None)
     }
 
     /// Adds (or replaces) elements of the message as relayed (stanza-id, occupant-id).

@@ -10,7 +10,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::errors;
 use crate::event::{Groupchat, Inbound, Sender};
 use crate::extensions;
-use crate::features::{self, subject};
+use crate::features::{self, occupant_id, subject};
 use crate::host::{Fault, Host, MessageHooks};
 use crate::occupant::Occupant;
 use crate::room::Room;
@@ -29,6 +29,20 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
     };
     if let Some(refusal) = features::check_groupchat(&room, &sender, &inbound.element) {
         return refuse(host, refusal.type_, refusal.condition);
+    }
+    let sender_id = occupant_id::of(host, &room.jid, &sender)?;
+    if let Some((refusal, why)) =
+        features::check_groupchat_stored(host, &room, &sender_id, &inbound.element)?
+    {
+        let envelope = inbound.envelope;
+        return errors::reply(
+            host,
+            envelope,
+            "message",
+            refusal.type_,
+            refusal.condition,
+            Some(why),
+        );
     }
     let mut message = outgoing(&inbound.element, &room.jid, &sender.nick);
     let changes_subject = subject::is_change(&message);

@@ -1,4 +1,5 @@
-//! Who may change whose affiliation or role (XEP-0045 §8, §9, §10), as one table, in the spirit
+//! Who may change whose affiliation or role (XEP-0045 §8, §9, §10), and who may retract others'
+//! messages (XEP-0425), as one table, in the spirit
 //! of ejabberd's `can_change_ra`. Pure: the caller supplies everything it depends on.
 
 use xmpp_parsers::muc::user::{Affiliation, Role};
@@ -94,6 +95,17 @@ pub fn check(actor: &Actor, target: &Target, change: &Change) -> Result<(), Refu
                 Err(Refusal::NotAllowed)
             }
         }
+    }
+}
+
+/// Who may retract someone else's message (XEP-0425): a moderator in the room, whatever their
+/// affiliation. An owner or admin who is not in the room has no role, so may not: a moderation
+/// is announced from the moderator's occupant JID.
+pub fn may_moderate_messages(actor: &Actor) -> Result<(), Refusal> {
+    if actor.role == Role::Moderator {
+        Ok(())
+    } else {
+        Err(Refusal::NotAllowed)
     }
 }
 
@@ -206,6 +218,28 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn only_moderators_moderate_messages_exhaustively() {
+        for affiliation in AFFILIATIONS {
+            for role in ROLES {
+                let expected = if role == R::Moderator {
+                    Ok(())
+                } else {
+                    Err(Refusal::NotAllowed)
+                };
+                let actor = Actor {
+                    affiliation: affiliation.clone(),
+                    role: role.clone(),
+                };
+                assert_eq!(
+                    may_moderate_messages(&actor),
+                    expected,
+                    "{affiliation:?}/{role:?}"
+                );
             }
         }
     }

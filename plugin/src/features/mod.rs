@@ -13,6 +13,7 @@ pub mod max_users;
 pub mod member_list;
 pub mod members_only;
 pub mod moderated;
+pub mod moderation;
 pub mod naming;
 pub mod occupant_id;
 pub mod outcasts;
@@ -64,6 +65,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &lock::Lock,
     &stable_id::StableId,
     &occupant_id::OccupantId,
+    &moderation::Moderation,
     &registration::Registration,
     &affiliation_lists::AffiliationLists,
 ];
@@ -115,6 +117,21 @@ pub fn left(host: &mut dyn Host, room: &Room, occupant: &Occupant) -> Result<(),
 pub fn check_groupchat(room: &Room, sender: &Occupant, message: &Element) -> Option<Refusal> {
     ALL.iter()
         .find_map(|f| f.check_groupchat(room, sender, message))
+}
+
+/// The first refusal of a groupchat message that reads the store, in list order.
+pub fn check_groupchat_stored(
+    host: &mut dyn Host,
+    room: &Room,
+    occupant_id: &str,
+    message: &Element,
+) -> Result<Option<(Refusal, &'static str)>, Fault> {
+    for feature in ALL {
+        if let Some(refusal) = feature.check_groupchat_stored(host, room, occupant_id, message)? {
+            return Ok(Some(refusal));
+        }
+    }
+    Ok(None)
 }
 
 fn stamp_groupchat(host: &mut dyn Host, message: &mut Groupchat) -> Result<(), Fault> {
