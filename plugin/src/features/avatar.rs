@@ -332,6 +332,18 @@ mod tests {
             (OWNER, photo("image/png", ""), "bad-request"),
             (
                 OWNER,
+                "<vCard xmlns='vcard-temp'><PHOTO><EXTVAL>https://example.org/a.png</EXTVAL></PHOTO></vCard>".into(),
+                "bad-request",
+            ),
+            (
+                OWNER,
+                format!(
+                    "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{SVG}</BINVAL></PHOTO><PHOTO><TYPE>image/png</TYPE><BINVAL>{SVG}</BINVAL></PHOTO></vCard>"
+                ),
+                "bad-request",
+            ),
+            (
+                OWNER,
                 photo("image/png", &"AAAA".repeat(MAX_PHOTO_BYTES / 3 + 1)),
                 "not-acceptable",
             ),
