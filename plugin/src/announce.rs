@@ -7,7 +7,7 @@ use minidom::Element;
 use xmpp_parsers::muc::user::{Affiliation, Item, Role, Status};
 use xmpp_parsers::ns;
 
-use crate::features::{occupant_id, presence_broadcast, whois};
+use crate::features::{self, occupant_id, presence_broadcast, whois};
 use crate::host::{Fault, Host};
 use crate::muc_user;
 use crate::occupant::{sessions, Occupant};
@@ -126,6 +126,20 @@ impl<'a> Presence<'a> {
         presence
     }
 
+    /// [`Presence::render`], then every feature's stamp (hats).
+    pub fn shown(
+        &self,
+        host: &mut dyn Host,
+        room: &Room,
+        show_jid: bool,
+        own: bool,
+        occupant_id: &str,
+    ) -> Result<Element, Fault> {
+        let mut presence = self.render(room, show_jid, own, occupant_id);
+        features::stamp_presence(host, room, self.occupant, &mut presence)?;
+        Ok(presence)
+    }
+
     /// Sends the presence to the occupant's own sessions and to `others`.
     pub fn broadcast(
         &self,
@@ -148,7 +162,7 @@ impl<'a> Presence<'a> {
         id: Option<&str>,
     ) -> Result<(), Fault> {
         let occupant_id = occupant_id::of(host, &room.jid, self.occupant)?;
-        let mut presence = self.render(room, true, true, &occupant_id);
+        let mut presence = self.shown(host, room, true, true, &occupant_id)?;
         if let Some(id) = id {
             presence.set_attr(Namespace::NONE, xml_ncname!("id").into(), id);
         }
@@ -193,7 +207,8 @@ impl<'a> Presence<'a> {
         if recipients.is_empty() {
             return Ok(());
         }
-        host.broadcast(self.render(room, show_jid, own, occupant_id), recipients)
+        let presence = self.shown(host, room, show_jid, own, occupant_id)?;
+        host.broadcast(presence, recipients)
     }
 }
 

@@ -143,6 +143,7 @@ pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
             .with_value(room.subject.as_ref().map_or("", |s| s.text.as_str())),
     ];
     info_fields.extend(features::room_info(room));
+    info_fields.extend(features::stored_room_info(host, room)?);
     let mut features_list: Vec<String> = COMMON.iter().map(|f| f.to_string()).collect();
     features_list.extend(
         features::disco_features(room)
@@ -238,6 +239,8 @@ mod advertised_namespaces {
                 // Retractions are groupchat messages; tombstones are what the archive keeps.
                 "urn:xmpp:message-retract:1",
                 "urn:xmpp:message-retract:1#tombstone",
+                // Hats are shown in presence, given through ad-hoc commands.
+                "urn:xmpp:hats:0",
             ]
             .contains(&feature)
     }

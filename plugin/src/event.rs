@@ -263,6 +263,18 @@ pub trait RoomFeature: Sync {
         Ok(())
     }
 
+    /// Every presence the room shows of an occupant, once the core built it (for one audience):
+    /// the feature adds what it owns there and removes what a client forged of it.
+    fn stamp_presence(
+        &self,
+        _host: &mut dyn Host,
+        _room: &Room,
+        _occupant: &Occupant,
+        _presence: &mut Element,
+    ) -> Result<(), Fault> {
+        Ok(())
+    }
+
     /// An occupant's presence changed (status, show), already broadcast.
     fn presence_changed(
         &self,
@@ -383,5 +395,10 @@ pub trait RoomFeature: Sync {
     /// Fields of the room's `muc#roominfo` form.
     fn room_info(&self, _room: &Room) -> Vec<Field> {
         Vec::new()
+    }
+
+    /// Fields of the room's `muc#roominfo` form read from the store, after every feature's own.
+    fn stored_room_info(&self, _host: &mut dyn Host, _room: &Room) -> Result<Vec<Field>, Fault> {
+        Ok(Vec::new())
     }
 }

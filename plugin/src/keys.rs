@@ -54,6 +54,16 @@ pub fn affiliations(room: &str) -> String {
     format!("room/{room}/affiliation/")
 }
 
+/// The room's vCard (XEP-0054), its avatar (durable).
+pub fn vcard(room: &str) -> String {
+    format!("room/{room}/vcard")
+}
+
+/// The hats (XEP-0317) a user wears in a room (durable).
+pub fn hats(room: &str, bare_jid: &str) -> String {
+    format!("room/{room}/hats/{bare_jid}")
+}
+
 /// Who reserved a nickname in a room (durable): the bare JID, as plain UTF-8.
 pub fn reserved_nick(room: &str, nick: &str) -> String {
     format!("room/{room}/nick/{nick}")

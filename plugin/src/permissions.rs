@@ -1,6 +1,7 @@
-//! Who may change whose affiliation or role (XEP-0045 §8, §9, §10), and who may retract others'
-//! messages (XEP-0425), as one table, in the spirit
-//! of ejabberd's `can_change_ra`. Pure: the caller supplies everything it depends on.
+//! Who may change whose affiliation or role (XEP-0045 §8, §9, §10), as one table, in the spirit
+//! of ejabberd's `can_change_ra`, and who may do what else by role or affiliation (retract
+//! others' messages, XEP-0425; the room's vCard; hats). Pure: the caller supplies everything it
+//! depends on.
 
 use xmpp_parsers::muc::user::{Affiliation, Role};
 
@@ -109,6 +110,35 @@ pub fn may_moderate_messages(actor: &Actor) -> Result<(), Refusal> {
     }
 }
 
+/// Who may set the room's vCard, its avatar (XEP-0486 §6: owners, as Prosody and ejabberd).
+pub fn may_set_room_vcard(affiliation: &Affiliation) -> bool {
+    *affiliation == Affiliation::Owner
+}
+
+/// Who may read the room's vCard: anyone, or in a members-only room those who may enter it.
+pub fn may_read_room_vcard(members_only: bool, affiliation: &Affiliation) -> bool {
+    !members_only
+        || matches!(
+            affiliation,
+            Affiliation::Owner | Affiliation::Admin | Affiliation::Member
+        )
+}
+
+/// Who may give and take hats (XEP-0317): owners and admins.
+pub fn may_manage_hats(affiliation: &Affiliation) -> bool {
+    is_admin_or_owner(affiliation)
+}
+
+/// Who may wear a hat: a user the room knows, by an affiliation that lets them in or by being
+/// in it now; never an outcast.
+pub fn may_wear_hats(affiliation: &Affiliation, present: bool) -> bool {
+    match affiliation {
+        Affiliation::Owner | Affiliation::Admin | Affiliation::Member => true,
+        Affiliation::None => present,
+        Affiliation::Outcast => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +186,42 @@ mod tests {
                         "{actor_affiliation:?} sets {target_affiliation:?} to {new:?}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The vCard and hat rules, every affiliation (and room kind, and presence).
+    #[test]
+    fn vcard_and_hat_rules_exhaustively() {
+        for affiliation in AFFILIATIONS {
+            let high = matches!(affiliation, A::Owner | A::Admin);
+            assert_eq!(
+                may_set_room_vcard(&affiliation),
+                affiliation == A::Owner,
+                "{affiliation:?} sets the vCard"
+            );
+            assert!(may_read_room_vcard(false, &affiliation));
+            assert_eq!(
+                may_read_room_vcard(true, &affiliation),
+                high || affiliation == A::Member,
+                "{affiliation:?} reads a members-only room's vCard"
+            );
+            assert_eq!(
+                may_manage_hats(&affiliation),
+                high,
+                "{affiliation:?} gives hats"
+            );
+            for present in [false, true] {
+                let expected = match affiliation {
+                    A::Outcast => false,
+                    A::None => present,
+                    _ => true,
+                };
+                assert_eq!(
+                    may_wear_hats(&affiliation, present),
+                    expected,
+                    "{affiliation:?} (present: {present}) wears a hat"
+                );
             }
         }
     }

@@ -182,12 +182,13 @@ fn send_join_state(
     for other in others.iter().filter(visible) {
         let other_affiliation = muc.affiliation_in(&affiliations, &other.bare_jid);
         let id = features::occupant_id::of(host, &room.jid, other)?;
-        let mut element = Presence::of(other, other_affiliation, stored_payload(other)).render(
+        let mut element = Presence::of(other, other_affiliation, stored_payload(other)).shown(
+            host,
             room,
             joiner_sees_jids,
             false,
             &id,
-        );
+        )?;
         element.set_attr(Namespace::NONE, xml_ncname!("to").into(), to.as_str());
         host.send(element)?;
     }
@@ -270,7 +271,7 @@ fn probe(
             let affiliation = muc.affiliation(host, room_jid, &probed.bare_jid)?;
             let id = features::occupant_id::of(host, room_jid, &probed)?;
             Presence::of(&probed, affiliation, stored_payload(&probed))
-                .render(&room, sees_jids, false, &id)
+                .shown(host, &room, sees_jids, false, &id)?
         }
         None => absent(host, room_jid, nick, sees_jids)?,
     };

@@ -5,6 +5,8 @@
 
 pub mod affiliation_lists;
 pub mod archive;
+pub mod avatar;
+pub mod hats;
 pub mod history;
 pub mod invitations;
 pub mod lock;
@@ -68,6 +70,8 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &moderation::Moderation,
     &registration::Registration,
     &affiliation_lists::AffiliationLists,
+    &avatar::Avatar,
+    &hats::Hats,
 ];
 
 /// The declaration of the configuration field `var`, if a feature owns one.
@@ -107,6 +111,17 @@ pub fn presence_changed(
 ) -> Result<(), Fault> {
     ALL.iter()
         .try_for_each(|f| f.presence_changed(host, room, occupant))
+}
+
+/// Every feature's additions to a presence the room shows of `occupant`.
+pub fn stamp_presence(
+    host: &mut dyn Host,
+    room: &Room,
+    occupant: &Occupant,
+    presence: &mut Element,
+) -> Result<(), Fault> {
+    ALL.iter()
+        .try_for_each(|f| f.stamp_presence(host, room, occupant, presence))
 }
 
 pub fn left(host: &mut dyn Host, room: &Room, occupant: &Occupant) -> Result<(), Fault> {
@@ -225,6 +240,15 @@ pub fn disco_features(room: &Room) -> Vec<&'static str> {
 
 pub fn room_info(room: &Room) -> Vec<Field> {
     ALL.iter().flat_map(|f| f.room_info(room)).collect()
+}
+
+/// The `muc#roominfo` fields read from the store.
+pub fn stored_room_info(host: &mut dyn Host, room: &Room) -> Result<Vec<Field>, Fault> {
+    let mut fields = Vec::new();
+    for feature in ALL {
+        fields.extend(feature.stored_room_info(host, room)?);
+    }
+    Ok(fields)
 }
 
 #[cfg(test)]
