@@ -15,8 +15,8 @@
 //! by a timer: a lapsed record is dropped when its reply comes, or when the asker forwards
 //! again, or with the asker when it leaves the room (its replies are then dropped). A target
 //! that leaves changes nothing: its client may still answer, else the asker's client times
-//! out, as with Prosody. A reply that matches no waiting forward (unknown id, another sender, lapsed)
-//! is dropped, never answered.
+//! out, as with Prosody. A reply that matches no waiting forward (an unknown id, another
+//! sender, lapsed) is dropped, never answered.
 
 use jid::Jid;
 use minidom::rxml::{xml_ncname, Namespace};
@@ -269,7 +269,10 @@ mod tests {
     }
 
     fn iq(type_: &str, id: &str, from: &str, to: &str, payload: &str) -> String {
-        format!("<iq xmlns='jabber:client' type='{type_}' id='{id}' from='{from}' to='{to}'>{payload}</iq>")
+        format!(
+            "<iq xmlns='jabber:client' type='{type_}' id='{id}' from='{from}' to='{to}'>\
+             {payload}</iq>"
+        )
     }
 
     const VERSION: &str = "<query xmlns='jabber:iq:version'/>";
@@ -486,7 +489,10 @@ mod tests {
             .to_string();
         host.exchange(
             &muc,
-            &format!("<presence xmlns='jabber:client' type='unavailable' from='{ALICE}' to='{ROOM}/alice'/>"),
+            &format!(
+                "<presence xmlns='jabber:client' type='unavailable' \
+                 from='{ALICE}' to='{ROOM}/alice'/>"
+            ),
         );
         assert!(host.volatile.keys().all(|k| !k.contains("/iq-forward/")));
         let reply = iq("result", &room_id, BOB, &format!("{ROOM}/alice"), "");
