@@ -37,6 +37,8 @@ pub struct Service<M: MucBackend = PluginRuntime> {
     host_commands: Option<UnboundedSender<Element>>,
     /// The per-occupant message rate in rooms, if limited.
     message_rate: Option<MessageRate>,
+    /// Handing the MUC the server's answers to its requests to accounts (see `deliver_all`).
+    answering_for_accounts: bool,
 }
 
 impl<M: MucBackend> Service<M> {
@@ -48,6 +50,7 @@ impl<M: MucBackend> Service<M> {
             metrics: None,
             host_commands: None,
             message_rate: None,
+            answering_for_accounts: false,
         }
     }
 
@@ -279,7 +282,41 @@ impl<M: MucBackend> Service<M> {
     }
 
     fn deliver_all(&mut self, outbound: Vec<Outbound>) {
-        self.outbox.extend(outbound);
+        let mut for_accounts = Vec::new();
+        for stanza in outbound {
+            match self.request_to_an_account(&stanza) {
+                Some(request) => for_accounts.push(request),
+                None => self.outbox.push(stanza),
+            }
+        }
+        // The MUC's iq requests to a local user's bare JID (an occupant's vCard, asked through
+        // the room) are the server's to answer for the account (RFC 6120 §10.5.3.1), as a
+        // client's are: this server keeps nothing per account. The answer goes back to the MUC
+        // after what the call sent; an answer's own call gets no such answers (no loop).
+        if self.answering_for_accounts {
+            return;
+        }
+        self.answering_for_accounts = true;
+        for request in for_accounts {
+            let account = request.attr("to").unwrap_or_default().to_string();
+            self.send_to_muc_as(
+                &account,
+                error_reply(&request, "cancel", "service-unavailable"),
+            );
+        }
+        self.answering_for_accounts = false;
+    }
+
+    /// `stanza`, if it is an iq request to a local account's bare JID.
+    fn request_to_an_account(&self, stanza: &Outbound) -> Option<Element> {
+        let to = stanza.to()?;
+        let local =
+            !self.router.domain().is_empty() && to.domain().as_str() == self.router.domain();
+        if stanza.name() != "iq" || !local || to.node().is_none() || to.resource().is_some() {
+            return None;
+        }
+        let request = stanza.element();
+        matches!(request.attr("type"), Some("get" | "set")).then_some(request)
     }
 
     /// Bounces `stanza` to its sender with a stanza error, unless it is an error itself.

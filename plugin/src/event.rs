@@ -160,6 +160,19 @@ pub struct RoomIq<'a> {
     pub core: &'a dyn Core,
 }
 
+/// An IQ request (`get` or `set`) from an occupant to an occupant (`room/nick`, itself included)
+/// in a namespace no feature claims, once the core checked that both are in the room.
+pub struct OccupantIq<'a> {
+    pub inbound: &'a Inbound<'a>,
+    pub room: &'a Room,
+    /// The occupant the asking session is.
+    pub sender: &'a Occupant,
+    /// The occupant holding the nickname asked.
+    pub target: &'a Occupant,
+    /// The IQ's payload.
+    pub query: &'a Element,
+}
+
 /// A message to the room that is neither groupchat nor an error (invitations, voice requests).
 pub struct RoomMessage<'a> {
     pub muc: &'a Muc,
@@ -357,6 +370,23 @@ pub trait RoomFeature: Sync {
 
     fn occupant_iq(&self, _host: &mut dyn Host, _iq: &RoomIq, _nick: &str) -> Result<(), Fault> {
         Ok(())
+    }
+
+    /// Takes an [`OccupantIq`] in a namespace no feature claims (forwards it to the occupant's
+    /// client); the first feature that takes it answers it, none: `service-unavailable`.
+    fn unclaimed_occupant_iq(&self, _host: &mut dyn Host, _iq: &OccupantIq) -> Result<bool, Fault> {
+        Ok(false)
+    }
+
+    /// A `result` or `error` IQ to an occupant (`room/nick`): whether it answered what this
+    /// feature sent, and was dealt with. What no feature takes is dropped, never answered.
+    fn occupant_iq_reply(
+        &self,
+        _host: &mut dyn Host,
+        _reply: &Inbound,
+        _nick: &str,
+    ) -> Result<bool, Fault> {
+        Ok(false)
     }
 
     // Configuration.

@@ -97,3 +97,19 @@ pub fn rooms_created_by(bare_jid: &str) -> String {
 pub fn room_created_by(bare_jid: &str, room: &str) -> String {
     format!("{}{room}", rooms_created_by(bare_jid))
 }
+
+/// Prefix of the IQs an occupant asked that the room forwarded and that await their reply
+/// (volatile): `room/ROOM/iq-forward/NICKHASH/`, NICKHASH the lowercase hex SHA-256 of the
+/// asker's nickname (a nickname may hold `/`, which would make one nick's prefix another's).
+pub fn iq_forwards(room: &str, nick: &str) -> String {
+    let hash: String = Sha256::digest(nick.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("room/{room}/iq-forward/{hash}/")
+}
+
+/// One forwarded IQ, by the id the room gave it.
+pub fn iq_forward(room: &str, nick: &str, id: &str) -> String {
+    format!("{}{id}", iq_forwards(room, nick))
+}

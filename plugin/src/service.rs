@@ -14,7 +14,7 @@ use crate::announce::Presence;
 use crate::destroy;
 use crate::disco;
 use crate::errors;
-use crate::event::{RoomIq, RoomMessage};
+use crate::event::{OccupantIq, RoomIq, RoomMessage};
 use crate::extensions;
 use crate::features::{self, lock, registration};
 use crate::groupchat;
@@ -89,6 +89,16 @@ impl Muc {
             from,
             to,
         };
+        // A reply to an IQ the room forwarded to an occupant goes back through the room; other
+        // IQ replies to an occupant JID answer nothing and are dropped (an error among them is
+        // a client declining a request, not a ghost's bounce).
+        if envelope.kind == StanzaKind::Iq
+            && matches!(envelope.type_.as_deref(), Some("result" | "error"))
+        {
+            if let (Some(_), Some(nick)) = (inbound.to.node(), inbound.to.resource()) {
+                return features::occupant_iq_reply(host, &inbound, nick.as_str());
+            }
+        }
         if envelope.type_.as_deref() == Some("error") {
             return remove_ghost(self, host, &inbound);
         }
@@ -294,26 +304,73 @@ impl Muc {
         }
     }
 
-    /// An IQ to `room/nick`: for the feature that claims its namespace, or a self-ping.
+    /// An IQ request to `room/nick`, by XEP-0045's business rules as Prosody applies them: only
+    /// an occupant may send one (`not-acceptable`), to a nickname someone holds
+    /// (`item-not-found`); a self-ping (XEP-0410) is answered here; the rest goes to the feature
+    /// claiming its namespace, or else to the one that forwards it to the occupant's client.
     fn occupant_iq(&self, host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
-        let claimed = query_ns(&inbound.element)
-            .as_deref()
-            .and_then(features::occupant_iq_owner);
-        let (Some(feature), Some(query)) = (claimed, inbound.element.children().next()) else {
-            return self_ping(host, inbound, nick);
-        };
+        let envelope = inbound.envelope;
         let room_jid = inbound.to.to_bare().to_string();
-        let Some(room) = lock::visible_to(host, &room_jid, &inbound.envelope.from)? else {
-            return self_ping(host, inbound, nick);
+        let sender = Occupant::of_session(host, &room_jid, &inbound.from.to_string())?;
+        let room = match &sender {
+            Some(_) => Room::load(host, &room_jid)?,
+            None => None,
         };
-        let iq = RoomIq {
-            muc: self,
+        let (Some(sender), Some(room)) = (sender, room) else {
+            return errors::reply(
+                host,
+                envelope,
+                "iq",
+                ErrorType::Cancel,
+                DefinedCondition::NotAcceptable,
+                Some("you are not in this room"),
+            );
+        };
+        let Some(target) = Occupant::load(host, &room_jid, nick)? else {
+            return errors::reply(
+                host,
+                envelope,
+                "iq",
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                Some("nobody in the room has this nickname"),
+            );
+        };
+        let Some(query) = inbound.element.children().next() else {
+            return errors::reply(
+                host,
+                envelope,
+                "iq",
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                None,
+            );
+        };
+        let get = envelope.type_.as_deref() == Some("get");
+        if get && query.is("ping", ns::PING) && target.nick == sender.nick {
+            return host.send(errors::result(envelope, None));
+        }
+        if let Some(feature) = features::occupant_iq_owner(&query.ns()) {
+            let iq = RoomIq {
+                muc: self,
+                inbound,
+                room: &room,
+                query,
+                core: &admin::Changes,
+            };
+            return feature.occupant_iq(host, &iq, nick);
+        }
+        let iq = OccupantIq {
             inbound,
             room: &room,
+            sender: &sender,
+            target: &target,
             query,
-            core: &admin::Changes,
         };
-        feature.occupant_iq(host, &iq, nick)
+        if features::unclaimed_occupant_iq(host, &iq)? {
+            return Ok(());
+        }
+        unsupported(host, envelope)
     }
 
     pub fn on_timer(&self, host: &mut dyn Host, key: &str) -> Result<(), Fault> {
@@ -384,29 +441,6 @@ fn keeps_room_indexes(version: &str) -> bool {
     let mut numbers = release.split('.').map(|n| n.parse::<u64>().unwrap_or(0));
     let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
     (major, minor) >= (0, 2)
-}
-
-/// XEP-0410: a ping to one's own occupant JID is answered by the room, `not-acceptable` when
-/// the sender is not that occupant.
-fn self_ping(host: &mut dyn Host, inbound: &Inbound, nick: &str) -> Result<(), Fault> {
-    let envelope = inbound.envelope;
-    if query_ns(&inbound.element).as_deref() != Some(ns::PING)
-        || envelope.type_.as_deref() != Some("get")
-    {
-        return unsupported(host, envelope);
-    }
-    let room_jid = inbound.to.to_bare().to_string();
-    match Occupant::of_session(host, &room_jid, &inbound.from.to_string())? {
-        Some(occupant) if occupant.nick == nick => host.send(errors::result(envelope, None)),
-        _ => errors::reply(
-            host,
-            envelope,
-            "iq",
-            ErrorType::Modify,
-            DefinedCondition::NotAcceptable,
-            None,
-        ),
-    }
 }
 
 /// An error bounced by an occupant's client means it is gone: it leaves the room, announced

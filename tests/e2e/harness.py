@@ -371,7 +371,8 @@ def component_accepted(h: "Harness", port: int, secret: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Prosody
 
-PROSODY_MODULES_COMPONENT = ["roster", "saslauth", "tls", "disco", "ping"]
+# "vcard": users' vCards (XEP-0054), which occupants fetch through the room (test_occupant_iqs.py).
+PROSODY_MODULES_COMPONENT = ["roster", "saslauth", "tls", "disco", "ping", "vcard"]
 # Prosody's own scansion configuration (spec/scansion/prosody.cfg.lua), less what 0.12 lacks
 # (debug_reset) or needs more configuration (external_services); plus "tls", so that STARTTLS is
 # offered (never required) with a self-signed certificate, as muc-host's listener offers it.

@@ -18,6 +18,7 @@ pub mod moderated;
 pub mod moderation;
 pub mod naming;
 pub mod occupant_id;
+pub mod occupant_iqs;
 pub mod outcasts;
 pub mod password;
 pub mod persistent;
@@ -35,7 +36,9 @@ use xmpp_parsers::data_forms::Field;
 use xmpp_parsers::muc::user::Status;
 
 use crate::config::{Config, FieldSpec, Invalid};
-use crate::event::{ConfigSubmit, Groupchat, Joined, Joiner, Refusal, RoomFeature};
+use crate::event::{
+    ConfigSubmit, Groupchat, Inbound, Joined, Joiner, OccupantIq, Refusal, RoomFeature,
+};
 use crate::host::{Fault, Host, Tier};
 use crate::keys;
 use crate::occupant::Occupant;
@@ -72,6 +75,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &affiliation_lists::AffiliationLists,
     &avatar::Avatar,
     &hats::Hats,
+    &occupant_iqs::OccupantIqs,
 ];
 
 /// The declaration of the configuration field `var`, if a feature owns one.
@@ -196,6 +200,28 @@ pub fn occupant_iq_owner(namespace: &str) -> Option<&'static dyn RoomFeature> {
     ALL.iter()
         .copied()
         .find(|f| f.occupant_iq_namespaces().contains(&namespace))
+}
+
+/// Hands an occupant's IQ to an occupant in an unclaimed namespace to the first feature that
+/// takes it; false: none did.
+pub fn unclaimed_occupant_iq(host: &mut dyn Host, iq: &OccupantIq) -> Result<bool, Fault> {
+    for feature in ALL {
+        if feature.unclaimed_occupant_iq(host, iq)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A `result` or `error` IQ to `room/nick`, for the feature whose request it answers; otherwise
+/// dropped.
+pub fn occupant_iq_reply(host: &mut dyn Host, reply: &Inbound, nick: &str) -> Result<(), Fault> {
+    for feature in ALL {
+        if feature.occupant_iq_reply(host, reply, nick)? {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// The configuration form's fields: every feature's own, then those read from the store.
