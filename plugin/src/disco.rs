@@ -170,14 +170,27 @@ pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
     Ok(info)
 }
 
-/// A room lists no items: occupants are not disclosed this way.
-pub fn room_items() -> Element {
-    DiscoItemsResult {
-        node: None,
-        items: Vec::new(),
+/// A room lists no items (occupants are not disclosed this way), but on the ad-hoc commands
+/// node (XEP-0050 §2.2) the commands its features answer; running one checks who may.
+pub fn room_items(room: &str, node: Option<&str>) -> Result<Element, Fault> {
+    let items = match node {
+        Some(adhoc::NS) => features::commands()
+            .map(|(node, name)| {
+                Ok(Item {
+                    jid: jid::Jid::new(room)?,
+                    node: Some(node.to_string()),
+                    name: Some(name.to_string()),
+                })
+            })
+            .collect::<Result<_, Fault>>()?,
+        _ => Vec::new(),
+    };
+    Ok(DiscoItemsResult {
+        node: node.map(str::to_string),
+        items,
         rsm: None,
     }
-    .into()
+    .into())
 }
 
 #[cfg(test)]

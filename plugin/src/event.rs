@@ -417,6 +417,12 @@ pub trait RoomFeature: Sync {
 
     // Discovery.
 
+    /// The ad-hoc commands (XEP-0050) the feature answers on the room, as (node, name): listed
+    /// in the room's disco#items on the commands node.
+    fn commands(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// Features in the room's disco#info (`muc_*`, and the namespaces the feature answers).
     fn disco_features(&self, _room: &Room) -> Vec<&'static str> {
         Vec::new()

@@ -106,7 +106,12 @@ pub fn iq_forwards(room: &str, nick: &str) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
-    format!("room/{room}/iq-forward/{hash}/")
+    format!("{}{hash}/", room_iq_forwards(room))
+}
+
+/// Prefix of every forwarded IQ awaiting its reply in the room, whoever asked.
+pub fn room_iq_forwards(room: &str) -> String {
+    format!("room/{room}/iq-forward/")
 }
 
 /// One forwarded IQ, by the id the room gave it.

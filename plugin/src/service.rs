@@ -272,7 +272,8 @@ impl Muc {
                 host.send(errors::result(envelope, Some(info)))
             }
             (true, Some(_), ns::DISCO_ITEMS) => {
-                host.send(errors::result(envelope, Some(disco::room_items())))
+                let items = disco::room_items(&room_jid, query.attr("node"))?;
+                host.send(errors::result(envelope, Some(items)))
             }
             (true, Some(_), ns::PING) => host.send(errors::result(envelope, None)),
             (_, None, ns::DISCO_INFO | ns::DISCO_ITEMS | ns::PING) => errors::reply(

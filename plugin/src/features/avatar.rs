@@ -28,6 +28,8 @@ pub const HASH_FIELD: &str = "muc#roominfo_avatarhash";
 pub const MAX_PHOTO_BYTES: usize = 64 * 1024;
 /// The largest rest of the vCard kept (its other fields, serialised).
 pub const MAX_OTHER_BYTES: usize = 8 * 1024;
+/// The longest PHOTO TYPE kept.
+const MAX_MEDIA_TYPE_BYTES: usize = 255;
 
 /// What is kept under `room/ROOM/vcard`.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -157,10 +159,12 @@ fn checked(query: &Element) -> Result<Option<Stored>, Refused> {
     let photo_sha1 = match &vcard.photo {
         None => None,
         Some(photo) => {
-            if !photo.type_.data.trim().starts_with("image/") {
+            let media_type = photo.type_.data.trim();
+            // RFC 6838 §4.2: a media type name is at most 127 + 1 + 127 characters.
+            if !media_type.starts_with("image/") || media_type.len() > MAX_MEDIA_TYPE_BYTES {
                 return Err(bad(format!(
                     "The PHOTO's TYPE is {:?}, not an image/* media type.",
-                    photo.type_.data.trim()
+                    media_type.chars().take(64).collect::<String>()
                 )));
             }
             let size = photo.binval.data.len();
@@ -328,6 +332,11 @@ mod tests {
         let refusals = [
             (GUEST, photo("image/png", SVG), "forbidden"),
             (OWNER, photo("text/plain", SVG), "bad-request"),
+            (
+                OWNER,
+                photo(&format!("image/{}", "x".repeat(MAX_MEDIA_TYPE_BYTES)), SVG),
+                "bad-request",
+            ),
             (OWNER, photo("image/png", "not base64!"), "bad-request"),
             (OWNER, photo("image/png", ""), "bad-request"),
             (

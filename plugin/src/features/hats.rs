@@ -21,7 +21,7 @@ use crate::room::Room;
 use crate::xml::retain_children;
 
 pub const NS: &str = "urn:xmpp:hats:0";
-pub const COMMANDS_NS: &str = "http://jabber.org/protocol/commands";
+pub const COMMANDS_NS: &str = crate::adhoc::NS;
 pub const DON: &str = "urn:xmpp:hats:commands:don";
 pub const DOFF: &str = "urn:xmpp:hats:commands:doff";
 const FORM_TYPE: &str = "urn:xmpp:hats:commands";
@@ -79,6 +79,10 @@ impl RoomFeature for Hats {
                 Some(&text),
             ),
         }
+    }
+
+    fn commands(&self) -> &'static [(&'static str, &'static str)] {
+        &[(DON, "Give a hat"), (DOFF, "Take a hat off")]
     }
 
     fn disco_features(&self, _room: &Room) -> Vec<&'static str> {

@@ -260,6 +260,10 @@ pub fn change_statuses(before: &Config, after: &Config) -> Vec<Status> {
         .collect()
 }
 
+pub fn commands() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    ALL.iter().flat_map(|f| f.commands())
+}
+
 pub fn disco_features(room: &Room) -> Vec<&'static str> {
     ALL.iter().flat_map(|f| f.disco_features(room)).collect()
 }

@@ -14,9 +14,11 @@
 //! messages. A message the archive no longer holds (trimmed from a room that does not archive)
 //! cannot be retracted (`item-not-found`). Corrections name the corrected message by its `id`
 //! attribute as its sender's client set it (what clients send; XEP-0308 says "the id of the
-//! message being corrected"), or by its stanza-id; the room looks for it among its newest
-//! [`CORRECTION_WINDOW`] messages and refuses the correction only when it finds that id there
-//! from someone else and not from the sender.
+//! message being corrected"), or by its stanza-id: a stanza-id is looked up exactly, a client
+//! id among the room's newest [`CORRECTION_WINDOW`] messages, and the correction is refused
+//! when the message found is someone else's (by client id: when none found is the sender's).
+//! Only the room writes `<retracted/>` and `<moderated/>`: an occupant's message carrying one
+//! is refused.
 
 use chrono::SecondsFormat;
 use minidom::rxml::{xml_ncname, Namespace};
@@ -79,9 +81,18 @@ fn archived(host: &mut dyn Host, room: &str, id: &str) -> Result<Option<ArchiveE
         .and_then(|page| page.entries.into_iter().next()))
 }
 
-/// The message an archive entry holds, if it may be retracted: neither a retraction itself nor
-/// the tombstone of one.
-fn retractable(entry: &ArchiveEntry) -> Result<Result<Element, Denial>, Fault> {
+/// Who asks for a retraction.
+#[derive(Clone, Copy, PartialEq)]
+enum Retractor {
+    Moderator,
+    Author,
+}
+
+/// The message an archive entry holds, if it may be retracted: not a tombstone, and not a
+/// retraction, except that a moderator may retract an occupant's (which may carry a body: a
+/// spammer's retraction of their own earlier message is no shield). Only the room writes
+/// `<retracted/>` (occupants' messages carrying one are refused), so it marks a tombstone.
+fn retractable(entry: &ArchiveEntry, by: Retractor) -> Result<Result<Element, Denial>, Fault> {
     let stanza: Element = entry
         .stanza
         .parse()
@@ -89,7 +100,8 @@ fn retractable(entry: &ArchiveEntry) -> Result<Result<Element, Denial>, Fault> {
     if stanza.has_child("retracted", NS_RETRACT) {
         return Ok(Err(not_acceptable("this message is already retracted")));
     }
-    if stanza.has_child("retract", NS_RETRACT) {
+    let occupants = by == Retractor::Moderator && entry.occupant_id.is_some();
+    if stanza.has_child("retract", NS_RETRACT) && !occupants {
         return Ok(Err(not_acceptable("a retraction cannot be retracted")));
     }
     Ok(Ok(stanza))
@@ -216,7 +228,7 @@ fn moderate(host: &mut dyn Host, iq: &RoomIq) -> Result<Result<(), Denial>, Faul
             "no message with this stanza-id in this room",
         )));
     };
-    let original = match retractable(&entry)? {
+    let original = match retractable(&entry, Retractor::Moderator)? {
         Ok(original) => original,
         Err(denial) => return Ok(Err(denial)),
     };
@@ -268,7 +280,7 @@ fn check_retraction(
     if entry.occupant_id.as_deref() != Some(occupant_id) {
         return Ok(Some(forbidden("you may retract only your own messages")));
     }
-    Ok(retractable(&entry)?.err())
+    Ok(retractable(&entry, Retractor::Author)?.err())
 }
 
 /// An occupant's correction: refused when the newest messages hold the corrected id from
@@ -287,6 +299,11 @@ fn check_correction(
             )))
         }
     };
+    // A stanza-id names one message exactly, however old.
+    if let Some(entry) = archived(host, &room.jid, &id.0)? {
+        return Ok((entry.occupant_id.as_deref() != Some(occupant_id))
+            .then(|| forbidden("you may correct only your own messages")));
+    }
     let query = ArchiveQuery {
         filter: ArchiveFilter::default(),
         position: ArchivePosition::Newest,
@@ -331,6 +348,13 @@ impl RoomFeature for Moderation {
         occupant_id: &str,
         message: &Element,
     ) -> Result<Option<Denial>, Fault> {
+        // What only the room writes: an occupant's would forge a tombstone or a moderation.
+        if message.has_child("retracted", NS_RETRACT) || message.has_child("moderated", NS_MODERATE)
+        {
+            return Ok(Some(forbidden(
+                "only the room marks a message retracted or moderated",
+            )));
+        }
         if let Some(retraction) = message.get_child("retract", NS_RETRACT) {
             if let Some(denial) = check_retraction(host, room, occupant_id, retraction)? {
                 return Ok(Some(denial));
@@ -361,7 +385,7 @@ impl RoomFeature for Moderation {
         let Some(entry) = archived(host, room, id)? else {
             return Ok(());
         };
-        let Ok(original) = retractable(&entry)? else {
+        let Ok(original) = retractable(&entry, Retractor::Author)? else {
             return Ok(());
         };
         let by = message.message.attr("from").unwrap_or(room);
@@ -486,6 +510,49 @@ mod tests {
             .stanza
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn a_spammer_can_neither_forge_a_tombstone_nor_hide_behind_a_retraction() {
+        let (muc, mut host) = room();
+        for forged in [
+            format!("<body>buy</body><retracted xmlns='{NS_RETRACT}' stamp='2020-01-01T00:00:00Z'/>"),
+            format!("<body>buy</body><moderated xmlns='{NS_MODERATE}' by='{ROOM}/Owner'/>"),
+        ] {
+            let refused = say(&muc, &mut host, SPAMMER, &forged);
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert_eq!(condition(&refused[0]), "forbidden");
+        }
+        assert!(host.archives.get(ROOM).is_none_or(|entries| entries.is_empty()));
+        // Spam riding on a retraction of the spammer's own earlier message.
+        let first = stanza_id(&say(&muc, &mut host, SPAMMER, "<body>hi</body>"));
+        let spam = stanza_id(&say(
+            &muc,
+            &mut host,
+            SPAMMER,
+            &format!("<body>buy now</body><retract xmlns='{NS_RETRACT}' id='{first}'/>"),
+        ));
+        let sent = moderate(&muc, &mut host, OWNER, &spam);
+        assert!(sent.iter().all(|s| s.attr("type") != Some("error")), "{sent:?}");
+        let tombstone = archived_stanza(&host, &spam);
+        assert!(tombstone.has_child("retracted", NS_RETRACT));
+        assert!(!tombstone.has_child("body", ns::JABBER_CLIENT));
+    }
+
+    #[test]
+    fn a_correction_by_stanza_id_is_checked_however_old_the_message() {
+        let (muc, mut host) = room();
+        let old = stanza_id(&say(&muc, &mut host, OTHER, "<body>original</body>"));
+        for n in 0..CORRECTION_WINDOW {
+            say(&muc, &mut host, OWNER, &format!("<body>filler {n}</body>"));
+        }
+        let refused = say(
+            &muc,
+            &mut host,
+            SPAMMER,
+            &format!("<body>changed</body><replace xmlns='urn:xmpp:message-correct:0' id='{old}'/>"),
+        );
+        assert_eq!(condition(&refused[0]), "forbidden");
     }
 
     #[test]

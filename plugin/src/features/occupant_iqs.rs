@@ -10,10 +10,11 @@
 //! and XEP-0084), which go to the occupant's bare JID, as Prosody and ejabberd send them.
 //!
 //! Each forward waiting for its reply is a volatile record under the asker's nickname
-//! (`keys::iq_forwards`): at most [`MAX_PENDING`] per nickname (one more is refused with
-//! `resource-constraint`, type `wait`), lapsing after [`PENDING_MS`]. They are not timed out
-//! by a timer: a lapsed record is dropped when its reply comes, or when the asker forwards
-//! again, or with the asker when it leaves the room (its replies are then dropped). A target
+//! (`keys::iq_forwards`): at most [`MAX_PENDING`] per nickname and [`MAX_ROOM_PENDING`] in the
+//! room (one more is refused with `resource-constraint`, type `wait`), lapsing after
+//! [`PENDING_MS`]. They are not timed out by a timer: a lapsed record is dropped when its reply
+//! comes, or when anyone in the room forwards again, or with the asker when it leaves the room
+//! (its replies are then dropped). A target
 //! that leaves changes nothing: its client may still answer, else the asker's client times
 //! out, as with Prosody. A reply that matches no waiting forward (an unknown id, another
 //! sender, lapsed) is dropped, never answered.
@@ -34,6 +35,8 @@ use crate::room::Room;
 
 /// Forwards one occupant (nickname) may have waiting for their replies.
 pub const MAX_PENDING: usize = 16;
+/// Forwards that may wait in one room, all askers together.
+pub const MAX_ROOM_PENDING: usize = 256;
 /// How long a forward waits for its reply (ms).
 pub const PENDING_MS: u64 = 60_000;
 
@@ -78,7 +81,11 @@ impl RoomFeature for OccupantIqs {
             return Ok(true);
         };
         let now = host.now_ms();
-        if waiting(host, &iq.room.jid, &iq.sender.nick, now) >= MAX_PENDING {
+        // Per nickname, and across the room: what an occupant left waiting under a nickname
+        // it no longer holds counts there until it lapses and is collected.
+        if waiting(host, &keys::iq_forwards(&iq.room.jid, &iq.sender.nick), now) >= MAX_PENDING
+            || waiting(host, &keys::room_iq_forwards(&iq.room.jid), now) >= MAX_ROOM_PENDING
+        {
             refuse(
                 host,
                 iq,
@@ -189,14 +196,10 @@ fn answers_from(from: &Jid, forwarded_to: &str) -> bool {
 }
 
 /// The forwards under `nick` still waiting; lapsed ones (and any unreadable) are deleted.
-fn waiting(host: &mut dyn Host, room: &str, nick: &str, now: u64) -> usize {
+/// The live forwards under `prefix`; lapsed ones found there are deleted.
+fn waiting(host: &mut dyn Host, prefix: &str, now: u64) -> usize {
     let mut live = 0;
-    for (key, value) in host.scan(
-        Tier::Volatile,
-        &keys::iq_forwards(room, nick),
-        None,
-        u32::MAX,
-    ) {
+    for (key, value) in host.scan(Tier::Volatile, prefix, None, u32::MAX) {
         match serde_json::from_slice::<Pending>(&value) {
             Ok(pending) if pending.expires_ms > now => live += 1,
             _ => host.delete(Tier::Volatile, &key),
@@ -478,6 +481,41 @@ mod tests {
         host.now_ms += PENDING_MS;
         let lapsed = iq("result", &room_id, BOB, &format!("{ROOM}/alice"), "");
         assert!(host.exchange(&muc, &lapsed).is_empty());
+    }
+
+    #[test]
+    fn what_nicknames_left_behind_counts_across_the_room_until_it_lapses() {
+        let (muc, mut host) = room();
+        // Forwards waiting under nicknames nobody holds now (their askers changed nick).
+        for n in 0..MAX_ROOM_PENDING {
+            let pending = Pending {
+                asker: format!("{ALICE}"),
+                id: format!("old{n}"),
+                asked: format!("{ROOM}/bob"),
+                forwarded_to: BOB.to_string(),
+                expires_ms: host.now_ms + PENDING_MS,
+            };
+            host.volatile.insert(
+                keys::iq_forward(ROOM, &format!("former{}", n % 20), &format!("r{n}")),
+                serde_json::to_vec(&pending).unwrap(),
+            );
+        }
+        let over = host.exchange(
+            &muc,
+            &iq("get", "over", ALICE, &format!("{ROOM}/bob"), VERSION),
+        );
+        assert_eq!(condition(&over), "resource-constraint");
+        host.now_ms += PENDING_MS;
+        ask_bob(&muc, &mut host, "later");
+        let prefix = keys::room_iq_forwards(ROOM);
+        assert_eq!(
+            host.volatile
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .count(),
+            1,
+            "the lapsed ones are collected"
+        );
     }
 
     #[test]
