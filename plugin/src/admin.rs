@@ -59,16 +59,8 @@ impl Core for Changes {
         room: &Room,
         message: Element,
     ) -> Result<(), Fault> {
-        let mut groupchat = Groupchat {
-            room,
-            sender: None,
-            stanza_id: host.unique_id(),
-            occupant_id: None,
-            changes_subject: false,
-            message,
-            xml: String::new(),
-        };
-        features::relay_groupchat(host, &mut groupchat)
+        let stanza_id = host.unique_id();
+        features::relay_groupchat(host, &mut Groupchat::unsent(room, stanza_id, message))
     }
 }
 

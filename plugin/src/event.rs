@@ -126,7 +126,7 @@ pub struct Joined<'a> {
 /// A groupchat message on its way through the pipeline: check, stamp, store, broadcast.
 pub struct Groupchat<'a> {
     pub room: &'a Room,
-    /// Who sent it. None: said by a room extension (from `room/nick`, no occupant behind it).
+    /// Who sent it. None: said by a room extension (from `room/nick`) or the room itself.
     pub sender: Option<Sender<'a>>,
     /// The room's id for this message (XEP-0359 `stanza-id`), made before the stamp stage.
     pub stanza_id: String,
@@ -138,6 +138,21 @@ pub struct Groupchat<'a> {
     pub message: Element,
     /// `message` serialised, after the stamp stage: what is stored and broadcast.
     pub xml: String,
+}
+
+impl<'a> Groupchat<'a> {
+    /// A message no occupant sent (a room extension's, the room's own), before the stamp stage.
+    pub fn unsent(room: &'a Room, stanza_id: String, message: Element) -> Groupchat<'a> {
+        Groupchat {
+            room,
+            sender: None,
+            stanza_id,
+            occupant_id: None,
+            changes_subject: false,
+            message,
+            xml: String::new(),
+        }
+    }
 }
 
 /// The occupant behind a groupchat message, and which of its sessions sent it.

@@ -235,16 +235,8 @@ pub fn say(host: &mut dyn Host, room: &Room, said: Vec<Said>) -> Result<(), Faul
             xml_ncname!("from").into(),
             format!("{}/{nick}", room.jid),
         );
-        let mut groupchat = Groupchat {
-            room,
-            sender: None,
-            stanza_id: host.unique_id(),
-            occupant_id: None,
-            changes_subject: false,
-            message,
-            xml: String::new(),
-        };
-        features::relay_groupchat(host, &mut groupchat)?;
+        let stanza_id = host.unique_id();
+        features::relay_groupchat(host, &mut Groupchat::unsent(room, stanza_id, message))?;
     }
     Ok(())
 }
