@@ -700,8 +700,8 @@ Romeo disconnects
                     _ => &[],
                 };
                 for xml in stanzas {
-                    let parsed = substitute_with(xml, &jids, &captured)
-                        .and_then(|xml| parse_stanza(&xml));
+                    let parsed =
+                        substitute_with(xml, &jids, &captured).and_then(|xml| parse_stanza(&xml));
                     assert!(
                         parsed.is_ok(),
                         "{}:{}: {:?}",

@@ -797,7 +797,10 @@ mod tests {
             async move { backlog.below(PAUSE_READING_AT).await }
         });
         tokio::task::yield_now().await;
-        assert!(!reader.is_finished(), "read while the backlog is at the pause");
+        assert!(
+            !reader.is_finished(),
+            "read while the backlog is at the pause"
+        );
         backlog.written(1);
         tokio::time::timeout(Duration::from_secs(5), reader)
             .await

@@ -516,14 +516,19 @@ mod tests {
     fn a_spammer_can_neither_forge_a_tombstone_nor_hide_behind_a_retraction() {
         let (muc, mut host) = room();
         for forged in [
-            format!("<body>buy</body><retracted xmlns='{NS_RETRACT}' stamp='2020-01-01T00:00:00Z'/>"),
+            format!(
+                "<body>buy</body><retracted xmlns='{NS_RETRACT}' stamp='2020-01-01T00:00:00Z'/>"
+            ),
             format!("<body>buy</body><moderated xmlns='{NS_MODERATE}' by='{ROOM}/Owner'/>"),
         ] {
             let refused = say(&muc, &mut host, SPAMMER, &forged);
             assert_eq!(refused.len(), 1, "{refused:?}");
             assert_eq!(condition(&refused[0]), "forbidden");
         }
-        assert!(host.archives.get(ROOM).is_none_or(|entries| entries.is_empty()));
+        assert!(host
+            .archives
+            .get(ROOM)
+            .is_none_or(|entries| entries.is_empty()));
         // Spam riding on a retraction of the spammer's own earlier message.
         let first = stanza_id(&say(&muc, &mut host, SPAMMER, "<body>hi</body>"));
         let spam = stanza_id(&say(
@@ -533,7 +538,10 @@ mod tests {
             &format!("<body>buy now</body><retract xmlns='{NS_RETRACT}' id='{first}'/>"),
         ));
         let sent = moderate(&muc, &mut host, OWNER, &spam);
-        assert!(sent.iter().all(|s| s.attr("type") != Some("error")), "{sent:?}");
+        assert!(
+            sent.iter().all(|s| s.attr("type") != Some("error")),
+            "{sent:?}"
+        );
         let tombstone = archived_stanza(&host, &spam);
         assert!(tombstone.has_child("retracted", NS_RETRACT));
         assert!(!tombstone.has_child("body", ns::JABBER_CLIENT));
@@ -550,7 +558,9 @@ mod tests {
             &muc,
             &mut host,
             SPAMMER,
-            &format!("<body>changed</body><replace xmlns='urn:xmpp:message-correct:0' id='{old}'/>"),
+            &format!(
+                "<body>changed</body><replace xmlns='urn:xmpp:message-correct:0' id='{old}'/>"
+            ),
         );
         assert_eq!(condition(&refused[0]), "forbidden");
     }
