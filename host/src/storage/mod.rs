@@ -11,6 +11,7 @@
 //! undoes.
 
 mod archive;
+pub mod lease;
 mod residency;
 mod retention;
 mod sqlite;

@@ -1,0 +1,561 @@
+//! Room leases: which instance serves which room when several share one PostgreSQL store.
+//!
+//! ejabberd sends every stanza for one room to the same connection (`bare_destination`), but a
+//! slot changes hands when an instance restarts or ejabberd does, and a paused instance may wake
+//! up after another took its place. So an instance takes a room's lease before it serves the
+//! room, and every commit checks, inside its own transaction, that the instance still holds the
+//! leases of the rooms the batch touched ([`fence`]): PostgreSQL itself refuses a stale owner. A
+//! lease's epoch goes up on every takeover, so a room lost and taken back is not mistaken for the
+//! same tenure.
+//!
+//! Who may take a lease ([`Claim`]): ejabberd's routing is the authority on who serves a room
+//! (one connection at a time receives its stanzas), so a stanza routed here takes the room from
+//! whoever held it, live or not, and the fence stops the old holder. Without a stanza (a room's
+//! timers), only a dead holder's rooms are taken.
+//!
+//! Liveness: each instance has a row in `instances`, kept fresh by its [`Heartbeat`] on a
+//! connection of its own. An instance is dead when its heartbeat is older than the lease timeout
+//! or its heartbeat's database session is gone (`kill -9`, a terminated session: at once). An
+//! instance restarted under the same name supersedes its previous incarnation at start.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use postgres::{Client, GenericClient};
+
+/// The tables, created by the PostgreSQL store's migrations.
+pub const SCHEMA: &str = "
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    -- The heartbeat's session: when PostgreSQL no longer has it, the instance is gone.
+    backend_pid INTEGER NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE leases (
+    room TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    -- For the log line of a takeover, when the owner's row is gone.
+    owner_name TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    taken_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+";
+
+/// The condition, on `leases AS l`, that its owner is alive ($2: the lease timeout in seconds).
+const OWNER_ALIVE: &str = "EXISTS (
+    SELECT 1 FROM instances i JOIN pg_stat_activity a ON a.pid = i.backend_pid
+    WHERE i.id = l.owner AND i.heartbeat_at > now() - make_interval(secs => $2))";
+
+/// How often an instance says it is alive, and how long the others wait for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            heartbeat: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// This instance, as the other instances see it.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    /// Unique per process: a restart is a new tenure.
+    pub id: String,
+    /// The operator's name for it (stable across restarts).
+    pub name: String,
+}
+
+impl Instance {
+    pub fn new(name: &str) -> Instance {
+        Instance {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// A lease this instance holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub room: String,
+    pub epoch: i64,
+}
+
+/// Why a lease is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A stanza for the room was routed here: from whoever holds it.
+    Routed,
+    /// The room's timers need an owner: only from a dead holder.
+    Orphaned,
+}
+
+/// What taking a lease found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Nobody held it, or this instance already did.
+    Free(Lease),
+    /// Another instance held it: this one took it over.
+    TakenOver {
+        lease: Lease,
+        from: String,
+        /// The holder was alive: ejabberd moved the room's slot (or two connections receive the
+        /// room's stanzas: a misconfiguration the log names).
+        from_live: bool,
+    },
+    /// A live instance holds it and the claim may not take it.
+    Held { by: String },
+}
+
+/// Takes (or keeps) `room`'s lease for `instance`, in a transaction of its own on `client`.
+pub fn take(
+    client: &mut Client,
+    instance: &Instance,
+    room: &str,
+    claim: Claim,
+    timing: Timing,
+) -> Result<Taken> {
+    let timeout = timing.timeout.as_secs_f64();
+    let mut txn = client.transaction()?;
+    let before = txn.query_opt(
+        &format!(
+            "SELECT owner, owner_name, {OWNER_ALIVE} FROM leases l WHERE room = $1 FOR UPDATE"
+        ),
+        &[&room, &timeout],
+    )?;
+    let before: Option<(String, String, bool)> =
+        before.map(|row| (row.get(0), row.get(1), row.get(2)));
+    let taken = match &before {
+        Some((owner, name, true)) if *owner != instance.id && claim == Claim::Orphaned => {
+            Taken::Held { by: name.clone() }
+        }
+        _ => {
+            let epoch: i64 = txn
+                .query_one(
+                    "INSERT INTO leases AS l (room, owner, owner_name, epoch) VALUES ($1, $2, $3, 1)
+                     ON CONFLICT (room) DO UPDATE SET owner = $2, owner_name = $3, taken_at = now(),
+                         epoch = CASE WHEN l.owner = $2 THEN l.epoch ELSE l.epoch + 1 END
+                     RETURNING epoch",
+                    &[&room, &instance.id, &instance.name],
+                )?
+                .get(0);
+            let lease = Lease {
+                room: room.to_string(),
+                epoch,
+            };
+            match before {
+                Some((owner, from, from_live)) if owner != instance.id => Taken::TakenOver {
+                    lease,
+                    from,
+                    from_live,
+                },
+                _ => Taken::Free(lease),
+            }
+        }
+    };
+    txn.commit()?;
+    Ok(taken)
+}
+
+/// Gives `lease` up (the room left memory): another instance may take it at once.
+pub fn release(client: &mut Client, instance: &Instance, lease: &Lease) -> Result<()> {
+    client.execute(
+        "DELETE FROM leases WHERE room = $1 AND owner = $2 AND epoch = $3",
+        &[&lease.room, &instance.id, &lease.epoch],
+    )?;
+    Ok(())
+}
+
+/// The check every commit makes inside its transaction, before COMMIT: the leases of `held` are
+/// still this instance's, at the same epochs. Their rows stay share-locked until the commit, so
+/// no takeover can slip in between. Returns the rooms lost, if any (then the transaction must
+/// roll back).
+pub fn fence(
+    txn: &mut impl GenericClient,
+    instance: &Instance,
+    held: &[Lease],
+) -> Result<Vec<String>, postgres::Error> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rooms: Vec<&str> = held.iter().map(|lease| lease.room.as_str()).collect();
+    let rows = txn.query(
+        "SELECT room, owner, epoch FROM leases WHERE room = ANY($1) FOR SHARE",
+        &[&rooms],
+    )?;
+    let current: std::collections::HashMap<String, (String, i64)> = rows
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect();
+    Ok(held
+        .iter()
+        .filter(|lease| current.get(&lease.room) != Some(&(instance.id.clone(), lease.epoch)))
+        .map(|lease| lease.room.clone())
+        .collect())
+}
+
+/// Keeps this instance's row fresh from a thread of its own, on its own connection.
+pub struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    superseded: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    /// Registers `instance` (superseding any previous incarnation with its name) and starts
+    /// beating. Fails when the database cannot be reached now.
+    pub fn start(url: &str, instance: &Instance, timing: Timing) -> Result<Heartbeat> {
+        let mut client = connect(url)?;
+        register(&mut client, instance)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let superseded = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn({
+                let (url, instance) = (url.to_string(), instance.clone());
+                let (stop, superseded) = (stop.clone(), superseded.clone());
+                move || beat(client, &url, &instance, timing, &stop, &superseded)
+            })
+            .context("starting the heartbeat")?;
+        Ok(Heartbeat {
+            stop,
+            superseded,
+            thread: Some(thread),
+        })
+    }
+
+    /// True once another process registered under this instance's name: this one must stop
+    /// serving (its commits would be refused anyway).
+    pub fn superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn connect(url: &str) -> Result<Client> {
+    let mut config: postgres::Config = url.parse().context("the PostgreSQL URL")?;
+    config.connect_timeout(Duration::from_secs(5));
+    config
+        .connect(postgres::NoTls)
+        .with_context(|| format!("connecting to PostgreSQL at {}", redacted(url)))
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or(user);
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn register(client: &mut Client, instance: &Instance) -> Result<()> {
+    let mut txn = client.transaction()?;
+    txn.execute(
+        "DELETE FROM instances WHERE name = $1 AND id <> $2",
+        &[&instance.name, &instance.id],
+    )?;
+    txn.execute(
+        "INSERT INTO instances (id, name, backend_pid) VALUES ($1, $2, pg_backend_pid())
+         ON CONFLICT (id) DO UPDATE SET backend_pid = pg_backend_pid(), heartbeat_at = now()",
+        &[&instance.id, &instance.name],
+    )?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn beat(
+    mut client: Client,
+    url: &str,
+    instance: &Instance,
+    timing: Timing,
+    stop: &AtomicBool,
+    superseded: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::park_timeout(timing.heartbeat);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let beaten = client.execute(
+            "UPDATE instances SET heartbeat_at = now() WHERE id = $1",
+            &[&instance.id],
+        );
+        match beaten {
+            Ok(1) => continue,
+            Ok(_) => {
+                tracing::error!(
+                    instance = instance.name,
+                    "another process registered under this instance's name; this one stops serving"
+                );
+                superseded.store(true, Ordering::Relaxed);
+                return;
+            }
+            // The database went away: beat again on a new session as soon as it is back (the
+            // instance is dead to the others meanwhile, and the fencing check keeps it honest).
+            Err(error) => {
+                tracing::warn!(%error, "heartbeat failed; reconnecting");
+                match connect(url).and_then(|mut fresh| {
+                    let updated = fresh.execute(
+                        "UPDATE instances SET backend_pid = pg_backend_pid(), heartbeat_at = now()
+                         WHERE id = $1",
+                        &[&instance.id],
+                    )?;
+                    Ok((fresh, updated))
+                }) {
+                    Ok((fresh, 1)) => client = fresh,
+                    Ok((_, _)) => {
+                        tracing::error!(instance = instance.name, "this instance was declared gone while the database was away; it stops serving");
+                        superseded.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(error) => tracing::warn!(%error, "heartbeat: PostgreSQL still unreachable"),
+                }
+            }
+        }
+    }
+    let _ = client.execute("DELETE FROM instances WHERE id = $1", &[&instance.id]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh schema on the test cluster, or `None` (and a notice) without one.
+    fn database() -> Option<(String, Client)> {
+        let Ok(url) = std::env::var("MUC_TEST_POSTGRES") else {
+            eprintln!("MUC_TEST_POSTGRES unset: the lease tests did not run");
+            return None;
+        };
+        let schema = format!("lease_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = connect(&url).unwrap();
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        let url = with_search_path(&url, &schema);
+        let mut client = connect(&url).unwrap();
+        client.batch_execute(SCHEMA).unwrap();
+        Some((url, client))
+    }
+
+    fn with_search_path(url: &str, schema: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-csearch_path%3D{schema}")
+    }
+
+    const FAST: Timing = Timing {
+        heartbeat: Duration::from_millis(50),
+        timeout: Duration::from_millis(400),
+    };
+
+    fn orphan(client: &mut Client, instance: &Instance, room: &str, timing: Timing) -> Taken {
+        take(client, instance, room, Claim::Orphaned, timing).unwrap()
+    }
+
+    fn routed(client: &mut Client, instance: &Instance, room: &str, timing: Timing) -> Taken {
+        take(client, instance, room, Claim::Routed, timing).unwrap()
+    }
+
+    fn lease(room: &str, epoch: i64) -> Lease {
+        Lease {
+            room: room.into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn timers_take_only_a_dead_owners_rooms_and_routing_takes_any_at_a_higher_epoch() {
+        let Some((url, mut client)) = database() else {
+            return;
+        };
+        let (a, b) = (Instance::new("a"), Instance::new("b"));
+        let beat_a = Heartbeat::start(&url, &a, FAST).unwrap();
+        let _beat_b = Heartbeat::start(&url, &b, FAST).unwrap();
+        assert_eq!(
+            orphan(&mut client, &a, "r@muc", FAST),
+            Taken::Free(lease("r@muc", 1))
+        );
+        assert_eq!(
+            routed(&mut client, &a, "r@muc", FAST),
+            Taken::Free(lease("r@muc", 1)),
+            "taking one's own lease again changes nothing"
+        );
+        assert_eq!(
+            orphan(&mut client, &b, "r@muc", FAST),
+            Taken::Held { by: "a".into() }
+        );
+        assert_eq!(
+            routed(&mut client, &b, "r@muc", FAST),
+            Taken::TakenOver {
+                lease: lease("r@muc", 2),
+                from: "a".into(),
+                from_live: true
+            }
+        );
+        assert_eq!(
+            fence(&mut client, &a, &[lease("r@muc", 1)]).unwrap(),
+            ["r@muc"]
+        );
+        assert!(fence(&mut client, &b, &[lease("r@muc", 2)])
+            .unwrap()
+            .is_empty());
+
+        assert_eq!(
+            orphan(&mut client, &a, "s@muc", FAST),
+            Taken::Free(lease("s@muc", 1))
+        );
+        drop(beat_a);
+        assert_eq!(
+            orphan(&mut client, &b, "s@muc", FAST),
+            Taken::TakenOver {
+                lease: lease("s@muc", 2),
+                from: "a".into(),
+                from_live: false
+            },
+            "a stopped beating: at once, its row is gone"
+        );
+    }
+
+    #[test]
+    fn a_terminated_session_frees_the_rooms_at_once_and_a_paused_owner_after_the_timeout() {
+        let Some((url, mut client)) = database() else {
+            return;
+        };
+        let (a, b) = (Instance::new("a"), Instance::new("b"));
+        // Slow beats: the heartbeat must not reconnect before b looks.
+        let slow = Timing {
+            heartbeat: Duration::from_secs(30),
+            timeout: Duration::from_secs(60),
+        };
+        let _beat_a = Heartbeat::start(&url, &a, slow).unwrap();
+        assert_eq!(
+            orphan(&mut client, &a, "r@muc", slow),
+            Taken::Free(lease("r@muc", 1))
+        );
+        client
+            .execute(
+                "SELECT pg_terminate_backend(backend_pid, 5000) FROM instances WHERE id = $1",
+                &[&a.id],
+            )
+            .unwrap();
+        let taken = orphan(&mut client, &b, "r@muc", slow);
+        assert!(
+            matches!(
+                taken,
+                Taken::TakenOver {
+                    from_live: false,
+                    ..
+                }
+            ),
+            "{taken:?}"
+        );
+
+        // A paused owner: its session lives on, its heartbeat stops.
+        let c = Instance::new("c");
+        client
+            .execute(
+                "INSERT INTO instances (id, name, backend_pid) VALUES ($1, 'c', pg_backend_pid())",
+                &[&c.id],
+            )
+            .unwrap();
+        assert_eq!(
+            orphan(&mut client, &c, "s@muc", FAST),
+            Taken::Free(lease("s@muc", 1))
+        );
+        assert_eq!(
+            orphan(&mut client, &b, "s@muc", FAST),
+            Taken::Held { by: "c".into() }
+        );
+        std::thread::sleep(FAST.timeout + Duration::from_millis(100));
+        assert!(matches!(
+            orphan(&mut client, &b, "s@muc", FAST),
+            Taken::TakenOver {
+                from_live: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_restart_under_the_same_name_supersedes_the_old_process() {
+        let Some((url, mut client)) = database() else {
+            return;
+        };
+        let old = Instance::new("muc-1");
+        let old_beat = Heartbeat::start(&url, &old, FAST).unwrap();
+        assert_eq!(
+            orphan(&mut client, &old, "r@muc", FAST),
+            Taken::Free(lease("r@muc", 1))
+        );
+        let new = Instance::new("muc-1");
+        let _new_beat = Heartbeat::start(&url, &new, FAST).unwrap();
+        assert!(matches!(
+            orphan(&mut client, &new, "r@muc", FAST),
+            Taken::TakenOver {
+                from_live: false,
+                ..
+            }
+        ));
+        std::thread::sleep(FAST.heartbeat * 4);
+        assert!(old_beat.superseded());
+    }
+
+    #[test]
+    fn the_fence_holds_off_a_takeover_until_the_commit_and_a_released_room_is_free() {
+        let Some((url, mut client)) = database() else {
+            return;
+        };
+        let (a, b) = (Instance::new("a"), Instance::new("b"));
+        let mut a_store = connect(&url).unwrap();
+        let first = routed(&mut a_store, &a, "r@muc", FAST);
+        assert_eq!(first, Taken::Free(lease("r@muc", 1)));
+        let mut batch = a_store.transaction().unwrap();
+        assert!(fence(&mut batch, &a, &[lease("r@muc", 1)])
+            .unwrap()
+            .is_empty());
+        let taker = std::thread::spawn({
+            let (url, b) = (url.clone(), b.clone());
+            move || routed(&mut connect(&url).unwrap(), &b, "r@muc", FAST)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!taker.is_finished(), "the takeover waits for a's commit");
+        batch.commit().unwrap();
+        assert!(matches!(taker.join().unwrap(), Taken::TakenOver { .. }));
+        assert_eq!(
+            fence(&mut a_store, &a, &[lease("r@muc", 1)]).unwrap(),
+            ["r@muc"]
+        );
+
+        let Taken::Free(s) = routed(&mut client, &b, "s@muc", FAST) else {
+            panic!("free")
+        };
+        release(&mut client, &b, &s).unwrap();
+        assert_eq!(
+            orphan(&mut client, &a, "s@muc", FAST),
+            Taken::Free(lease("s@muc", 1)),
+            "a released lease starts over"
+        );
+    }
+}
