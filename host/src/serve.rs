@@ -21,7 +21,7 @@ use crate::metrics::{self, Metrics};
 use crate::router::Router;
 use crate::runtime::{CompiledPlugin, MucBackend, PluginEngine, PluginRuntime, Preparer, Settings};
 use crate::service::Service;
-use crate::storage::{Storage, Transaction};
+use crate::storage::{Storage, StoreLocation, Transaction};
 use crate::xmpp::c2s::{self, C2s};
 use crate::xmpp::component::{self, Link, LinkSink};
 use crate::xmpp::tls;
@@ -83,7 +83,11 @@ fn load_extensions(
 /// directly. The owners of rooms that lose an extension cannot be told (nobody is connected).
 pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer> {
     let _lock = lock_data(data)?;
-    let storage = Arc::new(Mutex::new(Storage::open(data)?));
+    // The offline change is made on the embedded store; a service on PostgreSQL is changed
+    // through `ctl` while it runs.
+    let storage = Arc::new(Mutex::new(Storage::open(&StoreLocation::Sqlite(
+        data.into(),
+    ))?));
     if matches!(request, Request::ExtList) {
         let catalog: Vec<_> = Extensions::catalog(&storage.lock().expect("storage lock"))
             .into_iter()
@@ -148,7 +152,8 @@ pub fn serve(
         tracing::warn!("INSECURE AUTHENTICATION: any password is accepted for any account. For test suites only; never expose this service.");
     }
     let _lock = lock_data(&config.data)?;
-    let mut storage = Storage::open(&config.data)?;
+    let mut storage = Storage::open(&config.store)?;
+    tracing::info!(store = %config.store, "store opened");
     storage.enable_group_commit();
     storage.set_idle_eviction(config.room_idle);
     storage.set_archive_retention(config.archive_retention);
