@@ -590,7 +590,7 @@ impl Writes {
 
 #[cfg(test)]
 mod tests {
-    use super::test_stores::each_store;
+    use super::test_stores::{each_store, execute, terminate_sessions};
     use super::*;
     use std::time::Duration;
 
@@ -734,6 +734,99 @@ mod tests {
             let mut on_disk = Storage::open(store).unwrap();
             assert_eq!(on_disk.meta(DATA_OWNER_VERSION), Some("2.0.0"));
             assert_eq!(on_disk.get(Tier::Durable, "migrated"), Some(&b"yes"[..]));
+        });
+    }
+
+    #[test]
+    fn a_database_newer_than_the_binary_is_refused() {
+        each_store(|store| {
+            drop(Storage::open(store).unwrap());
+            execute(store, "INSERT INTO schema_migrations VALUES (999, 0)");
+            let refused = Storage::open(store).err().expect("refused");
+            assert!(
+                format!("{refused:#}").contains("schema version 999, newer"),
+                "{refused:#}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_sqlite_store_from_before_migrations_opens_and_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreLocation::Sqlite(dir.path().to_path_buf());
+        // The tables as they were before migrations were counted, holding a room.
+        execute(
+            &store,
+            "CREATE TABLE durable (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE extensions (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE timers (key TEXT PRIMARY KEY, due_ms INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO durable VALUES ('room/a@c/config', X'41');
+             INSERT INTO host_meta VALUES ('data-owner-version', '1.0.0');",
+        );
+        let mut storage = Storage::open(&store).unwrap();
+        assert_eq!(
+            storage.get(Tier::Durable, "room/a@c/config"),
+            Some(&b"A"[..])
+        );
+        assert_eq!(storage.meta(DATA_OWNER_VERSION), Some("1.0.0"));
+        let connection =
+            rusqlite::Connection::open(dir.path().join(location::SQLITE_FILE)).unwrap();
+        let version: u32 = connection
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, 1);
+    }
+
+    /// The connection breaks before the batch's COMMIT: the batch is not in the database, the
+    /// rooms it wrote are read again, and the next batch reconnects.
+    #[test]
+    fn a_batch_whose_connection_broke_is_forgotten_and_the_next_one_reconnects() {
+        each_store(|store| {
+            let StoreLocation::Postgres(config) = store else {
+                return;
+            };
+            stored_rooms(store);
+            let mut storage = Storage::open(store).unwrap();
+            storage.enable_group_commit();
+            write(
+                &mut storage,
+                &[("room/a@c/config", Some("A2")), ("meta/layout", Some("2"))],
+            );
+            let mut txn = Transaction::new(Quota::default());
+            let entry = ArchiveEntry {
+                id: "m1".into(),
+                at_ms: 1,
+                sender: "a@c/n".into(),
+                occupant_id: None,
+                real_jid: None,
+                stanza: "<message/>".into(),
+            };
+            txn.archive_append(&mut storage, "a@c", &entry).unwrap();
+            storage.apply(txn.writes).unwrap();
+            terminate_sessions(config);
+            assert!(storage.sync().is_err(), "the batch failed");
+            assert_eq!(
+                storage.get(Tier::Durable, "room/a@c/config"),
+                Some(&b"A"[..]),
+                "read again from the database"
+            );
+            assert_eq!(storage.get(Tier::Durable, "meta/layout"), Some(&b"1"[..]));
+            let everything = ArchiveQuery {
+                filter: ArchiveFilter::default(),
+                position: ArchivePosition::Oldest,
+                limit: 10,
+            };
+            assert_eq!(storage.archive_query("a@c", &everything).unwrap().count, 0);
+            write(&mut storage, &[("room/a@c/config", Some("A3"))]);
+            storage.sync().unwrap();
+            let mut reopened = Storage::open(store).unwrap();
+            assert_eq!(
+                reopened.get(Tier::Durable, "room/a@c/config"),
+                Some(&b"A3"[..])
+            );
         });
     }
 }

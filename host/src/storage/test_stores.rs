@@ -36,7 +36,9 @@ impl TestStore {
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .expect("a test schema");
         let mut config = server.clone();
-        config.options(&format!("-c search_path={schema}"));
+        config
+            .options(&format!("-c search_path={schema}"))
+            .application_name(&schema);
         TestStore {
             location: StoreLocation::Postgres(config),
             _dir: None,
@@ -67,4 +69,32 @@ pub fn each_store(test: impl Fn(&StoreLocation)) {
         Ok(url) if !url.is_empty() => test(&TestStore::postgres(&url).location),
         _ => eprintln!("PostgreSQL half not run: {POSTGRES_URL} names no server"),
     }
+}
+
+/// Runs `sql` on the store's database directly, beside the store's own connection.
+pub fn execute(store: &StoreLocation, sql: &str) {
+    match store {
+        StoreLocation::Sqlite(dir) => {
+            rusqlite::Connection::open(dir.join(super::location::SQLITE_FILE))
+                .and_then(|connection| connection.execute_batch(sql))
+                .expect("a statement on the test store")
+        }
+        StoreLocation::Postgres(config) => config
+            .connect(postgres::NoTls)
+            .and_then(|mut client| client.batch_execute(sql))
+            .expect("a statement on the test store"),
+    }
+}
+
+/// Ends the PostgreSQL sessions of the store's connections, as a server restart would.
+pub fn terminate_sessions(config: &postgres::Config) {
+    let name = config.get_application_name().expect("a test store's name");
+    let mut admin = config.connect(postgres::NoTls).expect("a session");
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .expect("sessions ended");
 }
