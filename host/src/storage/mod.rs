@@ -829,4 +829,42 @@ mod tests {
             );
         });
     }
+
+    /// Not a check, a figure: what one batch of the message path costs each backend (one call
+    /// appending an archive entry and writing a durable key, then the batch's commit).
+    /// `cargo test -p muc-host --release --lib per_batch -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn per_batch_cost_of_an_archive_append_and_sync() {
+        const BATCHES: u64 = 2000;
+        each_store(|store| {
+            let mut storage = Storage::open(store).unwrap();
+            storage.enable_group_commit();
+            let started = std::time::Instant::now();
+            for n in 0..BATCHES {
+                let mut txn = Transaction::new(Quota::default());
+                let entry = ArchiveEntry {
+                    id: format!("m{n}"),
+                    at_ms: n,
+                    sender: "a@c/n".into(),
+                    occupant_id: Some("o".into()),
+                    real_jid: None,
+                    stanza: "<message type='groupchat'><body>hello</body></message>".into(),
+                };
+                txn.archive_append(&mut storage, "a@c", &entry).unwrap();
+                txn.put(Tier::Durable, "room/a@c/last".into(), n.to_be_bytes().to_vec())
+                    .unwrap();
+                storage.apply(txn.writes).unwrap();
+                storage.sync().unwrap();
+            }
+            let per_batch = started.elapsed() / BATCHES as u32;
+            println!("{store}: {per_batch:?} per batch (append + durable key + commit)");
+            let everything = ArchiveQuery {
+                filter: ArchiveFilter::default(),
+                position: ArchivePosition::Newest,
+                limit: 1,
+            };
+            assert_eq!(storage.archive_query("a@c", &everything).unwrap().count, BATCHES);
+        });
+    }
 }
