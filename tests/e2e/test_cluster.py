@@ -356,16 +356,20 @@ def test_two_instances_share_the_muc_domain_and_survive_a_kill(h, request):
     traffic.finish()
     time.sleep(2)  # the last messages arrive
 
-    # The survivor's rooms: every message to every occupant once and in order, no gap.
-    longest_gap = 0.0
+    # The survivor's rooms: every message to every occupant once and in order, none held up (the
+    # gap between two arrivals also counts the sending thread's own pauses; the delay from
+    # sending to arrival is the servers').
+    longest_gap = slowest = 0.0
     for room in survivor:
         want = [seq for seq, _ in traffic.sent[room]]
+        sent_at = dict(traffic.sent[room])
         for user in USERS:
             got = live_seqs(clients[user], room)
             check_stream(f"{user} in {room} (muc-b)", [s for s, _ in got], want)
             times = [at for _, at in got]
             longest_gap = max([longest_gap] + [b - a for a, b in zip(times, times[1:])])
-    check(longest_gap < 6 * PERIOD, f"muc-b's rooms paused {longest_gap:.2f}s while muc-a was down")
+            slowest = max([slowest] + [at - sent_at[seq] for seq, at in got])
+    check(slowest < 4 * PERIOD, f"a message in muc-b's rooms took {slowest:.2f}s while muc-a was down")
 
     # The killed instance's rooms.
     silences = []
@@ -403,7 +407,7 @@ def test_two_instances_share_the_muc_domain_and_survive_a_kill(h, request):
         f"messages; service disco#items from {domain_slot}: {len(listed)} rooms; kill -9 + restart of muc-a: "
         f"link back {connected_at - killed_at:.2f}s after the kill, every occupant rejoined by "
         f"{all_back - killed_at:.1f}s (self-ping every 1s); its rooms silent {min(silences):.1f}-"
-        f"{max(silences):.1f}s; muc-b's rooms' longest pause {longest_gap:.2f}s")
+        f"{max(silences):.1f}s; muc-b's rooms: slowest delivery {slowest:.2f}s, longest pause {longest_gap:.2f}s")
 
 
 def service_rooms(client) -> set[str]:
