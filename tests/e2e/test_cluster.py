@@ -150,6 +150,7 @@ def test_ejabberd_balances_rooms_over_component_slots(h):
 USERS = ["u0", "u1", "u2", "u3"]  # every user in every room; room i's sender is USERS[i % 4]
 PERIOD = 0.5  # seconds between two messages to one room: 40 messages a second in all
 HISTORY = "1000"  # muc#maxhistoryfetch, the plugin's maximum: the whole run fits
+RESTART_DELAY = 1.0  # a supervisor's pause before restarting a dead instance (systemd's RestartSec=1)
 PING = "urn:xmpp:ping"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 SEQ = re.compile(r"^(r\d\d) (\d+)$")
@@ -360,12 +361,14 @@ def test_two_instances_share_the_muc_domain_and_survive_a_kill(h, request):
         check(listed == set(rooms_of[domain_slot]),
               f"disco#items answered by {domain_slot} lists {sorted(listed)}, it serves {rooms_of[domain_slot]}")
 
-    # Steady traffic, then muc-a killed under it and restarted at once, as a supervisor would.
+    # Steady traffic, then muc-a killed under it and restarted after RESTART_DELAY, as a
+    # supervisor would.
     victim, survivor = rooms_of["muc-a"], rooms_of["muc-b"]
     traffic.start()
     time.sleep(5)
     killed_at = time.monotonic()
     first.kill9()
+    time.sleep(RESTART_DELAY)
     first.start()
     connected_at = time.monotonic()
     back = rejoin_when_dropped(clients, victim, timeout=60)
@@ -391,7 +394,14 @@ def test_two_instances_share_the_muc_domain_and_survive_a_kill(h, request):
 
     # The killed instance's rooms.
     silences = []
+    outcome = {"reflected": 0, "refused": 0, "vanished": 0}  # of what was sent to muc-a's rooms
     for room in victim:
+        reflected = {seq for seq, _ in live_seqs(traffic.sender(room), room)}
+        refused = {int(el.get("id").rsplit("-", 1)[1]) for el in traffic.sender(room).take_all(
+            lambda el, r=room: kind(el) == "message" and el.get("type") == "error"
+            and el.get("id", "").startswith(r + "-"))}
+        for seq, _ in traffic.sent[room]:
+            outcome["reflected" if seq in reflected else "refused" if seq in refused else "vanished"] += 1
         acknowledged = {seq for seq, at in live_seqs(traffic.sender(room), room, until=killed_at)}
         for user in USERS:
             before_kill = [s for s, _ in live_seqs(clients[user], room, until=killed_at)]
@@ -422,10 +432,12 @@ def test_two_instances_share_the_muc_domain_and_survive_a_kill(h, request):
     conftest_report.add(
         f"cluster (ejabberd bare_destination, 2 instances, {'shared store' if store else 'SQLite each'}): "
         f"{len(rooms_of['muc-a'])}/{len(rooms_of['muc-b'])} rooms, {sum(len(s) for s in traffic.sent.values())} "
-        f"messages; service disco#items from {domain_slot}: {len(listed)} rooms; kill -9 + restart of muc-a: "
+        f"messages; service disco#items from {domain_slot}: {len(listed)} rooms; kill -9 of muc-a, restart "
+        f"{RESTART_DELAY:.0f}s later: "
         f"link back {connected_at - killed_at:.2f}s after the kill, every occupant rejoined by "
         f"{all_back - killed_at:.1f}s (self-ping every 1s); its rooms silent {min(silences):.1f}-"
-        f"{max(silences):.1f}s; muc-b's rooms: slowest delivery {slowest:.2f}s, longest pause {longest_gap:.2f}s")
+        f"{max(silences):.1f}s; sent to them: {outcome['reflected']} reflected, {outcome['refused']} refused "
+        f"(sender not in the room), {outcome['vanished']} vanished (no answer); muc-b's rooms: slowest delivery {slowest:.2f}s, longest pause {longest_gap:.2f}s")
 
 
 def service_rooms(client) -> set[str]:
