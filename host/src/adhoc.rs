@@ -10,7 +10,7 @@ use minidom::Element;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType, Option_};
 
 use crate::control::{Control, Request};
-use crate::service::error_reply;
+use crate::stanza_error::error_reply;
 
 pub const NS: &str = "http://jabber.org/protocol/commands";
 pub const SWAP_NODE: &str = "urn:muc-host:swap";

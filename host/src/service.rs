@@ -22,9 +22,8 @@ use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
 use crate::server;
+use crate::stanza_error::{error_reply, with_text};
 use crate::storage::{StorageError, Transaction};
-
-const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// The core around a MUC backend: the plugin component, or (for measuring what WebAssembly
 /// costs) the same logic linked natively.
@@ -392,28 +391,4 @@ impl Service<PluginRuntime> {
         self.deliver_all(txn.outbound);
         Ok(message)
     }
-}
-
-/// `reply` (an error reply) with a human-readable text in its error.
-fn with_text(mut reply: Element, text: &str) -> Element {
-    if let Some(error) = reply.get_child_mut("error", "jabber:client") {
-        error.append_child(Element::builder("text", STANZAS_NS).append(text).build());
-    }
-    reply
-}
-
-/// The error form of `stanza`: addresses swapped, `type='error'`, the condition inside.
-pub fn error_reply(stanza: &Element, type_: &str, condition: &str) -> Element {
-    let mut reply = Element::builder(stanza.name(), "jabber:client")
-        .attr(xml_ncname!("type").into(), "error")
-        .attr(xml_ncname!("from").into(), stanza.attr("to"))
-        .attr(xml_ncname!("to").into(), stanza.attr("from"))
-        .attr(xml_ncname!("id").into(), stanza.attr("id"))
-        .build();
-    let error = Element::builder("error", "jabber:client")
-        .attr(xml_ncname!("type").into(), type_)
-        .append(Element::builder(condition, STANZAS_NS).build())
-        .build();
-    reply.append_child(error);
-    reply
 }

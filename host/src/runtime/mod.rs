@@ -23,10 +23,9 @@ use crate::extensions::SharedExtensions;
 use crate::outbound::Outbound;
 use crate::storage::{Quota, Storage, StorageError, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
-pub use bindings::muc::plugin::extensions as wit_extensions;
 use bindings::muc::plugin::types;
-pub use bindings::{CallContext, MemoryCap, MucPlugin};
-pub use engine::{compile_cached, host_contract, CompiledPlugin, PluginEngine, EPOCH_TICK};
+pub use bindings::{CallContext, MucPlugin};
+pub use engine::{host_contract, CompiledPlugin, PluginEngine};
 
 /// What an instance may use in one call.
 #[derive(Clone, Copy, Debug)]
@@ -623,7 +622,7 @@ fn begin(store: &mut Store<CallContext>, txn: Transaction, clock: &dyn Clock, se
     context.txn = txn;
     context.now_ms = clock.now_ms();
     context.memory.hit = false;
-    store.set_epoch_deadline(crate::extensions::budget_ticks(settings.limits.call_budget));
+    store.set_epoch_deadline(crate::wasm::budget_ticks(settings.limits.call_budget));
 }
 
 /// A fresh instance of `plugin`, initialised. `init` may read but must not write or send.

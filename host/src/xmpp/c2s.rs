@@ -27,7 +27,7 @@ use crate::inbox::Lanes;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::SessionSink;
-use crate::service::error_reply;
+use crate::stanza_error::error_reply;
 
 const CLIENT_NS: &str = "jabber:client";
 const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
