@@ -154,6 +154,15 @@ pub trait MucBackend {
     fn storage(&self) -> &Arc<Mutex<Storage>>;
     /// The time its calls see, in ms since the Unix epoch (virtual in the test host).
     fn now_ms(&self) -> u64;
+    /// What `ctl status` shows.
+    fn status(&self) -> Status;
+    /// The room extensions the logic's hooks run, if any.
+    fn extensions(&self) -> Option<&SharedExtensions>;
+    /// Hands the service to `prepared` between two calls (see [`PluginRuntime::swap`]); on
+    /// success, what the new plugin's upgrade sent. Nothing changes on an error.
+    fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), String>;
+    /// The plugin the current one replaced, for a rollback.
+    fn previous(&self) -> Option<CompiledPlugin>;
 }
 
 impl MucBackend for PluginRuntime {
@@ -175,6 +184,24 @@ impl MucBackend for PluginRuntime {
 
     fn now_ms(&self) -> u64 {
         PluginRuntime::now_ms(self)
+    }
+
+    fn status(&self) -> Status {
+        PluginRuntime::status(self)
+    }
+
+    fn extensions(&self) -> Option<&SharedExtensions> {
+        PluginRuntime::extensions(self)
+    }
+
+    fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), String> {
+        PluginRuntime::swap(self, prepared).map_err(|fault| {
+            format!("the new plugin's upgrade failed, the old one serves on: {fault}")
+        })
+    }
+
+    fn previous(&self) -> Option<CompiledPlugin> {
+        PluginRuntime::previous(self)
     }
 }
 
