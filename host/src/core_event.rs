@@ -5,7 +5,7 @@
 use jid::FullJid;
 use minidom::Element;
 
-use crate::extensions::Change;
+use crate::extensions::{Change, Entry};
 use crate::router::SessionSink;
 use crate::runtime::{CompiledPlugin, Prepared, Status, SwapReport};
 
@@ -44,7 +44,7 @@ pub enum CoreEvent {
     },
     /// `ext list`: the installed extensions, each with why it did not load, if it did not.
     ExtensionList {
-        reply: Reply<Vec<(crate::extensions::Entry, Option<String>)>>,
+        reply: Reply<Vec<(Entry, Option<String>)>>,
     },
     /// What `ctl status` shows.
     Status { reply: Reply<Status> },
