@@ -604,6 +604,7 @@ class Client:
         self.plaintext_ok = plaintext_ok
         self.name = name or jid
         self.received: list[ET.Element] = []
+        self.received_at: list[float] = []  # time.monotonic() of each, for measuring silences
         self.taken: set[int] = set()
         self.cond = threading.Condition()
         self.events: list[str] = []
@@ -668,6 +669,7 @@ class Client:
             import copy
             with self.cond:
                 self.received.append(copy.deepcopy(el))
+                self.received_at.append(time.monotonic())
                 self.cond.notify_all()
         return stanza
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use minidom::Element;
 use muc_host::extensions::{Change, ExtensionCompiler, ExtensionLimits, Extensions};
-use muc_host::runtime::wit_extensions::MessageHooksNeed;
 use muc_host::scansion::Harness;
 use muc_host::storage::{Storage, Tier, Transaction};
 use muc_host::testhost::TestHost;
+use muc_host::wasm::plugin_world::muc::plugin::extensions::MessageHooksNeed;
 use muc_tests::{compile, component, engine};
 
 const ROOM: &str = "lab@conference.localhost";
