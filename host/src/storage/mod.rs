@@ -852,8 +852,12 @@ mod tests {
                     stanza: "<message type='groupchat'><body>hello</body></message>".into(),
                 };
                 txn.archive_append(&mut storage, "a@c", &entry).unwrap();
-                txn.put(Tier::Durable, "room/a@c/last".into(), n.to_be_bytes().to_vec())
-                    .unwrap();
+                txn.put(
+                    Tier::Durable,
+                    "room/a@c/last".into(),
+                    n.to_be_bytes().to_vec(),
+                )
+                .unwrap();
                 storage.apply(txn.writes).unwrap();
                 storage.sync().unwrap();
             }
@@ -864,7 +868,10 @@ mod tests {
                 position: ArchivePosition::Newest,
                 limit: 1,
             };
-            assert_eq!(storage.archive_query("a@c", &everything).unwrap().count, BATCHES);
+            assert_eq!(
+                storage.archive_query("a@c", &everything).unwrap().count,
+                BATCHES
+            );
         });
     }
 }
