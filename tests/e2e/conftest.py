@@ -3,6 +3,7 @@ venv first), after `scripts/build`.
 
 Each test gets a `Harness` (`h`): everything it starts through it (muc-host, Prosody, clients)
 is stopped at teardown, and its logs are under the test's tmp_path (`logs/`), named in failures.
+A test that takes `postgres_url` gets a fresh database on the session's PostgreSQL cluster.
 """
 
 import sys
@@ -13,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+import postgres  # noqa: E402
 
 
 @pytest.fixture
@@ -22,6 +24,26 @@ def h(tmp_path, request):
         yield harness_
     finally:
         harness_.teardown()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """The session's PostgreSQL cluster (CI's, through MUC_TEST_POSTGRES, else one of its own)."""
+    cluster = postgres.Cluster.for_session()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    """A fresh database on the session's cluster, dropped after the test: its URL."""
+    url = postgres_cluster.create_database()
+    try:
+        yield url
+    finally:
+        postgres_cluster.drop_database(url)
 
 
 def pytest_terminal_summary(terminalreporter):
