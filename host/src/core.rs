@@ -15,6 +15,7 @@ use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::runtime::MucBackend;
 use crate::service::Service;
+use crate::storage::lease::Fenced;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
 const MAX_BATCH: usize = 512;
@@ -126,6 +127,12 @@ fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
             metrics
                 .storage_sync_seconds
                 .observe(started.elapsed().as_secs_f64());
+        }
+        // Another instance serves one of the batch's rooms now: the batch is rolled back and
+        // those rooms forgotten here; the others are read again on their next stanza.
+        Err(error) if error.is::<Fenced>() => {
+            tracing::warn!("{error:#}");
+            metrics.fencing_rejections.inc();
         }
         Err(error) => {
             tracing::error!(%error, "the store could not sync; stopping so a restart recovers from disk");

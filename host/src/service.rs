@@ -78,7 +78,8 @@ impl<M: MucBackend> Service<M> {
     }
 
     /// Makes every write so far durable, then delivers what waited for it, in order. Returns
-    /// how many durable keys the sync wrote. An error means the disk failed: stop serving.
+    /// how many durable keys the sync wrote. On an error nothing of the batch is delivered: the
+    /// disk failed (stop serving), or another instance took one of its rooms (`Fenced`).
     pub fn flush(&mut self) -> anyhow::Result<usize> {
         let now_ms = self.muc.now_ms();
         let synced = {
@@ -87,7 +88,14 @@ impl<M: MucBackend> Service<M> {
             if let Err(error) = storage.expire_archive(now_ms) {
                 tracing::warn!(%error, "expiring archived messages failed; retrying later");
             }
-            let synced = storage.sync()?;
+            let synced = match storage.sync() {
+                Ok(synced) => synced,
+                Err(error) => {
+                    // The batch is not in the database: nothing of it may leave.
+                    self.outbox.clear();
+                    return Err(error);
+                }
+            };
             storage.evict_idle();
             synced
         };
@@ -427,6 +435,7 @@ fn gauges_of(storage: &Storage) -> Gauges {
     Gauges {
         rooms: rooms as u64,
         occupants: occupants as u64,
+        leases: storage.lease_counts(),
     }
 }
 
@@ -453,7 +462,8 @@ mod tests {
             gauges_of(&storage),
             Gauges {
                 rooms: 2,
-                occupants: 2
+                occupants: 2,
+                leases: None
             }
         );
     }

@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::archive::ArchiveRows;
+use super::lease::LeaseCounts;
 use super::{Map, Writes};
 
 /// Everything but the rooms, read at start.
@@ -75,4 +76,23 @@ pub trait Backend: Send {
     /// After a failed batch: whatever is left of its transaction is undone, and a lost
     /// connection is opened again when next used.
     fn abandon_batch(&mut self);
+
+    /// Several instances serve rooms from this database: this one joins them as `name` (see
+    /// [`super::lease`]); from then on [`Backend::commit_batch`] fences the batch's rooms.
+    fn join_cluster(&mut self, _name: &str) -> Result<()> {
+        bail!("only a PostgreSQL store can be shared by several instances")
+    }
+
+    /// Before this instance serves the room `jid`: it holds the room's lease.
+    fn claim(&mut self, _jid: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The rooms `jids` left memory: their leases go.
+    fn release(&mut self, _jids: &[String]) {}
+
+    /// This instance's leases, when it shares the database.
+    fn lease_counts(&self) -> Option<LeaseCounts> {
+        None
+    }
 }

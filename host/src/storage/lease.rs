@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use postgres::{Client, GenericClient};
+use postgres::{Client, Config, GenericClient};
 
 /// The tables, created by the PostgreSQL store's migrations.
 pub const SCHEMA: &str = "
@@ -204,6 +204,167 @@ pub fn fence(
         .collect())
 }
 
+/// A batch touched rooms whose leases another instance took: it was rolled back, and nothing of
+/// it may leave.
+#[derive(Debug)]
+pub struct Fenced {
+    pub rooms: Vec<String>,
+}
+
+impl std::fmt::Display for Fenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "another instance took over {}: the batch is rolled back, nothing of it is sent",
+            self.rooms.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for Fenced {}
+
+/// What an instance's leases did since it started, for its metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseCounts {
+    /// Rooms whose lease it holds now.
+    pub held: u64,
+    /// Leases it took from another instance.
+    pub takeovers: u64,
+    /// Batches PostgreSQL refused because another instance had taken one of their rooms.
+    pub fencing_rejections: u64,
+}
+
+/// This instance's part in a shared store: who it is, its heartbeat, and the leases it holds,
+/// taken on a connection of their own (a take commits at once, outside the batch's
+/// transaction). Rooms are named by their JID.
+pub struct Membership {
+    instance: Instance,
+    timing: Timing,
+    config: Config,
+    /// None after it broke, until the next take.
+    client: Option<Client>,
+    held: std::collections::HashMap<String, Lease>,
+    heartbeat: Heartbeat,
+    counts: LeaseCounts,
+}
+
+impl Membership {
+    /// Registers `name` (superseding an earlier process of that name) and starts its heartbeat.
+    pub fn join(config: &Config, name: &str, timing: Timing) -> Result<Membership> {
+        let instance = Instance::new(name);
+        let heartbeat = Heartbeat::start(config, &instance, timing)?;
+        Ok(Membership {
+            client: Some(connect(config)?),
+            instance,
+            timing,
+            config: config.clone(),
+            held: Default::default(),
+            heartbeat,
+            counts: LeaseCounts::default(),
+        })
+    }
+
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// Makes sure this instance holds `room`'s lease before it serves the room: nothing to do
+    /// when it does, else a take (logged, and counted, when it takes the room from another).
+    pub fn claim(&mut self, room: &str) -> Result<()> {
+        if self.held.contains_key(room) {
+            return Ok(());
+        }
+        let client = match &mut self.client {
+            Some(client) if !client.is_closed() => client,
+            slot => slot.insert(connect(&self.config)?),
+        };
+        match take(client, &self.instance, room, Claim::Routed, self.timing)? {
+            Taken::Free(lease) => {
+                self.held.insert(room.to_string(), lease);
+            }
+            Taken::TakenOver {
+                lease,
+                from,
+                from_live,
+            } => {
+                if from_live {
+                    tracing::warn!(room, from, epoch = lease.epoch, "room taken over from a live instance: ejabberd routes it here now (a slot moved, or two connections share one: check domain_balancing)");
+                } else {
+                    tracing::info!(room, from, epoch = lease.epoch, "room taken over from an instance that is gone");
+                }
+                self.counts.takeovers += 1;
+                self.held.insert(room.to_string(), lease);
+            }
+            Taken::Held { by } => {
+                anyhow::bail!("{room} is served by the live instance {by}")
+            }
+        }
+        Ok(())
+    }
+
+    /// The fencing check for a batch that touched `rooms`, inside its transaction on `txn`:
+    /// every one must still be this instance's at the epoch it took. An error other than
+    /// [`Fenced`] is the database's.
+    pub fn fence(&mut self, txn: &mut impl GenericClient, rooms: &[String]) -> Result<()> {
+        if self.heartbeat.superseded() {
+            anyhow::bail!(
+                "another process registered as instance {}: this one must not commit",
+                self.instance.name
+            );
+        }
+        let mut held = Vec::with_capacity(rooms.len());
+        let mut lost: Vec<String> = Vec::new();
+        for room in rooms {
+            match self.held.get(room) {
+                Some(lease) => held.push(lease.clone()),
+                // Touched without a claim (a claim failed in the batch): not ours to commit.
+                None => lost.push(room.clone()),
+            }
+        }
+        lost.extend(fence(txn, &self.instance, &held)?);
+        if lost.is_empty() {
+            return Ok(());
+        }
+        for room in &lost {
+            self.held.remove(room);
+        }
+        self.counts.fencing_rejections += 1;
+        Err(Fenced { rooms: lost }.into())
+    }
+
+    /// Gives up the leases of `rooms` (they left memory): another instance may take them at once.
+    pub fn release(&mut self, rooms: &[String]) {
+        for room in rooms {
+            let (Some(lease), Some(client)) = (self.held.remove(room), &mut self.client) else {
+                continue;
+            };
+            if let Err(error) = release(client, &self.instance, &lease) {
+                tracing::debug!(room, %error, "releasing a lease failed; it lapses with this instance");
+            }
+        }
+    }
+
+    pub fn counts(&self) -> LeaseCounts {
+        LeaseCounts {
+            held: self.held.len() as u64,
+            ..self.counts
+        }
+    }
+}
+
+impl Drop for Membership {
+    /// A clean stop hands every room back at once (a killed instance's go when the others see it
+    /// dead).
+    fn drop(&mut self) {
+        if let Some(client) = &mut self.client {
+            let _ = client.execute(
+                "DELETE FROM leases WHERE owner = $1",
+                &[&self.instance.id],
+            );
+        }
+    }
+}
+
 /// Keeps this instance's row fresh from a thread of its own, on its own connection.
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
@@ -214,17 +375,17 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Registers `instance` (superseding any previous incarnation with its name) and starts
     /// beating. Fails when the database cannot be reached now.
-    pub fn start(url: &str, instance: &Instance, timing: Timing) -> Result<Heartbeat> {
-        let mut client = connect(url)?;
+    pub fn start(config: &Config, instance: &Instance, timing: Timing) -> Result<Heartbeat> {
+        let mut client = connect(config)?;
         register(&mut client, instance)?;
         let stop = Arc::new(AtomicBool::new(false));
         let superseded = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("heartbeat".into())
             .spawn({
-                let (url, instance) = (url.to_string(), instance.clone());
+                let (config, instance) = (config.clone(), instance.clone());
                 let (stop, superseded) = (stop.clone(), superseded.clone());
-                move || beat(client, &url, &instance, timing, &stop, &superseded)
+                move || beat(client, &config, &instance, timing, &stop, &superseded)
             })
             .context("starting the heartbeat")?;
         Ok(Heartbeat {
@@ -251,24 +412,16 @@ impl Drop for Heartbeat {
     }
 }
 
-pub fn connect(url: &str) -> Result<Client> {
-    let mut config: postgres::Config = url.parse().context("the PostgreSQL URL")?;
-    config.connect_timeout(Duration::from_secs(5));
+/// A connection of the lease machinery's own (a take commits at once, whatever the batch's
+/// transaction is doing), with a bounded wait.
+pub fn connect(config: &Config) -> Result<Client> {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
     config
         .connect(postgres::NoTls)
-        .with_context(|| format!("connecting to PostgreSQL at {}", redacted(url)))
-}
-
-/// The URL without its password, for messages.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let user = &url[scheme + 3..at];
-            let user = user.split(':').next().unwrap_or(user);
-            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
+        .context("connecting to PostgreSQL for the room leases")
 }
 
 fn register(client: &mut Client, instance: &Instance) -> Result<()> {
@@ -288,7 +441,7 @@ fn register(client: &mut Client, instance: &Instance) -> Result<()> {
 
 fn beat(
     mut client: Client,
-    url: &str,
+    config: &Config,
     instance: &Instance,
     timing: Timing,
     stop: &AtomicBool,
@@ -317,7 +470,7 @@ fn beat(
             // instance is dead to the others meanwhile, and the fencing check keeps it honest).
             Err(error) => {
                 tracing::warn!(%error, "heartbeat failed; reconnecting");
-                match connect(url).and_then(|mut fresh| {
+                match connect(config).and_then(|mut fresh| {
                     let updated = fresh.execute(
                         "UPDATE instances SET backend_pid = pg_backend_pid(), heartbeat_at = now()
                          WHERE id = $1",
@@ -344,20 +497,20 @@ mod tests {
     use super::*;
 
     /// A fresh schema on the test cluster, or `None` (and a notice) without one.
-    fn database() -> Option<(String, Client)> {
+    fn database() -> Option<(Config, Client)> {
         let Ok(url) = std::env::var("MUC_TEST_POSTGRES") else {
             eprintln!("MUC_TEST_POSTGRES unset: the lease tests did not run");
             return None;
         };
         let schema = format!("lease_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = connect(&url).unwrap();
+        let mut admin = connect(&url.parse().unwrap()).unwrap();
         admin
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .unwrap();
-        let url = with_search_path(&url, &schema);
-        let mut client = connect(&url).unwrap();
+        let config: Config = with_search_path(&url, &schema).parse().unwrap();
+        let mut client = connect(&config).unwrap();
         client.batch_execute(SCHEMA).unwrap();
-        Some((url, client))
+        Some((config, client))
     }
 
     fn with_search_path(url: &str, schema: &str) -> String {

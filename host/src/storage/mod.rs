@@ -38,6 +38,7 @@ pub use archive::{
     QueryFailure, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
 };
 use backend::Backend;
+use lease::{Fenced, LeaseCounts};
 pub use location::StoreLocation;
 pub use residency::DEFAULT_IDLE as DEFAULT_ROOM_IDLE;
 use residency::{Residency, Span};
@@ -79,8 +80,12 @@ pub struct Storage {
     /// disk transaction as the writes it describes (a migration and its new data owner).
     unsynced_meta: BTreeMap<String, String>,
     /// With group commit, the rooms (`room/ROOM/`) whose durable keys or archive the batch
-    /// wrote: the ones to read again if it fails.
+    /// wrote, and in a shared store every room it touched: the ones to read again if it fails,
+    /// and whose leases the commit checks.
     batch_rooms: BTreeSet<String>,
+    /// Several instances share the database ([`Storage::join_cluster`]): rooms are leased, and
+    /// what is not per room is read from the database, where the others write it too.
+    shared: bool,
     /// A failed batch left what is not per room (the durable keys outside rooms, the extension
     /// tier, the timers, the bookkeeping) to be read again: nothing syncs until it is.
     reload_pending: bool,
@@ -107,6 +112,7 @@ impl Storage {
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
             batch_rooms: BTreeSet::new(),
+            shared: false,
             reload_pending: false,
             expiry: Expiry::default(),
         }
@@ -141,9 +147,23 @@ impl Storage {
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
             batch_rooms: BTreeSet::new(),
+            shared: false,
             reload_pending: false,
             expiry,
         })
+    }
+
+    /// Joins the instances sharing this database as `name`: from now on this one serves a room
+    /// only under its lease, and every commit is fenced (see [`lease`]).
+    pub fn join_cluster(&mut self, name: &str) -> Result<()> {
+        self.backend.join_cluster(name)?;
+        self.shared = true;
+        Ok(())
+    }
+
+    /// This instance's leases, in a shared store.
+    pub fn lease_counts(&self) -> Option<LeaseCounts> {
+        self.backend.lease_counts()
     }
 
     pub fn map(&self, tier: Tier) -> &Map {
@@ -163,10 +183,21 @@ impl Storage {
     }
 
     pub fn get(&mut self, tier: Tier, key: &str) -> Option<&[u8]> {
-        if tier == Tier::Durable {
-            if let Some(room) = residency::room_of(key) {
-                self.make_resident(room);
+        match residency::room_of(key) {
+            Some(room) => {
+                self.claim(room);
+                if tier == Tier::Durable {
+                    self.make_resident(room);
+                }
             }
+            None if tier == Tier::Durable && self.shared => {
+                let fresh = self.read_service_wide(key);
+                match fresh.get(key) {
+                    Some(value) => self.durable.insert(key.to_string(), value.clone()),
+                    None => self.durable.remove(key),
+                };
+            }
+            None => {}
         }
         self.map(tier).get(key).map(Vec::as_slice)
     }
@@ -179,12 +210,19 @@ impl Storage {
         start_after: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
         let map = match (tier, residency::span(prefix)) {
-            (Tier::Durable, Span::Room(room)) => {
-                self.make_resident(room);
-                &self.durable
+            (tier, Span::Room(room)) => {
+                self.claim(room);
+                if tier == Tier::Durable {
+                    self.make_resident(room);
+                }
+                self.map(tier)
             }
             (Tier::Durable, Span::Rooms) if self.residency.is_lazy() => {
                 self.spanning_scan = self.read_spanning(prefix);
+                &self.spanning_scan
+            }
+            (Tier::Durable, Span::NoRoom) if self.shared => {
+                self.spanning_scan = self.read_service_wide(prefix);
                 &self.spanning_scan
             }
             _ => self.map(tier),
@@ -229,6 +267,47 @@ impl Storage {
             // it: the next sync reports the failure, and nothing written since reaches the disk.
             Err(error) => self.residency.fail(error),
         }
+    }
+
+    /// In a shared store: this instance holds `room`'s lease before it serves the room (see
+    /// [`lease`]), and the batch's commit checks it still does. A failed claim fails the batch.
+    fn claim(&mut self, room: &str) {
+        if !self.shared || self.batch_rooms.contains(room) {
+            return;
+        }
+        if let Err(error) = self.backend.claim(room_jid(room)) {
+            self.residency.fail(error);
+        }
+        self.batch_rooms.insert(room.to_string());
+    }
+
+    /// In a shared store, the durable keys outside rooms starting with `prefix` as the database
+    /// has them (other instances write them too), with this batch's writes not yet synced on
+    /// top.
+    fn read_service_wide(&mut self, prefix: &str) -> Map {
+        let mut fresh: Map = match self.backend.load_prefix(prefix) {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|(key, _)| residency::room_of(key).is_none())
+                .collect(),
+            Err(error) => {
+                self.residency.fail(error);
+                return Map::new();
+            }
+        };
+        if let Some(unsynced) = &self.unsynced {
+            let written = unsynced
+                .durable
+                .range(prefix.to_string()..)
+                .take_while(|(key, _)| key.starts_with(prefix));
+            for (key, value) in written {
+                match value {
+                    Some(value) => fresh.insert(key.clone(), value.clone()),
+                    None => fresh.remove(key),
+                };
+            }
+        }
+        fresh
     }
 
     /// A durable range across rooms: rooms in memory as memory has them (it may hold writes not
@@ -279,6 +358,10 @@ impl Storage {
             for key in keys {
                 self.durable.remove(&key);
             }
+        }
+        if self.shared {
+            let rooms: Vec<String> = idle.iter().map(|room| room_jid(room).to_string()).collect();
+            self.backend.release(&rooms);
         }
         idle.len()
     }
@@ -351,7 +434,7 @@ impl Storage {
         match self.commit_batch() {
             Ok(count) => Ok(count),
             Err(error) => {
-                self.forget_batch();
+                self.forget_batch(error.downcast_ref::<Fenced>());
                 Err(error)
             }
         }
@@ -383,8 +466,20 @@ impl Storage {
     }
 
     /// After a failed batch: what it wrote is dropped from memory, to be read again from the
-    /// database (the volatile tier, which is not the database's, stays).
-    fn forget_batch(&mut self) {
+    /// database (the volatile tier, which is not the database's, stays, but for the rooms
+    /// another instance took: `fenced`, whose occupants are that instance's now).
+    fn forget_batch(&mut self, fenced: Option<&Fenced>) {
+        for room in fenced.map(|fenced| fenced.rooms.as_slice()).unwrap_or_default() {
+            let prefix = format!("room/{room}/");
+            let keys: Vec<String> = self
+                .resident(Tier::Volatile, &prefix)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in keys {
+                self.volatile.remove(&key);
+            }
+            self.residency.forget(&prefix);
+        }
         self.backend.abandon_batch();
         let unsynced = self.unsynced.replace(Writes::default()).unwrap_or_default();
         self.unsynced_meta.clear();
@@ -437,7 +532,15 @@ impl Storage {
         // A room is in memory whole or not at all: read it before writing into it.
         for key in writes.durable.keys() {
             if let Some(room) = residency::room_of(key) {
+                self.claim(room);
                 self.make_resident(room);
+            }
+        }
+        if self.shared {
+            for key in writes.volatile.keys().chain(writes.extensions.keys()) {
+                if let Some(room) = residency::room_of(key) {
+                    self.claim(room);
+                }
             }
         }
         if let Err(error) = self.residency.check() {
@@ -493,7 +596,9 @@ impl Storage {
     fn archive_writer(&mut self, room: &str) -> Result<&dyn archive::ArchiveRows> {
         let batched = self.on_disk && self.unsynced.is_some();
         if batched {
-            self.batch_rooms.insert(format!("room/{room}/"));
+            let room = format!("room/{room}/");
+            self.claim(&room);
+            self.batch_rooms.insert(room);
         }
         self.backend.call_writer(batched)
     }
@@ -587,6 +692,13 @@ impl Writes {
             && self.extensions.is_empty()
             && self.timers.is_empty()
     }
+}
+
+/// The JID of a room named by its key prefix (`room/ROOM/`).
+fn room_jid(room: &str) -> &str {
+    room.strip_prefix("room/")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or(room)
 }
 
 #[cfg(test)]

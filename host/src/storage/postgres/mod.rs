@@ -20,6 +20,7 @@ use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::archive::ArchiveRows;
 use super::backend::{Backend, Loaded};
+use super::lease::{self, LeaseCounts, Membership};
 use super::migrations::{self, Schema};
 use super::{residency, Map, Writes};
 use crate::clock::{Clock, SystemClock};
@@ -49,7 +50,7 @@ const MIGRATIONS: &[&str] = &["
     CREATE UNIQUE INDEX archive_by_id ON archive (room_id, id);
     CREATE INDEX archive_by_time ON archive (room_id, at_ms, seq);
     CREATE INDEX archive_by_sender ON archive (room_id, sender, seq);
-"];
+", lease::SCHEMA];
 
 /// Instances starting together migrate one at a time (a session-level advisory lock).
 const MIGRATION_LOCK: i64 = 0x6d75_635f_686f_7374; // "muc_host"
@@ -77,6 +78,8 @@ pub struct Postgres {
     /// With group commit: the batch's transaction is open.
     batch_open: bool,
     call: Option<CallScope>,
+    /// Shared with other instances: this one's leases.
+    membership: Option<Membership>,
 }
 
 /// A connection with the statements prepared on it.
@@ -124,6 +127,7 @@ impl Postgres {
             config,
             batch_open: false,
             call: None,
+            membership: None,
         };
         postgres.simple(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
         let migrated = migrations::migrate(&mut postgres, MIGRATIONS, "the PostgreSQL store");
@@ -268,6 +272,26 @@ impl Postgres {
                 Ok((key, row.get(1)))
             })
             .collect()
+    }
+
+    /// The fencing check for `rooms`, on the batch's connection (in its transaction when one is
+    /// open).
+    fn fence(&mut self, rooms: &[String]) -> Result<()> {
+        let Some(membership) = &mut self.membership else {
+            return Ok(());
+        };
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let mut slot = self.connection.borrow_mut();
+        let connection = match slot.as_mut() {
+            Some(connection) if !connection.client.is_closed() => connection,
+            _ => {
+                *slot = None;
+                return Err(anyhow!("the connection to PostgreSQL was lost before the fencing check"));
+            }
+        };
+        membership.fence(&mut connection.client, rooms)
     }
 
     /// Ends the open transaction, if any, undoing it.
@@ -467,11 +491,16 @@ impl Backend for Postgres {
         &mut self,
         writes: &Writes,
         meta: &[(&str, &str)],
-        _rooms: &BTreeSet<String>,
+        rooms: &BTreeSet<String>,
     ) -> Result<()> {
+        let fenced: Vec<String> = match self.membership {
+            Some(_) => rooms.iter().map(|room| super::room_jid(room).to_string()).collect(),
+            None => Vec::new(),
+        };
         if !self.batch_open {
             if writes.is_empty() && meta.is_empty() {
-                return Ok(());
+                // Nothing to commit, but stanzas to send: only while the rooms are still ours.
+                return self.fence(&fenced);
             }
             self.simple("BEGIN")?;
             self.batch_open = true;
@@ -483,7 +512,8 @@ impl Backend for Postgres {
             ));
         }
         self.write(writes, meta)?;
-        // Room leases: their check runs here, in the batch's transaction, before COMMIT.
+        // In the batch's transaction, before COMMIT: its lease rows stay locked until then.
+        self.fence(&fenced)?;
         self.simple("COMMIT")
             .context("committing the batch (its outcome is unknown)")?;
         self.batch_open = false;
@@ -492,5 +522,27 @@ impl Backend for Postgres {
 
     fn abandon_batch(&mut self) {
         self.roll_back_all();
+    }
+
+    fn join_cluster(&mut self, name: &str) -> Result<()> {
+        self.membership = Some(Membership::join(&self.config, name, lease::Timing::default())?);
+        Ok(())
+    }
+
+    fn claim(&mut self, jid: &str) -> Result<()> {
+        match &mut self.membership {
+            Some(membership) => membership.claim(jid),
+            None => Ok(()),
+        }
+    }
+
+    fn release(&mut self, jids: &[String]) {
+        if let Some(membership) = &mut self.membership {
+            membership.release(jids);
+        }
+    }
+
+    fn lease_counts(&self) -> Option<LeaseCounts> {
+        self.membership.as_ref().map(Membership::counts)
     }
 }
