@@ -7,8 +7,8 @@ use minidom::Element;
 
 use crate::extensions::{Change, Entry};
 use crate::router::SessionSink;
-use crate::storage::lease::LeaseCounts;
 use crate::runtime::{CompiledPlugin, Prepared, Status, SwapReport};
+use crate::storage::lease::LeaseCounts;
 
 pub enum CoreEvent {
     /// A client bound `jid`; stanzas for it go to `sink`.

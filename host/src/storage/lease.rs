@@ -290,7 +290,12 @@ impl Membership {
                 if from_live {
                     tracing::warn!(room, from, epoch = lease.epoch, "room taken over from a live instance: ejabberd routes it here now (a slot moved, or two connections share one: check domain_balancing)");
                 } else {
-                    tracing::info!(room, from, epoch = lease.epoch, "room taken over from an instance that is gone");
+                    tracing::info!(
+                        room,
+                        from,
+                        epoch = lease.epoch,
+                        "room taken over from an instance that is gone"
+                    );
                 }
                 self.counts.takeovers += 1;
                 self.held.insert(room.to_string(), lease);
@@ -357,10 +362,7 @@ impl Drop for Membership {
     /// dead).
     fn drop(&mut self) {
         if let Some(client) = &mut self.client {
-            let _ = client.execute(
-                "DELETE FROM leases WHERE owner = $1",
-                &[&self.instance.id],
-            );
+            let _ = client.execute("DELETE FROM leases WHERE owner = $1", &[&self.instance.id]);
         }
     }
 }

@@ -469,7 +469,10 @@ impl Storage {
     /// database (the volatile tier, which is not the database's, stays, but for the rooms
     /// another instance took: `fenced`, whose occupants are that instance's now).
     fn forget_batch(&mut self, fenced: Option<&Fenced>) {
-        for room in fenced.map(|fenced| fenced.rooms.as_slice()).unwrap_or_default() {
+        for room in fenced
+            .map(|fenced| fenced.rooms.as_slice())
+            .unwrap_or_default()
+        {
             let prefix = format!("room/{room}/");
             let keys: Vec<String> = self
                 .resident(Tier::Volatile, &prefix)

@@ -26,7 +26,8 @@ use super::{residency, Map, Writes};
 use crate::clock::{Clock, SystemClock};
 
 /// Version N is `MIGRATIONS[N - 1]`; never edit one that was released, add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE durable (key BYTEA PRIMARY KEY, value BYTEA NOT NULL);
     CREATE TABLE extensions (key BYTEA PRIMARY KEY, value BYTEA NOT NULL);
     CREATE TABLE timers (key TEXT PRIMARY KEY, due_ms BIGINT NOT NULL);
@@ -50,7 +51,9 @@ const MIGRATIONS: &[&str] = &["
     CREATE UNIQUE INDEX archive_by_id ON archive (room_id, id);
     CREATE INDEX archive_by_time ON archive (room_id, at_ms, seq);
     CREATE INDEX archive_by_sender ON archive (room_id, sender, seq);
-", lease::SCHEMA];
+",
+    lease::SCHEMA,
+];
 
 /// Instances starting together migrate one at a time (a session-level advisory lock).
 const MIGRATION_LOCK: i64 = 0x6d75_635f_686f_7374; // "muc_host"
@@ -288,7 +291,9 @@ impl Postgres {
             Some(connection) if !connection.client.is_closed() => connection,
             _ => {
                 *slot = None;
-                return Err(anyhow!("the connection to PostgreSQL was lost before the fencing check"));
+                return Err(anyhow!(
+                    "the connection to PostgreSQL was lost before the fencing check"
+                ));
             }
         };
         membership.fence(&mut connection.client, rooms)
@@ -494,7 +499,10 @@ impl Backend for Postgres {
         rooms: &BTreeSet<String>,
     ) -> Result<()> {
         let fenced: Vec<String> = match self.membership {
-            Some(_) => rooms.iter().map(|room| super::room_jid(room).to_string()).collect(),
+            Some(_) => rooms
+                .iter()
+                .map(|room| super::room_jid(room).to_string())
+                .collect(),
             None => Vec::new(),
         };
         if !self.batch_open {
@@ -525,7 +533,11 @@ impl Backend for Postgres {
     }
 
     fn join_cluster(&mut self, name: &str) -> Result<()> {
-        self.membership = Some(Membership::join(&self.config, name, lease::Timing::default())?);
+        self.membership = Some(Membership::join(
+            &self.config,
+            name,
+            lease::Timing::default(),
+        )?);
         Ok(())
     }
 
