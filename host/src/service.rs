@@ -153,6 +153,11 @@ impl<M: MucBackend> Service<M> {
         gauges_of(&self.muc.storage().lock().expect("storage lock"))
     }
 
+    /// Whether a failed flush may be retried (see [`Storage::is_server`]).
+    pub fn store_is_server(&self) -> bool {
+        self.muc.storage().lock().expect("storage lock").is_server()
+    }
+
     /// When the plugin's next timer is due (ms since the Unix epoch), if it has one.
     pub fn next_timer(&self) -> Option<u64> {
         self.muc

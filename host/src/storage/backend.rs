@@ -91,6 +91,12 @@ pub trait Backend: Send {
     /// The rooms `jids` left memory: their leases go.
     fn release(&mut self, _jids: &[String]) {}
 
+    /// Whether a failure is worth retrying: a database server that may come back (PostgreSQL),
+    /// not a local file whose failure means the disk is gone.
+    fn is_server(&self) -> bool {
+        false
+    }
+
     /// This instance's leases, when it shares the database.
     fn lease_counts(&self) -> Option<LeaseCounts> {
         None

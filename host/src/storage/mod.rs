@@ -161,6 +161,11 @@ impl Storage {
         Ok(())
     }
 
+    /// Whether a failed sync may be retried, the database being a server that comes back.
+    pub fn is_server(&self) -> bool {
+        self.on_disk && self.backend.is_server()
+    }
+
     /// This instance's leases, in a shared store.
     pub fn lease_counts(&self) -> Option<LeaseCounts> {
         self.backend.lease_counts()

@@ -554,6 +554,10 @@ impl Backend for Postgres {
         }
     }
 
+    fn is_server(&self) -> bool {
+        true
+    }
+
     fn lease_counts(&self) -> Option<LeaseCounts> {
         self.membership.as_ref().map(Membership::counts)
     }
