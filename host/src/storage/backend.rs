@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Result};
 
 use super::archive::ArchiveRows;
-use super::lease::LeaseCounts;
+use super::lease::{Claim, Claimed, LeaseCounts};
 use super::{Map, Writes};
 
 /// Everything but the rooms, read at start.
@@ -19,6 +19,8 @@ pub struct Loaded {
     pub durable: Map,
     pub extensions: Map,
     pub timers: BTreeMap<String, u64>,
+    /// Timer key to its room, where the backend keeps it (a shared store).
+    pub timer_rooms: BTreeMap<String, String>,
     pub meta: BTreeMap<String, String>,
 }
 
@@ -83,9 +85,15 @@ pub trait Backend: Send {
         bail!("only a PostgreSQL store can be shared by several instances")
     }
 
-    /// Before this instance serves the room `jid`: it holds the room's lease.
-    fn claim(&mut self, _jid: &str) -> Result<()> {
-        Ok(())
+    /// Before this instance serves the room `jid`: it holds the room's lease, or takes it as
+    /// `claim` allows.
+    fn claim(&mut self, _jid: &str, _claim: Claim) -> Result<Claimed> {
+        Ok(Claimed::Held)
+    }
+
+    /// The timers of the room `jid` (key, due time), in a shared store.
+    fn timers_of(&self, _jid: &str) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
     }
 
     /// The rooms `jids` left memory: their leases go.

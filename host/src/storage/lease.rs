@@ -204,6 +204,17 @@ pub fn fence(
         .collect())
 }
 
+/// What [`Membership::claim`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// This instance held the lease already.
+    Held,
+    /// It took the lease now (free, or from another instance).
+    Taken,
+    /// A live instance holds it, and the claim may not take it.
+    HeldByAnother,
+}
+
 /// A batch touched rooms whose leases another instance took: it was rolled back, and nothing of
 /// it may leave.
 #[derive(Debug)]
@@ -269,16 +280,17 @@ impl Membership {
     }
 
     /// Makes sure this instance holds `room`'s lease before it serves the room: nothing to do
-    /// when it does, else a take (logged, and counted, when it takes the room from another).
-    pub fn claim(&mut self, room: &str) -> Result<()> {
+    /// when it does, else a take as `claim` allows (logged, and counted, when it takes the room
+    /// from another).
+    pub fn claim(&mut self, room: &str, claim: Claim) -> Result<Claimed> {
         if self.held.contains_key(room) {
-            return Ok(());
+            return Ok(Claimed::Held);
         }
         let client = match &mut self.client {
             Some(client) if !client.is_closed() => client,
             slot => slot.insert(connect(&self.config)?),
         };
-        match take(client, &self.instance, room, Claim::Routed, self.timing)? {
+        match take(client, &self.instance, room, claim, self.timing)? {
             Taken::Free(lease) => {
                 self.held.insert(room.to_string(), lease);
             }
@@ -300,11 +312,9 @@ impl Membership {
                 self.counts.takeovers += 1;
                 self.held.insert(room.to_string(), lease);
             }
-            Taken::Held { by } => {
-                anyhow::bail!("{room} is served by the live instance {by}")
-            }
+            Taken::Held { .. } => return Ok(Claimed::HeldByAnother),
         }
-        Ok(())
+        Ok(Claimed::Taken)
     }
 
     /// The fencing check for a batch that touched `rooms`, inside its transaction on `txn`:

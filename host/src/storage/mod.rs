@@ -38,7 +38,7 @@ pub use archive::{
     QueryFailure, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
 };
 use backend::Backend;
-use lease::{Fenced, LeaseCounts};
+use lease::{Claim, Claimed, Fenced, LeaseCounts};
 pub use location::StoreLocation;
 pub use residency::DEFAULT_IDLE as DEFAULT_ROOM_IDLE;
 use residency::{Residency, Span};
@@ -65,6 +65,8 @@ pub struct Storage {
     extensions: Map,
     /// Timer key to due time (ms since the Unix epoch).
     timers: BTreeMap<String, u64>,
+    /// Timer key to its room's JID, where known (see [`Writes::timer_rooms`]).
+    timer_rooms: BTreeMap<String, String>,
     /// The host's own records (e.g. which plugin version owns the data), never seen by plugins.
     meta: BTreeMap<String, String>,
     /// The database: the archive always; the durable tier too when `on_disk`.
@@ -104,6 +106,7 @@ impl Storage {
             volatile: Map::new(),
             extensions: Map::new(),
             timers: BTreeMap::new(),
+            timer_rooms: BTreeMap::new(),
             meta: BTreeMap::new(),
             backend: Box::new(sqlite::Sqlite::in_memory().expect("an in-memory SQLite database")),
             on_disk: false,
@@ -139,6 +142,7 @@ impl Storage {
             volatile: Map::new(),
             extensions: loaded.extensions,
             timers: loaded.timers,
+            timer_rooms: loaded.timer_rooms,
             meta: loaded.meta,
             backend,
             on_disk: true,
@@ -280,8 +284,11 @@ impl Storage {
         if !self.shared || self.batch_rooms.contains(room) {
             return;
         }
-        if let Err(error) = self.backend.claim(room_jid(room)) {
-            self.residency.fail(error);
+        let jid = room_jid(room).to_string();
+        match self.backend.claim(&jid, Claim::Routed) {
+            Ok(Claimed::Taken) => self.reload_timers_of(&jid),
+            Ok(_) => {}
+            Err(error) => self.residency.fail(error),
         }
         self.batch_rooms.insert(room.to_string());
     }
@@ -527,6 +534,7 @@ impl Storage {
         self.durable.extend(loaded.durable);
         self.extensions = loaded.extensions;
         self.timers = loaded.timers;
+        self.timer_rooms = loaded.timer_rooms;
         self.meta = loaded.meta;
         self.reload_pending = false;
         Ok(())
@@ -572,6 +580,7 @@ impl Storage {
                 unsynced.durable.extend(writes.durable.clone());
                 unsynced.extensions.extend(writes.extensions.clone());
                 unsynced.timers.extend(writes.timers.clone());
+                unsynced.timer_rooms.extend(writes.timer_rooms.clone());
             }
         }
         for (tier, changes) in [
@@ -589,11 +598,78 @@ impl Storage {
         }
         for (key, at) in writes.timers {
             match at {
-                Some(at) => self.timers.insert(key, at),
-                None => self.timers.remove(&key),
+                Some(at) => {
+                    if let Some(room) = writes.timer_rooms.get(&key) {
+                        self.timer_rooms.insert(key.clone(), room.clone());
+                    }
+                    self.timers.insert(key, at)
+                }
+                None => {
+                    self.timer_rooms.remove(&key);
+                    self.timers.remove(&key)
+                }
             };
         }
         Ok(())
+    }
+
+    /// The room a timer belongs to, if known.
+    pub fn timer_room(&self, key: &str) -> Option<&str> {
+        self.timer_rooms.get(key).map(String::as_str)
+    }
+
+    /// Whether this instance may fire the due timer `key` now. Always, unless the store is
+    /// shared: then only when this instance holds the timer's room, or takes it from a dead
+    /// holder (or none). A room a live instance holds is that instance's to fire: the timer is
+    /// dropped from memory here (not from the database).
+    pub fn may_fire(&mut self, key: &str, now_ms: u64) -> bool {
+        let Some(room) = self.timer_rooms.get(key).filter(|_| self.shared).cloned() else {
+            return true;
+        };
+        match self.backend.claim(&room, Claim::Orphaned) {
+            Ok(Claimed::Held) => true,
+            // Its timers were just read again: this one may have changed meanwhile.
+            Ok(Claimed::Taken) => {
+                self.reload_timers_of(&room);
+                self.timers.get(key).is_some_and(|at| *at <= now_ms)
+            }
+            Ok(Claimed::HeldByAnother) => {
+                self.timers.remove(key);
+                self.timer_rooms.remove(key);
+                false
+            }
+            Err(error) => {
+                // Read again with the room's lease, or after the next failed batch.
+                tracing::warn!(key, room, "{error:#}: the timer waits");
+                self.timers.remove(key);
+                self.timer_rooms.remove(key);
+                false
+            }
+        }
+    }
+
+    /// After taking `room`'s lease: its timers as the database has them (the previous owner
+    /// may have set, moved or cancelled them).
+    fn reload_timers_of(&mut self, room: &str) {
+        match self.backend.timers_of(room) {
+            Ok(timers) => {
+                let stale: Vec<String> = self
+                    .timer_rooms
+                    .iter()
+                    .filter(|(_, of)| *of == room)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in stale {
+                    self.timers.remove(&key);
+                    self.timer_rooms.remove(&key);
+                }
+                for (key, at) in timers {
+                    self.timer_rooms.insert(key.clone(), room.to_string());
+                    self.timers.insert(key, at);
+                }
+            }
+            Err(error) => self.residency.fail(error),
+        }
     }
 }
 
@@ -675,6 +751,9 @@ pub struct Writes {
     pub volatile: BTreeMap<String, Option<Vec<u8>>>,
     pub extensions: BTreeMap<String, Option<Vec<u8>>>,
     pub timers: BTreeMap<String, Option<u64>>,
+    /// The room (JID) each timer set here belongs to: the room of the call that set it. In a
+    /// shared store a timer fires only on the instance holding its room's lease.
+    pub timer_rooms: BTreeMap<String, String>,
 }
 
 impl Writes {

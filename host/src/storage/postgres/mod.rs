@@ -20,7 +20,7 @@ use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::archive::ArchiveRows;
 use super::backend::{Backend, Loaded};
-use super::lease::{self, LeaseCounts, Membership};
+use super::lease::{self, Claim, Claimed, LeaseCounts, Membership};
 use super::migrations::{self, Schema};
 use super::{residency, Map, Writes};
 use crate::clock::{Clock, SystemClock};
@@ -53,6 +53,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX archive_by_sender ON archive (room_id, sender, seq);
 ",
     lease::SCHEMA,
+    // A timer belongs to a room (the room of the call that set it): in a shared store it fires
+    // only on the instance holding that room's lease.
+    "ALTER TABLE timers ADD COLUMN room TEXT;
+     CREATE INDEX timers_by_room ON timers (room);",
 ];
 
 /// Instances starting together migrate one at a time (a session-level advisory lock).
@@ -233,21 +237,24 @@ impl Postgres {
                 self.execute(delete, &[&deleted])?;
             }
         }
-        let (mut keys, mut dues, mut cancelled) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut keys, mut dues, mut rooms, mut cancelled) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (key, due) in &writes.timers {
             match due {
                 Some(due) => {
                     keys.push(key.as_str());
                     dues.push(i64::try_from(*due).unwrap_or(i64::MAX));
+                    rooms.push(writes.timer_rooms.get(key).map(String::as_str));
                 }
                 None => cancelled.push(key.as_str()),
             }
         }
         if !keys.is_empty() {
             self.execute(
-                "INSERT INTO timers SELECT * FROM unnest($1::text[], $2::int8[])
-                 ON CONFLICT (key) DO UPDATE SET due_ms = EXCLUDED.due_ms",
-                &[&keys, &dues],
+                "INSERT INTO timers (key, due_ms, room)
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[])
+                 ON CONFLICT (key) DO UPDATE SET due_ms = EXCLUDED.due_ms, room = EXCLUDED.room",
+                &[&keys, &dues, &rooms],
             )?;
         }
         if !cancelled.is_empty() {
@@ -365,10 +372,14 @@ impl Backend for Postgres {
             Postgres::key_values(self.query("SELECT key, value FROM extensions", &[])?)?
                 .into_iter()
                 .collect();
-        let timers = self
-            .query("SELECT key, due_ms FROM timers", &[])?
-            .into_iter()
+        let rows = self.query("SELECT key, due_ms, room FROM timers", &[])?;
+        let timers = rows
+            .iter()
             .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
+            .collect();
+        let timer_rooms = rows
+            .iter()
+            .filter_map(|row| Some((row.get(0), row.get::<_, Option<String>>(2)?)))
             .collect();
         let meta = self
             .query("SELECT key, value FROM host_meta", &[])?
@@ -379,6 +390,7 @@ impl Backend for Postgres {
             durable,
             extensions,
             timers,
+            timer_rooms,
             meta,
         })
     }
@@ -541,11 +553,19 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    fn claim(&mut self, jid: &str) -> Result<()> {
+    fn claim(&mut self, jid: &str, claim: Claim) -> Result<Claimed> {
         match &mut self.membership {
-            Some(membership) => membership.claim(jid),
-            None => Ok(()),
+            Some(membership) => membership.claim(jid, claim),
+            None => Ok(Claimed::Held),
         }
+    }
+
+    fn timers_of(&self, jid: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .query("SELECT key, due_ms FROM timers WHERE room = $1", &[&jid])?
+            .into_iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
+            .collect())
     }
 
     fn release(&mut self, jids: &[String]) {

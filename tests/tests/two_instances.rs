@@ -1,12 +1,18 @@
-//! Two instances on one PostgreSQL store, without an XMPP server: instance A serves a room, then
-//! stops running (as if paused, or cut off from the database) while B takes the room over; when
-//! A runs again, its next commit for the room is refused by PostgreSQL and nothing of it reaches
-//! anyone. Runs when `MUC_TEST_POSTGRES` names a server (`.ci/run` starts one).
+//! Two instances on one PostgreSQL store, without an XMPP server.
+//!
+//! Fencing: instance A serves a room, then stops running (as if paused, or cut off from the
+//! database) while B takes the room over; when A runs again, its next commit for the room is
+//! refused by PostgreSQL and nothing of it reaches anyone.
+//!
+//! Timers: both instances read every timer at start, but a timer fires only on the instance
+//! holding its room, or on one that adopts the room of an instance that is gone.
+//!
+//! Runs when `MUC_TEST_POSTGRES` names a server (`.ci/run` starts one).
 
 use std::sync::{Arc, Mutex};
 
 use minidom::Element;
-use muc_host::clock::SystemClock;
+use muc_host::clock::{Clock, ManualClock, SystemClock};
 use muc_host::router::{QueueSink, Router};
 use muc_host::runtime::{PluginRuntime, Settings};
 use muc_host::service::Service;
@@ -66,6 +72,15 @@ impl Drop for Schema {
 
 /// An instance named `name` on the store, with `user@localhost/r` connected.
 fn instance(schema: &Schema, name: &str, user: &str) -> (Service<PluginRuntime>, QueueSink) {
+    instance_on_clock(schema, name, user, Arc::new(SystemClock))
+}
+
+fn instance_on_clock(
+    schema: &Schema,
+    name: &str,
+    user: &str,
+    clock: Arc<dyn Clock>,
+) -> (Service<PluginRuntime>, QueueSink) {
     let mut storage = Storage::open(&schema.store()).unwrap();
     storage.enable_group_commit();
     storage.join_cluster(name).unwrap();
@@ -77,7 +92,7 @@ fn instance(schema: &Schema, name: &str, user: &str) -> (Service<PluginRuntime>,
         compile("muc_plugin"),
         Arc::new(Mutex::new(storage)),
         settings,
-        Arc::new(SystemClock),
+        clock,
     )
     .unwrap();
     let mut service = Service::new(Router::new("localhost", MUC), muc);
@@ -220,4 +235,65 @@ fn a_terminated_session_frees_the_rooms_and_the_old_owner_commits_nothing() {
     assert!(refused.is::<Fenced>(), "{refused:#}");
     assert!(received(&alice).is_empty());
     assert!(archived(&schema).is_empty());
+}
+
+/// The plugin's lock timeout (`plugin/src/features/lock.rs`).
+const LOCK_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+#[test]
+fn a_timer_fires_on_the_instance_holding_its_room_and_is_adopted_when_that_one_is_gone() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new());
+    let (mut a, alice) = instance_on_clock(&schema, "a", "alice", clock.clone());
+    // A new room, never configured: its lock timer is set, in the store, as the room's.
+    send(&mut a, "alice", &format!("<presence xmlns='jabber:client' to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    a.flush().unwrap();
+    assert!(!received(&alice).is_empty());
+    let rooms: Vec<Option<String>> = schema
+        .sql("SELECT room FROM timers")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(rooms, [Some(ROOM.to_string())]);
+
+    // B starts after it, so it read the timer too.
+    let (mut b, bob) = instance_on_clock(&schema, "b", "bob", clock.clone());
+    clock.advance_ms(LOCK_TIMEOUT_MS);
+    b.run_due_timers();
+    b.flush().unwrap();
+    assert_eq!(
+        b.next_timer(),
+        None,
+        "b left the timer to the room's holder"
+    );
+    assert!(received(&bob).is_empty());
+    a.run_due_timers();
+    a.flush().unwrap();
+    let destroyed = received(&alice);
+    assert!(
+        destroyed.iter().any(|stanza| stanza.contains("<destroy")),
+        "a, holding the room, fired its lock timer: {destroyed:?}"
+    );
+    assert!(schema.sql("SELECT 1 FROM timers").is_empty());
+
+    // A room whose holder is gone: its timer is adopted by an instance that has it.
+    send(&mut a, "alice", &format!("<presence xmlns='jabber:client' to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    a.flush().unwrap();
+    drop(a);
+    let (mut c, _carol) = instance_on_clock(&schema, "c", "carol", clock.clone());
+    clock.advance_ms(LOCK_TIMEOUT_MS);
+    c.run_due_timers();
+    c.flush().unwrap();
+    assert!(
+        schema.sql("SELECT 1 FROM timers").is_empty(),
+        "c fired the gone instance's timer"
+    );
+    let owner = schema.sql("SELECT i.name FROM leases l JOIN instances i ON i.id = l.owner");
+    assert_eq!(
+        owner[0].get::<_, String>(0),
+        "c",
+        "c took the room to fire it"
+    );
 }
