@@ -107,7 +107,7 @@ fn handle<M: MucBackend>(
             let _ = reply.send(service.extension_list());
         }
         CoreEvent::Status { reply } => {
-            let _ = reply.send(service.muc.status());
+            let _ = reply.send(service.status());
         }
         CoreEvent::Previous { reply } => {
             let _ = reply.send(service.muc.previous());

@@ -21,7 +21,7 @@ use crate::message_rate::{MessageRate, MessageRateLimit};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
-use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime};
+use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Status};
 use crate::server;
 use crate::stanza_error::{error_reply, with_text};
 use crate::storage::{Storage, StorageError, Tier, Transaction};
@@ -151,6 +151,16 @@ impl<M: MucBackend> Service<M> {
     /// metrics scrape.
     pub fn gauges(&self) -> Gauges {
         gauges_of(&self.muc.storage().lock().expect("storage lock"))
+    }
+
+    /// What `ctl status` shows: the plugin, and the instances sharing the store.
+    pub fn status(&self) -> Status {
+        let mut status = self.muc.status();
+        let mut storage = self.muc.storage().lock().expect("storage lock");
+        status.cluster = storage
+            .members()
+            .map(|members| members.map_err(|error| format!("{error:#}")));
+        status
     }
 
     /// Whether a failed flush may be retried (see [`Storage::is_server`]).

@@ -21,6 +21,7 @@ use wasmtime::Store;
 use crate::clock::Clock;
 use crate::extensions::SharedExtensions;
 use crate::outbound::Outbound;
+use crate::storage::lease::Member;
 use crate::storage::{Quota, Storage, StorageError, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
 use bindings::muc::plugin::types;
@@ -320,6 +321,9 @@ pub struct Status {
     pub loaded_since_ms: u64,
     pub stats: Stats,
     pub previous: Option<PluginInfo>,
+    /// The instances sharing the store, when it is shared (filled by the core), or why they
+    /// could not be read.
+    pub cluster: Option<Result<Vec<Member>, String>>,
 }
 
 /// One stanza as the host parsed it.
@@ -390,6 +394,7 @@ impl PluginRuntime {
             loaded_since_ms: self.loaded_since_ms,
             stats: self.stats.clone(),
             previous: self.previous.as_ref().map(|(_, info)| info.clone()),
+            cluster: None,
         }
     }
 

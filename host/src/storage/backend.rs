@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Result};
 
 use super::archive::ArchiveRows;
-use super::lease::{Claim, Claimed, LeaseCounts};
+use super::lease::{Claim, Claimed, LeaseCounts, Member};
 use super::{Map, Writes};
 
 /// Everything but the rooms, read at start.
@@ -103,6 +103,11 @@ pub trait Backend: Send {
     /// not a local file whose failure means the disk is gone.
     fn is_server(&self) -> bool {
         false
+    }
+
+    /// The instances sharing the database, when it is shared.
+    fn members(&mut self) -> Option<Result<Vec<Member>>> {
+        None
     }
 
     /// This instance's leases, when it shares the database.

@@ -204,6 +204,41 @@ pub fn fence(
         .collect())
 }
 
+/// One of the instances sharing the store, as `ctl status` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub name: String,
+    /// It is the instance asking.
+    pub this_one: bool,
+    pub alive: bool,
+    pub heartbeat_age_s: f64,
+    /// Rooms whose lease it holds.
+    pub rooms: i64,
+}
+
+/// The instances registered in the store, by name.
+fn members(client: &mut Client, instance: &Instance, timing: Timing) -> Result<Vec<Member>> {
+    let rows = client.query(
+        "SELECT i.id, i.name,
+                EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = i.backend_pid)
+                    AND i.heartbeat_at > now() - make_interval(secs => $1),
+                EXTRACT(EPOCH FROM now() - i.heartbeat_at)::float8,
+                (SELECT count(*) FROM leases l WHERE l.owner = i.id)
+         FROM instances i ORDER BY i.name",
+        &[&timing.timeout.as_secs_f64()],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|row| Member {
+            this_one: row.get::<_, String>(0) == instance.id,
+            name: row.get(1),
+            alive: row.get(2),
+            heartbeat_age_s: row.get(3),
+            rooms: row.get(4),
+        })
+        .collect())
+}
+
 /// What [`Membership::claim`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claimed {
@@ -357,6 +392,15 @@ impl Membership {
                 tracing::debug!(room, %error, "releasing a lease failed; it lapses with this instance");
             }
         }
+    }
+
+    /// Every instance registered in the store.
+    pub fn members(&mut self) -> Result<Vec<Member>> {
+        let client = match &mut self.client {
+            Some(client) if !client.is_closed() => client,
+            slot => slot.insert(connect(&self.config)?),
+        };
+        members(client, &self.instance, self.timing)
     }
 
     pub fn counts(&self) -> LeaseCounts {

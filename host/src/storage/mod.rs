@@ -38,7 +38,7 @@ pub use archive::{
     QueryFailure, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
 };
 use backend::Backend;
-use lease::{Claim, Claimed, Fenced, LeaseCounts};
+use lease::{Claim, Claimed, Fenced, LeaseCounts, Member};
 pub use location::StoreLocation;
 pub use residency::DEFAULT_IDLE as DEFAULT_ROOM_IDLE;
 use residency::{Residency, Span};
@@ -168,6 +168,11 @@ impl Storage {
     /// Whether a failed sync may be retried, the database being a server that comes back.
     pub fn is_server(&self) -> bool {
         self.on_disk && self.backend.is_server()
+    }
+
+    /// The instances sharing the store (None: it is not shared), from the database.
+    pub fn members(&mut self) -> Option<Result<Vec<Member>>> {
+        self.backend.members()
     }
 
     /// This instance's leases, in a shared store.

@@ -20,7 +20,7 @@ use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::archive::ArchiveRows;
 use super::backend::{Backend, Loaded};
-use super::lease::{self, Claim, Claimed, LeaseCounts, Membership};
+use super::lease::{self, Claim, Claimed, LeaseCounts, Member, Membership};
 use super::migrations::{self, Schema};
 use super::{residency, Map, Writes};
 use crate::clock::{Clock, SystemClock};
@@ -572,6 +572,10 @@ impl Backend for Postgres {
         if let Some(membership) = &mut self.membership {
             membership.release(jids);
         }
+    }
+
+    fn members(&mut self) -> Option<Result<Vec<Member>>> {
+        self.membership.as_mut().map(Membership::members)
     }
 
     fn is_server(&self) -> bool {
