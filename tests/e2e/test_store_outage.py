@@ -13,8 +13,8 @@ import time
 from urllib.parse import urlsplit
 
 import conftest_report
-from flows import check, groupchat, expect_groupchat, join, own_presence
-from harness import DOMAIN, MUC_DOMAIN, body, delayed, kind, subject, user_add, wait_until
+from flows import check, groupchat, expect_groupchat, history_bodies
+from harness import DOMAIN, MUC_DOMAIN, body, delayed, kind, user_add, wait_until
 from postgres import psql
 from test_durability import PASSWORDS, create_persistent_room, login
 
@@ -80,12 +80,8 @@ def test_the_database_away_holds_stanzas_and_serving_goes_on(h, postgres_cluster
           "served after it came back (held stanzas are not to be lost; one batch in flight may be)")
 
     reader = login(h, server, "reader")
-    join(reader, room, "Reader", history='<history maxstanzas="1000"/>')
-    own_presence(reader, room, "Reader")
-    reader.expect(lambda s: kind(s) == "message" and subject(s) is not None and body(s) is None,
-                  "the subject after the history", timeout=20)
-    history = [int(SEQ.match(body(s)).group(1)) for s in reader.received
-               if kind(s) == "message" and delayed(s) and body(s) is not None and SEQ.match(body(s))]
+    history = [int(SEQ.match(text).group(1)) for text in history_bodies(reader, room, "Reader")
+               if SEQ.match(text)]
     check(history == numbers,
           f"the history is not exactly what was reflected: missing {sorted(set(numbers) - set(history))[:20]}, "
           f"extra {sorted(set(history) - set(numbers))[:20]}")

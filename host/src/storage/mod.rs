@@ -368,19 +368,25 @@ impl Storage {
                 || unsynced.is_some_and(|writes| holds_keys_of(writes, room))
         });
         for room in &idle {
-            let keys: Vec<String> = self
-                .resident(Tier::Durable, room)
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in keys {
-                self.durable.remove(&key);
-            }
+            self.drop_from_memory(Tier::Durable, room);
         }
         if self.shared {
             let rooms: Vec<String> = idle.iter().map(|room| room_jid(room).to_string()).collect();
             self.backend.release(&rooms);
         }
         idle.len()
+    }
+
+    /// Drops the keys of `tier` starting with `prefix` from memory (not from the database).
+    fn drop_from_memory(&mut self, tier: Tier, prefix: &str) {
+        let keys: Vec<String> = self
+            .resident(tier, prefix)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let map = self.map_mut(tier);
+        for key in keys {
+            map.remove(&key);
+        }
     }
 
     /// How long a room stays in memory unused (with a disk).
@@ -491,13 +497,7 @@ impl Storage {
             .unwrap_or_default()
         {
             let prefix = format!("room/{room}/");
-            let keys: Vec<String> = self
-                .resident(Tier::Volatile, &prefix)
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in keys {
-                self.volatile.remove(&key);
-            }
+            self.drop_from_memory(Tier::Volatile, &prefix);
             self.residency.forget(&prefix);
         }
         self.backend.abandon_batch();
@@ -511,13 +511,7 @@ impl Storage {
                 .filter_map(|key| residency::room_of(key).map(str::to_string)),
         );
         for room in &rooms {
-            let keys: Vec<String> = self
-                .resident(Tier::Durable, room)
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in keys {
-                self.durable.remove(&key);
-            }
+            self.drop_from_memory(Tier::Durable, room);
             self.residency.forget(room);
         }
         // Whatever a failed read left unknown is in the rooms just forgotten.
