@@ -24,6 +24,7 @@ use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Status};
 use crate::server;
 use crate::stanza_error::{error_reply, with_text};
+use crate::storage::lease::Fenced;
 use crate::storage::{Storage, StorageError, Tier, Transaction};
 
 /// The core around a MUC backend: the plugin component, or (for measuring what WebAssembly
@@ -39,6 +40,9 @@ pub struct Service<M: MucBackend = PluginRuntime> {
     message_rate: Option<MessageRate>,
     /// Handing the MUC the server's answers to its requests to accounts (see `deliver_all`).
     answering_for_accounts: bool,
+    /// Another instance sharing the store upgraded the data to this plugin version: this one
+    /// refuses stanzas and fires no timers until a swap brings it to that version.
+    pub(crate) data_upgraded_to: Option<String>,
 }
 
 impl<M: MucBackend> Service<M> {
@@ -51,6 +55,7 @@ impl<M: MucBackend> Service<M> {
             host_commands: None,
             message_rate: None,
             answering_for_accounts: false,
+            data_upgraded_to: None,
         }
     }
 
@@ -93,6 +98,13 @@ impl<M: MucBackend> Service<M> {
                 Err(error) => {
                     // The batch is not in the database: nothing of it may leave.
                     self.outbox.clear();
+                    if let Some(Fenced {
+                        upgraded_to: Some(version),
+                        ..
+                    }) = error.downcast_ref::<Fenced>()
+                    {
+                        self.data_upgraded_to = Some(version.clone());
+                    }
                     return Err(error);
                 }
             };
@@ -279,6 +291,9 @@ impl<M: MucBackend> Service<M> {
 
     /// Runs the plugin's due timers and delivers what they send.
     pub fn run_due_timers(&mut self) {
+        if self.data_upgraded_to.is_some() {
+            return;
+        }
         for (_, outcome) in self.muc.run_due_timers() {
             if let Ok(outbound) = outcome {
                 self.deliver_all(outbound);
@@ -303,6 +318,12 @@ impl<M: MucBackend> Service<M> {
                 let _ = commands.send(stanza);
                 return;
             }
+        }
+        if let Some(version) = &self.data_upgraded_to {
+            let text =
+                format!("this service is being upgraded to {version}: try again in a moment");
+            self.reply_error_saying(&stanza, "wait", "service-unavailable", Some(&text));
+            return;
         }
         let to = stanza.attr("to").unwrap_or_default().to_string();
         if let Some(limit) = self.over_message_rate(from, &to, &stanza) {

@@ -175,6 +175,8 @@ impl<M: MucBackend> Service<M> {
                     "plugin swap"
                 );
                 self.deliver_all(outbound);
+                // Whatever version the data is in now, this plugin took it over.
+                self.data_upgraded_to = None;
                 Ok(report)
             }
             Err(error) => {

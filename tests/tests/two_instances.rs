@@ -7,6 +7,10 @@
 //! Timers: both instances read every timer at start, but a timer fires only on the instance
 //! holding its room, or on one that adopts the room of an instance that is gone.
 //!
+//! A rolling upgrade: the first instance swapped to a newer plugin upgrades the data once; an
+//! instance still on the older one commits nothing more and refuses stanzas until it is swapped
+//! too, and then serves on without upgrading the data a second time.
+//!
 //! Runs when `MUC_TEST_POSTGRES` names a server (`.ci/run` starts one).
 
 use std::sync::{Arc, Mutex};
@@ -81,6 +85,17 @@ fn instance_on_clock(
     user: &str,
     clock: Arc<dyn Clock>,
 ) -> (Service<PluginRuntime>, QueueSink) {
+    instance_of("muc_plugin", schema, name, user, clock)
+}
+
+/// An instance of the plugin component `plugin`.
+fn instance_of(
+    plugin: &str,
+    schema: &Schema,
+    name: &str,
+    user: &str,
+    clock: Arc<dyn Clock>,
+) -> (Service<PluginRuntime>, QueueSink) {
     let mut storage = Storage::open(&schema.store()).unwrap();
     storage.enable_group_commit();
     storage.join_cluster(name).unwrap();
@@ -89,7 +104,7 @@ fn instance_on_clock(
         ..Settings::default()
     };
     let muc = PluginRuntime::start(
-        compile("muc_plugin"),
+        compile(plugin),
         Arc::new(Mutex::new(storage)),
         settings,
         clock,
@@ -296,4 +311,60 @@ fn a_timer_fires_on_the_instance_holding_its_room_and_is_adopted_when_that_one_i
         "c",
         "c took the room to fire it"
     );
+}
+
+#[test]
+fn a_rolling_upgrade_upgrades_the_data_once_and_an_older_instance_waits_for_its_swap() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let old = "muc_plugin_0_2_0";
+    let (mut a, alice) = instance_of(old, &schema, "a", "alice", Arc::new(SystemClock));
+    persistent_room(&mut a, &alice);
+    let (mut b, bob) = instance_of(old, &schema, "b", "bob", Arc::new(SystemClock));
+    let other_room = "hall@conference.localhost";
+    let join_hall = format!("<presence xmlns='jabber:client' to='{other_room}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    send(&mut b, "bob", &join_hall);
+    b.flush().unwrap();
+    assert!(!received(&bob).is_empty());
+
+    // A is swapped first: it upgrades the data.
+    let prepared = a.muc.preparer().prepare(compile("muc_plugin")).unwrap();
+    let report = a.swap(prepared).unwrap();
+    assert!(report.upgraded);
+    a.flush().unwrap();
+    let owner = schema.sql("SELECT value FROM host_meta WHERE key = 'data-owner-version'");
+    assert_eq!(owner[0].get::<_, String>(0), "0.3.0");
+
+    // B, still on 0.2.0, may not write data in 0.3.0's layout: its commit is refused, and its
+    // next stanzas are answered "wait" without reaching its plugin.
+    let say = |n: u32| {
+        format!("<message xmlns='jabber:client' type='groupchat' to='{other_room}' id='h{n}'><body>hall {n}</body></message>")
+    };
+    send(&mut b, "bob", &say(1));
+    let refused = b.flush().unwrap_err();
+    let fenced = refused.downcast_ref::<Fenced>().expect("a fenced batch");
+    assert_eq!(fenced.upgraded_to.as_deref(), Some("0.3.0"));
+    assert!(received(&bob).is_empty());
+    send(&mut b, "bob", &say(2));
+    b.flush().unwrap();
+    let answer = received(&bob);
+    assert!(
+        answer.len() == 1
+            && answer[0].contains("type='error'")
+            && answer[0].contains("service-unavailable"),
+        "{answer:?}"
+    );
+
+    // B swapped to 0.3.0 takes the data as it is (no second upgrade) and serves on.
+    let prepared = b.muc.preparer().prepare(compile("muc_plugin")).unwrap();
+    let report = b.swap(prepared).unwrap();
+    assert!(!report.upgraded, "the data was upgraded once, by a");
+    b.flush().unwrap();
+    send(&mut b, "bob", &join_hall);
+    send(&mut b, "bob", &say(3));
+    b.flush().unwrap();
+    assert!(received(&bob)
+        .iter()
+        .any(|stanza| stanza.contains("hall 3")));
 }

@@ -425,8 +425,8 @@ impl PluginRuntime {
             .storage
             .lock()
             .expect("storage lock")
-            .meta(DATA_OWNER_VERSION)
-            .map(str::to_string);
+            .data_owner()
+            .map_err(|error| Fault::Failed(format!("reading the data's owner: {error:#}")))?;
         let upgraded = owner.as_deref() != Some(info.version.as_str());
         let mut outbound = Vec::new();
         if upgraded {
@@ -442,6 +442,10 @@ impl PluginRuntime {
             recorded
                 .map_err(|error| Fault::Failed(format!("recording the data's owner: {error:#}")))?;
         }
+        self.storage
+            .lock()
+            .expect("storage lock")
+            .serve_as(&info.version);
         let report = SwapReport {
             from: self.info.clone(),
             to: info.clone(),
@@ -639,15 +643,18 @@ impl PluginRuntime {
     /// version owned it.
     fn take_over_data(&mut self) -> Result<()> {
         let (owner, fresh) = {
-            let storage = self.storage.lock().expect("storage lock");
-            (
-                storage.meta(DATA_OWNER_VERSION).map(str::to_string),
-                storage.is_empty(),
-            )
+            let mut storage = self.storage.lock().expect("storage lock");
+            (storage.data_owner()?, storage.is_empty())
         };
         let version = self.info.version.clone();
         let previous = match owner {
-            Some(owner) if owner == version => return Ok(()),
+            Some(owner) if owner == version => {
+                self.storage
+                    .lock()
+                    .expect("storage lock")
+                    .serve_as(&version);
+                return Ok(());
+            }
             Some(owner) => Some(owner),
             None if fresh => None,
             // Data without an owner predates ownership records: the oldest version there is.
@@ -664,10 +671,10 @@ impl PluginRuntime {
                 "plugin upgraded the stored data"
             );
         }
-        self.storage
-            .lock()
-            .expect("storage lock")
-            .set_meta(DATA_OWNER_VERSION, &version)
+        let mut storage = self.storage.lock().expect("storage lock");
+        storage.set_meta(DATA_OWNER_VERSION, &version)?;
+        storage.serve_as(&version);
+        Ok(())
     }
 }
 

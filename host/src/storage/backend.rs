@@ -99,6 +99,15 @@ pub trait Backend: Send {
     /// The rooms `jids` left memory: their leases go.
     fn release(&mut self, _jids: &[String]) {}
 
+    /// The plugin version this instance serves the data as (after any upgrade it ran); in a
+    /// shared store, a commit is refused once another instance moved the data to another.
+    fn serve_as(&mut self, _version: &str) {}
+
+    /// One of the host's bookkeeping records as the database has it now.
+    fn read_meta(&self, _key: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Whether a failure is worth retrying: a database server that may come back (PostgreSQL),
     /// not a local file whose failure means the disk is gone.
     fn is_server(&self) -> bool {

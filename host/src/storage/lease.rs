@@ -179,29 +179,41 @@ pub fn release(client: &mut Client, instance: &Instance, lease: &Lease) -> Resul
 /// The check every commit makes inside its transaction, before COMMIT: the leases of `held` are
 /// still this instance's, at the same epochs. Their rows stay share-locked until the commit, so
 /// no takeover can slip in between. Returns the rooms lost, if any (then the transaction must
-/// roll back).
+/// roll back), and the plugin version the data is in, read in the same round trip.
 pub fn fence(
     txn: &mut impl GenericClient,
     instance: &Instance,
     held: &[Lease],
-) -> Result<Vec<String>, postgres::Error> {
+) -> Result<FenceCheck, postgres::Error> {
     if held.is_empty() {
-        return Ok(Vec::new());
+        return Ok(FenceCheck::default());
     }
     let rooms: Vec<&str> = held.iter().map(|lease| lease.room.as_str()).collect();
     let rows = txn.query(
-        "SELECT room, owner, epoch FROM leases WHERE room = ANY($1) FOR SHARE",
-        &[&rooms],
+        "SELECT room, owner, epoch, (SELECT value FROM host_meta WHERE key = $2)
+         FROM leases WHERE room = ANY($1) FOR SHARE OF leases",
+        &[&rooms, &super::DATA_OWNER_VERSION],
     )?;
     let current: std::collections::HashMap<String, (String, i64)> = rows
         .iter()
         .map(|row| (row.get(0), (row.get(1), row.get(2))))
         .collect();
-    Ok(held
-        .iter()
-        .filter(|lease| current.get(&lease.room) != Some(&(instance.id.clone(), lease.epoch)))
-        .map(|lease| lease.room.clone())
-        .collect())
+    Ok(FenceCheck {
+        lost: held
+            .iter()
+            .filter(|lease| current.get(&lease.room) != Some(&(instance.id.clone(), lease.epoch)))
+            .map(|lease| lease.room.clone())
+            .collect(),
+        data_owner: rows.first().and_then(|row| row.get(3)),
+    })
+}
+
+/// What [`fence`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FenceCheck {
+    pub lost: Vec<String>,
+    /// The plugin version whose layout the data is in (the store's bookkeeping).
+    pub data_owner: Option<String>,
 }
 
 /// One of the instances sharing the store, as `ctl status` shows it.
@@ -250,20 +262,28 @@ pub enum Claimed {
     HeldByAnother,
 }
 
-/// A batch touched rooms whose leases another instance took: it was rolled back, and nothing of
-/// it may leave.
+/// A batch touched rooms whose leases another instance took, or data another instance upgraded
+/// to a plugin version this one does not run: it was rolled back, and nothing of it may leave.
 #[derive(Debug)]
 pub struct Fenced {
     pub rooms: Vec<String>,
+    /// The plugin version another instance upgraded the data to, if that is why.
+    pub upgraded_to: Option<String>,
 }
 
 impl std::fmt::Display for Fenced {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(
-            f,
-            "another instance took over {}: the batch is rolled back, nothing of it is sent",
-            self.rooms.join(", ")
-        )
+        match &self.upgraded_to {
+            Some(version) => write!(
+                f,
+                "another instance upgraded the data to plugin {version}: this one commits nothing until it runs that version (ctl swap); the batch is rolled back, nothing of it is sent"
+            ),
+            None => write!(
+                f,
+                "another instance took over {}: the batch is rolled back, nothing of it is sent",
+                self.rooms.join(", ")
+            ),
+        }
     }
 }
 
@@ -355,7 +375,14 @@ impl Membership {
     /// The fencing check for a batch that touched `rooms`, inside its transaction on `txn`:
     /// every one must still be this instance's at the epoch it took. An error other than
     /// [`Fenced`] is the database's.
-    pub fn fence(&mut self, txn: &mut impl GenericClient, rooms: &[String]) -> Result<()> {
+    /// `serving`: the plugin version this instance serves the data as; a commit is refused once
+    /// the data is another's.
+    pub fn fence(
+        &mut self,
+        txn: &mut impl GenericClient,
+        rooms: &[String],
+        serving: Option<&str>,
+    ) -> Result<()> {
         if self.heartbeat.superseded() {
             anyhow::bail!(
                 "another process registered as instance {}: this one must not commit",
@@ -371,15 +398,23 @@ impl Membership {
                 None => lost.push(room.clone()),
             }
         }
-        lost.extend(fence(txn, &self.instance, &held)?);
-        if lost.is_empty() {
+        let check = fence(txn, &self.instance, &held)?;
+        lost.extend(check.lost);
+        let upgraded_to = check
+            .data_owner
+            .filter(|owner| serving.is_some_and(|serving| serving != owner));
+        if lost.is_empty() && upgraded_to.is_none() {
             return Ok(());
         }
         for room in &lost {
             self.held.remove(room);
         }
         self.counts.fencing_rejections += 1;
-        Err(Fenced { rooms: lost }.into())
+        let rooms = match upgraded_to {
+            Some(_) => rooms.to_vec(),
+            None => lost,
+        };
+        Err(Fenced { rooms, upgraded_to }.into())
     }
 
     /// Gives up the leases of `rooms` (they left memory): another instance may take them at once.
@@ -566,6 +601,10 @@ mod tests {
         let config: Config = with_search_path(&url, &schema).parse().unwrap();
         let mut client = connect(&config).unwrap();
         client.batch_execute(SCHEMA).unwrap();
+        // The store's bookkeeping, which the fence reads too.
+        client
+            .batch_execute("CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .unwrap();
         Some((config, client))
     }
 
@@ -624,11 +663,12 @@ mod tests {
             }
         );
         assert_eq!(
-            fence(&mut client, &a, &[lease("r@muc", 1)]).unwrap(),
+            fence(&mut client, &a, &[lease("r@muc", 1)]).unwrap().lost,
             ["r@muc"]
         );
         assert!(fence(&mut client, &b, &[lease("r@muc", 2)])
             .unwrap()
+            .lost
             .is_empty());
 
         assert_eq!(
@@ -743,6 +783,7 @@ mod tests {
         let mut batch = a_store.transaction().unwrap();
         assert!(fence(&mut batch, &a, &[lease("r@muc", 1)])
             .unwrap()
+            .lost
             .is_empty());
         let taker = std::thread::spawn({
             let (url, b) = (url.clone(), b.clone());
@@ -753,7 +794,7 @@ mod tests {
         batch.commit().unwrap();
         assert!(matches!(taker.join().unwrap(), Taken::TakenOver { .. }));
         assert_eq!(
-            fence(&mut a_store, &a, &[lease("r@muc", 1)]).unwrap(),
+            fence(&mut a_store, &a, &[lease("r@muc", 1)]).unwrap().lost,
             ["r@muc"]
         );
 

@@ -165,6 +165,24 @@ impl Storage {
         Ok(())
     }
 
+    /// The plugin version whose layout the data is in ([`DATA_OWNER_VERSION`]): in a shared store
+    /// as the database has it now, since another instance may have upgraded the data.
+    pub fn data_owner(&mut self) -> Result<Option<String>> {
+        if self.shared {
+            if let Some(owner) = self.backend.read_meta(DATA_OWNER_VERSION)? {
+                self.meta.insert(DATA_OWNER_VERSION.to_string(), owner);
+            }
+        }
+        Ok(self.meta(DATA_OWNER_VERSION).map(str::to_string))
+    }
+
+    /// This instance's plugin serves the data as `version` from now on (its upgrade, if any, is
+    /// applied): in a shared store, its commits are refused once another instance upgrades the
+    /// data past it.
+    pub fn serve_as(&mut self, version: &str) {
+        self.backend.serve_as(version);
+    }
+
     /// Whether a failed sync may be retried, the database being a server that comes back.
     pub fn is_server(&self) -> bool {
         self.on_disk && self.backend.is_server()

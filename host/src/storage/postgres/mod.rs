@@ -87,6 +87,8 @@ pub struct Postgres {
     call: Option<CallScope>,
     /// Shared with other instances: this one's leases.
     membership: Option<Membership>,
+    /// The plugin version this instance serves the data as.
+    serving: Option<String>,
 }
 
 /// A connection with the statements prepared on it.
@@ -135,6 +137,7 @@ impl Postgres {
             batch_open: false,
             call: None,
             membership: None,
+            serving: None,
         };
         postgres.simple(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
         let migrated = migrations::migrate(&mut postgres, MIGRATIONS, "the PostgreSQL store");
@@ -303,7 +306,7 @@ impl Postgres {
                 ));
             }
         };
-        membership.fence(&mut connection.client, rooms)
+        membership.fence(&mut connection.client, rooms, self.serving.as_deref())
     }
 
     /// Ends the open transaction, if any, undoing it.
@@ -576,6 +579,16 @@ impl Backend for Postgres {
 
     fn members(&mut self) -> Option<Result<Vec<Member>>> {
         self.membership.as_mut().map(Membership::members)
+    }
+
+    fn serve_as(&mut self, version: &str) {
+        self.serving = Some(version.to_string());
+    }
+
+    fn read_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .query_opt("SELECT value FROM host_meta WHERE key = $1", &[&key])?
+            .map(|row| row.get(0)))
     }
 
     fn is_server(&self) -> bool {
