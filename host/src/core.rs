@@ -15,7 +15,7 @@ use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::runtime::MucBackend;
 use crate::service::Service;
-use crate::storage::lease::Fenced;
+use crate::storage::lease::{Fenced, Superseded};
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
 const MAX_BATCH: usize = 512;
@@ -57,7 +57,13 @@ pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: A
         if stopping {
             service.shutdown();
         }
-        commit(&mut service, &metrics);
+        let committed = commit(&mut service, &metrics);
+        // Only a swap or an extension change waits for an answer: its effect in memory (the
+        // plugin, the loaded extensions) cannot be undone here when its writes were refused.
+        if !committed && !answers.is_empty() {
+            tracing::error!("a swap or an extension change was in a batch the store refused; stopping so a restart serves what the store holds");
+            std::process::exit(70);
+        }
         for answer in answers {
             answer();
         }
@@ -120,25 +126,30 @@ fn handle<M: MucBackend>(
     false
 }
 
-fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
+/// Whether the batch is in the store (and its stanzas delivered).
+fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) -> bool {
     let started = Instant::now();
     match service.flush() {
-        Ok(0) => {}
+        Ok(0) => true,
         Ok(keys) => {
             metrics.storage_batch_keys.observe(keys as f64);
             metrics
                 .storage_sync_seconds
                 .observe(started.elapsed().as_secs_f64());
+            true
         }
+        Err(error) if error.is::<Superseded>() => superseded(&error),
         // Another instance serves one of the batch's rooms now: the batch is rolled back and
         // those rooms forgotten here; the others are read again on their next stanza.
         Err(error) if error.is::<Fenced>() => {
             tracing::warn!("{error:#}");
             metrics.fencing_rejections.inc();
+            false
         }
         Err(error) if service.store_is_server() => {
             tracing::error!("{error:#}: nothing of the batch was sent; holding new stanzas until the database is back");
             wait_for_store(service, metrics);
+            false
         }
         Err(error) => {
             tracing::error!(%error, "the store could not sync; stopping so a restart recovers from disk");
@@ -166,6 +177,7 @@ fn wait_for_store<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
                 metrics.fencing_rejections.inc();
                 return;
             }
+            Err(error) if error.is::<Superseded>() => superseded(&error),
             Err(error) if started.elapsed() < STORE_WAIT => {
                 tracing::debug!("{error:#}: still waiting for the database");
             }
@@ -179,8 +191,20 @@ fn wait_for_store<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
     }
 }
 
-/// How long the core may sleep: until the plugin's next timer, at most [`IDLE_WAKE`].
+/// Another process took this instance's name (an old process woke up after its replacement
+/// started): it serves nothing more, and exits with a code of its own (75) so that it is told
+/// apart from a failure.
+fn superseded(error: &anyhow::Error) -> ! {
+    tracing::error!("{error:#}");
+    std::process::exit(75);
+}
+
+/// How long the core may sleep: until the plugin's next timer, at most [`IDLE_WAKE`]. Timers
+/// wait while the data is another plugin version's (they could not commit).
 fn next_wake<M: MucBackend>(service: &Service<M>, clock: &dyn Clock) -> Duration {
+    if service.data_upgraded_to.is_some() {
+        return IDLE_WAKE;
+    }
     match service.next_timer() {
         Some(at) => Duration::from_millis(at.saturating_sub(clock.now_ms())).min(IDLE_WAKE),
         None => IDLE_WAKE,

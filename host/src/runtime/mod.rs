@@ -586,7 +586,8 @@ impl PluginRuntime {
     ) -> Result<Vec<Outbound>, Fault> {
         let mut txn = Transaction::new(self.settings.limits.quota);
         txn.writes = preset;
-        txn.room = room;
+        // A call about no room in particular (init, upgrade, shutdown) is the service's.
+        txn.room = room.or_else(|| Some(self.settings.service.clone()));
         begin(
             &mut instance.store,
             txn,

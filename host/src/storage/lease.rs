@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use postgres::{Client, Config, GenericClient};
+use postgres::{Client, Config, GenericClient, ToStatement};
 
 /// The tables, created by the PostgreSQL store's migrations.
 pub const SCHEMA: &str = "
@@ -180,8 +180,9 @@ pub fn release(client: &mut Client, instance: &Instance, lease: &Lease) -> Resul
 /// still this instance's, at the same epochs. Their rows stay share-locked until the commit, so
 /// no takeover can slip in between. Returns the rooms lost, if any (then the transaction must
 /// roll back), and the plugin version the data is in, read in the same round trip.
-pub fn fence(
+pub fn fence<Q: ToStatement + ?Sized>(
     txn: &mut impl GenericClient,
+    query: &Q,
     instance: &Instance,
     held: &[Lease],
 ) -> Result<FenceCheck, postgres::Error> {
@@ -189,11 +190,7 @@ pub fn fence(
         return Ok(FenceCheck::default());
     }
     let rooms: Vec<&str> = held.iter().map(|lease| lease.room.as_str()).collect();
-    let rows = txn.query(
-        "SELECT room, owner, epoch, (SELECT value FROM host_meta WHERE key = $2)
-         FROM leases WHERE room = ANY($1) FOR SHARE OF leases",
-        &[&rooms, &super::DATA_OWNER_VERSION],
-    )?;
+    let rows = txn.query(query, &[&rooms, &super::DATA_OWNER_VERSION])?;
     let current: std::collections::HashMap<String, (String, i64)> = rows
         .iter()
         .map(|row| (row.get(0), (row.get(1), row.get(2))))
@@ -207,6 +204,29 @@ pub fn fence(
         data_owner: rows.first().and_then(|row| row.get(3)),
     })
 }
+
+/// The fencing query ([`fence`]): the leases of $1, share-locked, with the data's owner version
+/// ($2 names its key).
+pub const FENCE: &str = "SELECT room, owner, epoch, (SELECT value FROM host_meta WHERE key = $2)
+     FROM leases WHERE room = ANY($1) FOR SHARE OF leases";
+
+/// Another process registered under this instance's name: this one must stop serving.
+#[derive(Debug)]
+pub struct Superseded {
+    pub name: String,
+}
+
+impl std::fmt::Display for Superseded {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "another process registered as instance {}: this one stops serving",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for Superseded {}
 
 /// What [`fence`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -377,18 +397,13 @@ impl Membership {
     /// [`Fenced`] is the database's.
     /// `serving`: the plugin version this instance serves the data as; a commit is refused once
     /// the data is another's.
-    pub fn fence(
+    pub fn fence<Q: ToStatement + ?Sized>(
         &mut self,
         txn: &mut impl GenericClient,
+        query: &Q,
         rooms: &[String],
         serving: Option<&str>,
     ) -> Result<()> {
-        if self.heartbeat.superseded() {
-            anyhow::bail!(
-                "another process registered as instance {}: this one must not commit",
-                self.instance.name
-            );
-        }
         let mut held = Vec::with_capacity(rooms.len());
         let mut lost: Vec<String> = Vec::new();
         for room in rooms {
@@ -398,7 +413,7 @@ impl Membership {
                 None => lost.push(room.clone()),
             }
         }
-        let check = fence(txn, &self.instance, &held)?;
+        let check = fence(txn, query, &self.instance, &held)?;
         lost.extend(check.lost);
         let upgraded_to = check
             .data_owner
@@ -415,6 +430,17 @@ impl Membership {
             None => lost,
         };
         Err(Fenced { rooms, upgraded_to }.into())
+    }
+
+    /// Fails with [`Superseded`] once another process registered under this instance's name.
+    pub fn check_registration(&self) -> Result<()> {
+        if self.heartbeat.superseded() {
+            return Err(Superseded {
+                name: self.instance.name.clone(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Gives up the leases of `rooms` (they left memory): another instance may take them at once.
@@ -504,15 +530,21 @@ impl Drop for Heartbeat {
 }
 
 /// A connection of the lease machinery's own (a take commits at once, whatever the batch's
-/// transaction is doing), with a bounded wait.
+/// transaction is doing), with bounded waits: a take that waits for a paused instance's locks
+/// fails (its batch with it) rather than stall this instance.
 pub fn connect(config: &Config) -> Result<Client> {
     let mut config = config.clone();
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    config
+    let mut client = config
         .connect(postgres::NoTls)
-        .context("connecting to PostgreSQL for the room leases")
+        .context("connecting to PostgreSQL for the room leases")?;
+    client.batch_execute(
+        "SET lock_timeout = 2000; SET statement_timeout = 5000;
+         SET idle_in_transaction_session_timeout = 5000",
+    )?;
+    Ok(client)
 }
 
 fn register(client: &mut Client, instance: &Instance) -> Result<()> {
@@ -663,10 +695,12 @@ mod tests {
             }
         );
         assert_eq!(
-            fence(&mut client, &a, &[lease("r@muc", 1)]).unwrap().lost,
+            fence(&mut client, FENCE, &a, &[lease("r@muc", 1)])
+                .unwrap()
+                .lost,
             ["r@muc"]
         );
-        assert!(fence(&mut client, &b, &[lease("r@muc", 2)])
+        assert!(fence(&mut client, FENCE, &b, &[lease("r@muc", 2)])
             .unwrap()
             .lost
             .is_empty());
@@ -781,7 +815,7 @@ mod tests {
         let first = routed(&mut a_store, &a, "r@muc", FAST);
         assert_eq!(first, Taken::Free(lease("r@muc", 1)));
         let mut batch = a_store.transaction().unwrap();
-        assert!(fence(&mut batch, &a, &[lease("r@muc", 1)])
+        assert!(fence(&mut batch, FENCE, &a, &[lease("r@muc", 1)])
             .unwrap()
             .lost
             .is_empty());
@@ -794,7 +828,9 @@ mod tests {
         batch.commit().unwrap();
         assert!(matches!(taker.join().unwrap(), Taken::TakenOver { .. }));
         assert_eq!(
-            fence(&mut a_store, &a, &[lease("r@muc", 1)]).unwrap().lost,
+            fence(&mut a_store, FENCE, &a, &[lease("r@muc", 1)])
+                .unwrap()
+                .lost,
             ["r@muc"]
         );
 

@@ -530,6 +530,12 @@ impl Storage {
         );
         for room in &rooms {
             self.drop_from_memory(Tier::Durable, room);
+            // In a shared store the process serves on after a failed batch: who is in a room,
+            // as the lost calls left it, was never announced; occupants rejoin (a self-ping
+            // tells them). Alone on its database a failed batch stops the process anyway.
+            if self.shared {
+                self.drop_from_memory(Tier::Volatile, room);
+            }
             self.residency.forget(room);
         }
         // Whatever a failed read left unknown is in the rooms just forgotten.
@@ -643,6 +649,10 @@ impl Storage {
         let Some(room) = self.timer_rooms.get(key).filter(|_| self.shared).cloned() else {
             return true;
         };
+        // An earlier timer's room taken over may have read this one again, moved or cancelled.
+        if self.timers.get(key).is_none_or(|at| *at > now_ms) {
+            return false;
+        }
         match self.backend.claim(&room, Claim::Orphaned) {
             Ok(Claimed::Held) => true,
             // Its timers were just read again: this one may have changed meanwhile.

@@ -100,8 +100,11 @@ struct Connection {
 impl Connection {
     fn open(config: &Config) -> Result<Connection> {
         let mut client = config.connect(NoTls).context("connecting to PostgreSQL")?;
+        // A batch left open (its instance paused or cut off) would hold its rows' locks, and
+        // other instances' takes of its rooms, for as long: PostgreSQL ends it after a while.
         client.batch_execute(&format!(
-            "SET statement_timeout = {}",
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+            STATEMENT_TIMEOUT.as_millis(),
             STATEMENT_TIMEOUT.as_millis()
         ))?;
         Ok(Connection {
@@ -293,6 +296,7 @@ impl Postgres {
         let Some(membership) = &mut self.membership else {
             return Ok(());
         };
+        membership.check_registration()?;
         if rooms.is_empty() {
             return Ok(());
         }
@@ -306,7 +310,13 @@ impl Postgres {
                 ));
             }
         };
-        membership.fence(&mut connection.client, rooms, self.serving.as_deref())
+        let statement = connection.statement(lease::FENCE)?;
+        membership.fence(
+            &mut connection.client,
+            &statement,
+            rooms,
+            self.serving.as_deref(),
+        )
     }
 
     /// Ends the open transaction, if any, undoing it.
