@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use muc_host::storage::{
-    ArchiveEntry, ArchiveFilter, ArchivePosition, ArchiveQuery, Quota, Storage, Transaction,
+    ArchiveEntry, ArchiveFilter, ArchivePosition, ArchiveQuery, Quota, Storage, StoreLocation,
+    Transaction,
 };
 
 const BIG: &str = "big@conference.localhost";
@@ -50,7 +51,7 @@ fn main() {
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
     fill(dir.path(), &sizes);
-    let storage = Storage::open(dir.path()).expect("the store");
+    let storage = Storage::open(&StoreLocation::Sqlite(dir.path().into())).expect("the store");
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
     let messages = sizes.messages;
     let newest = ArchiveQuery {
@@ -120,7 +121,8 @@ fn main() {
         let times: Vec<Duration> = (0..sizes.opens)
             .map(|_| {
                 let started = Instant::now();
-                let storage = Storage::open(dir.path()).expect("the store");
+                let storage =
+                    Storage::open(&StoreLocation::Sqlite(dir.path().into())).expect("the store");
                 page(&storage, room, &newest);
                 started.elapsed()
             })
@@ -139,7 +141,7 @@ fn main() {
 /// Destroys BIG's archive in one call, then collects its entries between calls as the core does,
 /// timing each pass.
 fn delete_and_collect(dir: &Path, messages: u64) {
-    let mut storage = Storage::open(dir).expect("the store");
+    let mut storage = Storage::open(&StoreLocation::Sqlite(dir.into())).expect("the store");
     let started = Instant::now();
     let mut txn = Transaction::new(Quota::default());
     txn.archive_delete(&mut storage, BIG);
@@ -171,7 +173,7 @@ fn delete_and_collect(dir: &Path, messages: u64) {
 
 /// Fills BIG with `sizes.messages` messages from 10 senders and SMALL with 10.
 fn fill(dir: &Path, sizes: &Sizes) {
-    let mut storage = Storage::open(dir).expect("the store");
+    let mut storage = Storage::open(&StoreLocation::Sqlite(dir.into())).expect("the store");
     let quota = Quota {
         max_call_bytes: usize::MAX,
         ..Quota::default()

@@ -1,16 +1,17 @@
 //! The hot-swap command on the MUC service (XEP-0050), for service administrators: the same
 //! swap and rollback as `muc-host ctl`, from an XMPP client. The host owns it (the plugin being
-//! replaced cannot be the one to replace itself), so the core hands such commands to the
-//! control task instead of the plugin, and the answer comes back as a stanza from the host.
+//! replaced cannot be the one to replace itself), so the service hands such commands to
+//! [`crate::swap`] instead of the plugin, and the answer comes back as a stanza from the host.
+//! Here: the command's stanzas only (the form, what a submitted form asks for, the answer).
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use minidom::rxml::xml_ncname;
 use minidom::Element;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType, Option_};
 
-use crate::control::{Control, Request};
-use crate::service::error_reply;
+use crate::stanza_error::error_reply;
 
 pub const NS: &str = "http://jabber.org/protocol/commands";
 pub const SWAP_NODE: &str = "urn:muc-host:swap";
@@ -26,31 +27,46 @@ pub fn is_host_command(stanza: &Element, muc_domain: &str) -> bool {
             .is_some_and(|command| command.attr("node") == Some(SWAP_NODE))
 }
 
-/// One step of the command, answered as XEP-0050 §3.4: the form first, then the outcome.
-pub async fn run(control: &Control, admins: &BTreeSet<String>, iq: Element) -> Element {
+/// What the host does with one step of the command.
+pub enum Step {
+    /// Answer at once: the form, a cancellation, or a refusal.
+    Answer(Element),
+    /// Carry `action` out, then answer with [`completed`].
+    Run { action: Action, session: String },
+}
+
+/// What an administrator asked for.
+pub enum Action {
+    /// Swap in the component at this path on the server.
+    Swap(PathBuf),
+    Rollback,
+}
+
+/// One step of the command, as XEP-0050 §3.4: the form first, then the action it asks for.
+pub fn step(admins: &BTreeSet<String>, iq: &Element) -> Step {
     let from_admin = iq
         .attr("from")
         .and_then(|from| jid::Jid::new(from).ok())
         .is_some_and(|from| admins.contains(&from.to_bare().to_string()));
     if !from_admin {
-        return error_reply(&iq, "auth", "forbidden");
+        return Step::Answer(error_reply(iq, "auth", "forbidden"));
     }
-    let command = iq
-        .get_child("command", NS)
-        .expect("checked by is_host_command");
+    let Some(command) = iq.get_child("command", NS) else {
+        return Step::Answer(error_reply(iq, "modify", "bad-request"));
+    };
     let session = command
         .attr("sessionid")
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     if command.attr("action") == Some("cancel") {
-        return answer(&iq, &session, "canceled", None);
+        return Step::Answer(answer(iq, &session, "canceled", None));
     }
     let Some(form) = command
         .get_child("x", DATA_FORMS)
         .and_then(|x| DataForm::try_from(x.clone()).ok())
         .filter(|form| form.type_ == DataFormType::Submit)
     else {
-        return answer(&iq, &session, "executing", Some(swap_form()));
+        return Step::Answer(answer(iq, &session, "executing", Some(swap_form())));
     };
     let value = |var: &str| {
         form.fields
@@ -58,20 +74,27 @@ pub async fn run(control: &Control, admins: &BTreeSet<String>, iq: Element) -> E
             .find(|field| field.var.as_deref() == Some(var))
             .and_then(|field| field.values.first().cloned())
     };
-    let request = match (value("action").as_deref(), value("plugin")) {
-        (Some("rollback"), _) => Request::Rollback,
-        (Some("swap") | None, Some(path)) if !path.trim().is_empty() => Request::Swap {
-            path: path.trim().into(),
-        },
-        _ => return error_reply(&iq, "modify", "bad-request"),
+    let action = match (value("action").as_deref(), value("plugin")) {
+        (Some("rollback"), _) => Action::Rollback,
+        (Some("swap") | None, Some(path)) if !path.trim().is_empty() => {
+            Action::Swap(path.trim().into())
+        }
+        _ => return Step::Answer(error_reply(iq, "modify", "bad-request")),
     };
-    let outcome = control.handle(request).await;
-    let kind = if outcome.ok { "info" } else { "error" };
+    Step::Run { action, session }
+}
+
+/// The command's last answer: what the action came to.
+pub fn completed(iq: &Element, session: &str, outcome: Result<String, String>) -> Element {
+    let (kind, message) = match outcome {
+        Ok(message) => ("info", message),
+        Err(message) => ("error", message),
+    };
     let note = Element::builder("note", NS)
         .attr(xml_ncname!("type").into(), kind)
-        .append(outcome.message)
+        .append(message)
         .build();
-    answer(&iq, &session, "completed", Some(note))
+    answer(iq, session, "completed", Some(note))
 }
 
 fn swap_form() -> Element {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::extensions::ExtensionLimits;
 use crate::message_rate::MessageRateLimit;
-use crate::storage::Retention;
+use crate::storage::{Retention, StoreLocation};
 use crate::xmpp::throttle::ReadRate;
 
 /// Bytes a second a client connection is read at, after its burst: six times Prosody's
@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Keep at most this many archived messages per room, deleting the oldest [default: all].
     #[arg(long)]
     pub archive_max_per_room: Option<u64>,
+    /// The store: a PostgreSQL URL, `postgres://USER@HOST:PORT/DATABASE` (several instances may
+    /// share it) [default: SQLite in the data directory]. In the file: `url` under `[store]`.
+    #[arg(long)]
+    pub store: Option<String>,
     /// Swap the plugin in whenever its file changes (as `ctl swap` would).
     #[arg(long)]
     pub watch_plugin: bool,
@@ -168,6 +172,15 @@ struct ConfigFile {
     extension_memory_mib: Option<usize>,
     extension_storage_kib: Option<usize>,
     extension_messages_per_minute: Option<usize>,
+    store: Option<StoreSection>,
+}
+
+/// The config file's `[store]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    /// As `--store`.
+    url: Option<String>,
 }
 
 /// How the service reaches its users.
@@ -182,6 +195,7 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data: PathBuf,
+    pub store: StoreLocation,
     pub domain: String,
     pub muc_domain: String,
     pub mode: Mode,
@@ -312,8 +326,12 @@ impl ServeConfig {
         };
         let mut admins = file.admins;
         admins.extend(args.admins);
+        let data = data.or(file.data).unwrap_or_else(|| "data".into());
+        let store_url = args.store.or(file.store.and_then(|store| store.url));
+        let store = StoreLocation::new(&data, store_url.as_deref()).context("store")?;
         Ok(ServeConfig {
-            data: data.or(file.data).unwrap_or_else(|| "data".into()),
+            data,
+            store,
             domain,
             muc_domain,
             mode,

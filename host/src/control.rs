@@ -1,28 +1,23 @@
-//! The control socket of a running `muc-host serve` (`muc-host ctl ...`): hot swap, rollback
-//! and status. It is a Unix socket in `DATA/control/`, a directory only the service's user may
-//! enter, so only that user (and root) can talk to it. One JSON request line, one JSON answer
-//! line.
-//!
-//! A swap is compiled (or loaded from the compiled cache), checked against the contract,
-//! instantiated and initialised here, off the core thread, while the old plugin keeps serving;
-//! only the switch itself happens on the core thread, between two stanzas. One swap at a time: a
-//! second request while one is under way is refused, not queued.
+//! The control socket of a running `muc-host serve` (`muc-host ctl ...`): hot swap, rollback,
+//! status and the room extensions' catalog. It is a Unix socket in `DATA/control/`, a directory
+//! only the service's user may enter, so only that user (and root) can talk to it. One JSON
+//! request line, one JSON answer line. Swaps are [`crate::swap`]'s; everything else is asked of
+//! the core thread through its events: this module never touches the store or the extensions.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::oneshot;
 
-use crate::core::CoreEvent;
-use crate::extensions::{Change, Entry, ExtensionCompiler, SharedExtensions};
+use crate::core_event::{CoreEvent, Reply};
+use crate::extensions::{Change, Entry, ExtensionCompiler};
 use crate::inbox::Lane;
-use crate::metrics::{Metrics, OutcomeLabel};
-use crate::runtime::{CompiledPlugin, PluginEngine, Preparer, Status};
+use crate::runtime::Status;
+use crate::swap::{short, Swapper};
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "command", rename_all = "lowercase")]
@@ -57,13 +52,8 @@ pub fn socket_path(data: &Path) -> PathBuf {
 
 /// What every request shares.
 pub struct Control {
-    pub engine: Arc<PluginEngine>,
-    pub preparer: Preparer,
+    pub swapper: Arc<Swapper>,
     pub core: Lane,
-    pub metrics: Arc<Metrics>,
-    /// Held for the whole of a swap or rollback.
-    pub swapping: Mutex<()>,
-    pub extensions: SharedExtensions,
     /// Compiles new extensions off the core thread.
     pub compiler: ExtensionCompiler,
 }
@@ -134,226 +124,64 @@ impl Control {
     }
 
     pub async fn handle(&self, request: Request) -> Answer {
-        let swapping = matches!(request, Request::Swap { .. } | Request::Rollback);
-        let answer = self.answer_to(request).await;
-        if swapping {
-            let outcome = if answer.ok {
-                OutcomeLabel::ok()
-            } else {
-                OutcomeLabel::refused()
-            };
-            self.metrics.swaps.get_or_create(&outcome).inc();
+        let outcome = match request {
+            Request::Status => self
+                .ask(|reply| CoreEvent::Status { reply })
+                .await
+                .map(|status| describe_status(&status)),
+            Request::Swap { path } => self.swapper.swap(path).await,
+            Request::Rollback => self.swapper.rollback().await,
+            Request::ExtAdd { path, rooms } => self.add_extension(path, rooms).await,
+            Request::ExtRemove { name } => self.change_extensions(Change::Remove(name)).await,
+            Request::ExtList => self
+                .ask(|reply| CoreEvent::ExtensionList { reply })
+                .await
+                .map(|list| describe_catalog(&list)),
+        };
+        match outcome {
+            Ok(message) => Answer { ok: true, message },
+            Err(message) => refused(message),
         }
-        answer
     }
 
-    async fn answer_to(&self, request: Request) -> Answer {
-        match request {
-            Request::Status => match self.status().await {
-                Ok(status) => Answer {
-                    ok: true,
-                    message: describe_status(&status),
-                },
-                Err(error) => refused(error),
-            },
-            Request::Swap { path } => {
-                let Ok(_swapping) = self.swapping.try_lock() else {
-                    return refused("a swap is already in progress: try again when it has ended");
-                };
-                let engine = self.engine.clone();
-                let compiled = tokio::task::spawn_blocking(move || {
-                    let started = Instant::now();
-                    let compiled = engine.compile(&path);
-                    (compiled, started.elapsed())
-                })
-                .await;
-                match compiled {
-                    Ok((Ok(plugin), took)) => {
-                        tracing::info!(
-                            hash = plugin.hash,
-                            compile_ms = took.as_millis() as u64,
-                            "new plugin compiled"
-                        );
-                        self.swap_to(plugin).await
-                    }
-                    Ok((Err(error), _)) => refused(format!("{error:#}")),
-                    Err(error) => refused(format!("compiling: {error}")),
-                }
-            }
-            Request::ExtAdd { path, rooms } => {
-                let compiler = self
-                    .extensions
-                    .lock()
-                    .expect("extensions lock")
-                    .compiler()
-                    .clone();
-                // Compiled off the core thread, like a plugin swap; only the switch is on it.
-                let compiled = tokio::task::spawn_blocking(move || {
-                    let bytes = std::fs::read(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    compiler.compile(&bytes)
-                })
-                .await;
-                match compiled {
-                    Ok(Ok(compiled)) => {
-                        self.change_extensions(Change::Install {
-                            compiled: Box::new(compiled),
-                            rooms,
-                        })
-                        .await
-                    }
-                    Ok(Err(error)) => refused(format!("not installed: {error:#}")),
-                    Err(error) => refused(format!("compiling: {error}")),
-                }
-            }
-            Request::ExtRemove { name } => self.change_extensions(Change::Remove(name)).await,
-            Request::ExtList => {
-                // The core holds the lock through a room's hooks: wait for it off the workers.
-                let extensions = self.extensions.clone();
-                match tokio::task::spawn_blocking(move || {
-                    extensions.lock().expect("extensions lock").list()
+    /// Compiles the extension off the core thread, like a plugin swap; only the switch is on it.
+    async fn add_extension(
+        &self,
+        path: PathBuf,
+        rooms: Option<Vec<String>>,
+    ) -> Result<String, String> {
+        let compiler = self.compiler.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            compiler.compile(&bytes)
+        })
+        .await;
+        match compiled {
+            Ok(Ok(compiled)) => {
+                self.change_extensions(Change::Install {
+                    compiled: Box::new(compiled),
+                    rooms,
                 })
                 .await
-                {
-                    Ok(list) => Answer {
-                        ok: true,
-                        message: describe_catalog(&list),
-                    },
-                    Err(error) => refused(format!("listing: {error}")),
-                }
             }
-            Request::Rollback => {
-                let Ok(_swapping) = self.swapping.try_lock() else {
-                    return refused("a swap is already in progress: try again when it has ended");
-                };
-                let (reply, previous) = oneshot::channel();
-                if self.core.send(CoreEvent::Previous { reply }).await.is_err() {
-                    return refused("the service is stopping");
-                }
-                match previous.await {
-                    Ok(Some(plugin)) => self.swap_to(plugin).await,
-                    Ok(None) => refused("there is no previous plugin to roll back to"),
-                    Err(_) => refused("the service is stopping"),
-                }
-            }
+            Ok(Err(error)) => Err(format!("not installed: {error:#}")),
+            Err(error) => Err(format!("compiling: {error}")),
         }
     }
 
-    /// Prepares `plugin` off the core thread, then has the core switch to it.
-    async fn swap_to(&self, plugin: CompiledPlugin) -> Answer {
-        let preparer = self.preparer.clone();
-        let prepared = tokio::task::spawn_blocking(move || preparer.prepare(plugin)).await;
-        let prepared = match prepared {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(error)) => {
-                tracing::warn!(reason = %format!("{error:#}"), outcome = "refused", "plugin swap");
-                return refused(format!(
-                    "the new plugin failed to start, the old one serves on: {error:#}"
-                ));
-            }
-            Err(error) => return refused(format!("preparing: {error}")),
-        };
-        let (reply, outcome) = oneshot::channel();
-        let event = CoreEvent::Swap {
-            prepared: Box::new(prepared),
-            reply,
-        };
-        if self.core.send(event).await.is_err() {
-            return refused("the service is stopping");
-        }
-        match outcome.await {
-            Ok(Ok(report)) => Answer {
-                ok: true,
-                message: format!(
-                    "swapped {} {} ({}) for {} {} ({}){}",
-                    report.from.name,
-                    report.from.version,
-                    short(&report.from.hash),
-                    report.to.name,
-                    report.to.version,
-                    short(&report.to.hash),
-                    if report.upgraded {
-                        "; the data was upgraded"
-                    } else {
-                        ""
-                    }
-                ),
-            },
-            Ok(Err(error)) => refused(error),
-            Err(_) => refused("the service is stopping"),
-        }
+    async fn change_extensions(&self, change: Change) -> Result<String, String> {
+        let change = Box::new(change);
+        self.ask(|reply| CoreEvent::Extensions { change, reply })
+            .await?
     }
 
-    async fn change_extensions(&self, change: Change) -> Answer {
-        let (reply, outcome) = oneshot::channel();
-        let event = CoreEvent::Extensions {
-            change: Box::new(change),
-            reply,
-        };
-        if self.core.send(event).await.is_err() {
-            return refused("the service is stopping");
-        }
-        match outcome.await {
-            Ok(Ok(message)) => Answer { ok: true, message },
-            Ok(Err(error)) => refused(error),
-            Err(_) => refused("the service is stopping"),
-        }
-    }
-
-    async fn status(&self) -> Result<Status, String> {
-        let (reply, status) = oneshot::channel();
-        self.core
-            .send(CoreEvent::Status { reply })
-            .await
-            .map_err(|_| "the service is stopping".to_string())?;
-        status
-            .await
-            .map_err(|_| "the service is stopping".to_string())
-    }
-}
-
-/// Runs the XEP-0050 swap command for each iq the core diverts here; the answers go back
-/// through the core, in order with everything else it sends.
-pub async fn serve_commands(
-    mut commands: tokio::sync::mpsc::UnboundedReceiver<minidom::Element>,
-    control: Arc<Control>,
-    admins: std::collections::BTreeSet<String>,
-) {
-    let admins = Arc::new(admins);
-    while let Some(iq) = commands.recv().await {
-        let (control, admins) = (control.clone(), admins.clone());
-        tokio::spawn(async move {
-            let answer = crate::adhoc::run(&control, &admins, iq).await;
-            let _ = control.core.send(CoreEvent::FromHost(answer)).await;
-        });
-    }
-}
-
-/// `--watch-plugin`: swaps `path` in whenever its file changes and has stayed unchanged for a
-/// second (so a half-written build is not taken).
-pub async fn watch(path: PathBuf, control: Arc<Control>) {
-    let stamp = |path: &Path| {
-        std::fs::metadata(path)
-            .and_then(|meta| Ok((meta.modified()?, meta.len())))
-            .ok()
-    };
-    let mut current = stamp(&path);
-    let mut seen = current;
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let now = stamp(&path);
-        if now != seen {
-            seen = now;
-            continue;
-        }
-        if now.is_some() && now != current {
-            let answer = control.handle(Request::Swap { path: path.clone() }).await;
-            // Busy with another swap: try again on the next tick.
-            if answer.ok || !answer.message.contains("in progress") {
-                current = now;
-            }
-            tracing::info!(path = %path.display(), ok = answer.ok, message = answer.message, "plugin file changed");
-        }
+    /// Asks the core thread and waits for its answer.
+    async fn ask<T>(&self, event: impl FnOnce(Reply<T>) -> CoreEvent) -> Result<T, String> {
+        let (reply, answer) = oneshot::channel();
+        let stopping = || "the service is stopping".to_string();
+        self.core.send(event(reply)).await.map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())
     }
 }
 
@@ -362,10 +190,6 @@ fn refused(message: impl Into<String>) -> Answer {
         ok: false,
         message: message.into(),
     }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 /// `ext list`: one line per installed extension, saying why when it did not load.

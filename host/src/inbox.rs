@@ -12,7 +12,19 @@ use std::time::Duration;
 use flume::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::Semaphore;
 
-use crate::core::CoreEvent;
+use crate::core_event::CoreEvent;
+
+/// Events a client connection may have waiting for the core: past this, its reader waits to hand
+/// the next one over, and so stops reading its socket: TCP pushes back on whoever floods, and
+/// nobody else waits behind its backlog. Small, because a reader also stops handing events over
+/// while its session has many stanzas waiting to be written (c2s): what the lane already holds,
+/// each event answered with at most a page of archived messages, must stay far below the
+/// session's bound.
+pub const CLIENT_LANE: usize = 16;
+/// The same for the component link, which carries every user of the server in front.
+pub const LINK_LANE: usize = 4096;
+/// The same for the operator's controls (the control socket, the host's ad-hoc answers).
+pub const CONTROL_LANE: usize = 64;
 
 /// One source's queue.
 struct LaneState {

@@ -1,6 +1,6 @@
 //! What operators watch, as OpenMetrics text for Prometheus (`--metrics ADDR:PORT`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Result;
 use prometheus_client::encoding::text::encode;
@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::storage::{Storage, Tier};
+use crate::core_event::{CoreEvent, Gauges};
+use crate::inbox::Lane;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -174,22 +175,12 @@ impl Metrics {
             .inc();
     }
 
-    /// The OpenMetrics text, with the room and occupant counts read from the store now (keys
-    /// as `wit/STORAGE.md` lays them out).
-    pub fn render(&self, storage: &Mutex<Storage>) -> String {
-        {
-            let storage = storage.lock().expect("storage lock");
-            let rooms = [Tier::Durable, Tier::Volatile]
-                .into_iter()
-                .flat_map(|tier| storage.resident(tier, "room/"))
-                .filter(|(key, _)| key.ends_with("/config"))
-                .count();
-            let occupants = storage
-                .resident(Tier::Volatile, "room/")
-                .filter(|(key, _)| key.contains("/occupant/"))
-                .count();
-            self.rooms.set(rooms as i64);
-            self.occupants.set(occupants as i64);
+    /// The OpenMetrics text, with the room and occupant counts the core gave for this scrape
+    /// (none when it is stopping: the last ones stand).
+    pub fn render(&self, gauges: Option<Gauges>) -> String {
+        if let Some(gauges) = gauges {
+            self.rooms.set(gauges.rooms as i64);
+            self.occupants.set(gauges.occupants as i64);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String");
@@ -197,9 +188,10 @@ impl Metrics {
     }
 }
 
-/// Answers `GET /metrics` on `listener` until the task is dropped. The exporter needs one
-/// response shape only, so it is a few lines here rather than an HTTP framework.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, storage: Arc<Mutex<Storage>>) {
+/// Answers `GET /metrics` on `listener` until the task is dropped, asking the core through
+/// `core` for the gauges only it holds. The exporter needs one response shape only, so it is a
+/// few lines here rather than an HTTP framework.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, core: Lane) {
     loop {
         let mut socket = match listener.accept().await {
             Ok((socket, _)) => socket,
@@ -209,11 +201,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, storage: Arc<Mu
                 continue;
             }
         };
-        let (metrics, storage) = (metrics.clone(), storage.clone());
+        let (metrics, core) = (metrics.clone(), core.clone());
         tokio::spawn(async move {
             let answered = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                answer(&mut socket, &metrics, &storage),
+                answer(&mut socket, &metrics, &core),
             );
             if let Ok(Err(error)) = answered.await {
                 tracing::debug!(%error, "metrics request failed");
@@ -222,11 +214,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, storage: Arc<Mu
     }
 }
 
-async fn answer(
-    socket: &mut tokio::net::TcpStream,
-    metrics: &Metrics,
-    storage: &Mutex<Storage>,
-) -> Result<()> {
+async fn answer(socket: &mut tokio::net::TcpStream, metrics: &Metrics, core: &Lane) -> Result<()> {
     let mut request = Vec::new();
     let mut chunk = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
@@ -243,7 +231,7 @@ async fn answer(
     let found = matches!(method, "GET" | "HEAD") && matches!(path, "/metrics" | "/");
     let (status, content_type, body) = if found {
         let text = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-        ("200 OK", text, metrics.render(storage))
+        ("200 OK", text, metrics.render(gauges(core).await))
     } else {
         ("404 Not Found", "text/plain", String::from("not found\n"))
     };
@@ -259,38 +247,39 @@ async fn answer(
     Ok(())
 }
 
+/// The core's gauges, or none if it is stopping.
+async fn gauges(core: &Lane) -> Option<Gauges> {
+    let (reply, gauges) = tokio::sync::oneshot::channel();
+    core.send(CoreEvent::Gauges { reply }).await.ok()?;
+    gauges.await.ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Transaction;
 
     #[test]
-    fn the_text_names_every_family_and_counts_rooms_and_occupants_from_the_store() {
+    fn the_text_names_every_family_with_the_gauges_the_core_gave() {
         let metrics = Metrics::new();
         metrics.stanza_in("message");
         metrics.plugin_call_seconds.observe(0.001);
-        let mut storage = Storage::in_memory();
-        let mut txn = Transaction::default();
-        for key in ["room/a@muc/config", "room/a@muc/history/1"] {
-            txn.put(Tier::Durable, key.into(), b"{}".to_vec()).unwrap();
-        }
-        for key in [
-            "room/b@muc/config",
-            "room/b@muc/occupant/x",
-            "room/b@muc/occupant/y",
-        ] {
-            txn.put(Tier::Volatile, key.into(), b"{}".to_vec()).unwrap();
-        }
-        storage.apply(txn.writes).unwrap();
-        let text = metrics.render(&Mutex::new(storage));
+        let text = metrics.render(Some(Gauges {
+            rooms: 2,
+            occupants: 3,
+        }));
         for line in [
             "muc_stanzas_in_total{kind=\"message\"} 1",
             "muc_rooms 2",
-            "muc_occupants 2",
+            "muc_occupants 3",
             "muc_plugin_call_seconds_count 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        let later = metrics.render(None);
+        assert!(
+            later.contains("muc_rooms 2"),
+            "without new gauges the last stand"
+        );
     }
 }

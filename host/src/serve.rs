@@ -15,13 +15,16 @@ use crate::auth::Accounts;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Mode, ServeConfig};
 use crate::control::{self, Answer, Control, Request};
-use crate::core::{self, Controls, CoreEvent};
+use crate::core;
+use crate::core_event::CoreEvent;
 use crate::extensions::{Call, Change, ExtensionCompiler, Extensions, SharedExtensions};
+use crate::inbox::{CONTROL_LANE, LINK_LANE};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
 use crate::runtime::{CompiledPlugin, MucBackend, PluginEngine, PluginRuntime, Preparer, Settings};
 use crate::service::Service;
-use crate::storage::{Storage, Transaction};
+use crate::storage::{Storage, StoreLocation, Transaction};
+use crate::swap::{self, Swapper};
 use crate::xmpp::c2s::{self, C2s};
 use crate::xmpp::component::{self, Link, LinkSink};
 use crate::xmpp::tls;
@@ -83,7 +86,11 @@ fn load_extensions(
 /// directly. The owners of rooms that lose an extension cannot be told (nobody is connected).
 pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer> {
     let _lock = lock_data(data)?;
-    let storage = Arc::new(Mutex::new(Storage::open(data)?));
+    // The offline change is made on the embedded store; a service on PostgreSQL is changed
+    // through `ctl` while it runs.
+    let storage = Arc::new(Mutex::new(Storage::open(&StoreLocation::Sqlite(
+        data.into(),
+    ))?));
     if matches!(request, Request::ExtList) {
         let catalog: Vec<_> = Extensions::catalog(&storage.lock().expect("storage lock"))
             .into_iter()
@@ -148,7 +155,8 @@ pub fn serve(
         tracing::warn!("INSECURE AUTHENTICATION: any password is accepted for any account. For test suites only; never expose this service.");
     }
     let _lock = lock_data(&config.data)?;
-    let mut storage = Storage::open(&config.data)?;
+    let mut storage = Storage::open(&config.store)?;
+    tracing::info!(store = %config.store, "store opened");
     storage.enable_group_commit();
     storage.set_idle_eviction(config.room_idle);
     storage.set_archive_retention(config.archive_retention);
@@ -172,7 +180,6 @@ pub fn serve(
         engine,
         preparer: runtime.preparer(),
         compiler,
-        extensions,
         plugin_file,
     };
     #[cfg(feature = "native-plugin")]
@@ -181,9 +188,9 @@ pub fn serve(
         // The component took the data over (and migrated it); it serves nothing now.
         drop(runtime);
         let native = crate::runtime::native::NativeRuntime::new(storage.clone(), settings, clock);
-        return run(config, native, storage, control);
+        return run(config, native, control);
     }
-    run(config, runtime, storage, control)
+    run(config, runtime, control)
 }
 
 /// What the control socket works with, whichever runtime serves.
@@ -191,7 +198,6 @@ struct ControlParts {
     engine: Arc<PluginEngine>,
     preparer: Preparer,
     compiler: ExtensionCompiler,
-    extensions: SharedExtensions,
     plugin_file: PathBuf,
 }
 
@@ -199,22 +205,17 @@ struct ControlParts {
 fn run<M: MucBackend + Send + 'static>(
     config: ServeConfig,
     muc: M,
-    storage: Arc<Mutex<Storage>>,
     parts: ControlParts,
-) -> Result<()>
-where
-    Service<M>: Controls,
-{
+) -> Result<()> {
     let ControlParts {
         engine,
         preparer,
         compiler,
-        extensions,
         plugin_file,
     } = parts;
     let metrics = Metrics::new();
     let (lanes, core_inbox) = crate::inbox::inbox();
-    let core_events = lanes.open(core::CONTROL_LANE);
+    let core_events = lanes.open(CONTROL_LANE);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,21 +223,20 @@ where
     tokio.block_on(async {
         // The control socket exists before the listeners are announced, so that whoever waits
         // for the announcement can use `ctl` at once.
-        let control = Arc::new(Control {
+        let swapper = Arc::new(Swapper::new(
             engine,
             preparer,
-            core: core_events.clone(),
-            metrics: metrics.clone(),
-            swapping: tokio::sync::Mutex::new(()),
-            compiler,
-            extensions,
-        });
-        tokio::spawn(control::serve(
-            control::bind(&config.data)?,
-            control.clone(),
+            core_events.clone(),
+            metrics.clone(),
         ));
+        let control = Arc::new(Control {
+            swapper: swapper.clone(),
+            core: core_events.clone(),
+            compiler,
+        });
+        tokio::spawn(control::serve(control::bind(&config.data)?, control));
         if config.watch_plugin {
-            tokio::spawn(control::watch(plugin_file, control.clone()));
+            tokio::spawn(swap::watch(plugin_file, swapper.clone()));
         }
         let (router, network) = match &config.mode {
             Mode::Bundled { c2s } => {
@@ -276,7 +276,7 @@ where
                     domain: config.muc_domain.clone(),
                     queue_bound: config.link_queue,
                     max_stanza_bytes: config.max_stanza_bytes,
-                    core: lanes.open(core::LINK_LANE),
+                    core: lanes.open(LINK_LANE),
                     metrics: metrics.clone(),
                 };
                 let linked = tokio::spawn(component::run(link, from_core));
@@ -291,11 +291,15 @@ where
                 .await
                 .with_context(|| format!("metrics on {address}"))?;
             announce("metrics", &listener)?;
-            tokio::spawn(metrics::serve(listener, metrics.clone(), storage.clone()));
+            tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+                lanes.open(CONTROL_LANE),
+            ));
         }
         let (commands, diverted) = tokio::sync::mpsc::unbounded_channel();
         let admins = config.admins.iter().cloned().collect();
-        tokio::spawn(control::serve_commands(diverted, control, admins));
+        tokio::spawn(swap::serve_commands(diverted, swapper, admins));
         let mut service = Service::new(router, muc)
             .with_metrics(metrics.clone())
             .with_host_commands(commands);

@@ -6,7 +6,7 @@ use jid::FullJid;
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
 
-use crate::service::error_reply;
+use crate::stanza_error::error_reply;
 
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";

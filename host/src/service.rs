@@ -15,16 +15,16 @@ use minidom::Element;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::adhoc;
-use crate::extensions::{Call, Change};
+use crate::core_event::Gauges;
+use crate::extensions::{Call, Change, Entry};
 use crate::message_rate::{MessageRate, MessageRateLimit};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
-use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Prepared, SwapReport};
+use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime};
 use crate::server;
-use crate::storage::{StorageError, Transaction};
-
-const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+use crate::stanza_error::{error_reply, with_text};
+use crate::storage::{Storage, StorageError, Tier, Transaction};
 
 /// The core around a MUC backend: the plugin component, or (for measuring what WebAssembly
 /// costs) the same logic linked natively.
@@ -100,6 +100,63 @@ impl<M: MucBackend> Service<M> {
             }
         }
         Ok(synced)
+    }
+
+    /// Installs or removes a room extension between two stanzas: the catalog's writes commit
+    /// with the next flush, and the owners' notices leave after them.
+    pub fn change_extensions(&mut self, change: Change) -> Result<String, String> {
+        let extensions = self
+            .muc
+            .extensions()
+            .ok_or("this service runs no room extensions")?
+            .clone();
+        let storage = self.muc.storage().clone();
+        let mut txn = Transaction::default();
+        let mut call = Call {
+            storage: &storage,
+            txn: &mut txn,
+            now_ms: self.muc.now_ms(),
+        };
+        let message = extensions
+            .lock()
+            .expect("extensions lock")
+            .change(change, &mut call)
+            .map_err(|error| format!("{error:#}"))?;
+        storage
+            .lock()
+            .expect("storage lock")
+            .apply(txn.writes)
+            .map_err(|error| format!("storing the catalog: {error:#}"))?;
+        self.deliver_all(txn.outbound);
+        Ok(message)
+    }
+
+    /// The installed room extensions, each with why it did not load, if it did not.
+    pub fn extension_list(&self) -> Vec<(Entry, Option<String>)> {
+        self.muc
+            .extensions()
+            .map(|extensions| extensions.lock().expect("extensions lock").list())
+            .unwrap_or_default()
+    }
+
+    /// The rooms and occupants in memory (keys as `wit/STORAGE.md` lays them out), for a
+    /// metrics scrape.
+    pub fn gauges(&self) -> Gauges {
+        gauges_of(&self.muc.storage().lock().expect("storage lock"))
+    }
+
+    /// When the plugin's next timer is due (ms since the Unix epoch), if it has one.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.muc
+            .storage()
+            .lock()
+            .expect("storage lock")
+            .next_timer()
+    }
+
+    /// Where plugin calls, faults and deliveries are counted, if anywhere.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
     }
 
     /// Stanzas waiting for the next flush.
@@ -281,7 +338,8 @@ impl<M: MucBackend> Service<M> {
         (!rate.allow(from, room.as_str(), now_ms)).then(|| rate.limit())
     }
 
-    fn deliver_all(&mut self, outbound: Vec<Outbound>) {
+    /// What a MUC call sent: to the outbox, the MUC's requests to accounts answered.
+    pub fn deliver_all(&mut self, outbound: Vec<Outbound>) {
         let mut for_accounts = Vec::new();
         for stanza in outbound {
             match self.request_to_an_account(&stanza) {
@@ -355,65 +413,48 @@ impl<M: MucBackend> Service<M> {
     }
 }
 
-impl Service<PluginRuntime> {
-    /// Hands the MUC logic to `prepared` (see [`PluginRuntime::swap`]); what its upgrade sent
-    /// waits for the next flush like any other stanza.
-    pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, Fault> {
-        let (report, outbound) = self.muc.swap(prepared)?;
-        self.deliver_all(outbound);
-        Ok(report)
+/// The rooms and occupants `storage` holds in memory.
+fn gauges_of(storage: &Storage) -> Gauges {
+    let rooms = [Tier::Durable, Tier::Volatile]
+        .into_iter()
+        .flat_map(|tier| storage.resident(tier, "room/"))
+        .filter(|(key, _)| key.ends_with("/config"))
+        .count();
+    let occupants = storage
+        .resident(Tier::Volatile, "room/")
+        .filter(|(key, _)| key.contains("/occupant/"))
+        .count();
+    Gauges {
+        rooms: rooms as u64,
+        occupants: occupants as u64,
     }
+}
 
-    /// Installs or removes a room extension between two stanzas: the catalog's writes commit
-    /// with the next flush, and the owners' notices leave after them.
-    pub fn change_extensions(&mut self, change: Change) -> Result<String, String> {
-        let extensions = self
-            .muc
-            .extensions()
-            .ok_or("this service runs no room extensions")?
-            .clone();
-        let storage = self.muc.storage().clone();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauges_count_rooms_and_occupants_in_memory() {
+        let mut storage = Storage::in_memory();
         let mut txn = Transaction::default();
-        let mut call = Call {
-            storage: &storage,
-            txn: &mut txn,
-            now_ms: self.muc.now_ms(),
-        };
-        let message = extensions
-            .lock()
-            .expect("extensions lock")
-            .change(change, &mut call)
-            .map_err(|error| format!("{error:#}"))?;
-        storage
-            .lock()
-            .expect("storage lock")
-            .apply(txn.writes)
-            .map_err(|error| format!("storing the catalog: {error:#}"))?;
-        self.deliver_all(txn.outbound);
-        Ok(message)
+        for key in ["room/a@muc/config", "room/a@muc/history/1"] {
+            txn.put(Tier::Durable, key.into(), b"{}".to_vec()).unwrap();
+        }
+        for key in [
+            "room/b@muc/config",
+            "room/b@muc/occupant/x",
+            "room/b@muc/occupant/y",
+        ] {
+            txn.put(Tier::Volatile, key.into(), b"{}".to_vec()).unwrap();
+        }
+        storage.apply(txn.writes).unwrap();
+        assert_eq!(
+            gauges_of(&storage),
+            Gauges {
+                rooms: 2,
+                occupants: 2
+            }
+        );
     }
-}
-
-/// `reply` (an error reply) with a human-readable text in its error.
-fn with_text(mut reply: Element, text: &str) -> Element {
-    if let Some(error) = reply.get_child_mut("error", "jabber:client") {
-        error.append_child(Element::builder("text", STANZAS_NS).append(text).build());
-    }
-    reply
-}
-
-/// The error form of `stanza`: addresses swapped, `type='error'`, the condition inside.
-pub fn error_reply(stanza: &Element, type_: &str, condition: &str) -> Element {
-    let mut reply = Element::builder(stanza.name(), "jabber:client")
-        .attr(xml_ncname!("type").into(), "error")
-        .attr(xml_ncname!("from").into(), stanza.attr("to"))
-        .attr(xml_ncname!("to").into(), stanza.attr("from"))
-        .attr(xml_ncname!("id").into(), stanza.attr("id"))
-        .build();
-    let error = Element::builder("error", "jabber:client")
-        .attr(xml_ncname!("type").into(), type_)
-        .append(Element::builder(condition, STANZAS_NS).build())
-        .build();
-    reply.append_child(error);
-    reply
 }

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -46,6 +47,8 @@ ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 
 # Bounds on every wait (seconds).
 START_TIMEOUT = float(os.environ.get("E2E_START_TIMEOUT", 60))  # a cold start compiles the plugin
+# A PostgreSQL URL: every muc-host runs on a fresh schema there instead of SQLite.
+E2E_POSTGRES = os.environ.get("E2E_POSTGRES")
 STANZA_TIMEOUT = float(os.environ.get("E2E_STANZA_TIMEOUT", 10))
 LOGIN_TIMEOUT = float(os.environ.get("E2E_LOGIN_TIMEOUT", 15))
 STOP_TIMEOUT = 10.0
@@ -265,6 +268,14 @@ def warm_cache() -> Optional[Path]:
         return _warm_cache
 
 
+def postgres_schema(url: str) -> str:
+    """A fresh schema in the PostgreSQL database at `url`, as a store URL that uses it."""
+    schema = f"e2e_{uuid.uuid4().hex}"
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", f"CREATE SCHEMA {schema}"],
+                   check=True, capture_output=True)
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
 class MucHost:
     """`muc-host serve` on a data directory, restartable."""
 
@@ -275,6 +286,8 @@ class MucHost:
         self.component = "--component" in self.args
         self.port: Optional[int] = None
         self.metrics_port: Optional[int] = None
+        if E2E_POSTGRES and "--store" not in self.args:
+            self.args += ["--store", postgres_schema(E2E_POSTGRES)]
         self.service = Service(name, [MUC_HOST, "--data", data, "serve", *self.args],
                                harness.logs, cwd=REPO,
                                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})

@@ -158,10 +158,11 @@ SEQ = re.compile(r"^(r\d\d) (\d+)$")
 
 def store_args(request) -> list[str]:
     """How the instances keep their state: one shared PostgreSQL database when `muc-host serve`
-    has `--store`, else each its own SQLite file in its own data directory."""
+    has `--store` and takes room leases on it (`--instance`), else each its own SQLite file in its
+    own data directory (a shared store without leases is not a cluster: nothing fences a room)."""
     help_text = subprocess.run([str(MUC_HOST), "serve", "--help"], capture_output=True, text=True,
                                timeout=60).stdout
-    if "--store" in help_text:
+    if "--store" in help_text and "--instance" in help_text:
         return ["--store", request.getfixturevalue("postgres_url")]
     return []
 

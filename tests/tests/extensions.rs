@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use minidom::Element;
 use muc_host::extensions::{Change, ExtensionCompiler, ExtensionLimits, Extensions};
-use muc_host::runtime::wit_extensions::MessageHooksNeed;
 use muc_host::scansion::Harness;
 use muc_host::storage::{Storage, Tier, Transaction};
 use muc_host::testhost::TestHost;
+use muc_host::wasm::plugin_world::muc::plugin::extensions::MessageHooksNeed;
 use muc_tests::{compile, component, engine};
 
 const ROOM: &str = "lab@conference.localhost";
@@ -439,13 +439,15 @@ fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
     use muc_host::router::{QueueSink, Router};
     use muc_host::runtime::{PluginRuntime, Settings};
     use muc_host::service::Service;
-    use muc_host::storage::Storage;
+    use muc_host::storage::{Storage, StoreLocation};
 
     let dir = tempfile::tempdir().unwrap();
     let start = || {
         let plugin = compile("muc_plugin");
         let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
-        let storage = Arc::new(Mutex::new(Storage::open(dir.path()).unwrap()));
+        let storage = Arc::new(Mutex::new(
+            Storage::open(&StoreLocation::Sqlite(dir.path().into())).unwrap(),
+        ));
         let mut extensions = Extensions::new(compiler.clone());
         extensions.load(&mut storage.lock().unwrap());
         let settings = Settings {

@@ -10,7 +10,7 @@ use muc_host::router::{QueueSink, Router};
 use muc_host::runtime::{PluginRuntime, Settings};
 use muc_host::scansion::Harness;
 use muc_host::service::Service;
-use muc_host::storage::{Storage, Tier};
+use muc_host::storage::{Storage, StoreLocation, Tier};
 use muc_host::testhost::TestHost;
 use muc_tests::compile;
 
@@ -51,7 +51,9 @@ fn rooms_and_occupants_survive_a_fresh_instance() {
 }
 
 fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
-    let storage = Arc::new(Mutex::new(Storage::open(dir).unwrap()));
+    let storage = Arc::new(Mutex::new(
+        Storage::open(&StoreLocation::Sqlite(dir.into())).unwrap(),
+    ));
     let settings = Settings {
         service: "conference.localhost".into(),
         ..Settings::default()
@@ -95,7 +97,7 @@ fn durable_state_survives_a_restart_and_volatile_state_does_not() {
 fn with_group_commit_nothing_leaves_before_its_writes_are_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let on_disk = |key: &str| {
-        Storage::open(dir.path())
+        Storage::open(&StoreLocation::Sqlite(dir.path().into()))
             .unwrap()
             .get(Tier::Durable, key)
             .map(<[u8]>::to_vec)

@@ -7,7 +7,7 @@ use minidom::Element;
 use muc_host::clock::ManualClock;
 use muc_host::runtime::{PluginRuntime, Settings};
 use muc_host::scansion::Harness;
-use muc_host::storage::Storage;
+use muc_host::storage::{Storage, StoreLocation};
 use muc_host::testhost::TestHost;
 use muc_tests::compile;
 
@@ -42,7 +42,9 @@ fn a_timer_fires_once_when_due() {
 fn timers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let start = |dir: &std::path::Path| {
-        let storage = Arc::new(Mutex::new(Storage::open(dir).unwrap()));
+        let storage = Arc::new(Mutex::new(
+            Storage::open(&StoreLocation::Sqlite(dir.into())).unwrap(),
+        ));
         let settings = Settings {
             service: "conference.localhost".into(),
             ..Settings::default()

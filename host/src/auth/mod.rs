@@ -7,8 +7,10 @@ mod credentials;
 mod plain;
 mod sasl;
 mod scram;
+mod step;
 mod throttle;
 
 pub use accounts::{AccountError, Accounts};
-pub use sasl::{offered, AuthPolicy, Mechanism, SaslExchange, SaslFailure, Step};
+pub use sasl::{offered, AuthPolicy, Mechanism, SaslExchange};
+pub use step::{SaslFailure, Step};
 pub use throttle::AuthThrottle;

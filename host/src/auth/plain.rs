@@ -5,7 +5,7 @@ use jid::{BareJid, DomainRef};
 
 use super::accounts::Accounts;
 use super::credentials::{prepare_password, ScramHash};
-use super::sasl::{SaslFailure, Step};
+use super::step::{SaslFailure, Step};
 
 /// In insecure mode any password is accepted for any valid local username. Also the account the
 /// message names, when it names a valid one, whatever the outcome.

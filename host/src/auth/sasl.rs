@@ -6,6 +6,7 @@ use jid::{BareJid, DomainPart};
 
 use super::accounts::Accounts;
 use super::credentials::ScramHash;
+use super::step::{SaslFailure, Step};
 use super::{plain, scram};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,49 +60,6 @@ pub fn offered(policy: &AuthPolicy) -> Vec<Mechanism> {
         ]
     } else {
         vec![Mechanism::ScramSha256, Mechanism::ScramSha1]
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Send `<challenge/>` with these bytes and wait for a `<response/>`.
-    Challenge(Vec<u8>),
-    /// Send `<success/>`, with the additional data if any (SCRAM's server-final message).
-    Success {
-        jid: BareJid,
-        additional_data: Option<Vec<u8>>,
-    },
-    /// Send `<failure/>` with this condition; the exchange is over.
-    Failure(SaslFailure),
-}
-
-/// RFC 6120 §6.5 failure conditions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SaslFailure {
-    Aborted,
-    EncryptionRequired,
-    IncorrectEncoding,
-    /// The authzid is not the authenticated JID (checked only once the password is proven).
-    InvalidAuthzid,
-    InvalidMechanism,
-    MalformedRequest,
-    NotAuthorized,
-    TemporaryAuthFailure,
-}
-
-impl SaslFailure {
-    /// The condition's element name inside `<failure/>`.
-    pub fn condition(self) -> &'static str {
-        match self {
-            SaslFailure::Aborted => "aborted",
-            SaslFailure::EncryptionRequired => "encryption-required",
-            SaslFailure::IncorrectEncoding => "incorrect-encoding",
-            SaslFailure::InvalidAuthzid => "invalid-authzid",
-            SaslFailure::InvalidMechanism => "invalid-mechanism",
-            SaslFailure::MalformedRequest => "malformed-request",
-            SaslFailure::NotAuthorized => "not-authorized",
-            SaslFailure::TemporaryAuthFailure => "temporary-auth-failure",
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use jid::{BareJid, DomainRef};
 
 use super::accounts::Accounts;
 use super::credentials::{ScramCredential, ScramHash};
-use super::sasl::{SaslFailure, Step};
+use super::step::{SaslFailure, Step};
 
 /// Random bytes in the server's half of the nonce (24 base64 characters).
 const SERVER_NONCE_BYTES: usize = 18;

@@ -14,7 +14,7 @@ use wasmtime::{Engine, Store};
 use super::catalog::Entry;
 use super::sandbox::{ExtensionContext, Instance, RoomExtension, RoomExtensionPre};
 use super::ExtensionLimits;
-use crate::runtime::{compile_cached, EPOCH_TICK};
+use crate::wasm::{budget_ticks, compile_cached};
 
 /// The WASI poll interface of wasmtime-wasi 48 (guests importing an older 0.2 match it).
 const WASI_POLL: &str = "wasi:io/poll@0.2.12";
@@ -121,12 +121,6 @@ fn imports_room_info(engine: &Engine, component: &Component) -> bool {
             }
             _ => true,
         })
-}
-
-/// Epoch ticks for a time budget: at least one, and one more than the budget's whole ticks, as
-/// the call may start just before the ticker fires.
-pub fn budget_ticks(budget: std::time::Duration) -> u64 {
-    (budget.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
 }
 
 impl Compiled {

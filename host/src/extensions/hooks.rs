@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use super::catalog::Entry;
-use super::compiler::budget_ticks;
 use super::rooms::{Choice, RoomRecord};
 use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo, MAX_SAID_BYTES};
 use super::text::unfit_for_xml;
 use super::{load, notify_owners, save, store_prefix, Call, Extensions, MAX_REWRITE_BYTES};
-use crate::runtime::wit_extensions as wit;
+use crate::wasm::budget_ticks;
+use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 
 /// A hook call that went wrong, as the owners are told.
 struct Fault(String);

@@ -21,10 +21,10 @@ use std::time::Duration;
 use minidom::rxml::xml_ncname;
 use minidom::Element;
 
-use crate::runtime::wit_extensions as wit;
 use crate::storage::{Storage, Tier, Transaction};
+use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 pub use catalog::Entry;
-pub use compiler::{budget_ticks, Compiled, ExtensionCompiler};
+pub use compiler::{Compiled, ExtensionCompiler};
 use rooms::{Choice, RoomRecord};
 use sandbox::Instance;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{self, Entry, Kind};
-use crate::runtime::wit_extensions as wit;
+use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -13,8 +13,8 @@ use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::text::{log_line, unfit_for_xml};
-use crate::runtime::MemoryCap;
 use crate::storage::{Storage, Tier, Transaction};
+use crate::wasm::MemoryCap;
 
 wasmtime::component::bindgen!({
     path: "../wit/extension",

@@ -1,10 +1,7 @@
 //! The wasmtime engine shared by every plugin: configuration, the epoch ticker that enforces
 //! time budgets, compiling components once (cached by content hash), and the contract check.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -12,9 +9,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{CallContext, MucPlugin, MucPluginPre};
-
-/// How often the epoch advances; time budgets are counted in these ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+use crate::wasm::{compile_cached, EPOCH_TICK};
 
 /// The contract this host implements (`wit/muc-plugin.wit`).
 pub const CONTRACT_PACKAGE: &str = "muc:plugin";
@@ -106,67 +101,6 @@ impl PluginEngine {
         }
         Ok(version.to_string())
     }
-}
-
-/// Compiles a component, or loads it from `cache_dir` where an earlier compile of the same bytes
-/// (`hash`) by a compatible engine left it.
-pub fn compile_cached(
-    engine: &Engine,
-    cache_dir: Option<&Path>,
-    bytes: &[u8],
-    hash: &str,
-) -> Result<Component> {
-    let Some(dir) = cache_dir else {
-        return Ok(Component::new(engine, bytes)?);
-    };
-    let mut compatibility = DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut compatibility);
-    let file = dir.join(format!("{hash}-{:016x}.cwasm", compatibility.finish()));
-    if file.exists() {
-        // SAFETY: the file was written by `Component::serialize` of this engine version and
-        // configuration (both are in its name) into the host's own cache directory.
-        match unsafe { Component::deserialize_file(engine, &file) } {
-            Ok(component) => return Ok(component),
-            Err(error) => {
-                tracing::warn!(?file, %error, "ignoring an unreadable compiled component")
-            }
-        }
-    }
-    let component = Component::new(engine, bytes)?;
-    // The cache only spares the next start a compile: failing to fill it (a full disk) is
-    // said, and the component compiled here is used all the same.
-    if let Err(error) = store_compiled(dir, &file, &component) {
-        tracing::warn!(?file, "could not cache the compiled component: {error:#}");
-    }
-    Ok(component)
-}
-
-/// Writes `component` to `file` whole or not at all: into a temporary file beside it, synced,
-/// then renamed. The temporary file is removed whatever fails. Several hosts (or tests) may
-/// compile the same component at once: each writes its own temporary file, and the renames
-/// race harmlessly to the same content.
-fn store_compiled(dir: &Path, file: &Path, component: &Component) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
-    let serialized = component.serialize()?;
-    let name = file
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("component");
-    let mut partial = tempfile::Builder::new()
-        .prefix(name)
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .with_context(|| format!("making a file in {}", dir.display()))?;
-    let written = partial
-        .write_all(&serialized)
-        .and_then(|()| partial.as_file().sync_all());
-    written.with_context(|| format!("writing {}", partial.path().display()))?;
-    partial
-        .persist(file)
-        .with_context(|| format!("renaming to {}", file.display()))?;
-    Ok(())
 }
 
 pub fn host_contract() -> String {

@@ -23,10 +23,9 @@ use crate::extensions::SharedExtensions;
 use crate::outbound::Outbound;
 use crate::storage::{Quota, Storage, StorageError, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
-pub use bindings::muc::plugin::extensions as wit_extensions;
 use bindings::muc::plugin::types;
-pub use bindings::{CallContext, MemoryCap, MucPlugin};
-pub use engine::{compile_cached, host_contract, CompiledPlugin, PluginEngine, EPOCH_TICK};
+pub use bindings::{CallContext, MucPlugin};
+pub use engine::{host_contract, CompiledPlugin, PluginEngine};
 
 /// What an instance may use in one call.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +154,15 @@ pub trait MucBackend {
     fn storage(&self) -> &Arc<Mutex<Storage>>;
     /// The time its calls see, in ms since the Unix epoch (virtual in the test host).
     fn now_ms(&self) -> u64;
+    /// What `ctl status` shows.
+    fn status(&self) -> Status;
+    /// The room extensions the logic's hooks run, if any.
+    fn extensions(&self) -> Option<&SharedExtensions>;
+    /// Hands the service to `prepared` between two calls (see [`PluginRuntime::swap`]); on
+    /// success, what the new plugin's upgrade sent. Nothing changes on an error.
+    fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), String>;
+    /// The plugin the current one replaced, for a rollback.
+    fn previous(&self) -> Option<CompiledPlugin>;
 }
 
 impl MucBackend for PluginRuntime {
@@ -176,6 +184,24 @@ impl MucBackend for PluginRuntime {
 
     fn now_ms(&self) -> u64 {
         PluginRuntime::now_ms(self)
+    }
+
+    fn status(&self) -> Status {
+        PluginRuntime::status(self)
+    }
+
+    fn extensions(&self) -> Option<&SharedExtensions> {
+        PluginRuntime::extensions(self)
+    }
+
+    fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), String> {
+        PluginRuntime::swap(self, prepared).map_err(|fault| {
+            format!("the new plugin's upgrade failed, the old one serves on: {fault}")
+        })
+    }
+
+    fn previous(&self) -> Option<CompiledPlugin> {
+        PluginRuntime::previous(self)
     }
 }
 
@@ -623,7 +649,7 @@ fn begin(store: &mut Store<CallContext>, txn: Transaction, clock: &dyn Clock, se
     context.txn = txn;
     context.now_ms = clock.now_ms();
     context.memory.hit = false;
-    store.set_epoch_deadline(crate::extensions::budget_ticks(settings.limits.call_budget));
+    store.set_epoch_deadline(crate::wasm::budget_ticks(settings.limits.call_budget));
 }
 
 /// A fresh instance of `plugin`, initialised. `init` may read but must not write or send.

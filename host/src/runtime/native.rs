@@ -17,11 +17,8 @@ use super::{
     Settings, Stats, Status, SwapReport,
 };
 use crate::clock::Clock;
-use crate::core::Controls;
-use crate::extensions::Change;
-use crate::metrics::Metrics;
+use crate::extensions::SharedExtensions;
 use crate::outbound::Outbound;
-use crate::service::Service;
 use crate::storage::{Storage, Transaction};
 
 pub struct NativeRuntime {
@@ -130,18 +127,6 @@ impl MucBackend for NativeRuntime {
     fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault> {
         self.call(|muc, host| muc.on_shutdown(host))
     }
-}
-
-const NO_CONTROLS: &str = "the MUC logic is linked in (serve --native-plugin, for measurement): it cannot be swapped and runs no room extensions";
-
-impl Controls for Service<NativeRuntime> {
-    fn swap(&mut self, _: Prepared, _: &Metrics) -> Result<SwapReport, String> {
-        Err(NO_CONTROLS.into())
-    }
-
-    fn change_extensions(&mut self, _: Change) -> Result<String, String> {
-        Err(NO_CONTROLS.into())
-    }
 
     fn status(&self) -> Status {
         Status {
@@ -151,11 +136,20 @@ impl Controls for Service<NativeRuntime> {
                 contract: muc_plugin::service::CONTRACT.into(),
                 hash: "linked in".into(),
             },
-            loaded_since_ms: self.muc.started_ms,
+            loaded_since_ms: self.started_ms,
             // Calls and faults are counted for the component only.
             stats: Stats::default(),
             previous: None,
         }
+    }
+
+    /// None: the linked-in logic runs no room extensions.
+    fn extensions(&self) -> Option<&SharedExtensions> {
+        None
+    }
+
+    fn swap(&mut self, _: Prepared) -> Result<(SwapReport, Vec<Outbound>), String> {
+        Err("the MUC logic is linked in (serve --native-plugin, for measurement): it cannot be swapped".into())
     }
 
     fn previous(&self) -> Option<CompiledPlugin> {

@@ -84,6 +84,16 @@ impl Residency {
         self.used.insert(room.to_string(), Instant::now());
     }
 
+    /// The room is to be read again on its next use.
+    pub fn forget(&mut self, room: &str) {
+        self.used.remove(room);
+    }
+
+    /// Reads may be trusted again: the rooms a failed read touched were forgotten.
+    pub fn recover(&mut self) {
+        self.failed = None;
+    }
+
     pub fn count(&self) -> usize {
         self.used.len()
     }

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use rusqlite::Connection;
+use anyhow::Result;
 
-use super::archive;
+use super::archive::{self, ArchiveRows};
 
 /// Entries one pass deletes at most.
 /// 500 deletions (with their four index updates) take a few ms: about the cost of one batch.
@@ -65,10 +65,10 @@ impl Expiry {
     /// expired ones from up to [`ROOMS_PER_PASS`] rooms, going on where the last pass stopped;
     /// returns how many it deleted. A pass that used up its budget leaves the next one due at
     /// once.
-    pub fn pass(&mut self, connection: &Connection, now_ms: u64) -> rusqlite::Result<usize> {
+    pub fn pass(&mut self, rows: &dyn ArchiveRows, now_ms: u64) -> Result<usize> {
         let mut deleted = 0;
         if self.deleted_rooms {
-            deleted = archive::collect_deleted(connection, ROWS_PER_PASS)?;
+            deleted = archive::collect_deleted(rows, ROWS_PER_PASS)?;
             if deleted == ROWS_PER_PASS {
                 return Ok(deleted);
             }
@@ -82,13 +82,13 @@ impl Expiry {
             .max_age
             .map(|age| now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
         for _ in 0..ROOMS_PER_PASS {
-            let Some(room_id) = archive::room_from(connection, self.next_room)? else {
+            let Some(room_id) = rows.room_from(self.next_room)? else {
                 self.next_room = 0;
                 self.next_pass_ms = now_ms + ROUND_INTERVAL.as_millis() as u64;
                 return Ok(deleted);
             };
             let (removed, finished) = archive::expire_oldest(
-                connection,
+                rows,
                 room_id,
                 cutoff_ms,
                 self.retention.max_per_room,
@@ -107,6 +107,7 @@ impl Expiry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::test_stores::each_store;
     use crate::storage::{
         ArchiveEntry, ArchiveFilter, ArchivePosition, ArchiveQuery, Quota, Storage, Transaction,
     };
@@ -145,94 +146,100 @@ mod tests {
 
     #[test]
     fn the_default_keeps_everything() {
-        let mut storage = Storage::in_memory();
-        archive(&mut storage, "a", 10, 0);
-        assert_eq!(storage.expire_archive(100 * DAY_MS).unwrap(), 0);
-        assert_eq!(kept(&storage, "a").0, 10);
+        each_store(|store| {
+            let mut storage = Storage::open(store).unwrap();
+            archive(&mut storage, "a", 10, 0);
+            assert_eq!(storage.expire_archive(100 * DAY_MS).unwrap(), 0);
+            assert_eq!(kept(&storage, "a").0, 10);
+        });
     }
 
     #[test]
     fn a_pass_deletes_what_is_too_old_or_beyond_the_count_within_its_budget() {
-        let mut storage = Storage::in_memory();
-        let now = 10 * DAY_MS;
-        // `old`: a pass and 100 entries, all older than a day; `new`: 30 recent ones.
-        archive(&mut storage, "old", ROWS_PER_PASS as u64 + 100, 0);
-        archive(&mut storage, "new", 30, now - 60 * 60_000);
-        storage.set_archive_retention(Retention {
-            max_age: Some(Duration::from_millis(DAY_MS)),
-            max_per_room: Some(20),
+        each_store(|store| {
+            let mut storage = Storage::open(store).unwrap();
+            let now = 10 * DAY_MS;
+            // `old`: a pass and 100 entries, all older than a day; `new`: 30 recent ones.
+            archive(&mut storage, "old", ROWS_PER_PASS as u64 + 100, 0);
+            archive(&mut storage, "new", 30, now - 60 * 60_000);
+            storage.set_archive_retention(Retention {
+                max_age: Some(Duration::from_millis(DAY_MS)),
+                max_per_room: Some(20),
+            });
+            assert_eq!(storage.expire_archive(now).unwrap(), ROWS_PER_PASS);
+            assert_eq!(
+                kept(&storage, "old").0,
+                100,
+                "the oldest first, within the budget"
+            );
+            assert_eq!(kept(&storage, "new").0, 30, "not reached yet");
+            assert_eq!(
+                storage.expire_archive(now).unwrap(),
+                100 + 10,
+                "due again at once"
+            );
+            assert_eq!(kept(&storage, "old").0, 0);
+            assert_eq!(kept(&storage, "new"), (20, Some("new-10".into())));
+            assert_eq!(
+                storage.expire_archive(now).unwrap(),
+                0,
+                "round over: not due yet"
+            );
+            let later = now + ROUND_INTERVAL.as_millis() as u64;
+            assert_eq!(
+                storage.expire_archive(later).unwrap(),
+                0,
+                "nothing more to delete"
+            );
         });
-        assert_eq!(storage.expire_archive(now).unwrap(), ROWS_PER_PASS);
-        assert_eq!(
-            kept(&storage, "old").0,
-            100,
-            "the oldest first, within the budget"
-        );
-        assert_eq!(kept(&storage, "new").0, 30, "not reached yet");
-        assert_eq!(
-            storage.expire_archive(now).unwrap(),
-            100 + 10,
-            "due again at once"
-        );
-        assert_eq!(kept(&storage, "old").0, 0);
-        assert_eq!(kept(&storage, "new"), (20, Some("new-10".into())));
-        assert_eq!(
-            storage.expire_archive(now).unwrap(),
-            0,
-            "round over: not due yet"
-        );
-        let later = now + ROUND_INTERVAL.as_millis() as u64;
-        assert_eq!(
-            storage.expire_archive(later).unwrap(),
-            0,
-            "nothing more to delete"
-        );
     }
 
     #[test]
     fn expiry_goes_with_the_batch_and_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = 10 * DAY_MS;
-        {
-            let mut storage = Storage::open(dir.path()).unwrap();
-            archive(&mut storage, "r", 5, now - 10 * 60_000);
-            storage.enable_group_commit();
-            storage.set_archive_retention(Retention {
-                max_age: Some(Duration::from_secs(7 * 60)),
-                max_per_room: None,
-            });
-            assert_eq!(storage.expire_archive(now).unwrap(), 3);
+        each_store(|store| {
+            let now = 10 * DAY_MS;
+            {
+                let mut storage = Storage::open(store).unwrap();
+                archive(&mut storage, "r", 5, now - 10 * 60_000);
+                storage.enable_group_commit();
+                storage.set_archive_retention(Retention {
+                    max_age: Some(Duration::from_secs(7 * 60)),
+                    max_per_room: None,
+                });
+                assert_eq!(storage.expire_archive(now).unwrap(), 3);
+                assert_eq!(kept(&storage, "r"), (2, Some("r-3".into())));
+                storage.sync().unwrap();
+            }
+            let storage = Storage::open(store).unwrap();
             assert_eq!(kept(&storage, "r"), (2, Some("r-3".into())));
-            storage.sync().unwrap();
-        }
-        let storage = Storage::open(dir.path()).unwrap();
-        assert_eq!(kept(&storage, "r"), (2, Some("r-3".into())));
+        });
     }
 
     #[test]
     fn a_deleted_archive_is_forgotten_at_once_and_its_entries_collected_in_passes() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut storage = Storage::open(dir.path()).unwrap();
-            archive(&mut storage, "gone", ROWS_PER_PASS as u64 + 100, 0);
-            let mut txn = Transaction::new(Quota::default());
-            txn.archive_delete(&mut storage, "gone");
-            storage.apply(txn.writes).unwrap();
-            archive(&mut storage, "gone", 1, 0);
+        each_store(|store| {
+            {
+                let mut storage = Storage::open(store).unwrap();
+                archive(&mut storage, "gone", ROWS_PER_PASS as u64 + 100, 0);
+                let mut txn = Transaction::new(Quota::default());
+                txn.archive_delete(&mut storage, "gone");
+                storage.apply(txn.writes).unwrap();
+                archive(&mut storage, "gone", 1, 0);
+                assert_eq!(
+                    kept(&storage, "gone"),
+                    (1, Some("gone-0".into())),
+                    "a new archive"
+                );
+                assert_eq!(storage.expire_archive(0).unwrap(), ROWS_PER_PASS);
+            }
+            let mut storage = Storage::open(store).unwrap();
             assert_eq!(
-                kept(&storage, "gone"),
-                (1, Some("gone-0".into())),
-                "a new archive"
+                storage.expire_archive(0).unwrap(),
+                100,
+                "resumed after a restart"
             );
-            assert_eq!(storage.expire_archive(0).unwrap(), ROWS_PER_PASS);
-        }
-        let mut storage = Storage::open(dir.path()).unwrap();
-        assert_eq!(
-            storage.expire_archive(0).unwrap(),
-            100,
-            "resumed after a restart"
-        );
-        assert_eq!(storage.expire_archive(0).unwrap(), 0);
-        assert_eq!(kept(&storage, "gone"), (1, Some("gone-0".into())));
+            assert_eq!(storage.expire_archive(0).unwrap(), 0);
+            assert_eq!(kept(&storage, "gone"), (1, Some("gone-0".into())));
+        });
     }
 }

@@ -158,7 +158,7 @@ impl Transaction {
         &mut self,
         storage: &mut Storage,
         fallback: T,
-        write: impl FnOnce(&mut Storage) -> rusqlite::Result<T>,
+        write: impl FnOnce(&mut Storage) -> anyhow::Result<T>,
     ) -> T {
         self.archived = true;
         if !self.may_archive {
@@ -168,7 +168,7 @@ impl Transaction {
         }
         write(storage).unwrap_or_else(|error| {
             self.archive_failure
-                .get_or_insert_with(|| format!("the archive failed: {error}"));
+                .get_or_insert_with(|| format!("the archive failed: {error:#}"));
             fallback
         })
     }
@@ -221,7 +221,7 @@ impl Transaction {
             Err(QueryFailure::ItemNotFound(id)) => Err(id),
             Err(QueryFailure::Store(error)) => {
                 self.archive_failure
-                    .get_or_insert_with(|| format!("the archive failed: {error}"));
+                    .get_or_insert_with(|| format!("the archive failed: {error:#}"));
                 Ok(ArchivePage {
                     complete: true,
                     ..ArchivePage::default()

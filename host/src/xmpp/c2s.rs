@@ -22,12 +22,13 @@ use super::stream::StreamEvent;
 use super::throttle::{ReadRate, Throttled};
 use super::wire::{stream_error, stream_header, ReadError, Transport, XmlReader};
 use crate::auth::{offered, Accounts, AuthPolicy, AuthThrottle, SaslExchange, SaslFailure, Step};
-use crate::core::{CoreEvent, CLIENT_LANE};
+use crate::core_event::CoreEvent;
 use crate::inbox::Lanes;
+use crate::inbox::CLIENT_LANE;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::SessionSink;
-use crate::service::error_reply;
+use crate::stanza_error::error_reply;
 
 const CLIENT_NS: &str = "jabber:client";
 const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";

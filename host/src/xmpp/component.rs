@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::stream::{StreamEvent, STREAMS_NS};
 use super::wire::{renamespace, ReadError, XmlReader};
-use crate::core::CoreEvent;
+use crate::core_event::CoreEvent;
 use crate::inbox::Lane;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;

@@ -1,0 +1,78 @@
+//! The database under [`super::Storage`]: what a backend (SQLite, PostgreSQL) does for it.
+//!
+//! Storage keeps the in-memory view, residency and group commit; a backend only stores. Its
+//! transactions nest as the execution model needs: the batch's transaction (group commit) holds
+//! the calls since the last sync; inside it, the call's savepoint holds the archive writes of
+//! the call in progress, kept by [`Backend::apply`] or [`Backend::release_call`] and undone by
+//! [`Backend::roll_back_call`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+
+use super::archive::ArchiveRows;
+use super::{Map, Writes};
+
+/// Everything but the rooms, read at start.
+pub struct Loaded {
+    pub durable: Map,
+    pub extensions: Map,
+    pub timers: BTreeMap<String, u64>,
+    pub meta: BTreeMap<String, String>,
+}
+
+pub trait Backend: Send {
+    /// The durable keys outside rooms, the extension tier, the timers and the host's
+    /// bookkeeping (rooms are read when first used, see `residency`).
+    fn load(&mut self) -> Result<Loaded>;
+
+    /// The durable entries whose key starts with `prefix`, in key order.
+    fn load_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Whether any room is stored.
+    fn has_rooms(&self) -> Result<bool>;
+
+    /// The archive, for reads (they see the writes of the call in progress).
+    fn archive(&self) -> &dyn ArchiveRows;
+
+    /// The archive, for a write of the call in progress: inside the call's savepoint, and with
+    /// `batched` (group commit) inside the batch's transaction.
+    fn call_writer(&mut self, batched: bool) -> Result<&dyn ArchiveRows>;
+
+    /// Runs `write` between calls: with `batched` inside the batch's transaction, else as a
+    /// transaction of its own.
+    fn write_between_calls(
+        &mut self,
+        batched: bool,
+        write: &mut dyn FnMut(&dyn ArchiveRows) -> Result<usize>,
+    ) -> Result<usize>;
+
+    /// Durable and extension writes, timer changes and host bookkeeping together (the volatile
+    /// tier in `writes` is not the database's), with the archive writes of the call in
+    /// progress: one transaction, or part of the open batch. On an error nothing is kept, the
+    /// call's archive writes included.
+    fn apply(&mut self, writes: &Writes, meta: &[(&str, &str)]) -> Result<()>;
+
+    /// Keeps the archive writes of the call in progress: committed now when no batch is open,
+    /// else with the batch.
+    fn release_call(&mut self) -> Result<()>;
+
+    /// Undoes the archive writes of the call in progress, if it made any.
+    fn roll_back_call(&mut self) -> Result<()>;
+
+    /// Writes the batch's key writes and bookkeeping and commits them with the batch's archive
+    /// writes, in one transaction. `rooms` are the rooms (`room/ROOM/`) whose durable keys or
+    /// archive the batch wrote: a check about them (room leases) belongs before the commit, in
+    /// the same transaction. An error, or a commit whose outcome is unknown, means the batch is
+    /// not in the database.
+    fn commit_batch(
+        &mut self,
+        writes: &Writes,
+        meta: &[(&str, &str)],
+        rooms: &BTreeSet<String>,
+    ) -> Result<()>;
+
+    /// After a failed batch: whatever is left of its transaction is undone, and a lost
+    /// connection is opened again when next used.
+    fn abandon_batch(&mut self);
+}
