@@ -17,10 +17,12 @@ postgres.py); the load is muc-bench's.
     Each instance's count of messages in must match the rooms ejabberd's slots give it.
 (c) Takeover: one of the two instances killed with -9 and restarted at once, repeatedly: the time
     from the kill until its component link is back, and until each of its rooms reflects a
-    message again (one client rejoins and speaks in each every TICK until it does).
+    message again (one client rejoins and speaks in each every TICK until it does). Its rooms
+    stay its own meanwhile: ejabberd swallows what is sent to a vacant slot, and the restarted
+    instance takes that slot back (the only vacant one), with the same --data and --store.
 
-Until `muc-host serve` has `--store`, the PostgreSQL column of (a) is not run (said so), and the
-instances of (b) and (c) keep a SQLite file each, as tests/e2e/test_cluster.py does.
+Each configuration has a fresh database on the cluster: MUC_TEST_POSTGRES's (as .ci/run starts
+it), else one this run starts and removes (scripts/postgres).
 """
 
 import os
@@ -61,11 +63,12 @@ TAKEOVER_TIMEOUT = 60.0
 CLIENT_NS = "jabber:client"
 
 
-def serve_has_store() -> bool:
-    """Whether this muc-host can keep its state in PostgreSQL (`serve --store URL`)."""
+def require_store_option() -> None:
+    """Fails unless this muc-host can keep its state in PostgreSQL (`serve --store URL`)."""
     help_text = subprocess.run([str(MUC_HOST), "serve", "--help"], capture_output=True, text=True,
                                timeout=60, check=True).stdout
-    return "--store" in help_text
+    if "--store" not in help_text:
+        raise SystemExit(f"cluster: {MUC_HOST} serve has no --store (build main's muc-host: scripts/build)")
 
 
 class Front:
@@ -138,27 +141,23 @@ def store_scenario(messages: int) -> list[str]:
     return ["--occupants", str(STORE_OCCUPANTS), "--senders", "1", "--messages", str(messages)]
 
 
-def store_comparison(pg: Optional[Postgres]) -> list[str]:
+def store_comparison(pg: Postgres) -> list[str]:
     servers: dict[str, Server] = {}
     try:
         servers["SQLite"] = muc_host()
-        if pg is not None:
-            servers["PostgreSQL"] = muc_host(extra=("--store", pg.database()))
-        groups = {pid for server in servers.values() for pid in server.pids()}
-        if pg is not None:
-            groups.add(pg.group())
+        servers["PostgreSQL"] = muc_host(extra=("--store", pg.database()))
+        groups = {pid for server in servers.values() for pid in server.pids()} | {pg.group()}
         runs: dict[str, list[dict]] = {name: [] for name in servers}
         for name, server in servers.items():  # an unmeasured round each: caches, connections
-            bench(server, *store_scenario(5), "--room-prefix", f"warm{name[0]}",
-                  "--user-prefix", f"warm{name[0]}", "--room-config", PERSISTENT)
+            bench(server, *store_scenario(5), "--room-prefix", f"warm{name[0].lower()}",
+                  "--user-prefix", f"warm{name[0].lower()}", "--room-config", PERSISTENT)
         for round_ in range(ROUNDS):
             for name, server in servers.items():
                 wait_until_quiet(groups)
-                before = pg.cpu_seconds() if pg is not None else 0.0
-                r = bench(server, *store_scenario(STORE_MESSAGES), "--room-prefix", f"s{round_}{name[0]}x",
-                          "--user-prefix", f"s{round_}{name[0]}x", "--room-config", PERSISTENT)
-                if pg is not None:
-                    r["postgres_cpu_seconds"] = pg.cpu_seconds() - before
+                before = pg.cpu_seconds()
+                r = bench(server, *store_scenario(STORE_MESSAGES), "--room-prefix", f"s{round_}{name[0].lower()}x",
+                          "--user-prefix", f"s{round_}{name[0].lower()}x", "--room-config", PERSISTENT)
+                r["postgres_cpu_seconds"] = pg.cpu_seconds() - before
                 runs[name].append(r)
                 print(f"cluster: (a) {name} round {round_ + 1}: {r}", file=sys.stderr, flush=True)
     finally:
@@ -167,14 +166,12 @@ def store_comparison(pg: Optional[Postgres]) -> list[str]:
 
     lines = [f"(a) One instance, the store: {STORE_OCCUPANTS} occupants, 1 sender, {STORE_MESSAGES} messages, rooms "
              f"persistent (every message committed); median of {ROUNDS} alternated round(s)", ""]
-    sqlite, postgres = runs["SQLite"], runs.get("PostgreSQL")
+    sqlite, postgres = runs["SQLite"], runs["PostgreSQL"]
     header = f"    {'':<44} {'SQLite':>10} {'PostgreSQL':>11} {'PG/SQLite':>10}"
     lines += [header, "    " + "-" * (len(header) - 4)]
 
     def row(label: str, key: str, fmt: str, cpu: bool = False) -> str:
         mine = median_of(sqlite, key)
-        if postgres is None:
-            return f"    {label:<44} {mine:>10{fmt}} {'not run':>11}"
         theirs = median_of(postgres, key)
         short = cpu and not (measured_cpu(sqlite) and measured_cpu(postgres))
         ratio = "n/a" if short or not mine else f"x{theirs / mine:.2f}"
@@ -182,17 +179,16 @@ def store_comparison(pg: Optional[Postgres]) -> list[str]:
 
     lines.append(row("deliveries/s", "deliveries_per_second", ".0f"))
     lines.append(row("muc-host CPU s per 1M deliveries", "server_cpu_seconds_per_million", ".2f", cpu=True))
-    if postgres is not None:
-        delivered = median_of(postgres, "delivered")
-        pg_cpu = median_of(postgres, "postgres_cpu_seconds")
-        own = median_of(postgres, "server_cpu_seconds_per_million")
-        lines.append(f"    {'  + PostgreSQL processes (whole run, joins in)':<44} {'':>10} "
-                     f"{pg_cpu / delivered * 1e6:>11.2f}   (muc-host and PostgreSQL: "
-                     f"{own + pg_cpu / delivered * 1e6:.2f})")
+    # SQLite works inside muc-host's process; PostgreSQL's work is in its own processes, counted
+    # over the whole run (logins and joins too, which the per-delivery figures above leave out).
+    pg_cpu = median_of(postgres, "postgres_cpu_seconds") / median_of(postgres, "delivered") * 1e6
+    sqlite_cpu = median_of(sqlite, "server_cpu_seconds_per_million")
+    both = median_of(postgres, "server_cpu_seconds_per_million") + pg_cpu
+    lines.append(f"    {'  PostgreSQL processes, s per 1M (whole run)':<44} {'':>10} {pg_cpu:>11.2f}")
+    ratio = f"x{both / sqlite_cpu:.2f}" if measured_cpu(sqlite) and measured_cpu(postgres) else "n/a"
+    lines.append(f"    {'  muc-host and its store, s per 1M':<44} {sqlite_cpu:>10.2f} {both:>11.2f} {ratio:>10}")
     lines.append(row("p50 latency, ms", "latency_p50_ms", ".2f"))
     lines.append(row("p99 latency, ms", "latency_p99_ms", ".2f"))
-    if postgres is None:
-        lines.append("    PostgreSQL: not run, this muc-host has no `serve --store`")
     return lines
 
 
@@ -204,9 +200,11 @@ class Deployment:
     """One ejabberd balancing the MUC domain over `count` slots, and `count` muc-host instances
     (started in order: instance i takes slot i + 1) on one store."""
 
-    def __init__(self, h: Harness, count: int, pg: Optional[Postgres]):
-        self.ejabberd = Ejabberd(h, component_number=count, anonymous_logins=True).start()
-        store = ["--store", pg.database()] if pg is not None else []
+    def __init__(self, h: Harness, count: int, pg: Postgres):
+        # ejabberd takes component_number 2..1000: one instance is the domain's plain component.
+        balanced = count if count > 1 else None
+        self.ejabberd = Ejabberd(h, component_number=balanced, anonymous_logins=True).start()
+        store = ["--store", pg.database()]
         self.instances = [start_instance(h, self.ejabberd, f"muc-{count}-{n}", [*store, *NO_FLOOD_LIMITS])
                           for n in range(count)]
 
@@ -236,11 +234,9 @@ class Deployment:
         return r
 
 
-def spread(deployments: dict[int, Deployment], pg: Optional[Postgres]) -> list[str]:
+def spread(deployments: dict[int, Deployment], pg: Postgres) -> list[str]:
     runs: dict[int, list[dict]] = {count: [] for count in deployments}
-    groups = {g for d in deployments.values() for g in d.groups()}
-    if pg is not None:
-        groups.add(pg.group())
+    groups = {g for d in deployments.values() for g in d.groups()} | {pg.group()}
     for count, deployment in deployments.items():  # an unmeasured round each
         deployment.run(f"warm{count}x")
     for round_ in range(ROUNDS):
@@ -251,10 +247,9 @@ def spread(deployments: dict[int, Deployment], pg: Optional[Postgres]) -> list[s
             print(f"cluster: (b) {count} instance(s) round {round_ + 1}: {r}", file=sys.stderr, flush=True)
 
     one, two = runs[1], runs[2]
-    store = "one PostgreSQL database" if pg is not None else "a SQLite file per instance"
     lines = [f"(b) {ROOMS} rooms of {SPREAD_OCCUPANTS} occupants, {SPREAD_SENDERS} sender(s) each, "
              f"{SPREAD_MESSAGES} messages per sender, as fast as the servers take them, behind one "
-             f"ejabberd; store: {store}; median of {ROUNDS} alternated round(s)", ""]
+             f"ejabberd; each configuration on one PostgreSQL database; median of {ROUNDS} alternated round(s)", ""]
     header = f"    {'':<44} {'1 instance':>10} {'2 instances':>11} {'2/1':>10}"
     lines += [header, "    " + "-" * (len(header) - 4)]
     split = ", ".join("/".join(map(str, r["rooms_per_instance"])) for r in two)
@@ -374,29 +369,35 @@ def takeover(deployment: Deployment) -> list[str]:
     prober.until_answered(rooms, TAKEOVER_TIMEOUT)  # every room is served before the kills
     links: list[float] = []
     answers: list[float] = []
+    after_link: list[float] = []
     for kill in range(KILLS):
         time.sleep(1)
         killed_at = time.monotonic()
         victim.kill9()
         restart = Restart(victim)
         answered = prober.until_answered(its_rooms, TAKEOVER_TIMEOUT)
-        links.append(restart.linked() - killed_at)
+        linked_at = restart.linked()
+        links.append(linked_at - killed_at)
         answers += [at - killed_at for at in answered.values()]
+        after_link += [at - linked_at for at in answered.values()]
         print(f"cluster: (c) kill {kill + 1}: link back {links[-1]:.3f} s, rooms answering "
               f"{min(answered.values()) - killed_at:.3f}-{max(answered.values()) - killed_at:.3f} s",
               file=sys.stderr, flush=True)
     ms = lambda seconds: f"{seconds * 1000:.0f} ms"  # noqa: E731
-    return [f"(c) Takeover: kill -9 of the instance holding {len(its_rooms)} of the {ROOMS} rooms, "
-            f"restarted at once (no supervisor pause), {KILLS} time(s); a client rejoins and speaks in "
-            f"each of its rooms every {TICK * 1000:.0f} ms until the message comes back", "",
-            f"    {'kill to the component link back':<44} median {ms(statistics.median(links))}, "
-            f"max {ms(max(links))}",
-            f"    {'kill to a room reflecting a message again':<44} median {ms(statistics.median(answers))}, "
-            f"max {ms(max(answers))} ({len(answers)} room takeovers)"]
+    spread_of = lambda values: f"median {ms(statistics.median(values))}, max {ms(max(values))}"  # noqa: E731
+    return [f"(c) Takeover: kill -9 of the instance holding {len(its_rooms)} of the {ROOMS} rooms (one "
+            f"PostgreSQL database), restarted at once (no supervisor pause), {KILLS} time(s); a client "
+            f"rejoins and speaks in each of its rooms every {TICK * 1000:.0f} ms until the message comes back",
+            "",
+            f"    {'kill to the component link back':<44} {spread_of(links)}",
+            f"    {'kill to a room reflecting a message again':<44} {spread_of(answers)} "
+            f"({len(answers)} room takeovers)",
+            f"    {'  of which after the link is back':<44} {spread_of(after_link)}"]
 
 
 def main() -> None:
-    pg = Postgres() if serve_has_store() else None
+    require_store_option()
+    pg = Postgres()
     scratch = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     h = Harness(scratch, "bench-cluster")
     report: list[str] = []
@@ -412,8 +413,7 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     finally:
         h.teardown()
-        if pg is not None:
-            pg.close()
+        pg.close()
     print(f"\nSeveral instances, on {platform()}{' (smoke sizes)' if SMOKE else ''}; load tool, "
           "ejabberd, PostgreSQL and the instances share the machine.\n")
     print("\n".join(report))
