@@ -370,8 +370,11 @@ def takeover(deployment: Deployment) -> list[str]:
     links: list[float] = []
     answers: list[float] = []
     after_link: list[float] = []
+    live: list[float] = []  # the same probe, the instance up and the rooms in memory: the floor
     for kill in range(KILLS):
         time.sleep(1)
+        sent_at = time.monotonic()
+        live += [at - sent_at for at in prober.until_answered(its_rooms, TAKEOVER_TIMEOUT).values()]
         killed_at = time.monotonic()
         victim.kill9()
         restart = Restart(victim)
@@ -392,7 +395,8 @@ def takeover(deployment: Deployment) -> list[str]:
             f"    {'kill to the component link back':<44} {spread_of(links)}",
             f"    {'kill to a room reflecting a message again':<44} {spread_of(answers)} "
             f"({len(answers)} room takeovers)",
-            f"    {'  of which after the link is back':<44} {spread_of(after_link)}"]
+            f"    {'  of which after the link is back':<44} {spread_of(after_link)}",
+            f"    {'the same probe, instance up (its floor)':<44} {spread_of(live)}"]
 
 
 def main() -> None:
