@@ -413,11 +413,10 @@ def main() -> None:
     except BaseException:
         print(f"cluster: failed; the servers' logs are under {h.logs}", file=sys.stderr)
         raise
-    else:
-        shutil.rmtree(scratch, ignore_errors=True)
     finally:
-        h.teardown()
+        h.teardown()  # copies ejabberd's logs into the scratch directory
         pg.close()
+    shutil.rmtree(scratch, ignore_errors=True)
     print(f"\nSeveral instances, on {platform()}{' (smoke sizes)' if SMOKE else ''}; load tool, "
           "ejabberd, PostgreSQL and the instances share the machine.\n")
     print("\n".join(report))
