@@ -106,6 +106,11 @@ pub struct ServeArgs {
     /// share it) [default: SQLite in the data directory]. In the file: `url` under `[store]`.
     #[arg(long)]
     pub store: Option<String>,
+    /// This instance's name among those sharing a PostgreSQL store (room leases, logs, `ctl
+    /// status`); a process started under the name of a running one replaces it [default:
+    /// HOSTNAME:DATA, the absolute data directory]. In the file: `instance` under `[store]`.
+    #[arg(long)]
+    pub instance: Option<String>,
     /// Swap the plugin in whenever its file changes (as `ctl swap` would).
     #[arg(long)]
     pub watch_plugin: bool,
@@ -181,6 +186,8 @@ struct ConfigFile {
 struct StoreSection {
     /// As `--store`.
     url: Option<String>,
+    /// As `--instance`.
+    instance: Option<String>,
 }
 
 /// How the service reaches its users.
@@ -196,6 +203,8 @@ pub enum Mode {
 pub struct ServeConfig {
     pub data: PathBuf,
     pub store: StoreLocation,
+    /// Its name among the instances sharing a PostgreSQL store.
+    pub instance: String,
     pub domain: String,
     pub muc_domain: String,
     pub mode: Mode,
@@ -327,11 +336,17 @@ impl ServeConfig {
         let mut admins = file.admins;
         admins.extend(args.admins);
         let data = data.or(file.data).unwrap_or_else(|| "data".into());
-        let store_url = args.store.or(file.store.and_then(|store| store.url));
+        let store_section = file.store.unwrap_or_default();
+        let store_url = args.store.or(store_section.url);
         let store = StoreLocation::new(&data, store_url.as_deref()).context("store")?;
+        let instance = match args.instance.or(store_section.instance) {
+            Some(name) => name,
+            None => default_instance_name(&data),
+        };
         Ok(ServeConfig {
             data,
             store,
+            instance,
             domain,
             muc_domain,
             mode,
@@ -396,6 +411,15 @@ fn load(path: &Path) -> Result<ConfigFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// HOSTNAME:DATA: stable across restarts of one installation, distinct between two.
+fn default_instance_name(data: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let data = std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf());
+    format!("{host}:{}", data.display())
 }
 
 #[cfg(test)]

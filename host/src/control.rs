@@ -240,6 +240,26 @@ fn describe_status(status: &Status) -> String {
             short(&previous.hash)
         ));
     }
+    match &status.cluster {
+        None => {}
+        Some(Err(error)) => text.push_str(&format!("\ncluster:       unknown ({error})")),
+        Some(Ok(members)) => {
+            text.push_str(&format!(
+                "\ncluster:       {} instances on the PostgreSQL store",
+                members.len()
+            ));
+            for member in members {
+                text.push_str(&format!(
+                    "\n  {}{}: {}, {} rooms, heartbeat {:.1} s ago",
+                    member.name,
+                    if member.this_one { " (this one)" } else { "" },
+                    if member.alive { "alive" } else { "gone" },
+                    member.rooms,
+                    member.heartbeat_age_s
+                ));
+            }
+        }
+    }
     text
 }
 

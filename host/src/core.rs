@@ -15,12 +15,15 @@ use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::runtime::MucBackend;
 use crate::service::Service;
+use crate::storage::lease::Fenced;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
 const MAX_BATCH: usize = 512;
 /// A batch also ends once it has this many stanzas to send, so one that answers a flood of
 /// queries (pages of archived messages) delivers them, and the flooder's backlog shows, early.
 const MAX_BATCH_STANZAS: usize = 4_096;
+/// How long stanzas are held for a database server that is away before the process gives up.
+const STORE_WAIT: Duration = Duration::from_secs(60);
 /// Wake up at least this often, to notice timers set by other means.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -104,7 +107,7 @@ fn handle<M: MucBackend>(
             let _ = reply.send(service.extension_list());
         }
         CoreEvent::Status { reply } => {
-            let _ = reply.send(service.muc.status());
+            let _ = reply.send(service.status());
         }
         CoreEvent::Previous { reply } => {
             let _ = reply.send(service.muc.previous());
@@ -127,9 +130,51 @@ fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
                 .storage_sync_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        // Another instance serves one of the batch's rooms now: the batch is rolled back and
+        // those rooms forgotten here; the others are read again on their next stanza.
+        Err(error) if error.is::<Fenced>() => {
+            tracing::warn!("{error:#}");
+            metrics.fencing_rejections.inc();
+        }
+        Err(error) if service.store_is_server() => {
+            tracing::error!("{error:#}: nothing of the batch was sent; holding new stanzas until the database is back");
+            wait_for_store(service, metrics);
+        }
         Err(error) => {
             tracing::error!(%error, "the store could not sync; stopping so a restart recovers from disk");
             std::process::exit(70);
+        }
+    }
+}
+
+/// After a failed sync on a database server (restarting, unreachable): no event is taken
+/// meanwhile, so new stanzas wait in the connections' lanes (and past them, in TCP), up to
+/// [`STORE_WAIT`]; then the process stops, for its supervisor to start it again.
+fn wait_for_store<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(2));
+        match service.flush() {
+            Ok(_) => {
+                tracing::info!(after = ?started.elapsed(), "the database is back; serving");
+                return;
+            }
+            Err(error) if error.is::<Fenced>() => {
+                tracing::warn!("{error:#}");
+                metrics.fencing_rejections.inc();
+                return;
+            }
+            Err(error) if started.elapsed() < STORE_WAIT => {
+                tracing::debug!("{error:#}: still waiting for the database");
+            }
+            Err(error) => {
+                tracing::error!(
+                    "{error:#}: the database is still away after {STORE_WAIT:?}; stopping"
+                );
+                std::process::exit(70);
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use minidom::Element;
 use crate::extensions::{Change, Entry};
 use crate::router::SessionSink;
 use crate::runtime::{CompiledPlugin, Prepared, Status, SwapReport};
+use crate::storage::lease::LeaseCounts;
 
 pub enum CoreEvent {
     /// A client bound `jid`; stanzas for it go to `sink`.
@@ -68,4 +69,6 @@ pub struct Gauges {
     pub rooms: u64,
     /// Occupants of the rooms in memory.
     pub occupants: u64,
+    /// This instance's room leases, when it shares its store with others.
+    pub leases: Option<LeaseCounts>,
 }

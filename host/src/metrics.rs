@@ -55,8 +55,12 @@ pub struct Metrics {
     pub storage_sync_seconds: Histogram,
     pub swaps: Family<OutcomeLabel, Counter>,
     pub swap_pause_seconds: Histogram,
+    /// Batches rolled back because another instance had taken one of their rooms.
+    pub fencing_rejections: Counter,
     rooms: Gauge,
     occupants: Gauge,
+    leases: Gauge,
+    lease_takeovers: Counter,
     registry: Registry,
 }
 
@@ -78,8 +82,11 @@ impl Metrics {
             storage_sync_seconds: seconds(),
             swaps: Family::default(),
             swap_pause_seconds: seconds(),
+            fencing_rejections: Counter::default(),
             rooms: Gauge::default(),
             occupants: Gauge::default(),
+            leases: Gauge::default(),
+            lease_takeovers: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +164,21 @@ impl Metrics {
             "Occupants in all rooms",
             metrics.occupants.clone(),
         );
+        registry.register(
+            "leases",
+            "Rooms whose lease this instance holds (several instances on one PostgreSQL store)",
+            metrics.leases.clone(),
+        );
+        registry.register(
+            "lease_takeovers",
+            "Room leases this instance took from another instance",
+            metrics.lease_takeovers.clone(),
+        );
+        registry.register(
+            "fencing_rejections",
+            "Batches rolled back, and not sent, because another instance had taken one of their rooms",
+            metrics.fencing_rejections.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ..metrics
@@ -181,6 +203,11 @@ impl Metrics {
         if let Some(gauges) = gauges {
             self.rooms.set(gauges.rooms as i64);
             self.occupants.set(gauges.occupants as i64);
+            if let Some(leases) = gauges.leases {
+                self.leases.set(leases.held as i64);
+                let new = leases.takeovers.saturating_sub(self.lease_takeovers.get());
+                self.lease_takeovers.inc_by(new);
+            }
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String");
@@ -266,6 +293,7 @@ mod tests {
         let text = metrics.render(Some(Gauges {
             rooms: 2,
             occupants: 3,
+            leases: None,
         }));
         for line in [
             "muc_stanzas_in_total{kind=\"message\"} 1",

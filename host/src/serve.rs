@@ -157,6 +157,11 @@ pub fn serve(
     let _lock = lock_data(&config.data)?;
     let mut storage = Storage::open(&config.store)?;
     tracing::info!(store = %config.store, "store opened");
+    if let StoreLocation::Postgres(_) = config.store {
+        // Another instance may serve rooms from this database: every room is leased.
+        storage.join_cluster(&config.instance)?;
+        tracing::info!(instance = config.instance, "serving rooms under leases");
+    }
     storage.enable_group_commit();
     storage.set_idle_eviction(config.room_idle);
     storage.set_archive_retention(config.archive_retention);

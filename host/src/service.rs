@@ -21,7 +21,7 @@ use crate::message_rate::{MessageRate, MessageRateLimit};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
-use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime};
+use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Status};
 use crate::server;
 use crate::stanza_error::{error_reply, with_text};
 use crate::storage::{Storage, StorageError, Tier, Transaction};
@@ -78,7 +78,8 @@ impl<M: MucBackend> Service<M> {
     }
 
     /// Makes every write so far durable, then delivers what waited for it, in order. Returns
-    /// how many durable keys the sync wrote. An error means the disk failed: stop serving.
+    /// how many durable keys the sync wrote. On an error nothing of the batch is delivered: the
+    /// disk failed (stop serving), or another instance took one of its rooms (`Fenced`).
     pub fn flush(&mut self) -> anyhow::Result<usize> {
         let now_ms = self.muc.now_ms();
         let synced = {
@@ -87,7 +88,14 @@ impl<M: MucBackend> Service<M> {
             if let Err(error) = storage.expire_archive(now_ms) {
                 tracing::warn!(%error, "expiring archived messages failed; retrying later");
             }
-            let synced = storage.sync()?;
+            let synced = match storage.sync() {
+                Ok(synced) => synced,
+                Err(error) => {
+                    // The batch is not in the database: nothing of it may leave.
+                    self.outbox.clear();
+                    return Err(error);
+                }
+            };
             storage.evict_idle();
             synced
         };
@@ -143,6 +151,21 @@ impl<M: MucBackend> Service<M> {
     /// metrics scrape.
     pub fn gauges(&self) -> Gauges {
         gauges_of(&self.muc.storage().lock().expect("storage lock"))
+    }
+
+    /// What `ctl status` shows: the plugin, and the instances sharing the store.
+    pub fn status(&self) -> Status {
+        let mut status = self.muc.status();
+        let mut storage = self.muc.storage().lock().expect("storage lock");
+        status.cluster = storage
+            .members()
+            .map(|members| members.map_err(|error| format!("{error:#}")));
+        status
+    }
+
+    /// Whether a failed flush may be retried (see [`Storage::is_server`]).
+    pub fn store_is_server(&self) -> bool {
+        self.muc.storage().lock().expect("storage lock").is_server()
     }
 
     /// When the plugin's next timer is due (ms since the Unix epoch), if it has one.
@@ -427,6 +450,7 @@ fn gauges_of(storage: &Storage) -> Gauges {
     Gauges {
         rooms: rooms as u64,
         occupants: occupants as u64,
+        leases: storage.lease_counts(),
     }
 }
 
@@ -453,7 +477,8 @@ mod tests {
             gauges_of(&storage),
             Gauges {
                 rooms: 2,
-                occupants: 2
+                occupants: 2,
+                leases: None
             }
         );
     }

@@ -43,6 +43,17 @@ def expect_groupchat(client: Client, room: str, nick: str, message: str, timeout
                          f"groupchat {message!r} from {room}/{nick}", timeout)
 
 
+def history_bodies(client: Client, room: str, nick: str, max_stanzas: int = 1000) -> list[str]:
+    """Joins `room` as `nick` asking for up to `max_stanzas` of history: the bodies of the history
+    messages, oldest first (the history ends where the subject arrives, XEP-0045 §7.2.15-16)."""
+    join(client, room, nick, history=f'<history maxstanzas="{max_stanzas}"/>')
+    own_presence(client, room, nick)
+    client.expect(lambda s: kind(s) == "message" and subject(s) is not None and body(s) is None,
+                  "the subject after the history", timeout=20)
+    return [body(s) for s in client.received
+            if kind(s) == "message" and delayed(s) and body(s) is not None]
+
+
 def get_config_form(owner: Client, room: str):
     iq_id = owner.next_id("config-get")
     answer = owner.iq_ok(f'<iq type="get" id="{iq_id}" to="{room}"><query xmlns="{MUC_OWNER}"/></iq>')

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -23,7 +24,7 @@ from ejabberd import ejabberd_login, start_ejabberd
 from flows import (check, expect_groupchat, groupchat, join, own_presence, room_features, room_name,
                    submit_config)
 from harness import (DOMAIN, LOGIN_TIMEOUT, MUC_DOMAIN, MUC_HOST, E2EFailure, MucHost, body, delayed,
-                     error_condition, kind, show, statuses, wait_until)
+                     ctl, error_condition, kind, show, statuses, wait_until)
 
 ROOMS = [f"r{n:02d}@{MUC_DOMAIN}" for n in range(20)]
 
@@ -358,6 +359,17 @@ def test_two_instances_share_the_muc_domain_and_survive_a_kill(h, request):
     domain_slot = "muc-a" if ej.slots_of([f"@{MUC_DOMAIN}"])[f"@{MUC_DOMAIN}"] == 1 else "muc-b"
     if store:
         check(listed == set(ROOMS), f"disco#items on the service lists {sorted(listed)}")
+        # Each holds the leases of its rooms, and `ctl status` on either shows both.
+        leases = {name: scrape(muc).get("muc_leases") for name, muc in instances.items()}
+        check(leases == {name: float(len(rooms)) for name, rooms in rooms_of.items()},
+              f"leases per instance {leases}, rooms served {({n: len(r) for n, r in rooms_of.items()})}")
+        status = ctl(second.data, "status")
+        check(status.returncode == 0, f"ctl status: {status.stdout}{status.stderr}")
+        members = [line for line in status.stdout.splitlines() if line.startswith("  ")]
+        for name, muc in instances.items():
+            mine = [line for line in members if f":{Path(muc.data).resolve()}" in line]
+            check(len(mine) == 1 and f"alive, {len(rooms_of[name])} rooms" in mine[0],
+                  f"ctl status on muc-b does not show {name} alive with its rooms:\n{status.stdout}")
     else:
         check(listed == set(rooms_of[domain_slot]),
               f"disco#items answered by {domain_slot} lists {sorted(listed)}, it serves {rooms_of[domain_slot]}")

@@ -10,7 +10,7 @@ import pytest
 
 import conftest_report
 
-from flows import (affiliation_list, check, expect_groupchat, expect_join, get_config_form, groupchat,
+from flows import (affiliation_list, history_bodies, check, expect_groupchat, expect_join, get_config_form, groupchat,
                    join, own_presence, room_features, room_name, set_affiliation, submit_config)
 from harness import (DOMAIN, MUC_DOMAIN, E2EFailure, body, delayed, is_presence, kind, muc_item, show,
                      statuses, subject, user_add, wait_until)
@@ -153,13 +153,8 @@ def test_kill9_under_traffic_keeps_every_reflected_message(h, data):
 
     server.start()
     reader = login(h, server, "reader")
-    join(reader, room, "Reader", history='<history maxstanzas="1000"/>')
-    own_presence(reader, room, "Reader")
-    # The history ends where the (empty) subject arrives (XEP-0045 §7.2.15-16).
-    reader.expect(lambda s: kind(s) == "message" and subject(s) is not None and body(s) is None,
-                  "the subject after the history", timeout=20)
-    history = [int(SEQ.match(body(s)).group(1)) for s in reader.received
-               if kind(s) == "message" and delayed(s) and body(s) is not None and SEQ.match(body(s))]
+    history = [int(SEQ.match(text).group(1)) for text in history_bodies(reader, room, "Reader")
+               if SEQ.match(text)]
     lost = sorted(set(seen) - set(history))
     assert not lost, (f"{len(lost)} of the {len(seen)} messages the client saw reflected are missing from "
                       f"the history after kill -9: {lost[:20]}...; history has {len(history)} "

@@ -21,6 +21,7 @@ use wasmtime::Store;
 use crate::clock::Clock;
 use crate::extensions::SharedExtensions;
 use crate::outbound::Outbound;
+use crate::storage::lease::Member;
 use crate::storage::{Quota, Storage, StorageError, Transaction, Writes, DATA_OWNER_VERSION};
 use bindings::exports::muc::plugin::guest;
 use bindings::muc::plugin::types;
@@ -320,6 +321,9 @@ pub struct Status {
     pub loaded_since_ms: u64,
     pub stats: Stats,
     pub previous: Option<PluginInfo>,
+    /// The instances sharing the store, when it is shared (filled by the core), or why they
+    /// could not be read.
+    pub cluster: Option<Result<Vec<Member>, String>>,
 }
 
 /// One stanza as the host parsed it.
@@ -390,6 +394,7 @@ impl PluginRuntime {
             loaded_since_ms: self.loaded_since_ms,
             stats: self.stats.clone(),
             previous: self.previous.as_ref().map(|(_, info)| info.clone()),
+            cluster: None,
         }
     }
 
@@ -426,7 +431,7 @@ impl PluginRuntime {
         let mut outbound = Vec::new();
         if upgraded {
             let from = owner.unwrap_or_else(|| "0.0.0".into());
-            outbound = self.call_on(&mut instance, Writes::default(), |plugin, store| {
+            outbound = self.call_on(&mut instance, Writes::default(), None, |plugin, store| {
                 plugin.muc_plugin_guest().call_upgrade(store, &from)
             })?;
             let recorded = self
@@ -476,7 +481,15 @@ impl PluginRuntime {
     /// Hands one stanza to the plugin; on success, the stanzas to deliver.
     pub fn handle_stanza(&mut self, inbound: Inbound) -> Result<Vec<Outbound>, Fault> {
         let stanza = wit_stanza(&inbound);
-        self.call(|plugin, store| plugin.muc_plugin_guest().call_handle_stanza(store, &stanza))
+        // The room (or the service) the stanza is for: the timers the call sets are its.
+        let room = inbound
+            .to
+            .parse::<jid::Jid>()
+            .ok()
+            .map(|to| to.to_bare().to_string());
+        self.call_with(Writes::default(), room, |plugin, store| {
+            plugin.muc_plugin_guest().call_handle_stanza(store, &stanza)
+        })
     }
 
     pub fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault> {
@@ -486,7 +499,13 @@ impl PluginRuntime {
     /// Runs every timer due by now, earliest first; returns what each one sent.
     pub fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
         let now = self.clock.now_ms();
-        let due = self.storage.lock().expect("storage lock").due_timers(now);
+        let due: Vec<String> = {
+            let mut storage = self.storage.lock().expect("storage lock");
+            let due = storage.due_timers(now);
+            due.into_iter()
+                .filter(|key| storage.may_fire(key, now))
+                .collect()
+        };
         due.into_iter()
             .map(|key| {
                 // A timer fires once: its removal commits with the call it triggers, or alone
@@ -498,7 +517,13 @@ impl PluginRuntime {
     }
 
     fn on_timer_once(&mut self, key: &str) -> Result<Vec<Outbound>, Fault> {
-        let outcome = self.call_with(timer_removal(key), |plugin, store| {
+        let room = self
+            .storage
+            .lock()
+            .expect("storage lock")
+            .timer_room(key)
+            .map(str::to_string);
+        let outcome = self.call_with(timer_removal(key), room, |plugin, store| {
             plugin.muc_plugin_guest().call_on_timer(store, key)
         });
         if outcome.is_err() {
@@ -518,13 +543,14 @@ impl PluginRuntime {
         &mut self,
         export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
     ) -> Result<Vec<Outbound>, Fault> {
-        self.call_with(Default::default(), export)
+        self.call_with(Default::default(), None, export)
     }
 
     /// One transaction: `preset` writes, then the call's own, committed together or not at all.
     fn call_with(
         &mut self,
         preset: Writes,
+        room: Option<String>,
         export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
     ) -> Result<Vec<Outbound>, Fault> {
         self.stats.calls += 1;
@@ -535,7 +561,7 @@ impl PluginRuntime {
                 Err(error) => return Err(self.fault(Fault::Trap(format!("{error:#}")))),
             },
         };
-        match self.call_on(&mut instance, preset, export) {
+        match self.call_on(&mut instance, preset, room, export) {
             Ok(outbound) => {
                 self.instance = Some(instance);
                 Ok(outbound)
@@ -551,10 +577,12 @@ impl PluginRuntime {
         &mut self,
         instance: &mut Instance,
         preset: Writes,
+        room: Option<String>,
         export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> wasmtime::Result<Result<(), String>>,
     ) -> Result<Vec<Outbound>, Fault> {
         let mut txn = Transaction::new(self.settings.limits.quota);
         txn.writes = preset;
+        txn.room = room;
         begin(
             &mut instance.store,
             txn,

@@ -140,6 +140,7 @@ impl MucBackend for NativeRuntime {
             // Calls and faults are counted for the component only.
             stats: Stats::default(),
             previous: None,
+            cluster: None,
         }
     }
 

@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::archive::ArchiveRows;
+use super::lease::{Claim, Claimed, LeaseCounts, Member};
 use super::{Map, Writes};
 
 /// Everything but the rooms, read at start.
@@ -18,6 +19,8 @@ pub struct Loaded {
     pub durable: Map,
     pub extensions: Map,
     pub timers: BTreeMap<String, u64>,
+    /// Timer key to its room, where the backend keeps it (a shared store).
+    pub timer_rooms: BTreeMap<String, String>,
     pub meta: BTreeMap<String, String>,
 }
 
@@ -75,4 +78,40 @@ pub trait Backend: Send {
     /// After a failed batch: whatever is left of its transaction is undone, and a lost
     /// connection is opened again when next used.
     fn abandon_batch(&mut self);
+
+    /// Several instances serve rooms from this database: this one joins them as `name` (see
+    /// [`super::lease`]); from then on [`Backend::commit_batch`] fences the batch's rooms.
+    fn join_cluster(&mut self, _name: &str) -> Result<()> {
+        bail!("only a PostgreSQL store can be shared by several instances")
+    }
+
+    /// Before this instance serves the room `jid`: it holds the room's lease, or takes it as
+    /// `claim` allows.
+    fn claim(&mut self, _jid: &str, _claim: Claim) -> Result<Claimed> {
+        Ok(Claimed::Held)
+    }
+
+    /// The timers of the room `jid` (key, due time), in a shared store.
+    fn timers_of(&self, _jid: &str) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+
+    /// The rooms `jids` left memory: their leases go.
+    fn release(&mut self, _jids: &[String]) {}
+
+    /// Whether a failure is worth retrying: a database server that may come back (PostgreSQL),
+    /// not a local file whose failure means the disk is gone.
+    fn is_server(&self) -> bool {
+        false
+    }
+
+    /// The instances sharing the database, when it is shared.
+    fn members(&mut self) -> Option<Result<Vec<Member>>> {
+        None
+    }
+
+    /// This instance's leases, when it shares the database.
+    fn lease_counts(&self) -> Option<LeaseCounts> {
+        None
+    }
 }

@@ -17,6 +17,7 @@
 
 mod archive;
 mod backend;
+pub mod lease;
 mod location;
 mod migrations;
 mod postgres;
@@ -37,6 +38,7 @@ pub use archive::{
     QueryFailure, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
 };
 use backend::Backend;
+use lease::{Claim, Claimed, Fenced, LeaseCounts, Member};
 pub use location::StoreLocation;
 pub use residency::DEFAULT_IDLE as DEFAULT_ROOM_IDLE;
 use residency::{Residency, Span};
@@ -63,6 +65,8 @@ pub struct Storage {
     extensions: Map,
     /// Timer key to due time (ms since the Unix epoch).
     timers: BTreeMap<String, u64>,
+    /// Timer key to its room's JID, where known (see [`Writes::timer_rooms`]).
+    timer_rooms: BTreeMap<String, String>,
     /// The host's own records (e.g. which plugin version owns the data), never seen by plugins.
     meta: BTreeMap<String, String>,
     /// The database: the archive always; the durable tier too when `on_disk`.
@@ -78,8 +82,12 @@ pub struct Storage {
     /// disk transaction as the writes it describes (a migration and its new data owner).
     unsynced_meta: BTreeMap<String, String>,
     /// With group commit, the rooms (`room/ROOM/`) whose durable keys or archive the batch
-    /// wrote: the ones to read again if it fails.
+    /// wrote, and in a shared store every room it touched: the ones to read again if it fails,
+    /// and whose leases the commit checks.
     batch_rooms: BTreeSet<String>,
+    /// Several instances share the database ([`Storage::join_cluster`]): rooms are leased, and
+    /// what is not per room is read from the database, where the others write it too.
+    shared: bool,
     /// A failed batch left what is not per room (the durable keys outside rooms, the extension
     /// tier, the timers, the bookkeeping) to be read again: nothing syncs until it is.
     reload_pending: bool,
@@ -98,6 +106,7 @@ impl Storage {
             volatile: Map::new(),
             extensions: Map::new(),
             timers: BTreeMap::new(),
+            timer_rooms: BTreeMap::new(),
             meta: BTreeMap::new(),
             backend: Box::new(sqlite::Sqlite::in_memory().expect("an in-memory SQLite database")),
             on_disk: false,
@@ -106,6 +115,7 @@ impl Storage {
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
             batch_rooms: BTreeSet::new(),
+            shared: false,
             reload_pending: false,
             expiry: Expiry::default(),
         }
@@ -132,6 +142,7 @@ impl Storage {
             volatile: Map::new(),
             extensions: loaded.extensions,
             timers: loaded.timers,
+            timer_rooms: loaded.timer_rooms,
             meta: loaded.meta,
             backend,
             on_disk: true,
@@ -140,9 +151,33 @@ impl Storage {
             unsynced: None,
             unsynced_meta: BTreeMap::new(),
             batch_rooms: BTreeSet::new(),
+            shared: false,
             reload_pending: false,
             expiry,
         })
+    }
+
+    /// Joins the instances sharing this database as `name`: from now on this one serves a room
+    /// only under its lease, and every commit is fenced (see [`lease`]).
+    pub fn join_cluster(&mut self, name: &str) -> Result<()> {
+        self.backend.join_cluster(name)?;
+        self.shared = true;
+        Ok(())
+    }
+
+    /// Whether a failed sync may be retried, the database being a server that comes back.
+    pub fn is_server(&self) -> bool {
+        self.on_disk && self.backend.is_server()
+    }
+
+    /// The instances sharing the store (None: it is not shared), from the database.
+    pub fn members(&mut self) -> Option<Result<Vec<Member>>> {
+        self.backend.members()
+    }
+
+    /// This instance's leases, in a shared store.
+    pub fn lease_counts(&self) -> Option<LeaseCounts> {
+        self.backend.lease_counts()
     }
 
     pub fn map(&self, tier: Tier) -> &Map {
@@ -162,10 +197,21 @@ impl Storage {
     }
 
     pub fn get(&mut self, tier: Tier, key: &str) -> Option<&[u8]> {
-        if tier == Tier::Durable {
-            if let Some(room) = residency::room_of(key) {
-                self.make_resident(room);
+        match residency::room_of(key) {
+            Some(room) => {
+                self.claim(room);
+                if tier == Tier::Durable {
+                    self.make_resident(room);
+                }
             }
+            None if tier == Tier::Durable && self.shared => {
+                let fresh = self.read_service_wide(key);
+                match fresh.get(key) {
+                    Some(value) => self.durable.insert(key.to_string(), value.clone()),
+                    None => self.durable.remove(key),
+                };
+            }
+            None => {}
         }
         self.map(tier).get(key).map(Vec::as_slice)
     }
@@ -178,12 +224,19 @@ impl Storage {
         start_after: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
         let map = match (tier, residency::span(prefix)) {
-            (Tier::Durable, Span::Room(room)) => {
-                self.make_resident(room);
-                &self.durable
+            (tier, Span::Room(room)) => {
+                self.claim(room);
+                if tier == Tier::Durable {
+                    self.make_resident(room);
+                }
+                self.map(tier)
             }
             (Tier::Durable, Span::Rooms) if self.residency.is_lazy() => {
                 self.spanning_scan = self.read_spanning(prefix);
+                &self.spanning_scan
+            }
+            (Tier::Durable, Span::NoRoom) if self.shared => {
+                self.spanning_scan = self.read_service_wide(prefix);
                 &self.spanning_scan
             }
             _ => self.map(tier),
@@ -230,6 +283,50 @@ impl Storage {
         }
     }
 
+    /// In a shared store: this instance holds `room`'s lease before it serves the room (see
+    /// [`lease`]), and the batch's commit checks it still does. A failed claim fails the batch.
+    fn claim(&mut self, room: &str) {
+        if !self.shared || self.batch_rooms.contains(room) {
+            return;
+        }
+        let jid = room_jid(room).to_string();
+        match self.backend.claim(&jid, Claim::Routed) {
+            Ok(Claimed::Taken) => self.reload_timers_of(&jid),
+            Ok(_) => {}
+            Err(error) => self.residency.fail(error),
+        }
+        self.batch_rooms.insert(room.to_string());
+    }
+
+    /// In a shared store, the durable keys outside rooms starting with `prefix` as the database
+    /// has them (other instances write them too), with this batch's writes not yet synced on
+    /// top.
+    fn read_service_wide(&mut self, prefix: &str) -> Map {
+        let mut fresh: Map = match self.backend.load_prefix(prefix) {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|(key, _)| residency::room_of(key).is_none())
+                .collect(),
+            Err(error) => {
+                self.residency.fail(error);
+                return Map::new();
+            }
+        };
+        if let Some(unsynced) = &self.unsynced {
+            let written = unsynced
+                .durable
+                .range(prefix.to_string()..)
+                .take_while(|(key, _)| key.starts_with(prefix));
+            for (key, value) in written {
+                match value {
+                    Some(value) => fresh.insert(key.clone(), value.clone()),
+                    None => fresh.remove(key),
+                };
+            }
+        }
+        fresh
+    }
+
     /// A durable range across rooms: rooms in memory as memory has them (it may hold writes not
     /// yet synced), the others as the disk does.
     fn read_spanning(&mut self, prefix: &str) -> Map {
@@ -271,15 +368,25 @@ impl Storage {
                 || unsynced.is_some_and(|writes| holds_keys_of(writes, room))
         });
         for room in &idle {
-            let keys: Vec<String> = self
-                .resident(Tier::Durable, room)
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in keys {
-                self.durable.remove(&key);
-            }
+            self.drop_from_memory(Tier::Durable, room);
+        }
+        if self.shared {
+            let rooms: Vec<String> = idle.iter().map(|room| room_jid(room).to_string()).collect();
+            self.backend.release(&rooms);
         }
         idle.len()
+    }
+
+    /// Drops the keys of `tier` starting with `prefix` from memory (not from the database).
+    fn drop_from_memory(&mut self, tier: Tier, prefix: &str) {
+        let keys: Vec<String> = self
+            .resident(tier, prefix)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let map = self.map_mut(tier);
+        for key in keys {
+            map.remove(&key);
+        }
     }
 
     /// How long a room stays in memory unused (with a disk).
@@ -350,7 +457,7 @@ impl Storage {
         match self.commit_batch() {
             Ok(count) => Ok(count),
             Err(error) => {
-                self.forget_batch();
+                self.forget_batch(error.downcast_ref::<Fenced>());
                 Err(error)
             }
         }
@@ -382,8 +489,17 @@ impl Storage {
     }
 
     /// After a failed batch: what it wrote is dropped from memory, to be read again from the
-    /// database (the volatile tier, which is not the database's, stays).
-    fn forget_batch(&mut self) {
+    /// database (the volatile tier, which is not the database's, stays, but for the rooms
+    /// another instance took: `fenced`, whose occupants are that instance's now).
+    fn forget_batch(&mut self, fenced: Option<&Fenced>) {
+        for room in fenced
+            .map(|fenced| fenced.rooms.as_slice())
+            .unwrap_or_default()
+        {
+            let prefix = format!("room/{room}/");
+            self.drop_from_memory(Tier::Volatile, &prefix);
+            self.residency.forget(&prefix);
+        }
         self.backend.abandon_batch();
         let unsynced = self.unsynced.replace(Writes::default()).unwrap_or_default();
         self.unsynced_meta.clear();
@@ -395,13 +511,7 @@ impl Storage {
                 .filter_map(|key| residency::room_of(key).map(str::to_string)),
         );
         for room in &rooms {
-            let keys: Vec<String> = self
-                .resident(Tier::Durable, room)
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in keys {
-                self.durable.remove(&key);
-            }
+            self.drop_from_memory(Tier::Durable, room);
             self.residency.forget(room);
         }
         // Whatever a failed read left unknown is in the rooms just forgotten.
@@ -423,6 +533,7 @@ impl Storage {
         self.durable.extend(loaded.durable);
         self.extensions = loaded.extensions;
         self.timers = loaded.timers;
+        self.timer_rooms = loaded.timer_rooms;
         self.meta = loaded.meta;
         self.reload_pending = false;
         Ok(())
@@ -436,7 +547,15 @@ impl Storage {
         // A room is in memory whole or not at all: read it before writing into it.
         for key in writes.durable.keys() {
             if let Some(room) = residency::room_of(key) {
+                self.claim(room);
                 self.make_resident(room);
+            }
+        }
+        if self.shared {
+            for key in writes.volatile.keys().chain(writes.extensions.keys()) {
+                if let Some(room) = residency::room_of(key) {
+                    self.claim(room);
+                }
             }
         }
         if let Err(error) = self.residency.check() {
@@ -460,6 +579,7 @@ impl Storage {
                 unsynced.durable.extend(writes.durable.clone());
                 unsynced.extensions.extend(writes.extensions.clone());
                 unsynced.timers.extend(writes.timers.clone());
+                unsynced.timer_rooms.extend(writes.timer_rooms.clone());
             }
         }
         for (tier, changes) in [
@@ -477,11 +597,78 @@ impl Storage {
         }
         for (key, at) in writes.timers {
             match at {
-                Some(at) => self.timers.insert(key, at),
-                None => self.timers.remove(&key),
+                Some(at) => {
+                    if let Some(room) = writes.timer_rooms.get(&key) {
+                        self.timer_rooms.insert(key.clone(), room.clone());
+                    }
+                    self.timers.insert(key, at)
+                }
+                None => {
+                    self.timer_rooms.remove(&key);
+                    self.timers.remove(&key)
+                }
             };
         }
         Ok(())
+    }
+
+    /// The room a timer belongs to, if known.
+    pub fn timer_room(&self, key: &str) -> Option<&str> {
+        self.timer_rooms.get(key).map(String::as_str)
+    }
+
+    /// Whether this instance may fire the due timer `key` now. Always, unless the store is
+    /// shared: then only when this instance holds the timer's room, or takes it from a dead
+    /// holder (or none). A room a live instance holds is that instance's to fire: the timer is
+    /// dropped from memory here (not from the database).
+    pub fn may_fire(&mut self, key: &str, now_ms: u64) -> bool {
+        let Some(room) = self.timer_rooms.get(key).filter(|_| self.shared).cloned() else {
+            return true;
+        };
+        match self.backend.claim(&room, Claim::Orphaned) {
+            Ok(Claimed::Held) => true,
+            // Its timers were just read again: this one may have changed meanwhile.
+            Ok(Claimed::Taken) => {
+                self.reload_timers_of(&room);
+                self.timers.get(key).is_some_and(|at| *at <= now_ms)
+            }
+            Ok(Claimed::HeldByAnother) => {
+                self.timers.remove(key);
+                self.timer_rooms.remove(key);
+                false
+            }
+            Err(error) => {
+                // Read again with the room's lease, or after the next failed batch.
+                tracing::warn!(key, room, "{error:#}: the timer waits");
+                self.timers.remove(key);
+                self.timer_rooms.remove(key);
+                false
+            }
+        }
+    }
+
+    /// After taking `room`'s lease: its timers as the database has them (the previous owner
+    /// may have set, moved or cancelled them).
+    fn reload_timers_of(&mut self, room: &str) {
+        match self.backend.timers_of(room) {
+            Ok(timers) => {
+                let stale: Vec<String> = self
+                    .timer_rooms
+                    .iter()
+                    .filter(|(_, of)| *of == room)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in stale {
+                    self.timers.remove(&key);
+                    self.timer_rooms.remove(&key);
+                }
+                for (key, at) in timers {
+                    self.timer_rooms.insert(key.clone(), room.to_string());
+                    self.timers.insert(key, at);
+                }
+            }
+            Err(error) => self.residency.fail(error),
+        }
     }
 }
 
@@ -492,7 +679,9 @@ impl Storage {
     fn archive_writer(&mut self, room: &str) -> Result<&dyn archive::ArchiveRows> {
         let batched = self.on_disk && self.unsynced.is_some();
         if batched {
-            self.batch_rooms.insert(format!("room/{room}/"));
+            let room = format!("room/{room}/");
+            self.claim(&room);
+            self.batch_rooms.insert(room);
         }
         self.backend.call_writer(batched)
     }
@@ -561,6 +750,9 @@ pub struct Writes {
     pub volatile: BTreeMap<String, Option<Vec<u8>>>,
     pub extensions: BTreeMap<String, Option<Vec<u8>>>,
     pub timers: BTreeMap<String, Option<u64>>,
+    /// The room (JID) each timer set here belongs to: the room of the call that set it. In a
+    /// shared store a timer fires only on the instance holding its room's lease.
+    pub timer_rooms: BTreeMap<String, String>,
 }
 
 impl Writes {
@@ -586,6 +778,13 @@ impl Writes {
             && self.extensions.is_empty()
             && self.timers.is_empty()
     }
+}
+
+/// The JID of a room named by its key prefix (`room/ROOM/`).
+fn room_jid(room: &str) -> &str {
+    room.strip_prefix("room/")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or(room)
 }
 
 #[cfg(test)]

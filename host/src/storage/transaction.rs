@@ -75,6 +75,8 @@ pub struct Transaction {
     pub archive_failure: Option<String>,
     /// The call wrote, or tried to write, to the archive.
     archived: bool,
+    /// The room (JID) the call is about, when it is about one: the timers it sets are that room's.
+    pub room: Option<String>,
     /// Only a plugin call's transaction ([`Transaction::new`]) may write to the archive: the
     /// others (`init`, `describe`) run outside the store's call savepoint.
     may_archive: bool,
@@ -313,6 +315,9 @@ impl Transaction {
     }
 
     pub fn set_timer(&mut self, key: String, at_ms: u64) {
+        if let Some(room) = &self.room {
+            self.writes.timer_rooms.insert(key.clone(), room.clone());
+        }
         self.writes.timers.insert(key, Some(at_ms));
     }
 

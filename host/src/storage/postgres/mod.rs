@@ -20,12 +20,14 @@ use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::archive::ArchiveRows;
 use super::backend::{Backend, Loaded};
+use super::lease::{self, Claim, Claimed, LeaseCounts, Member, Membership};
 use super::migrations::{self, Schema};
 use super::{residency, Map, Writes};
 use crate::clock::{Clock, SystemClock};
 
 /// Version N is `MIGRATIONS[N - 1]`; never edit one that was released, add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE durable (key BYTEA PRIMARY KEY, value BYTEA NOT NULL);
     CREATE TABLE extensions (key BYTEA PRIMARY KEY, value BYTEA NOT NULL);
     CREATE TABLE timers (key TEXT PRIMARY KEY, due_ms BIGINT NOT NULL);
@@ -49,7 +51,13 @@ const MIGRATIONS: &[&str] = &["
     CREATE UNIQUE INDEX archive_by_id ON archive (room_id, id);
     CREATE INDEX archive_by_time ON archive (room_id, at_ms, seq);
     CREATE INDEX archive_by_sender ON archive (room_id, sender, seq);
-"];
+",
+    lease::SCHEMA,
+    // A timer belongs to a room (the room of the call that set it): in a shared store it fires
+    // only on the instance holding that room's lease.
+    "ALTER TABLE timers ADD COLUMN room TEXT;
+     CREATE INDEX timers_by_room ON timers (room);",
+];
 
 /// Instances starting together migrate one at a time (a session-level advisory lock).
 const MIGRATION_LOCK: i64 = 0x6d75_635f_686f_7374; // "muc_host"
@@ -77,6 +85,8 @@ pub struct Postgres {
     /// With group commit: the batch's transaction is open.
     batch_open: bool,
     call: Option<CallScope>,
+    /// Shared with other instances: this one's leases.
+    membership: Option<Membership>,
 }
 
 /// A connection with the statements prepared on it.
@@ -124,6 +134,7 @@ impl Postgres {
             config,
             batch_open: false,
             call: None,
+            membership: None,
         };
         postgres.simple(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
         let migrated = migrations::migrate(&mut postgres, MIGRATIONS, "the PostgreSQL store");
@@ -226,21 +237,24 @@ impl Postgres {
                 self.execute(delete, &[&deleted])?;
             }
         }
-        let (mut keys, mut dues, mut cancelled) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut keys, mut dues, mut rooms, mut cancelled) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (key, due) in &writes.timers {
             match due {
                 Some(due) => {
                     keys.push(key.as_str());
                     dues.push(i64::try_from(*due).unwrap_or(i64::MAX));
+                    rooms.push(writes.timer_rooms.get(key).map(String::as_str));
                 }
                 None => cancelled.push(key.as_str()),
             }
         }
         if !keys.is_empty() {
             self.execute(
-                "INSERT INTO timers SELECT * FROM unnest($1::text[], $2::int8[])
-                 ON CONFLICT (key) DO UPDATE SET due_ms = EXCLUDED.due_ms",
-                &[&keys, &dues],
+                "INSERT INTO timers (key, due_ms, room)
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[])
+                 ON CONFLICT (key) DO UPDATE SET due_ms = EXCLUDED.due_ms, room = EXCLUDED.room",
+                &[&keys, &dues, &rooms],
             )?;
         }
         if !cancelled.is_empty() {
@@ -268,6 +282,28 @@ impl Postgres {
                 Ok((key, row.get(1)))
             })
             .collect()
+    }
+
+    /// The fencing check for `rooms`, on the batch's connection (in its transaction when one is
+    /// open).
+    fn fence(&mut self, rooms: &[String]) -> Result<()> {
+        let Some(membership) = &mut self.membership else {
+            return Ok(());
+        };
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let mut slot = self.connection.borrow_mut();
+        let connection = match slot.as_mut() {
+            Some(connection) if !connection.client.is_closed() => connection,
+            _ => {
+                *slot = None;
+                return Err(anyhow!(
+                    "the connection to PostgreSQL was lost before the fencing check"
+                ));
+            }
+        };
+        membership.fence(&mut connection.client, rooms)
     }
 
     /// Ends the open transaction, if any, undoing it.
@@ -336,10 +372,14 @@ impl Backend for Postgres {
             Postgres::key_values(self.query("SELECT key, value FROM extensions", &[])?)?
                 .into_iter()
                 .collect();
-        let timers = self
-            .query("SELECT key, due_ms FROM timers", &[])?
-            .into_iter()
+        let rows = self.query("SELECT key, due_ms, room FROM timers", &[])?;
+        let timers = rows
+            .iter()
             .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
+            .collect();
+        let timer_rooms = rows
+            .iter()
+            .filter_map(|row| Some((row.get(0), row.get::<_, Option<String>>(2)?)))
             .collect();
         let meta = self
             .query("SELECT key, value FROM host_meta", &[])?
@@ -350,6 +390,7 @@ impl Backend for Postgres {
             durable,
             extensions,
             timers,
+            timer_rooms,
             meta,
         })
     }
@@ -467,11 +508,19 @@ impl Backend for Postgres {
         &mut self,
         writes: &Writes,
         meta: &[(&str, &str)],
-        _rooms: &BTreeSet<String>,
+        rooms: &BTreeSet<String>,
     ) -> Result<()> {
+        let fenced: Vec<String> = match self.membership {
+            Some(_) => rooms
+                .iter()
+                .map(|room| super::room_jid(room).to_string())
+                .collect(),
+            None => Vec::new(),
+        };
         if !self.batch_open {
             if writes.is_empty() && meta.is_empty() {
-                return Ok(());
+                // Nothing to commit, but stanzas to send: only while the rooms are still ours.
+                return self.fence(&fenced);
             }
             self.simple("BEGIN")?;
             self.batch_open = true;
@@ -483,7 +532,8 @@ impl Backend for Postgres {
             ));
         }
         self.write(writes, meta)?;
-        // Room leases: their check runs here, in the batch's transaction, before COMMIT.
+        // In the batch's transaction, before COMMIT: its lease rows stay locked until then.
+        self.fence(&fenced)?;
         self.simple("COMMIT")
             .context("committing the batch (its outcome is unknown)")?;
         self.batch_open = false;
@@ -492,5 +542,47 @@ impl Backend for Postgres {
 
     fn abandon_batch(&mut self) {
         self.roll_back_all();
+    }
+
+    fn join_cluster(&mut self, name: &str) -> Result<()> {
+        self.membership = Some(Membership::join(
+            &self.config,
+            name,
+            lease::Timing::default(),
+        )?);
+        Ok(())
+    }
+
+    fn claim(&mut self, jid: &str, claim: Claim) -> Result<Claimed> {
+        match &mut self.membership {
+            Some(membership) => membership.claim(jid, claim),
+            None => Ok(Claimed::Held),
+        }
+    }
+
+    fn timers_of(&self, jid: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .query("SELECT key, due_ms FROM timers WHERE room = $1", &[&jid])?
+            .into_iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
+            .collect())
+    }
+
+    fn release(&mut self, jids: &[String]) {
+        if let Some(membership) = &mut self.membership {
+            membership.release(jids);
+        }
+    }
+
+    fn members(&mut self) -> Option<Result<Vec<Member>>> {
+        self.membership.as_mut().map(Membership::members)
+    }
+
+    fn is_server(&self) -> bool {
+        true
+    }
+
+    fn lease_counts(&self) -> Option<LeaseCounts> {
+        self.membership.as_ref().map(Membership::counts)
     }
 }

@@ -181,6 +181,8 @@ impl Backend for Sqlite {
             durable,
             extensions,
             timers,
+            // One instance per file: every timer is its own.
+            timer_rooms: Default::default(),
             meta,
         })
     }

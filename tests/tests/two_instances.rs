@@ -1,0 +1,299 @@
+//! Two instances on one PostgreSQL store, without an XMPP server.
+//!
+//! Fencing: instance A serves a room, then stops running (as if paused, or cut off from the
+//! database) while B takes the room over; when A runs again, its next commit for the room is
+//! refused by PostgreSQL and nothing of it reaches anyone.
+//!
+//! Timers: both instances read every timer at start, but a timer fires only on the instance
+//! holding its room, or on one that adopts the room of an instance that is gone.
+//!
+//! Runs when `MUC_TEST_POSTGRES` names a server (`.ci/run` starts one).
+
+use std::sync::{Arc, Mutex};
+
+use minidom::Element;
+use muc_host::clock::{Clock, ManualClock, SystemClock};
+use muc_host::router::{QueueSink, Router};
+use muc_host::runtime::{PluginRuntime, Settings};
+use muc_host::service::Service;
+use muc_host::storage::lease::Fenced;
+use muc_host::storage::{Storage, StoreLocation};
+use muc_tests::compile;
+
+const MUC: &str = "conference.localhost";
+const ROOM: &str = "den@conference.localhost";
+
+/// A fresh schema on the test server, as a store location; dropped with the guard.
+struct Schema {
+    server: postgres::Config,
+    name: String,
+}
+
+impl Schema {
+    fn new() -> Option<Schema> {
+        let url = std::env::var("MUC_TEST_POSTGRES")
+            .ok()
+            .filter(|url| !url.is_empty());
+        let Some(url) = url else {
+            eprintln!("MUC_TEST_POSTGRES unset: the fencing test did not run");
+            return None;
+        };
+        let server: postgres::Config = url.parse().unwrap();
+        let name = format!("fencing_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = server.connect(postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .unwrap();
+        Some(Schema { server, name })
+    }
+
+    fn store(&self) -> StoreLocation {
+        let mut config = self.server.clone();
+        config.options(&format!("-c search_path={}", self.name));
+        StoreLocation::Postgres(config)
+    }
+
+    fn sql(&self, sql: &str) -> Vec<postgres::Row> {
+        let mut admin = self.server.connect(postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("SET search_path = {}", self.name))
+            .unwrap();
+        admin.query(sql, &[]).unwrap()
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = self.server.connect(postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
+}
+
+/// An instance named `name` on the store, with `user@localhost/r` connected.
+fn instance(schema: &Schema, name: &str, user: &str) -> (Service<PluginRuntime>, QueueSink) {
+    instance_on_clock(schema, name, user, Arc::new(SystemClock))
+}
+
+fn instance_on_clock(
+    schema: &Schema,
+    name: &str,
+    user: &str,
+    clock: Arc<dyn Clock>,
+) -> (Service<PluginRuntime>, QueueSink) {
+    let mut storage = Storage::open(&schema.store()).unwrap();
+    storage.enable_group_commit();
+    storage.join_cluster(name).unwrap();
+    let settings = Settings {
+        service: MUC.into(),
+        ..Settings::default()
+    };
+    let muc = PluginRuntime::start(
+        compile("muc_plugin"),
+        Arc::new(Mutex::new(storage)),
+        settings,
+        clock,
+    )
+    .unwrap();
+    let mut service = Service::new(Router::new("localhost", MUC), muc);
+    let sink = QueueSink::default();
+    service.connect(
+        format!("{user}@localhost/r").parse().unwrap(),
+        Box::new(sink.clone()),
+    );
+    (service, sink)
+}
+
+fn send(service: &mut Service<PluginRuntime>, user: &str, xml: &str) {
+    let stanza: Element = xml.parse().unwrap();
+    service.from_client(&format!("{user}@localhost/r").parse().unwrap(), stanza);
+}
+
+fn received(sink: &QueueSink) -> Vec<String> {
+    std::iter::from_fn(|| sink.pop())
+        .map(|stanza| String::from(&stanza))
+        .collect()
+}
+
+/// Alice creates and configures a persistent room on `a`.
+fn persistent_room(a: &mut Service<PluginRuntime>, sink: &QueueSink) {
+    send(a, "alice", &format!("<presence xmlns='jabber:client' to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    send(a, "alice", &format!(
+        "<iq xmlns='jabber:client' type='set' id='config' to='{ROOM}'>\
+           <query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+               <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+               <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
+             </x></query></iq>"));
+    a.flush().unwrap();
+    let answers = received(sink);
+    assert!(
+        answers
+            .iter()
+            .any(|answer| answer.contains("id='config'") && answer.contains("type='result'")),
+        "the room is configured: {answers:?}"
+    );
+}
+
+fn message(n: u32) -> String {
+    format!("<message xmlns='jabber:client' type='groupchat' to='{ROOM}' id='m{n}'><body>message {n}</body></message>")
+}
+
+/// The bodies in the room's archive, oldest first.
+fn archived(schema: &Schema) -> Vec<String> {
+    schema
+        .sql("SELECT stanza FROM archive ORDER BY seq")
+        .iter()
+        .map(|row| {
+            let stanza: Element = row.get::<_, String>(0).parse().unwrap();
+            let body = stanza.get_child("body", "jabber:client").unwrap();
+            body.text()
+        })
+        .collect()
+}
+
+#[test]
+fn a_stale_owner_commits_nothing_and_sends_nothing_once_another_instance_took_its_room() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let (mut a, alice) = instance(&schema, "a", "alice");
+    persistent_room(&mut a, &alice);
+    send(&mut a, "alice", &message(1));
+    a.flush().unwrap();
+    assert!(
+        received(&alice)
+            .iter()
+            .any(|stanza| stanza.contains("message 1")),
+        "a serves the room"
+    );
+
+    // A stops running (paused: its session and heartbeat live on); ejabberd routes the room to
+    // B now, and B's first stanza for it takes it over.
+    let (mut b, bob) = instance(&schema, "b", "bob");
+    send(&mut b, "bob", &format!("<presence xmlns='jabber:client' to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    b.flush().unwrap();
+    let joined = received(&bob);
+    assert!(
+        joined.iter().any(|stanza| stanza.contains("message 1")),
+        "b serves the room with its history from the store: {joined:?}"
+    );
+    let owner =
+        schema.sql("SELECT i.name, l.epoch FROM leases l JOIN instances i ON i.id = l.owner");
+    assert_eq!(
+        (owner[0].get::<_, String>(0), owner[0].get::<_, i64>(1)),
+        ("b".to_string(), 2),
+        "b holds the lease, one epoch later"
+    );
+
+    // A wakes up and handles what it had received: PostgreSQL refuses the commit.
+    send(&mut a, "alice", &message(2));
+    let refused = a.flush().unwrap_err();
+    assert!(refused.is::<Fenced>(), "{refused:#}");
+    assert!(
+        received(&alice).is_empty(),
+        "nothing of the refused batch left a"
+    );
+    assert!(received(&bob).is_empty());
+    assert_eq!(
+        archived(&schema),
+        ["message 1"],
+        "the stale message is in no archive"
+    );
+    assert_eq!(a.gauges().rooms, 0, "a forgot the room it lost");
+
+    // B serves on undisturbed.
+    send(&mut b, "bob", &message(3));
+    b.flush().unwrap();
+    assert!(received(&bob)
+        .iter()
+        .any(|stanza| stanza.contains("message 3")));
+    assert_eq!(archived(&schema), ["message 1", "message 3"]);
+}
+
+#[test]
+fn a_terminated_session_frees_the_rooms_and_the_old_owner_commits_nothing() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let (mut a, alice) = instance(&schema, "a", "alice");
+    persistent_room(&mut a, &alice);
+
+    // A's heartbeat session ends (cut off, or killed with the process): A is dead to the others.
+    schema.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND datname = current_database()
+           AND pid IN (SELECT backend_pid FROM instances WHERE name = 'a')",
+    );
+    let (mut b, bob) = instance(&schema, "b", "bob");
+    send(&mut b, "bob", &format!("<presence xmlns='jabber:client' to='{ROOM}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    b.flush().unwrap();
+    assert!(!received(&bob).is_empty());
+
+    send(&mut a, "alice", &message(1));
+    let refused = a.flush().unwrap_err();
+    assert!(refused.is::<Fenced>(), "{refused:#}");
+    assert!(received(&alice).is_empty());
+    assert!(archived(&schema).is_empty());
+}
+
+/// The plugin's lock timeout (`plugin/src/features/lock.rs`).
+const LOCK_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+
+#[test]
+fn a_timer_fires_on_the_instance_holding_its_room_and_is_adopted_when_that_one_is_gone() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new());
+    let (mut a, alice) = instance_on_clock(&schema, "a", "alice", clock.clone());
+    // A new room, never configured: its lock timer is set, in the store, as the room's.
+    send(&mut a, "alice", &format!("<presence xmlns='jabber:client' to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    a.flush().unwrap();
+    assert!(!received(&alice).is_empty());
+    let rooms: Vec<Option<String>> = schema
+        .sql("SELECT room FROM timers")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(rooms, [Some(ROOM.to_string())]);
+
+    // B starts after it, so it read the timer too.
+    let (mut b, bob) = instance_on_clock(&schema, "b", "bob", clock.clone());
+    clock.advance_ms(LOCK_TIMEOUT_MS);
+    b.run_due_timers();
+    b.flush().unwrap();
+    assert_eq!(
+        b.next_timer(),
+        None,
+        "b left the timer to the room's holder"
+    );
+    assert!(received(&bob).is_empty());
+    a.run_due_timers();
+    a.flush().unwrap();
+    let destroyed = received(&alice);
+    assert!(
+        destroyed.iter().any(|stanza| stanza.contains("<destroy")),
+        "a, holding the room, fired its lock timer: {destroyed:?}"
+    );
+    assert!(schema.sql("SELECT 1 FROM timers").is_empty());
+
+    // A room whose holder is gone: its timer is adopted by an instance that has it.
+    send(&mut a, "alice", &format!("<presence xmlns='jabber:client' to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    a.flush().unwrap();
+    drop(a);
+    let (mut c, _carol) = instance_on_clock(&schema, "c", "carol", clock.clone());
+    clock.advance_ms(LOCK_TIMEOUT_MS);
+    c.run_due_timers();
+    c.flush().unwrap();
+    assert!(
+        schema.sql("SELECT 1 FROM timers").is_empty(),
+        "c fired the gone instance's timer"
+    );
+    let owner = schema.sql("SELECT i.name FROM leases l JOIN instances i ON i.id = l.owner");
+    assert_eq!(
+        owner[0].get::<_, String>(0),
+        "c",
+        "c took the room to fire it"
+    );
+}
