@@ -215,21 +215,24 @@ impl Storage {
     }
 
     pub fn get(&mut self, tier: Tier, key: &str) -> Option<&[u8]> {
-        match residency::room_of(key) {
-            Some(room) => {
-                self.claim(room);
-                if tier == Tier::Durable {
-                    self.make_resident(room);
+        // The message path reads the volatile tier most: alone on the store, it costs nothing.
+        if tier == Tier::Durable || self.shared {
+            match residency::room_of(key) {
+                Some(room) => {
+                    self.claim(room);
+                    if tier == Tier::Durable {
+                        self.make_resident(room);
+                    }
                 }
+                None if tier == Tier::Durable && self.shared => {
+                    let fresh = self.read_service_wide(key);
+                    match fresh.get(key) {
+                        Some(value) => self.durable.insert(key.to_string(), value.clone()),
+                        None => self.durable.remove(key),
+                    };
+                }
+                None => {}
             }
-            None if tier == Tier::Durable && self.shared => {
-                let fresh = self.read_service_wide(key);
-                match fresh.get(key) {
-                    Some(value) => self.durable.insert(key.to_string(), value.clone()),
-                    None => self.durable.remove(key),
-                };
-            }
-            None => {}
         }
         self.map(tier).get(key).map(Vec::as_slice)
     }
