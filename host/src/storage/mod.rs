@@ -533,12 +533,6 @@ impl Storage {
         );
         for room in &rooms {
             self.drop_from_memory(Tier::Durable, room);
-            // In a shared store the process serves on after a failed batch: who is in a room,
-            // as the lost calls left it, was never announced; occupants rejoin (a self-ping
-            // tells them). Alone on its database a failed batch stops the process anyway.
-            if self.shared {
-                self.drop_from_memory(Tier::Volatile, room);
-            }
             self.residency.forget(room);
         }
         // Whatever a failed read left unknown is in the rooms just forgotten.
