@@ -42,7 +42,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests/e2e"))
 from archive import PERSISTENT, Client  # noqa: E402
-from duel import MUC, Server, muc_host, NO_FLOOD_LIMITS, platform, wait_until_quiet  # noqa: E402
+from duel import MUC, Server, muc_host, NO_FLOOD_LIMITS, platform, proc_stats, wait_until_quiet  # noqa: E402
 from scale import bench  # noqa: E402
 from harness import MUC_HOST, Harness  # noqa: E402
 from ejabberd import Ejabberd  # noqa: E402
@@ -101,14 +101,8 @@ class Postgres:
         """CPU seconds of the postmaster, its children now running (the sessions, the writers)
         and those it reaped (counted in its own children's times)."""
         total = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            if int(entry.name) == self.postmaster:
+        for pid, fields in proc_stats():
+            if pid == self.postmaster:
                 total += sum(int(f) for f in fields[11:15])
             elif int(fields[1]) == self.postmaster:
                 total += int(fields[11]) + int(fields[12])

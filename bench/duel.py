@@ -70,9 +70,9 @@ def wait_for_port(port: int, what: str, timeout: float = 30) -> None:
     raise SystemExit(f"duel: {what} did not listen on {port}")
 
 
-def cpu_seconds(groups: set[int]) -> float:
-    """CPU seconds used so far by every process in the process `groups`."""
-    total = 0
+def proc_stats():
+    """(pid, the fields of /proc/PID/stat after the command name: fields[0] is the state) of
+    every process running now."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -80,6 +80,13 @@ def cpu_seconds(groups: set[int]) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
+        yield int(entry.name), fields
+
+
+def cpu_seconds(groups: set[int]) -> float:
+    """CPU seconds used so far by every process in the process `groups`."""
+    total = 0
+    for _, fields in proc_stats():
         if int(fields[2]) in groups:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")

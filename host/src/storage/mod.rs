@@ -218,12 +218,7 @@ impl Storage {
         // The message path reads the volatile tier most: alone on the store, it costs nothing.
         if tier == Tier::Durable || self.shared {
             match residency::room_of(key) {
-                Some(room) => {
-                    self.claim(room);
-                    if tier == Tier::Durable {
-                        self.make_resident(room);
-                    }
-                }
+                Some(room) => self.use_room(tier, room),
                 None if tier == Tier::Durable && self.shared => {
                     let fresh = self.read_service_wide(key);
                     match fresh.get(key) {
@@ -246,10 +241,7 @@ impl Storage {
     ) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
         let map = match (tier, residency::span(prefix)) {
             (tier, Span::Room(room)) => {
-                self.claim(room);
-                if tier == Tier::Durable {
-                    self.make_resident(room);
-                }
+                self.use_room(tier, room);
                 self.map(tier)
             }
             (Tier::Durable, Span::Rooms) if self.residency.is_lazy() => {
@@ -301,6 +293,15 @@ impl Storage {
             // Serving on without the room could answer as if it did not exist, and overwrite
             // it: the next sync reports the failure, and nothing written since reaches the disk.
             Err(error) => self.residency.fail(error),
+        }
+    }
+
+    /// Before a call uses `room`'s keys in `tier`: its lease (in a shared store), and for the
+    /// durable tier the room in memory.
+    fn use_room(&mut self, tier: Tier, room: &str) {
+        self.claim(room);
+        if tier == Tier::Durable {
+            self.make_resident(room);
         }
     }
 
@@ -566,17 +567,16 @@ impl Storage {
     /// returned.
     pub fn apply(&mut self, writes: Writes) -> Result<()> {
         // A room is in memory whole or not at all: read it before writing into it.
-        for key in writes.durable.keys() {
-            if let Some(room) = residency::room_of(key) {
-                self.claim(room);
-                self.make_resident(room);
+        for (tier, keys) in [
+            (Tier::Durable, &writes.durable),
+            (Tier::Volatile, &writes.volatile),
+            (Tier::Extensions, &writes.extensions),
+        ] {
+            if tier != Tier::Durable && !self.shared {
+                continue;
             }
-        }
-        if self.shared {
-            for key in writes.volatile.keys().chain(writes.extensions.keys()) {
-                if let Some(room) = residency::room_of(key) {
-                    self.claim(room);
-                }
+            for room in keys.keys().filter_map(|key| residency::room_of(key)) {
+                self.use_room(tier, room);
             }
         }
         if let Err(error) = self.residency.check() {
