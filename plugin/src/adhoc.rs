@@ -2,12 +2,12 @@
 //! rooms, under the node Prosody uses (`http://prosody.im/protocol/muc#destroy`), so operators'
 //! tools and Prosody's own tests work unchanged.
 
-use minidom::rxml::xml_ncname;
 use minidom::Element;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::commands;
 use crate::destroy;
 use crate::errors;
 use crate::event::{Inbound, Muc};
@@ -15,7 +15,6 @@ use crate::form;
 use crate::host::{Fault, Host};
 use crate::room::Room;
 
-pub const NS: &str = "http://jabber.org/protocol/commands";
 pub const DESTROY_NODE: &str = "http://prosody.im/protocol/muc#destroy";
 
 pub fn handle(
@@ -70,13 +69,10 @@ pub fn handle(
             destroyed.push(room.jid);
         }
     }
-    let note = Element::builder("note", NS)
-        .attr(xml_ncname!("type").into(), "info")
-        .append(format!(
-            "The following rooms were destroyed:\n{}",
-            destroyed.join("\n")
-        ))
-        .build();
+    let note = commands::info_note(format!(
+        "The following rooms were destroyed:\n{}",
+        destroyed.join("\n")
+    ));
     host.send(errors::result(
         inbound.envelope,
         Some(reply(&session, "completed", note)),
@@ -84,10 +80,5 @@ pub fn handle(
 }
 
 fn reply(session: &str, status: &str, payload: Element) -> Element {
-    Element::builder("command", NS)
-        .attr(xml_ncname!("node").into(), DESTROY_NODE)
-        .attr(xml_ncname!("status").into(), status)
-        .attr(xml_ncname!("sessionid").into(), session)
-        .append(payload)
-        .build()
+    commands::response(DESTROY_NODE, session, status, Some(payload))
 }

@@ -8,7 +8,7 @@ use xmpp_parsers::ns;
 use xmpp_parsers::rsm::{First, SetQuery, SetResult};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::adhoc;
+use crate::commands;
 use crate::errors;
 use crate::features;
 use crate::form;
@@ -27,7 +27,7 @@ const COMMON: &[&str] = &[
 ];
 
 /// Advertised on the service only: what it answers beside [`COMMON`].
-const SERVICE: &[&str] = &[ns::VERSION, adhoc::NS];
+const SERVICE: &[&str] = &[ns::VERSION, commands::NS];
 
 pub fn service_info() -> Element {
     DiscoInfoResult {
@@ -174,7 +174,7 @@ pub fn room_info(host: &mut dyn Host, room: &Room) -> Result<Element, Fault> {
 /// node (XEP-0050 §2.2) the commands its features answer; running one checks who may.
 pub fn room_items(room: &str, node: Option<&str>) -> Result<Element, Fault> {
     let items = match node {
-        Some(adhoc::NS) => features::commands()
+        Some(commands::NS) => features::commands()
             .map(|(node, name)| {
                 Ok(Item {
                     jid: jid::Jid::new(room)?,
@@ -212,7 +212,7 @@ mod advertised_namespaces {
         (ns::VERSION, "get", "<query xmlns='jabber:iq:version'/>"),
         ("jabber:iq:register", "get", "<query xmlns='jabber:iq:register'/>"),
         (
-            adhoc::NS,
+            commands::NS,
             "set",
             "<command xmlns='http://jabber.org/protocol/commands' node='urn:example' action='execute'/>",
         ),

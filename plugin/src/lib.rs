@@ -13,6 +13,7 @@ mod adhoc;
 mod admin;
 mod affiliation;
 mod announce;
+mod commands;
 mod config;
 mod destroy;
 mod disco;

@@ -11,6 +11,7 @@ use crate::adhoc;
 use crate::admin;
 use crate::affiliation;
 use crate::announce::Presence;
+use crate::commands;
 use crate::destroy;
 use crate::disco;
 use crate::errors;
@@ -138,7 +139,7 @@ impl Muc {
                 envelope,
                 Some(software_version::query(VERSION)),
             )),
-            (StanzaKind::Iq, Some("set"), Some(adhoc::NS)) => {
+            (StanzaKind::Iq, Some("set"), Some(commands::NS)) => {
                 let command = inbound
                     .element
                     .children()

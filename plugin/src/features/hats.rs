@@ -10,6 +10,7 @@ use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
 use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::commands;
 use crate::errors;
 use crate::event::{RoomFeature, RoomIq};
 use crate::form;
@@ -21,7 +22,7 @@ use crate::room::Room;
 use crate::xml::retain_children;
 
 pub const NS: &str = "urn:xmpp:hats:0";
-pub const COMMANDS_NS: &str = crate::adhoc::NS;
+pub const COMMANDS_NS: &str = crate::commands::NS;
 pub const DON: &str = "urn:xmpp:hats:commands:don";
 pub const DOFF: &str = "urn:xmpp:hats:commands:doff";
 const FORM_TYPE: &str = "urn:xmpp:hats:commands";
@@ -167,12 +168,12 @@ fn command(host: &mut dyn Host, iq: &RoomIq) -> Result<Result<(), Refused>, Faul
     if iq.query.attr("action") == Some("cancel") {
         host.send(errors::result(
             envelope,
-            Some(reply(node, &session, "canceled", None)),
+            Some(commands::response(node, &session, "canceled", None)),
         ))?;
         return Ok(Ok(()));
     }
     let Some(submitted) = iq.query.get_child("x", ns::DATA_FORMS) else {
-        let form = reply(node, &session, "executing", Some(blank_form(node)));
+        let form = commands::response(node, &session, "executing", Some(blank_form(node)));
         host.send(errors::result(envelope, Some(form)))?;
         return Ok(Ok(()));
     };
@@ -223,7 +224,7 @@ fn command(host: &mut dyn Host, iq: &RoomIq) -> Result<Result<(), Refused>, Faul
     }
     host.send(errors::result(
         envelope,
-        Some(reply(node, &session, "completed", None)),
+        Some(commands::response(node, &session, "completed", None)),
     ))?;
     // Everyone sees the wearer's presence again, now with the hats it has.
     for occupant in occupants {
@@ -232,15 +233,6 @@ fn command(host: &mut dyn Host, iq: &RoomIq) -> Result<Result<(), Refused>, Faul
             .change_role(host, iq.room, occupant, wearer.clone(), role, None, None)?;
     }
     Ok(Ok(()))
-}
-
-fn reply(node: &str, session: &str, status: &str, form: Option<Element>) -> Element {
-    Element::builder("command", COMMANDS_NS)
-        .attr(xml_ncname!("node").into(), node)
-        .attr(xml_ncname!("sessionid").into(), session)
-        .attr(xml_ncname!("status").into(), status)
-        .append_all(form)
-        .build()
 }
 
 /// The form the first step returns: whose hat, which, and for `don` its title and hue.
