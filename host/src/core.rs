@@ -4,8 +4,15 @@
 //! groups: it handles every event waiting (up to a batch), runs due timers, makes the batch's
 //! writes durable in one disk transaction, and only then lets the batch's stanzas leave, in
 //! order. Under load a sync covers many stanzas; when idle, each stanza is its own batch.
+//!
+//! On a database server, a batch the database refused is handled again once it is back: its
+//! stanzas are kept until its commit, and the store puts back what the batch changed (see
+//! [`Again`]).
 
 use flume::RecvTimeoutError;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::runtime::MucBackend;
 use crate::service::Service;
 use crate::storage::lease::{Fenced, Superseded};
+use crate::storage::CommitOutcomeUnknown;
 
 /// At most this many events share one sync, so a flood cannot delay its first stanzas long.
 const MAX_BATCH: usize = 512;
@@ -30,34 +38,113 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// Answers that wait for the batch's sync.
 type Answers = Vec<Box<dyn FnOnce() + Send>>;
 
+/// What a failed batch hands the service again, in its order, before any new event: on a
+/// database server, whose failures pass, a stanza whose batch was refused is not lost.
+enum Again {
+    /// A stanza event, as it first came.
+    Event(CoreEvent),
+    /// A presence a session's start or end sent the rooms (the router, which the failure did
+    /// not undo, has the session bound or gone already).
+    Presence { from: FullJid, presence: Element },
+}
+
+impl Again {
+    /// The room (or other address) the stanza is for.
+    fn to(&self) -> Option<BareJid> {
+        let stanza = match self {
+            Again::Event(
+                CoreEvent::FromClient { stanza, .. }
+                | CoreEvent::FromComponent(stanza)
+                | CoreEvent::FromHost(stanza),
+            ) => stanza,
+            Again::Presence { presence, .. } => presence,
+            Again::Event(_) => return None,
+        };
+        stanza
+            .attr("to")
+            .and_then(|to| Jid::new(to).ok())
+            .map(|to| to.to_bare())
+    }
+}
+
+/// Which of a failed batch's stanzas are handled again.
+enum HandleAgain {
+    All,
+    /// All but those for the rooms another instance took.
+    AllBut(Vec<String>),
+    /// None: the database may hold the batch (its COMMIT got no answer).
+    Nothing,
+}
+
 /// Runs until [`CoreEvent::Shutdown`] or until every sender is gone. A failed sync ends the
-/// process: the disk no longer holds what was promised, and a restart recovers from it.
+/// process unless the store is a database server (see [`commit`]): the disk no longer holds
+/// what was promised, and a restart recovers from it.
 pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: Arc<Metrics>) {
     let clock = SystemClock;
+    let keeps_batches = service.store_is_server();
+    let mut again: VecDeque<Again> = VecDeque::new();
     loop {
-        let wait = next_wake(&service, &clock);
-        let first = match events.recv_timeout(wait) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+        let first = match again.pop_front() {
+            Some(first) => Some(first),
+            None => match events.recv_timeout(next_wake(&service, &clock)) {
+                Ok(event) => Some(Again::Event(event)),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
         };
         let mut stopping = false;
         let mut handled = 0;
         let mut answers: Answers = Vec::new();
+        let mut kept: Vec<Again> = Vec::new();
         let mut next = first;
-        while let Some(event) = next.take() {
-            stopping |= handle(&mut service, event, &mut answers);
+        while let Some(item) = next.take() {
+            stopping |= match item {
+                Again::Event(event) => {
+                    let copy = if keeps_batches { copy(&event) } else { None };
+                    let (stop, presences) = handle(&mut service, event, &mut answers);
+                    if keeps_batches {
+                        kept.extend(copy);
+                        kept.extend(presences);
+                    }
+                    stop
+                }
+                Again::Presence { from, presence } => {
+                    kept.push(Again::Presence {
+                        from: from.clone(),
+                        presence: presence.clone(),
+                    });
+                    service.presence_again(&from, presence);
+                    false
+                }
+            };
             handled += 1;
             if stopping || handled >= MAX_BATCH || service.pending() >= MAX_BATCH_STANZAS {
                 break;
             }
-            next = events.try_recv();
+            next = again
+                .pop_front()
+                .or_else(|| events.try_recv().map(Again::Event));
         }
         service.run_due_timers();
         if stopping {
             service.shutdown();
         }
-        let committed = commit(&mut service, &metrics);
+        let committed = match commit(&mut service, &metrics) {
+            Ok(()) => true,
+            Err(handle_again) => {
+                let kept = kept.into_iter().filter(|item| match &handle_again {
+                    HandleAgain::All => true,
+                    HandleAgain::AllBut(rooms) => item
+                        .to()
+                        .is_none_or(|to| !rooms.iter().any(|room| room == to.as_str())),
+                    HandleAgain::Nothing => false,
+                });
+                for item in kept.collect::<Vec<_>>().into_iter().rev() {
+                    again.push_front(item);
+                }
+                false
+            }
+        };
         // Only a swap or an extension change waits for an answer: its effect in memory (the
         // plugin, the loaded extensions) cannot be undone here when its writes were refused.
         if !committed && !answers.is_empty() {
@@ -78,13 +165,46 @@ pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: A
     }
 }
 
+/// A copy of a stanza event, to handle again if its batch fails.
+fn copy(event: &CoreEvent) -> Option<Again> {
+    let copy = match event {
+        CoreEvent::FromClient {
+            from,
+            session,
+            stanza,
+        } => CoreEvent::FromClient {
+            from: from.clone(),
+            session: *session,
+            stanza: stanza.clone(),
+        },
+        CoreEvent::FromComponent(stanza) => CoreEvent::FromComponent(stanza.clone()),
+        CoreEvent::FromHost(stanza) => CoreEvent::FromHost(stanza.clone()),
+        _ => return None,
+    };
+    Some(Again::Event(copy))
+}
+
+/// Handles one event: whether it stops the service, and the presences a session's start or end
+/// sent the rooms.
 fn handle<M: MucBackend>(
     service: &mut Service<M>,
     event: CoreEvent,
     answers: &mut Answers,
-) -> bool {
+) -> (bool, Vec<Again>) {
+    let to_rooms = |from: &FullJid, presences: Vec<Element>| {
+        presences
+            .into_iter()
+            .map(|presence| Again::Presence {
+                from: from.clone(),
+                presence,
+            })
+            .collect()
+    };
     match event {
-        CoreEvent::Bind { jid, session, sink } => service.connect_session(jid, session, sink),
+        CoreEvent::Bind { jid, session, sink } => {
+            let presences = service.connect_session(jid.clone(), session, sink);
+            return (false, to_rooms(&jid, presences));
+        }
         CoreEvent::FromClient {
             from,
             session,
@@ -94,7 +214,10 @@ fn handle<M: MucBackend>(
                 service.from_client(&from, stanza)
             }
         }
-        CoreEvent::Unbind { jid, session } => service.disconnect_session(&jid, session),
+        CoreEvent::Unbind { jid, session } => {
+            let presences = service.disconnect_session(&jid, session);
+            return (false, to_rooms(&jid, presences));
+        }
         CoreEvent::FromComponent(stanza) => service.from_component(stanza),
         CoreEvent::FromHost(stanza) => service.send_from_host(stanza),
         CoreEvent::Swap { prepared, reply } => {
@@ -121,35 +244,46 @@ fn handle<M: MucBackend>(
         CoreEvent::Gauges { reply } => {
             let _ = reply.send(service.gauges());
         }
-        CoreEvent::Shutdown => return true,
+        CoreEvent::Shutdown => return (true, Vec::new()),
     }
-    false
+    (false, Vec::new())
 }
 
-/// Whether the batch is in the store (and its stanzas delivered).
-fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) -> bool {
+/// Makes the batch durable and delivers its stanzas; when it fails on a database server, says
+/// which of its stanzas to handle again once the database is back.
+fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) -> Result<(), HandleAgain> {
     let started = Instant::now();
     match service.flush() {
-        Ok(0) => true,
+        Ok(0) => Ok(()),
         Ok(keys) => {
             metrics.storage_batch_keys.observe(keys as f64);
             metrics
                 .storage_sync_seconds
                 .observe(started.elapsed().as_secs_f64());
-            true
+            Ok(())
         }
         Err(error) if error.is::<Superseded>() => superseded(&error),
         // Another instance serves one of the batch's rooms now: the batch is rolled back and
-        // those rooms forgotten here; the others are read again on their next stanza.
+        // those rooms forgotten here; the others' stanzas are handled again.
         Err(error) if error.is::<Fenced>() => {
             tracing::warn!("{error:#}");
             metrics.fencing_rejections.inc();
-            false
+            let fenced = error.downcast::<Fenced>().expect("a fencing rejection");
+            Err(HandleAgain::AllBut(fenced.rooms))
         }
         Err(error) if service.store_is_server() => {
-            tracing::error!("{error:#}: nothing of the batch was sent; holding new stanzas until the database is back");
-            wait_for_store(service, metrics);
-            false
+            let outcome_unknown = error.is::<CommitOutcomeUnknown>();
+            if outcome_unknown {
+                tracing::error!("{error:#}: nothing of the batch was sent, and since the database may hold it, it is not handled again; holding new stanzas until the database is back");
+            } else {
+                tracing::error!("{error:#}: nothing of the batch was sent; holding its stanzas and new ones until the database is back");
+            }
+            let taken = wait_for_store(service, metrics);
+            Err(match (outcome_unknown, taken.is_empty()) {
+                (true, _) => HandleAgain::Nothing,
+                (false, true) => HandleAgain::All,
+                (false, false) => HandleAgain::AllBut(taken),
+            })
         }
         Err(error) => {
             tracing::error!(%error, "the store could not sync; stopping so a restart recovers from disk");
@@ -160,8 +294,9 @@ fn commit<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) -> bool {
 
 /// After a failed sync on a database server (restarting, unreachable): no event is taken
 /// meanwhile, so new stanzas wait in the connections' lanes (and past them, in TCP), up to
-/// [`STORE_WAIT`]; then the process stops, for its supervisor to start it again.
-fn wait_for_store<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
+/// [`STORE_WAIT`]; then the process stops, for its supervisor to start it again. Returns the
+/// rooms another instance took meanwhile.
+fn wait_for_store<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) -> Vec<String> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(100);
     loop {
@@ -170,12 +305,15 @@ fn wait_for_store<M: MucBackend>(service: &mut Service<M>, metrics: &Metrics) {
         match service.flush() {
             Ok(_) => {
                 tracing::info!(after = ?started.elapsed(), "the database is back; serving");
-                return;
+                return Vec::new();
             }
             Err(error) if error.is::<Fenced>() => {
                 tracing::warn!("{error:#}");
                 metrics.fencing_rejections.inc();
-                return;
+                return error
+                    .downcast::<Fenced>()
+                    .expect("a fencing rejection")
+                    .rooms;
             }
             Err(error) if error.is::<Superseded>() => superseded(&error),
             Err(error) if started.elapsed() < STORE_WAIT => {

@@ -200,26 +200,43 @@ impl<M: MucBackend> Service<M> {
     }
 
     pub fn connect(&mut self, jid: FullJid, sink: Box<dyn SessionSink>) {
-        self.connect_session(jid, 0, sink)
+        self.connect_session(jid, 0, sink);
     }
 
-    /// A session the network names by `id`: see [`Service::disconnect_session`].
-    pub fn connect_session(&mut self, jid: FullJid, id: u64, sink: Box<dyn SessionSink>) {
-        for presence in self.router.bind_session(jid.clone(), id, sink) {
-            self.send_to_muc(&jid, presence);
+    /// A session the network names by `id`: see [`Service::disconnect_session`]. Returns the
+    /// presences it sent the rooms (for [`Service::presence_again`]).
+    pub fn connect_session(
+        &mut self,
+        jid: FullJid,
+        id: u64,
+        sink: Box<dyn SessionSink>,
+    ) -> Vec<Element> {
+        let presences = self.router.bind_session(jid.clone(), id, sink);
+        for presence in &presences {
+            self.send_to_muc(&jid, presence.clone());
         }
+        presences
     }
 
     /// The session ended: the rooms it was in hear an unavailable presence from it.
     pub fn disconnect(&mut self, jid: &FullJid) {
-        self.disconnect_session(jid, 0)
+        self.disconnect_session(jid, 0);
     }
 
-    /// Session `id` ended; if a newer session took its JID over, that one stays.
-    pub fn disconnect_session(&mut self, jid: &FullJid, id: u64) {
-        for presence in self.router.unbind_session(jid, id) {
-            self.send_to_muc(jid, presence);
+    /// Session `id` ended; if a newer session took its JID over, that one stays. Returns the
+    /// presences it sent the rooms (for [`Service::presence_again`]).
+    pub fn disconnect_session(&mut self, jid: &FullJid, id: u64) -> Vec<Element> {
+        let presences = self.router.unbind_session(jid, id);
+        for presence in &presences {
+            self.send_to_muc(jid, presence.clone());
         }
+        presences
+    }
+
+    /// A presence a session's start or end sent the rooms, sent again after the batch it was in
+    /// failed: the router, which the failure did not undo, has the session bound or gone already.
+    pub fn presence_again(&mut self, from: &FullJid, presence: Element) {
+        self.send_to_muc(from, presence);
     }
 
     /// One stanza from a bound client session. Its `from` is what the session authenticated as,

@@ -93,6 +93,22 @@ pub struct Storage {
     reload_pending: bool,
     /// The operator's bounds on the archives, applied by [`Storage::expire_archive`].
     expiry: Expiry,
+    /// On a database server, what the batch's volatile writes replaced (`None`: the key was
+    /// absent), put back if the batch fails: its events are handled again once the database is
+    /// back, and must find the rooms as they first did (a join handled again over its own
+    /// unannounced join would be taken for a presence update, and never announced).
+    volatile_before_batch: Option<BTreeMap<String, Option<Vec<u8>>>>,
+}
+
+/// A batch's COMMIT that got no answer (the connection broke on the way): the batch counts as
+/// failed, but the database may hold it, so its events must not be handled again.
+#[derive(Debug)]
+pub struct CommitOutcomeUnknown;
+
+impl std::fmt::Display for CommitOutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("committing the batch (its outcome is unknown)")
+    }
 }
 
 /// The host's bookkeeping key naming the plugin version whose layout the data is in.
@@ -118,6 +134,7 @@ impl Storage {
             shared: false,
             reload_pending: false,
             expiry: Expiry::default(),
+            volatile_before_batch: None,
         }
     }
 
@@ -137,6 +154,7 @@ impl Storage {
         if backend.archive().has_deleted()? {
             expiry.note_deleted_room();
         }
+        let volatile_before_batch = backend.is_server().then(BTreeMap::new);
         Ok(Storage {
             durable: loaded.durable,
             volatile: Map::new(),
@@ -154,6 +172,7 @@ impl Storage {
             shared: false,
             reload_pending: false,
             expiry,
+            volatile_before_batch,
         })
     }
 
@@ -477,7 +496,12 @@ impl Storage {
             return Ok(0);
         };
         match self.commit_batch() {
-            Ok(count) => Ok(count),
+            Ok(count) => {
+                if let Some(before) = &mut self.volatile_before_batch {
+                    before.clear();
+                }
+                Ok(count)
+            }
             Err(error) => {
                 self.forget_batch(error.downcast_ref::<Fenced>());
                 Err(error)
@@ -511,9 +535,21 @@ impl Storage {
     }
 
     /// After a failed batch: what it wrote is dropped from memory, to be read again from the
-    /// database (the volatile tier, which is not the database's, stays, but for the rooms
-    /// another instance took: `fenced`, whose occupants are that instance's now).
+    /// database, and the volatile tier, which is not the database's, is put back as it was
+    /// before the batch, but for the rooms another instance took: `fenced`, whose occupants are
+    /// that instance's now.
     fn forget_batch(&mut self, fenced: Option<&Fenced>) {
+        for (key, value) in self
+            .volatile_before_batch
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            match value {
+                Some(value) => self.volatile.insert(key, value),
+                None => self.volatile.remove(&key),
+            };
+        }
         for room in fenced
             .map(|fenced| fenced.rooms.as_slice())
             .unwrap_or_default()
@@ -601,6 +637,13 @@ impl Storage {
                 unsynced.extensions.extend(writes.extensions.clone());
                 unsynced.timers.extend(writes.timers.clone());
                 unsynced.timer_rooms.extend(writes.timer_rooms.clone());
+            }
+        }
+        if let (Some(before), Some(_)) = (&mut self.volatile_before_batch, &self.unsynced) {
+            for key in writes.volatile.keys() {
+                if !before.contains_key(key) {
+                    before.insert(key.clone(), self.volatile.get(key).cloned());
+                }
             }
         }
         for (tier, changes) in [
@@ -1050,6 +1093,60 @@ mod tests {
             assert_eq!(
                 reopened.get(Tier::Durable, "room/a@c/config"),
                 Some(&b"A3"[..])
+            );
+        });
+    }
+
+    /// A failed batch's volatile writes are undone, and only its own: its stanzas are handled
+    /// again and must find the rooms' occupants as they first did.
+    #[test]
+    fn a_failed_batch_puts_the_volatile_tier_back_as_the_batch_found_it() {
+        each_store(|store| {
+            let StoreLocation::Postgres(config) = store else {
+                return;
+            };
+            stored_rooms(store);
+            let mut storage = Storage::open(store).unwrap();
+            storage.enable_group_commit();
+            let volatile = |storage: &mut Storage, entries: &[(&str, Option<&str>)]| {
+                let mut writes = Writes::default();
+                for (key, value) in entries {
+                    writes
+                        .volatile
+                        .insert(key.to_string(), value.map(|v| v.as_bytes().to_vec()));
+                }
+                storage.apply(writes).unwrap();
+            };
+            volatile(
+                &mut storage,
+                &[
+                    ("room/a@c/occupant/x", Some("1")),
+                    ("room/a@c/occupant/y", Some("1")),
+                ],
+            );
+            storage.sync().unwrap();
+            volatile(
+                &mut storage,
+                &[
+                    ("room/a@c/occupant/x", Some("2")),
+                    ("room/a@c/occupant/y", None),
+                    ("room/a@c/occupant/z", Some("2")),
+                ],
+            );
+            volatile(&mut storage, &[("room/a@c/occupant/x", Some("3"))]);
+            write(&mut storage, &[("room/a@c/config", Some("A2"))]);
+            terminate_sessions(config);
+            assert!(storage.sync().is_err(), "the batch failed");
+            let occupants: Vec<(String, Vec<u8>)> = storage
+                .resident(Tier::Volatile, "room/a@c/")
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            assert_eq!(
+                occupants,
+                [
+                    ("room/a@c/occupant/x".to_string(), b"1".to_vec()),
+                    ("room/a@c/occupant/y".to_string(), b"1".to_vec()),
+                ]
             );
         });
     }

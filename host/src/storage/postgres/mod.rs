@@ -22,7 +22,7 @@ use super::archive::ArchiveRows;
 use super::backend::{Backend, Loaded};
 use super::lease::{self, Claim, Claimed, LeaseCounts, Member, Membership};
 use super::migrations::{self, Schema};
-use super::{residency, Map, Writes};
+use super::{residency, CommitOutcomeUnknown, Map, Writes};
 use crate::clock::{Clock, SystemClock};
 
 /// Version N is `MIGRATIONS[N - 1]`; never edit one that was released, add the next.
@@ -547,8 +547,7 @@ impl Backend for Postgres {
         self.write(writes, meta)?;
         // In the batch's transaction, before COMMIT: its lease rows stay locked until then.
         self.fence(&fenced)?;
-        self.simple("COMMIT")
-            .context("committing the batch (its outcome is unknown)")?;
+        self.simple("COMMIT").context(CommitOutcomeUnknown)?;
         self.batch_open = false;
         Ok(())
     }
