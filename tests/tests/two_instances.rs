@@ -9,7 +9,8 @@
 //!
 //! A rolling upgrade: the first instance swapped to a newer plugin upgrades the data once; an
 //! instance still on the older one commits nothing more and refuses stanzas until it is swapped
-//! too, and then serves on without upgrading the data a second time.
+//! too, and then serves on without upgrading the data a second time, its rooms read again in the
+//! new layout (its occupants, of the old one, rejoin).
 //!
 //! Runs when `MUC_TEST_POSTGRES` names a server (`.ci/run` starts one).
 
@@ -325,6 +326,9 @@ fn a_rolling_upgrade_upgrades_the_data_once_and_an_older_instance_waits_for_its_
     let other_room = "hall@conference.localhost";
     let join_hall = format!("<presence xmlns='jabber:client' to='{other_room}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
     send(&mut b, "bob", &join_hall);
+    // A room b holds in memory only, which nothing touches until b is swapped.
+    let lounge = "lounge@conference.localhost";
+    send(&mut b, "bob", &format!("<presence xmlns='jabber:client' to='{lounge}/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
     b.flush().unwrap();
     assert!(!received(&bob).is_empty());
 
@@ -356,15 +360,24 @@ fn a_rolling_upgrade_upgrades_the_data_once_and_an_older_instance_waits_for_its_
         "{answer:?}"
     );
 
-    // B swapped to 0.3.0 takes the data as it is (no second upgrade) and serves on.
+    // B swapped to 0.3.0 takes the data as it is (no second upgrade) and serves on. What it
+    // held in memory was of 0.2.0's layout: it is gone (the lounge, a temporary room, with it,
+    // as after a restart), and bob joins again.
     let prepared = b.muc.preparer().prepare(compile("muc_plugin")).unwrap();
     let report = b.swap(prepared).unwrap();
     assert!(!report.upgraded, "the data was upgraded once, by a");
     b.flush().unwrap();
+    send(&mut b, "bob", &format!("<message xmlns='jabber:client' type='groupchat' to='{lounge}' id='l1'><body>lounge</body></message>"));
+    b.flush().unwrap();
+    let answer = received(&bob);
+    assert!(
+        answer.len() == 1 && answer[0].contains("item-not-found"),
+        "the lounge of b's memory, in the old layout, is gone: {answer:?}"
+    );
     send(&mut b, "bob", &join_hall);
-    send(&mut b, "bob", &say(3));
+    send(&mut b, "bob", &say(4));
     b.flush().unwrap();
     assert!(received(&bob)
         .iter()
-        .any(|stanza| stanza.contains("hall 3")));
+        .any(|stanza| stanza.contains("hall 4")));
 }

@@ -442,10 +442,13 @@ impl PluginRuntime {
             recorded
                 .map_err(|error| Fault::Failed(format!("recording the data's owner: {error:#}")))?;
         }
-        self.storage
-            .lock()
-            .expect("storage lock")
-            .serve_as(&info.version);
+        let mut storage = self.storage.lock().expect("storage lock");
+        if !upgraded && info.version != self.info.version {
+            // Another instance ran the upgrade while this one served the old version.
+            storage.forget_the_old_layout();
+        }
+        storage.serve_as(&info.version);
+        drop(storage);
         let report = SwapReport {
             from: self.info.clone(),
             to: info.clone(),

@@ -99,6 +99,10 @@ pub trait Backend: Send {
     /// The rooms `jids` left memory: their leases go.
     fn release(&mut self, _jids: &[String]) {}
 
+    /// Every room left memory: every lease this instance holds goes (a lease another instance
+    /// took meanwhile is not this one's to give, and stays).
+    fn release_all(&mut self) {}
+
     /// The plugin version this instance serves the data as (after any upgrade it ran); in a
     /// shared store, a commit is refused once another instance moved the data to another.
     fn serve_as(&mut self, _version: &str) {}

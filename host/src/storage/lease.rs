@@ -455,6 +455,12 @@ impl Membership {
         }
     }
 
+    /// Gives up every lease this instance holds.
+    pub fn release_all(&mut self) {
+        let rooms: Vec<String> = self.held.keys().cloned().collect();
+        self.release(&rooms);
+    }
+
     /// Every instance registered in the store.
     pub fn members(&mut self) -> Result<Vec<Member>> {
         let client = match &mut self.client {

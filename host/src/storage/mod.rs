@@ -202,6 +202,21 @@ impl Storage {
         self.backend.serve_as(version);
     }
 
+    /// Another instance upgraded the data to a new layout while this one served the old one (and
+    /// took every room it rewrote): the rooms this one holds in memory, and its volatile tier,
+    /// are of the old layout. They are dropped and their leases given up, so that each room is
+    /// read again, and taken again, on its next use; its occupants, gone with the volatile tier,
+    /// rejoin as after a restart (XEP-0410 self-ping tells them).
+    pub fn forget_the_old_layout(&mut self) {
+        let rooms: Vec<String> = self.residency.rooms().map(str::to_string).collect();
+        for room in &rooms {
+            self.drop_from_memory(Tier::Durable, room);
+            self.residency.forget(room);
+        }
+        self.volatile.clear();
+        self.backend.release_all();
+    }
+
     /// Whether a failed sync may be retried, the database being a server that comes back.
     pub fn is_server(&self) -> bool {
         self.on_disk && self.backend.is_server()

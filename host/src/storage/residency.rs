@@ -94,6 +94,11 @@ impl Residency {
         self.failed = None;
     }
 
+    /// The rooms in memory.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.used.keys().map(String::as_str)
+    }
+
     pub fn count(&self) -> usize {
         self.used.len()
     }

@@ -586,6 +586,12 @@ impl Backend for Postgres {
         }
     }
 
+    fn release_all(&mut self) {
+        if let Some(membership) = &mut self.membership {
+            membership.release_all();
+        }
+    }
+
     fn members(&mut self) -> Option<Result<Vec<Member>>> {
         self.membership.as_mut().map(Membership::members)
     }
