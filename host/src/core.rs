@@ -7,7 +7,7 @@
 //!
 //! On a database server, a batch the database refused is handled again once it is back: its
 //! stanzas are kept until its commit, and the store puts back what the batch changed (see
-//! [`Again`]).
+//! [`Kept`]).
 
 use flume::RecvTimeoutError;
 use jid::{BareJid, FullJid, Jid};
@@ -38,33 +38,72 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// Answers that wait for the batch's sync.
 type Answers = Vec<Box<dyn FnOnce() + Send>>;
 
-/// What a failed batch hands the service again, in its order, before any new event: on a
-/// database server, whose failures pass, a stanza whose batch was refused is not lost.
-enum Again {
-    /// A stanza event, as it first came.
-    Event(CoreEvent),
+/// A stanza of a batch, kept until its commit: on a database server, whose failures pass, the
+/// stanzas of a batch it refused are handled again, in their order, before any new event.
+#[derive(Clone)]
+enum Kept {
+    /// From a client session, as the session sent it (the session may be gone by the time it
+    /// is handled again: it was accepted when it came).
+    FromClient {
+        from: FullJid,
+        stanza: Element,
+    },
+    FromComponent(Element),
+    FromHost(Element),
     /// A presence a session's start or end sent the rooms (the router, which the failure did
     /// not undo, has the session bound or gone already).
-    Presence { from: FullJid, presence: Element },
+    Presence {
+        from: FullJid,
+        presence: Element,
+    },
 }
 
-impl Again {
+impl Kept {
+    /// Of an event the core is about to handle, the stanza that reaches the service.
+    fn of<M: MucBackend>(service: &Service<M>, event: &CoreEvent) -> Option<Kept> {
+        Some(match event {
+            CoreEvent::FromClient {
+                from,
+                session,
+                stanza,
+            } if service.router.is_session(from, *session) => Kept::FromClient {
+                from: from.clone(),
+                stanza: stanza.clone(),
+            },
+            CoreEvent::FromComponent(stanza) => Kept::FromComponent(stanza.clone()),
+            CoreEvent::FromHost(stanza) => Kept::FromHost(stanza.clone()),
+            _ => return None,
+        })
+    }
+
+    fn handle<M: MucBackend>(self, service: &mut Service<M>) {
+        match self {
+            Kept::FromClient { from, stanza } => service.from_client(&from, stanza),
+            Kept::FromComponent(stanza) => service.from_component(stanza),
+            Kept::FromHost(stanza) => service.send_from_host(stanza),
+            Kept::Presence { from, presence } => service.presence_again(&from, presence),
+        }
+    }
+
     /// The room (or other address) the stanza is for.
     fn to(&self) -> Option<BareJid> {
-        let stanza = match self {
-            Again::Event(
-                CoreEvent::FromClient { stanza, .. }
-                | CoreEvent::FromComponent(stanza)
-                | CoreEvent::FromHost(stanza),
-            ) => stanza,
-            Again::Presence { presence, .. } => presence,
-            Again::Event(_) => return None,
-        };
+        let (Kept::FromClient { stanza, .. }
+        | Kept::FromComponent(stanza)
+        | Kept::FromHost(stanza)
+        | Kept::Presence {
+            presence: stanza, ..
+        }) = self;
         stanza
             .attr("to")
             .and_then(|to| Jid::new(to).ok())
             .map(|to| to.to_bare())
     }
+}
+
+/// The next thing a batch handles: a kept stanza to handle again, or a new event.
+enum Next {
+    Again(Kept),
+    Event(CoreEvent),
 }
 
 /// Which of a failed batch's stanzas are handled again.
@@ -82,12 +121,12 @@ enum HandleAgain {
 pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: Arc<Metrics>) {
     let clock = SystemClock;
     let keeps_batches = service.store_is_server();
-    let mut again: VecDeque<Again> = VecDeque::new();
+    let mut again: VecDeque<Kept> = VecDeque::new();
     loop {
         let first = match again.pop_front() {
-            Some(first) => Some(first),
+            Some(kept) => Some(Next::Again(kept)),
             None => match events.recv_timeout(next_wake(&service, &clock)) {
-                Ok(event) => Some(Again::Event(event)),
+                Ok(event) => Some(Next::Event(event)),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             },
@@ -95,35 +134,33 @@ pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: A
         let mut stopping = false;
         let mut handled = 0;
         let mut answers: Answers = Vec::new();
-        let mut kept: Vec<Again> = Vec::new();
+        let mut kept: Vec<Kept> = Vec::new();
         let mut next = first;
         while let Some(item) = next.take() {
-            stopping |= match item {
-                Again::Event(event) => {
-                    let copy = if keeps_batches { copy(&event) } else { None };
+            match item {
+                Next::Event(event) => {
+                    if keeps_batches {
+                        kept.extend(Kept::of(&service, &event));
+                    }
                     let (stop, presences) = handle(&mut service, event, &mut answers);
                     if keeps_batches {
-                        kept.extend(copy);
                         kept.extend(presences);
                     }
-                    stop
+                    stopping |= stop;
                 }
-                Again::Presence { from, presence } => {
-                    kept.push(Again::Presence {
-                        from: from.clone(),
-                        presence: presence.clone(),
-                    });
-                    service.presence_again(&from, presence);
-                    false
+                Next::Again(stanza) => {
+                    kept.push(stanza.clone());
+                    stanza.handle(&mut service);
                 }
-            };
+            }
             handled += 1;
             if stopping || handled >= MAX_BATCH || service.pending() >= MAX_BATCH_STANZAS {
                 break;
             }
-            next = again
-                .pop_front()
-                .or_else(|| events.try_recv().map(Again::Event));
+            next = match again.pop_front() {
+                Some(kept) => Some(Next::Again(kept)),
+                None => events.try_recv().map(Next::Event),
+            };
         }
         service.run_due_timers();
         if stopping {
@@ -165,36 +202,17 @@ pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: A
     }
 }
 
-/// A copy of a stanza event, to handle again if its batch fails.
-fn copy(event: &CoreEvent) -> Option<Again> {
-    let copy = match event {
-        CoreEvent::FromClient {
-            from,
-            session,
-            stanza,
-        } => CoreEvent::FromClient {
-            from: from.clone(),
-            session: *session,
-            stanza: stanza.clone(),
-        },
-        CoreEvent::FromComponent(stanza) => CoreEvent::FromComponent(stanza.clone()),
-        CoreEvent::FromHost(stanza) => CoreEvent::FromHost(stanza.clone()),
-        _ => return None,
-    };
-    Some(Again::Event(copy))
-}
-
 /// Handles one event: whether it stops the service, and the presences a session's start or end
 /// sent the rooms.
 fn handle<M: MucBackend>(
     service: &mut Service<M>,
     event: CoreEvent,
     answers: &mut Answers,
-) -> (bool, Vec<Again>) {
+) -> (bool, Vec<Kept>) {
     let to_rooms = |from: &FullJid, presences: Vec<Element>| {
         presences
             .into_iter()
-            .map(|presence| Again::Presence {
+            .map(|presence| Kept::Presence {
                 from: from.clone(),
                 presence,
             })
