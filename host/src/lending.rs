@@ -35,14 +35,14 @@ impl<T> Place<T> {
     /// What an owner's place holds. An owner's place is filled when it is made and emptied only
     /// by a loan, which gives the value back before the owner can be reached again; so this is
     /// for places filled with [`Place::holding`] (a store, never a borrower's place).
-    pub fn held(&mut self) -> &mut T {
-        self.get_mut()
+    pub fn held(&self) -> &T {
+        self.get()
             .expect("a lent value is back before its owner is used again")
     }
 
-    /// Same as [`Place::held`], to read.
-    pub fn held_ref(&self) -> &T {
-        self.get()
+    /// Same as [`Place::held`], to change.
+    pub fn held_mut(&mut self) -> &mut T {
+        self.get_mut()
             .expect("a lent value is back before its owner is used again")
     }
 

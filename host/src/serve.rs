@@ -91,7 +91,7 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
     // through `ctl` while it runs.
     let mut storage = Place::holding(Storage::open(&StoreLocation::Sqlite(data.into()))?);
     if matches!(request, Request::ExtList) {
-        let catalog: Vec<_> = Extensions::catalog(storage.held())
+        let catalog: Vec<_> = Extensions::catalog(storage.held_mut())
             .into_iter()
             .map(|entry| (entry, None))
             .collect();
@@ -107,7 +107,7 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
         Default::default(),
     )?;
     let mut extensions = Extensions::new(compiler.clone());
-    extensions.load(storage.held());
+    extensions.load(storage.held_mut());
     let change = match request {
         Request::ExtAdd { path, rooms } => {
             let bytes =
@@ -125,7 +125,7 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
         Call::new(&mut storage, &mut txn, SystemClock.now_ms()).context("opening the store")?;
     Ok(match extensions.change(change, &mut call) {
         Ok(message) => {
-            storage.held().apply(txn.writes)?;
+            storage.held_mut().apply(txn.writes)?;
             Answer { ok: true, message }
         }
         Err(error) => Answer {

@@ -136,7 +136,7 @@ impl<M: MucBackend> Service<M> {
             .change(change, &mut call)
             .map_err(|error| format!("{error:#}"))?;
         storage
-            .held()
+            .held_mut()
             .apply(txn.writes)
             .map_err(|error| format!("storing the catalog: {error:#}"))?;
         self.deliver_all(txn.outbound);

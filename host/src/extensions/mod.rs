@@ -81,7 +81,7 @@ impl<'a> Call<'a> {
     /// The store, and the call's transaction over it.
     fn store(&mut self) -> (&mut Storage, &mut Transaction) {
         // Made holding the store, and a hook's loan gives it back before returning.
-        (self.storage.held(), self.txn)
+        (self.storage.held_mut(), self.txn)
     }
 }
 

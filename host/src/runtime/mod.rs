@@ -437,7 +437,7 @@ impl PluginRuntime {
         let upgrade_failed = |fault: Fault| {
             format!("the new plugin's upgrade failed, the old one serves on: {fault}")
         };
-        let owner = self.storage.held().data_owner().map_err(|error| {
+        let owner = self.storage.held_mut().data_owner().map_err(|error| {
             upgrade_failed(Fault::Failed(format!(
                 "reading the data's owner: {error:#}"
             )))
@@ -453,7 +453,7 @@ impl PluginRuntime {
                 .map_err(upgrade_failed)?;
             let recorded = self
                 .storage
-                .held()
+                .held_mut()
                 .set_meta(DATA_OWNER_VERSION, &info.version);
             recorded.map_err(|error| {
                 upgrade_failed(Fault::Failed(format!(
@@ -461,7 +461,7 @@ impl PluginRuntime {
                 )))
             })?;
         }
-        self.storage.held().serve_as(&info.version);
+        self.storage.held_mut().serve_as(&info.version);
         let report = SwapReport {
             from: self.info.clone(),
             to: info.clone(),
@@ -478,11 +478,11 @@ impl PluginRuntime {
 
     /// The store, between two calls.
     pub fn storage(&self) -> &Storage {
-        self.storage.held_ref()
+        self.storage.held()
     }
 
     pub fn storage_mut(&mut self) -> &mut Storage {
-        self.storage.held()
+        self.storage.held_mut()
     }
 
     /// The room extensions the plugin's hooks run, if the host has any.
@@ -538,7 +538,7 @@ impl PluginRuntime {
     pub fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
         let now = self.clock.now_ms();
         let due: Vec<String> = {
-            let storage = self.storage.held();
+            let storage = self.storage.held_mut();
             let due = storage.due_timers(now);
             due.into_iter()
                 .filter(|key| storage.may_fire(key, now))
@@ -555,12 +555,12 @@ impl PluginRuntime {
     }
 
     fn on_timer_once(&mut self, key: &str) -> Result<Vec<Outbound>, Fault> {
-        let room = self.storage.held().timer_room(key).map(str::to_string);
+        let room = self.storage.held_mut().timer_room(key).map(str::to_string);
         let outcome = self.call_with(timer_removal(key), room, |plugin, store| {
             plugin.muc_plugin_guest().call_on_timer(store, key)
         });
         if outcome.is_err() {
-            let removed = self.storage.held().apply(timer_removal(key));
+            let removed = self.storage.held_mut().apply(timer_removal(key));
             if let Err(error) = removed {
                 tracing::error!(key, %error, "could not remove a failed timer");
             }
@@ -628,7 +628,7 @@ impl PluginRuntime {
         );
         let context = instance.store.data_mut();
         let txn = std::mem::take(&mut context.txn);
-        let storage = self.storage.held();
+        let storage = self.storage.held_mut();
         let failed = match result {
             Ok(Ok(())) => txn.archive_failure.map(Fault::Failed),
             Ok(Err(reason)) => Some(Fault::of_failed_call(reason, txn.refused)),
@@ -713,13 +713,13 @@ impl PluginRuntime {
     /// version owned it.
     fn take_over_data(&mut self) -> Result<()> {
         let (owner, fresh) = {
-            let storage = self.storage.held();
+            let storage = self.storage.held_mut();
             (storage.data_owner()?, storage.is_empty())
         };
         let version = self.info.version.clone();
         let previous = match owner {
             Some(owner) if owner == version => {
-                self.storage.held().serve_as(&version);
+                self.storage.held_mut().serve_as(&version);
                 return Ok(());
             }
             Some(owner) => Some(owner),
@@ -738,7 +738,7 @@ impl PluginRuntime {
                 "plugin upgraded the stored data"
             );
         }
-        let storage = self.storage.held();
+        let storage = self.storage.held_mut();
         storage.set_meta(DATA_OWNER_VERSION, &version)?;
         storage.serve_as(&version);
         Ok(())

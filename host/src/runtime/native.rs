@@ -68,7 +68,7 @@ impl NativeRuntime {
                 run(muc, &mut Imports(context))
             });
         let txn = std::mem::take(&mut self.context.txn);
-        let storage = self.storage.held();
+        let storage = self.storage.held_mut();
         let failed = match outcome {
             Ok(()) => txn.archive_failure.map(Fault::Failed),
             Err(PluginFault(why)) => Some(Fault::of_failed_call(why, txn.refused)),
@@ -85,11 +85,11 @@ impl NativeRuntime {
 
 impl MucBackend for NativeRuntime {
     fn storage(&self) -> &Storage {
-        self.storage.held_ref()
+        self.storage.held()
     }
 
     fn storage_mut(&mut self) -> &mut Storage {
-        self.storage.held()
+        self.storage.held_mut()
     }
 
     fn now_ms(&self) -> u64 {
@@ -113,7 +113,7 @@ impl MucBackend for NativeRuntime {
     }
 
     fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
-        let due = self.storage.held().due_timers(self.clock.now_ms());
+        let due = self.storage.held_mut().due_timers(self.clock.now_ms());
         due.into_iter()
             .map(|key| {
                 let outcome = self.call(|muc, host| {
