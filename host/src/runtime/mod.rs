@@ -671,20 +671,28 @@ impl PluginRuntime {
         Ok(instance)
     }
 
-    /// Runs `init` on a fresh instance: it may read but must not write or send.
+    /// Runs `init` on a fresh instance: it may read but must not write or send. On a failure,
+    /// what it archived is undone (it runs in the batch's database transaction).
     fn initialise(&mut self, instance: &mut Instance) -> Result<()> {
         let settings = guest::Settings {
             service: self.settings.service.clone(),
             admins: self.settings.admins.clone(),
         };
-        self.run_lent(instance, |plugin, store| {
+        let ran = self.run_lent(instance, |plugin, store| {
             plugin.muc_plugin_guest().call_init(store, &settings)
-        })?
-        .map_err(|reason| anyhow::anyhow!("init failed: {reason}"))?;
-        if !instance.store.data().txn.is_empty() {
-            bail!("init wrote to storage or sent a stanza; it may only read");
+        });
+        let outcome = match ran {
+            Err(error) => Err(error.into()),
+            Ok(Err(reason)) => Err(anyhow::anyhow!("init failed: {reason}")),
+            Ok(Ok(())) if !instance.store.data().txn.is_empty() => Err(anyhow::anyhow!(
+                "init wrote to storage or sent a stanza; it may only read"
+            )),
+            Ok(Ok(())) => Ok(()),
+        };
+        if outcome.is_err() {
+            self.storage.held_mut().abandon_call();
         }
-        Ok(())
+        outcome
     }
 
     /// Runs `export` on `instance` under the call budget, with the store and the extensions lent
