@@ -91,7 +91,7 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
     // through `ctl` while it runs.
     let mut storage = Place::holding(Storage::open(&StoreLocation::Sqlite(data.into()))?);
     if matches!(request, Request::ExtList) {
-        let catalog: Vec<_> = Extensions::catalog(storage.held_mut())
+        let catalog: Vec<_> = Extensions::catalog(storage.held())
             .into_iter()
             .map(|entry| (entry, None))
             .collect();
