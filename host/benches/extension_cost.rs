@@ -10,7 +10,7 @@
 //! callgrind, `--toggle-collect='*Room::round*'` counts the measured messages' instructions only.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jid::FullJid;
@@ -36,12 +36,16 @@ impl Room {
     fn new(plugin: &CompiledPlugin, extensions: Extensions) -> Room {
         let settings = Settings {
             service: "conference.localhost".into(),
-            extensions: Some(extensions.shared()),
             ..Settings::default()
         };
-        let storage = Arc::new(Mutex::new(Storage::in_memory()));
-        let muc =
-            PluginRuntime::start(plugin.clone(), storage, settings, Arc::new(SystemClock)).unwrap();
+        let muc = PluginRuntime::start(
+            plugin.clone(),
+            Storage::in_memory(),
+            Some(extensions),
+            settings,
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         let mut room = Room {
             service: Service::new(Router::new("localhost", "conference.localhost"), muc),
             users: Vec::new(),

@@ -5,7 +5,7 @@
 //!     cargo bench -p muc-host --features native-plugin --bench wasm_cost
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jid::FullJid;
@@ -115,10 +115,6 @@ fn settings() -> Settings {
     }
 }
 
-fn store() -> Arc<Mutex<Storage>> {
-    Arc::new(Mutex::new(Storage::in_memory()))
-}
-
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let component = root.join("target/wasm32-wasip2/component/muc_plugin.wasm");
@@ -127,14 +123,19 @@ fn main() {
         .compile(&component)
         .expect("the component (bash scripts/build)");
     let wasm = |occupants| {
-        let runtime =
-            PluginRuntime::start(compiled.clone(), store(), settings(), Arc::new(SystemClock))
-                .unwrap();
+        let runtime = PluginRuntime::start(
+            compiled.clone(),
+            Storage::in_memory(),
+            None,
+            settings(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         Bench::new(runtime, occupants)
     };
     let native = |occupants| {
         Bench::new(
-            NativeRuntime::new(store(), settings(), Arc::new(SystemClock)),
+            NativeRuntime::new(Storage::in_memory(), settings(), Arc::new(SystemClock)),
             occupants,
         )
     };

@@ -12,6 +12,7 @@ pub mod core;
 pub mod core_event;
 pub mod extensions;
 pub mod inbox;
+pub mod lending;
 pub mod message_rate;
 pub mod metrics;
 pub mod outbound;

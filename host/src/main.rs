@@ -285,12 +285,10 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
         Command::Info { plugin } => {
             let path = plugin_path(plugin)?;
             let compiled = engine.compile(&path)?;
-            let storage = std::sync::Arc::new(std::sync::Mutex::new(
-                muc_host::storage::Storage::in_memory(),
-            ));
             let runtime = muc_host::runtime::PluginRuntime::start(
                 compiled,
-                storage,
+                muc_host::storage::Storage::in_memory(),
+                None,
                 Default::default(),
                 std::sync::Arc::new(muc_host::clock::SystemClock),
             )?;

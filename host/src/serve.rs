@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,8 +17,9 @@ use crate::config::{Mode, ServeConfig};
 use crate::control::{self, Answer, Control, Request};
 use crate::core;
 use crate::core_event::CoreEvent;
-use crate::extensions::{Call, Change, ExtensionCompiler, Extensions, SharedExtensions};
+use crate::extensions::{Call, Change, ExtensionCompiler, Extensions};
 use crate::inbox::{CONTROL_LANE, LINK_LANE};
+use crate::lending::Place;
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
 use crate::runtime::{CompiledPlugin, MucBackend, PluginEngine, PluginRuntime, Preparer, Settings};
@@ -38,7 +39,7 @@ fn load_extensions(
     config: &ServeConfig,
     engine: &PluginEngine,
     storage: &mut Storage,
-) -> Result<SharedExtensions> {
+) -> Result<Extensions> {
     let compiler = ExtensionCompiler::new(
         engine.engine(),
         Some(config.data.join("cache")),
@@ -79,7 +80,7 @@ fn load_extensions(
             "room extension available"
         );
     }
-    Ok(extensions.shared())
+    Ok(extensions)
 }
 
 /// `muc-host ext ...` with no service running on `data`: the same change, made on the store
@@ -88,11 +89,9 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
     let _lock = lock_data(data)?;
     // The offline change is made on the embedded store; a service on PostgreSQL is changed
     // through `ctl` while it runs.
-    let storage = Arc::new(Mutex::new(Storage::open(&StoreLocation::Sqlite(
-        data.into(),
-    ))?));
+    let mut storage = Place::holding(Storage::open(&StoreLocation::Sqlite(data.into()))?);
     if matches!(request, Request::ExtList) {
-        let catalog: Vec<_> = Extensions::catalog(&storage.lock().expect("storage lock"))
+        let catalog: Vec<_> = Extensions::catalog(storage.held())
             .into_iter()
             .map(|entry| (entry, None))
             .collect();
@@ -108,7 +107,7 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
         Default::default(),
     )?;
     let mut extensions = Extensions::new(compiler.clone());
-    extensions.load(&mut storage.lock().expect("storage lock"));
+    extensions.load(storage.held_mut());
     let change = match request {
         Request::ExtAdd { path, rooms } => {
             let bytes =
@@ -122,14 +121,11 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
         _ => anyhow::bail!("not an extension request"),
     };
     let mut txn = Transaction::default();
-    let mut call = Call {
-        storage: &storage,
-        txn: &mut txn,
-        now_ms: SystemClock.now_ms(),
-    };
+    let mut call =
+        Call::new(&mut storage, &mut txn, SystemClock.now_ms()).context("opening the store")?;
     Ok(match extensions.change(change, &mut call) {
         Ok(message) => {
-            storage.lock().expect("storage lock").apply(txn.writes)?;
+            storage.held_mut().apply(txn.writes)?;
             Answer { ok: true, message }
         }
         Err(error) => Answer {
@@ -166,21 +162,21 @@ pub fn serve(
     storage.set_idle_eviction(config.room_idle);
     storage.set_archive_retention(config.archive_retention);
     let extensions = load_extensions(&config, &engine, &mut storage)?;
-    let compiler = extensions
-        .lock()
-        .expect("extensions lock")
-        .compiler()
-        .clone();
-    let storage = Arc::new(Mutex::new(storage));
+    let compiler = extensions.compiler().clone();
     let settings = Settings {
         service: config.muc_domain.clone(),
         admins: config.admins.clone(),
-        extensions: Some(extensions.clone()),
         max_rooms_per_user: config.max_rooms_per_user,
         ..Settings::default()
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let runtime = PluginRuntime::start(plugin, storage.clone(), settings.clone(), clock.clone())?;
+    let runtime = PluginRuntime::start(
+        plugin,
+        storage,
+        Some(extensions),
+        settings.clone(),
+        clock.clone(),
+    )?;
     let control = ControlParts {
         engine,
         preparer: runtime.preparer(),
@@ -191,8 +187,8 @@ pub fn serve(
     if config.native_plugin {
         tracing::warn!("the MUC logic runs linked in, unsandboxed: only for measuring what WebAssembly costs; swaps and room extensions are refused");
         // The component took the data over (and migrated it); it serves nothing now.
-        drop(runtime);
-        let native = crate::runtime::native::NativeRuntime::new(storage.clone(), settings, clock);
+        let (storage, _) = runtime.into_parts();
+        let native = crate::runtime::native::NativeRuntime::new(storage, settings, clock);
         return run(config, native, control);
     }
     run(config, runtime, control)

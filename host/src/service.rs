@@ -88,7 +88,7 @@ impl<M: MucBackend> Service<M> {
     pub fn flush(&mut self) -> anyhow::Result<usize> {
         let now_ms = self.muc.now_ms();
         let synced = {
-            let mut storage = self.muc.storage().lock().expect("storage lock");
+            let storage = self.muc.storage_mut();
             // Expiry between batches, in the batch's disk transaction.
             if let Err(error) = storage.expire_archive(now_ms) {
                 tracing::warn!(%error, "expiring archived messages failed; retrying later");
@@ -125,26 +125,18 @@ impl<M: MucBackend> Service<M> {
     /// Installs or removes a room extension between two stanzas: the catalog's writes commit
     /// with the next flush, and the owners' notices leave after them.
     pub fn change_extensions(&mut self, change: Change) -> Result<String, String> {
-        let extensions = self
+        let now_ms = self.muc.now_ms();
+        let (extensions, storage) = self
             .muc
-            .extensions()
-            .ok_or("this service runs no room extensions")?
-            .clone();
-        let storage = self.muc.storage().clone();
+            .extensions_and_store()
+            .ok_or("this service runs no room extensions")?;
         let mut txn = Transaction::default();
-        let mut call = Call {
-            storage: &storage,
-            txn: &mut txn,
-            now_ms: self.muc.now_ms(),
-        };
+        let mut call = Call::new(storage, &mut txn, now_ms).ok_or("the store is not here")?;
         let message = extensions
-            .lock()
-            .expect("extensions lock")
             .change(change, &mut call)
             .map_err(|error| format!("{error:#}"))?;
         storage
-            .lock()
-            .expect("storage lock")
+            .held_mut()
             .apply(txn.writes)
             .map_err(|error| format!("storing the catalog: {error:#}"))?;
         self.deliver_all(txn.outbound);
@@ -155,21 +147,22 @@ impl<M: MucBackend> Service<M> {
     pub fn extension_list(&self) -> Vec<(Entry, Option<String>)> {
         self.muc
             .extensions()
-            .map(|extensions| extensions.lock().expect("extensions lock").list())
+            .map(|extensions| extensions.list())
             .unwrap_or_default()
     }
 
     /// The rooms and occupants in memory (keys as `wit/STORAGE.md` lays them out), for a
     /// metrics scrape.
     pub fn gauges(&self) -> Gauges {
-        gauges_of(&self.muc.storage().lock().expect("storage lock"))
+        gauges_of(self.muc.storage())
     }
 
     /// What `ctl status` shows: the plugin, and the instances sharing the store.
-    pub fn status(&self) -> Status {
+    pub fn status(&mut self) -> Status {
         let mut status = self.muc.status();
-        let mut storage = self.muc.storage().lock().expect("storage lock");
-        status.cluster = storage
+        status.cluster = self
+            .muc
+            .storage_mut()
             .members()
             .map(|members| members.map_err(|error| format!("{error:#}")));
         status
@@ -177,16 +170,12 @@ impl<M: MucBackend> Service<M> {
 
     /// Whether a failed flush may be retried (see [`Storage::is_server`]).
     pub fn store_is_server(&self) -> bool {
-        self.muc.storage().lock().expect("storage lock").is_server()
+        self.muc.storage().is_server()
     }
 
     /// When the plugin's next timer is due (ms since the Unix epoch), if it has one.
     pub fn next_timer(&self) -> Option<u64> {
-        self.muc
-            .storage()
-            .lock()
-            .expect("storage lock")
-            .next_timer()
+        self.muc.storage().next_timer()
     }
 
     /// Where plugin calls, faults and deliveries are counted, if anywhere.

@@ -1,6 +1,7 @@
 //! Hot swap of the MUC logic, whole: compiling the new component (or loading it from the
-//! compiled cache) and preparing it (instantiated, `init` and `describe` run) off the core thread
-//! while the old plugin serves; the switch between two stanzas on the core thread; rollback to
+//! compiled cache) and instantiating it off the core thread while the old plugin serves; the
+//! switch between two stanzas on the core thread, where the new plugin's `init` and `describe`
+//! run (they may read the store, which only the core holds); rollback to
 //! the plugin kept from the last swap; one swap at a time; the log line and the metrics;
 //! `--watch-plugin`; and the XEP-0050 command that asks for a swap from an XMPP client. The
 //! control socket, the ad-hoc command and the core call it; it looks only down.
@@ -112,7 +113,7 @@ impl Swapper {
         }
     }
 
-    /// Prepares `plugin` off the core thread, then has the core switch to it.
+    /// Instantiates `plugin` off the core thread, then has the core switch to it.
     async fn swap_to(&self, plugin: CompiledPlugin) -> Result<String, String> {
         let preparer = self.preparer.clone();
         let prepared = match tokio::task::spawn_blocking(move || preparer.prepare(plugin)).await {
@@ -155,7 +156,7 @@ impl<M: MucBackend> Service<M> {
     /// flush like any other stanza.
     pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, String> {
         let started = Instant::now();
-        let to = prepared.info().clone();
+        let to_hash = prepared.hash().to_string();
         let from = self.muc.status().info;
         let outcome = self.muc.swap(prepared);
         let pause = started.elapsed();
@@ -182,8 +183,7 @@ impl<M: MucBackend> Service<M> {
             Err(error) => {
                 tracing::warn!(
                     from = from.version,
-                    to = to.version,
-                    to_hash = to.hash,
+                    to_hash,
                     pause_us = pause.as_micros() as u64,
                     outcome = "refused",
                     reason = %error,

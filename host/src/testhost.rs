@@ -3,7 +3,7 @@
 //! nothing a script sees depends on timing: every stanza is fully handled before `send` returns.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -11,9 +11,7 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 
 use crate::clock::ManualClock;
-use crate::extensions::{
-    Compiled, ExtensionCompiler, ExtensionLimits, Extensions, SharedExtensions,
-};
+use crate::extensions::{Compiled, ExtensionCompiler, ExtensionLimits, Extensions};
 use crate::router::{QueueSink, Router};
 use crate::runtime::{CompiledPlugin, Limits, PluginRuntime, Settings};
 use crate::scansion::Harness;
@@ -59,27 +57,40 @@ impl TestHost {
         for extension in extensions {
             installed.install_everywhere(extension.clone());
         }
-        TestHost::with_shared_extensions(plugin, installed.shared())
+        TestHost::with_installed_extensions(plugin, installed)
     }
 
-    /// A fresh service whose rooms may use the extensions in `extensions`.
-    pub fn with_shared_extensions(
+    /// A fresh service whose rooms may use the extensions in `extensions` (reached afterwards
+    /// through `service().muc`).
+    pub fn with_installed_extensions(
         plugin: CompiledPlugin,
-        extensions: SharedExtensions,
+        extensions: Extensions,
     ) -> Result<TestHost> {
         let settings = Settings {
             service: MUC_DOMAIN.to_string(),
             admins: vec![ADMIN.to_string()],
-            extensions: Some(extensions),
             ..Settings::default()
         };
-        TestHost::with_settings(plugin, settings)
+        TestHost::start(plugin, Some(extensions), settings)
     }
 
     pub fn with_settings(plugin: CompiledPlugin, settings: Settings) -> Result<TestHost> {
+        TestHost::start(plugin, None, settings)
+    }
+
+    fn start(
+        plugin: CompiledPlugin,
+        extensions: Option<Extensions>,
+        settings: Settings,
+    ) -> Result<TestHost> {
         let clock = Arc::new(ManualClock::new());
-        let storage = Arc::new(Mutex::new(Storage::in_memory()));
-        let muc = PluginRuntime::start(plugin, storage, settings, clock.clone())?;
+        let muc = PluginRuntime::start(
+            plugin,
+            Storage::in_memory(),
+            extensions,
+            settings,
+            clock.clone(),
+        )?;
         Ok(TestHost {
             service: Service::new(Router::new(DOMAIN, MUC_DOMAIN), muc),
             clock,

@@ -3,11 +3,11 @@
 //! in its own room, undone, reported to that room's owners, with the room (and every other room)
 //! still answering.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use minidom::Element;
-use muc_host::extensions::{Change, ExtensionCompiler, ExtensionLimits, Extensions};
+use muc_host::extensions::{Call, Change, ExtensionCompiler, ExtensionLimits, Extensions};
+use muc_host::lending::Place;
 use muc_host::scansion::Harness;
 use muc_host::storage::{Storage, Tier, Transaction};
 use muc_host::testhost::TestHost;
@@ -41,8 +41,8 @@ fn limits() -> ExtensionLimits {
 fn host_with(extensions: &[&str], limits: ExtensionLimits) -> TestHost {
     let plugin = compile("muc_plugin");
     let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits).unwrap();
-    let shared = Extensions::new(compiler.clone()).shared();
-    let mut host = TestHost::with_shared_extensions(plugin, shared).unwrap();
+    let mut host =
+        TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
     for name in extensions {
         install(&mut host, &compiler, name);
     }
@@ -186,10 +186,10 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
         assert!(calm[0].contains("calm as ever"));
         drain(&mut host, "owner");
     }
-    let storage = host.service().muc.storage().clone();
-    let stored = storage
-        .lock()
-        .unwrap()
+    let stored = host
+        .service()
+        .muc
+        .storage_mut()
         .range(Tier::Extensions, "store/hostile/", None)
         .count();
     assert_eq!(stored, 0, "the storage flood was undone with its fault");
@@ -362,8 +362,7 @@ fn a_new_version_takes_over_with_the_room_s_settings_and_storage_and_removal_tel
     let plugin = compile("muc_plugin");
     let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
     let mut host =
-        TestHost::with_shared_extensions(plugin, Extensions::new(compiler.clone()).shared())
-            .unwrap();
+        TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
     install(&mut host, &compiler, "probe_extension");
     room(
         &mut host,
@@ -433,7 +432,7 @@ fn the_owner_s_choices_survive_a_hot_swap_of_the_muc_plugin() {
 
 #[test]
 fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use muc_host::clock::SystemClock;
     use muc_host::router::{QueueSink, Router};
@@ -445,17 +444,21 @@ fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
     let start = || {
         let plugin = compile("muc_plugin");
         let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
-        let storage = Arc::new(Mutex::new(
-            Storage::open(&StoreLocation::Sqlite(dir.path().into())).unwrap(),
-        ));
+        let mut storage = Storage::open(&StoreLocation::Sqlite(dir.path().into())).unwrap();
         let mut extensions = Extensions::new(compiler.clone());
-        extensions.load(&mut storage.lock().unwrap());
+        extensions.load(&mut storage);
         let settings = Settings {
             service: "conference.localhost".into(),
-            extensions: Some(extensions.shared()),
             ..Settings::default()
         };
-        let muc = PluginRuntime::start(plugin, storage, settings, Arc::new(SystemClock)).unwrap();
+        let muc = PluginRuntime::start(
+            plugin,
+            storage,
+            Some(extensions),
+            settings,
+            Arc::new(SystemClock),
+        )
+        .unwrap();
         let mut service = Service::new(Router::new("localhost", "conference.localhost"), muc);
         let sink = QueueSink::default();
         service.connect("owner@localhost/a".parse().unwrap(), Box::new(sink.clone()));
@@ -607,10 +610,13 @@ fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
         "the dice bot speaks"
     );
 
-    let storage = Arc::new(Mutex::new(Storage::in_memory()));
-    let txn = Transaction::default();
+    let mut storage = Place::holding(Storage::in_memory());
+    let mut txn = Transaction::default();
     let mut extensions = Extensions::new(compiler.clone());
-    let need = |extensions: &Extensions| extensions.message_hooks(&storage, &txn, ROOM);
+    let mut need = |extensions: &Extensions| {
+        let mut call = Call::new(&mut storage, &mut txn, 0).unwrap();
+        extensions.message_hooks(&mut call, ROOM)
+    };
     assert!(matches!(need(&extensions), MessageHooksNeed::None));
     extensions.install_everywhere(compiled("ext_word_filter"));
     extensions.install_everywhere(compiled("ext_slow_mode"));
@@ -633,8 +639,8 @@ fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
 fn an_extension_never_speaks_under_an_occupant_s_nickname() {
     let plugin = compile("muc_plugin");
     let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
-    let extensions = Extensions::new(compiler.clone()).shared();
-    let mut host = TestHost::with_shared_extensions(plugin, extensions.clone()).unwrap();
+    let extensions = Extensions::new(compiler.clone());
+    let mut host = TestHost::with_installed_extensions(plugin, extensions).unwrap();
     room(&mut host, ROOM, &[]);
     host.connect("namesake", "namesake@localhost/n", "")
         .unwrap();
@@ -642,7 +648,11 @@ fn an_extension_never_speaks_under_an_occupant_s_nickname() {
     let dice = compiler
         .compile(&std::fs::read(component("ext_dice")).unwrap())
         .unwrap();
-    extensions.lock().unwrap().install_everywhere(dice);
+    host.service()
+        .muc
+        .extensions_mut()
+        .unwrap()
+        .install_everywhere(dice);
     drain(&mut host, "owner");
     drain(&mut host, "guest");
 

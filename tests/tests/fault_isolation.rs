@@ -44,12 +44,12 @@ fn send(host: &mut TestHost, id: &str) -> Element {
 }
 
 fn stored(host: &mut TestHost, tier: Tier, key: &str) -> bool {
-    let mut storage = host.service().muc.storage().lock().unwrap();
+    let storage = host.service().muc.storage_mut();
     storage.get(tier, key).is_some()
 }
 
 fn archived(host: &mut TestHost, id: &str) -> bool {
-    let storage = host.service().muc.storage().lock().unwrap();
+    let storage = host.service().muc.storage();
     let query = ArchiveQuery {
         filter: ArchiveFilter {
             ids: vec![id.to_string()],

@@ -4,7 +4,7 @@
 //! public rooms stored before, and the room's archive (MAM) holds its old history, in order,
 //! the history keys gone.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use minidom::Element;
 use muc_host::clock::SystemClock;
@@ -64,7 +64,6 @@ fn a_layout_1_store_lists_its_public_rooms_and_archives_its_history_once_upgrade
     );
     storage.apply(writes).unwrap();
     storage.set_meta(DATA_OWNER_VERSION, "0.1.0").unwrap();
-    let storage = Arc::new(Mutex::new(storage));
 
     let settings = Settings {
         service: "conference.localhost".into(),
@@ -72,7 +71,8 @@ fn a_layout_1_store_lists_its_public_rooms_and_archives_its_history_once_upgrade
     };
     let muc = PluginRuntime::start(
         compile("muc_plugin"),
-        storage.clone(),
+        storage,
+        None,
         settings,
         Arc::new(SystemClock),
     )
@@ -128,7 +128,7 @@ fn a_layout_1_store_lists_its_public_rooms_and_archives_its_history_once_upgrade
     );
     assert!(results[2].contains("<count>2</count>"), "{}", results[2]);
 
-    let mut storage = storage.lock().unwrap();
+    let storage = service.muc.storage_mut();
     assert_eq!(storage.get(Tier::Durable, "meta/layout"), Some(&b"3"[..]));
     for key in [
         "room/one@conference.localhost/history/00000000000000000000",

@@ -1,7 +1,7 @@
 //! Volatile state survives replacing the plugin instance; durable state survives restarting the
 //! host, and volatile state does not.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use minidom::Element;
@@ -51,9 +51,7 @@ fn rooms_and_occupants_survive_a_fresh_instance() {
 }
 
 fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
-    let storage = Arc::new(Mutex::new(
-        Storage::open(&StoreLocation::Sqlite(dir.into())).unwrap(),
-    ));
+    let storage = Storage::open(&StoreLocation::Sqlite(dir.into())).unwrap();
     let settings = Settings {
         service: "conference.localhost".into(),
         ..Settings::default()
@@ -61,6 +59,7 @@ fn service_on(dir: &std::path::Path) -> (Service, QueueSink) {
     let muc = PluginRuntime::start(
         compile("misbehaving_plugin"),
         storage,
+        None,
         settings,
         Arc::new(SystemClock),
     )
@@ -84,8 +83,8 @@ fn durable_state_survives_a_restart_and_volatile_state_does_not() {
         service.flush().unwrap();
         assert!(sink.pop().is_some(), "answered before the restart");
     }
-    let (service, _) = service_on(dir.path());
-    let mut storage = service.muc.storage().lock().unwrap();
+    let (mut service, _) = service_on(dir.path());
+    let storage = service.muc.storage_mut();
     assert_eq!(
         storage.get(Tier::Durable, "durable/kept"),
         Some(&b"kept"[..])
@@ -103,7 +102,7 @@ fn with_group_commit_nothing_leaves_before_its_writes_are_on_disk() {
             .map(<[u8]>::to_vec)
     };
     let (mut service, sink) = service_on(dir.path());
-    service.muc.storage().lock().unwrap().enable_group_commit();
+    service.muc.storage_mut().enable_group_commit();
     let message: Element =
         "<message xmlns='jabber:client' to='room@conference.localhost' id='batched'/>"
             .parse()

@@ -1,6 +1,6 @@
 //! Plugin timers: due on the host's clock, fired once, kept with the durable state.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use minidom::Element;
@@ -42,9 +42,7 @@ fn a_timer_fires_once_when_due() {
 fn timers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let start = |dir: &std::path::Path| {
-        let storage = Arc::new(Mutex::new(
-            Storage::open(&StoreLocation::Sqlite(dir.into())).unwrap(),
-        ));
+        let storage = Storage::open(&StoreLocation::Sqlite(dir.into())).unwrap();
         let settings = Settings {
             service: "conference.localhost".into(),
             ..Settings::default()
@@ -52,6 +50,7 @@ fn timers_survive_a_restart() {
         PluginRuntime::start(
             compile("misbehaving_plugin"),
             storage,
+            None,
             settings,
             Arc::new(ManualClock::new()),
         )
@@ -71,6 +70,6 @@ fn timers_survive_a_restart() {
             .unwrap();
     }
     let runtime = start(dir.path());
-    let due = runtime.storage().lock().unwrap().next_timer();
+    let due = runtime.storage().next_timer();
     assert_eq!(due, Some(ManualClock::START_MS + 1000));
 }

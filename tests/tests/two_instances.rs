@@ -14,7 +14,7 @@
 //!
 //! Runs when `MUC_TEST_POSTGRES` names a server (`.ci/run` starts one).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use minidom::Element;
 use muc_host::clock::{Clock, ManualClock, SystemClock};
@@ -104,13 +104,7 @@ fn instance_of(
         service: MUC.into(),
         ..Settings::default()
     };
-    let muc = PluginRuntime::start(
-        compile(plugin),
-        Arc::new(Mutex::new(storage)),
-        settings,
-        clock,
-    )
-    .unwrap();
+    let muc = PluginRuntime::start(compile(plugin), storage, None, settings, clock).unwrap();
     let mut service = Service::new(Router::new("localhost", MUC), muc);
     let sink = QueueSink::default();
     service.connect(

@@ -8,6 +8,8 @@ use super::rooms::{Choice, RoomRecord};
 use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo, MAX_SAID_BYTES};
 use super::text::unfit_for_xml;
 use super::{load, notify_owners, save, store_prefix, Call, Extensions, MAX_REWRITE_BYTES};
+use crate::lending::Place;
+use crate::storage::Storage;
 use crate::wasm::budget_ticks;
 use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 
@@ -39,7 +41,7 @@ impl Extensions {
         mut room: wit::Room,
         event: wit::Event,
     ) -> wit::Outcome {
-        let mut record = load(call.storage, call.txn, &room.jid);
+        let mut record = load(call, &room.jid);
         let before = record.clone();
         let non_anonymous = room.non_anonymous;
         record.owners = std::mem::take(&mut room.owners);
@@ -266,7 +268,6 @@ impl Extensions {
         let speaking_as = choice.speaks_as(entry);
         instance.store.data_mut().memory.hit = false;
         instance.store.data_mut().call = Some(HookCall {
-            storage: call.storage.clone(),
             txn: std::mem::take(call.txn),
             prefix: store_prefix(&entry.name, &room.jid),
             quota_bytes: limits.quota_bytes,
@@ -285,7 +286,10 @@ impl Extensions {
         instance
             .store
             .set_epoch_deadline(budget_ticks(limits.call_budget));
-        let result = hook(&instance.bindings, &mut instance.store);
+        let bindings = &instance.bindings;
+        let result = call.storage.lend(&mut instance.store, lent_store, |store| {
+            hook(bindings, store)
+        });
         let context = instance.store.data_mut();
         let done = context.call.take().expect("the hook call's state");
         *call.txn = done.txn;
@@ -370,6 +374,11 @@ impl Extensions {
         notify_owners(turn.call.txn, room, &turn.record.owners, &notice);
         self.instances.remove(&(entry.name.clone(), room.clone()));
     }
+}
+
+/// Where an extension's instance holds the store lent to its hook call.
+fn lent_store(store: &mut Store) -> &mut Place<Storage> {
+    &mut store.data_mut().storage
 }
 
 /// A hook's answer the host must still check: a rule it breaks is a fault, inside the savepoint.

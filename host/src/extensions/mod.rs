@@ -15,12 +15,12 @@ mod sandbox;
 mod text;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use minidom::rxml::xml_ncname;
 use minidom::Element;
 
+use crate::lending::Place;
 use crate::storage::{Storage, Tier, Transaction};
 use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 pub use catalog::Entry;
@@ -54,17 +54,39 @@ impl Default for ExtensionLimits {
     }
 }
 
-/// The MUC call a hook runs inside: the store, the call's transaction, its instant.
+/// The MUC call a hook runs inside: the store lent to it, the call's transaction, its instant.
 pub struct Call<'a> {
-    pub storage: &'a Arc<Mutex<Storage>>,
+    /// Always holding the store: a hook lends it on to the extension's instance (see
+    /// [`crate::lending`]).
+    storage: &'a mut Place<Storage>,
     pub txn: &'a mut Transaction,
     pub now_ms: u64,
 }
 
-/// The installed extensions and their live instances, shared by the plugin runtime (hooks) and
-/// the service (installing and removing).
-pub type SharedExtensions = Arc<Mutex<Extensions>>;
+impl<'a> Call<'a> {
+    /// A call around the store in `storage`; none when `storage` holds none.
+    pub fn new(
+        storage: &'a mut Place<Storage>,
+        txn: &'a mut Transaction,
+        now_ms: u64,
+    ) -> Option<Call<'a>> {
+        storage.get()?;
+        Some(Call {
+            storage,
+            txn,
+            now_ms,
+        })
+    }
 
+    /// The store, and the call's transaction over it.
+    fn store(&mut self) -> (&mut Storage, &mut Transaction) {
+        // Made holding the store, and a hook's loan gives it back before returning.
+        (self.storage.held_mut(), self.txn)
+    }
+}
+
+/// The installed extensions and their live instances, owned by the plugin runtime (which lends
+/// them to each MUC call, for its hooks) and changed by the service (installing and removing).
 pub struct Extensions {
     compiler: ExtensionCompiler,
     installed: BTreeMap<String, Compiled>,
@@ -107,10 +129,6 @@ impl Extensions {
             calls: 0,
             said_at: HashMap::new(),
         }
-    }
-
-    pub fn shared(self) -> SharedExtensions {
-        Arc::new(Mutex::new(self))
     }
 
     pub fn compiler(&self) -> &ExtensionCompiler {
@@ -248,9 +266,8 @@ impl Extensions {
             anyhow::bail!("no extension named '{name}' is installed");
         };
         let records: Vec<(String, Vec<u8>)> = {
-            let mut storage = call.storage.lock().expect("storage lock");
-            call.txn
-                .scan(&mut storage, Tier::Extensions, "room/", None, usize::MAX)
+            let (storage, txn) = call.store();
+            txn.scan(storage, Tier::Extensions, "room/", None, usize::MAX)
         };
         let mut rooms_using = 0;
         for (key, value) in records {
@@ -295,11 +312,11 @@ impl Extensions {
             .collect()
     }
 
-    pub fn active(&self, storage: &Arc<Mutex<Storage>>, txn: &Transaction, room: &str) -> bool {
+    pub fn active(&self, call: &mut Call, room: &str) -> bool {
         if self.installed.is_empty() {
             return false;
         }
-        let record = load(storage, txn, room);
+        let record = load(call, room);
         self.installed
             .values()
             .any(|c| c.entry.allowed_in(room) && record.takes_part(&c.entry))
@@ -308,16 +325,11 @@ impl Extensions {
     /// What a message hook needs: every occupant only when an enabled extension may read the
     /// room; otherwise only those holding a nick an extension speaks as (what it says must not
     /// take an occupant's nickname), usually nobody.
-    pub fn message_hooks(
-        &self,
-        storage: &Arc<Mutex<Storage>>,
-        txn: &Transaction,
-        room: &str,
-    ) -> wit::MessageHooksNeed {
+    pub fn message_hooks(&self, call: &mut Call, room: &str) -> wit::MessageHooksNeed {
         if self.installed.is_empty() {
             return wit::MessageHooksNeed::None;
         }
-        let record = load(storage, txn, room);
+        let record = load(call, room);
         // Asked at every message: the catalog entries are looked at, not copied.
         let mut any = false;
         let mut speaking = Vec::new();
@@ -339,13 +351,8 @@ impl Extensions {
         }
     }
 
-    pub fn form_fields(
-        &self,
-        storage: &Arc<Mutex<Storage>>,
-        txn: &Transaction,
-        room: &str,
-    ) -> Vec<wit::FormField> {
-        let record = load(storage, txn, room);
+    pub fn form_fields(&self, call: &mut Call, room: &str) -> Vec<wit::FormField> {
+        let record = load(call, room);
         self.installed
             .values()
             .filter(|c| c.entry.allowed_in(room))
@@ -359,7 +366,7 @@ impl Extensions {
         room: wit::Room,
         submitted: Vec<wit::SubmittedField>,
     ) -> Result<wit::Configured, String> {
-        let mut record = load(call.storage, call.txn, &room.jid);
+        let mut record = load(call, &room.jid);
         let before = record.clone();
         let occupant_nicks: Vec<&str> = room.occupants.iter().map(|o| o.nick.as_str()).collect();
         let mut changed = false;
@@ -405,11 +412,9 @@ impl Extensions {
     /// The room is gone: its choices and every extension's storage for it go too (installed
     /// or not).
     pub fn forget(&mut self, call: &mut Call, room: &str) {
-        call.txn.delete(Tier::Extensions, RoomRecord::key(room));
-        let storage = call.storage.clone();
-        let mut storage = storage.lock().expect("storage lock");
-        call.txn
-            .delete_prefix(&mut storage, Tier::Extensions, &format!("store/{room}/"));
+        let (storage, txn) = call.store();
+        txn.delete(Tier::Extensions, RoomRecord::key(room));
+        txn.delete_prefix(storage, Tier::Extensions, &format!("store/{room}/"));
         self.instances.retain(|(_, r), _| r != room);
         self.said_at.retain(|(_, r), _| r != room);
     }
@@ -420,9 +425,9 @@ fn store_prefix(extension: &str, room: &str) -> String {
     format!("store/{room}/{extension}/")
 }
 
-fn load(storage: &Arc<Mutex<Storage>>, txn: &Transaction, room: &str) -> RoomRecord {
-    let mut storage = storage.lock().expect("storage lock");
-    txn.get(&mut storage, Tier::Extensions, &RoomRecord::key(room))
+fn load(call: &mut Call, room: &str) -> RoomRecord {
+    let (storage, txn) = call.store();
+    txn.get(storage, Tier::Extensions, &RoomRecord::key(room))
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }

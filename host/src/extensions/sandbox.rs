@@ -6,13 +6,14 @@
 //! linked with an empty context: no files, no sockets, no environment.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::text::{log_line, unfit_for_xml};
+use crate::lending::Place;
 use crate::storage::{Storage, Tier, Transaction};
 use crate::wasm::MemoryCap;
 
@@ -39,7 +40,6 @@ const MAX_LOG_BYTES: usize = 1024;
 
 /// What one hook call may reach, and what it did.
 pub struct HookCall {
-    pub storage: Arc<Mutex<Storage>>,
     /// The MUC call's transaction, lent to the extension for the duration of its hook.
     pub txn: Transaction,
     /// `store/<extension>/<room>/`: the extension's keys in the extensions tier.
@@ -72,6 +72,9 @@ pub struct ExtensionContext {
     pub memory: MemoryCap,
     /// Set for the duration of a hook call.
     pub call: Option<HookCall>,
+    /// The store, lent by the MUC call for the duration of a hook call (see
+    /// [`crate::lending`]).
+    pub storage: Place<Storage>,
 }
 
 impl ExtensionContext {
@@ -84,6 +87,7 @@ impl ExtensionContext {
             table,
             memory: MemoryCap::new(memory_cap),
             call: None,
+            storage: Place::vacant(),
         }
     }
 
@@ -91,6 +95,14 @@ impl ExtensionContext {
         self.call
             .as_mut()
             .ok_or_else(|| wasmtime::format_err!("an import used outside a hook call"))
+    }
+
+    /// The hook call and the store lent to it.
+    fn call_and_store(&mut self) -> wasmtime::Result<(&mut HookCall, &mut Storage)> {
+        match (self.call.as_mut(), self.storage.get_mut()) {
+            (Some(call), Some(storage)) => Ok((call, storage)),
+            _ => Err(wasmtime::format_err!("an import used outside a hook call")),
+        }
     }
 }
 
@@ -151,36 +163,25 @@ impl muc::extension::room::Host for ExtensionContext {
 
 impl muc::extension::store::Host for ExtensionContext {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        let call = self.call()?;
-        let mut storage = call.storage.lock().expect("storage lock");
-        Ok(call.txn.get(
-            &mut storage,
-            Tier::Extensions,
-            &format!("{}{key}", call.prefix),
-        ))
+        let (call, storage) = self.call_and_store()?;
+        Ok(call
+            .txn
+            .get(storage, Tier::Extensions, &format!("{}{key}", call.prefix)))
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
-        let call = self.call()?;
+        let (call, storage) = self.call_and_store()?;
         let full_key = format!("{}{key}", call.prefix);
-        let storage = call.storage.clone();
-        let mut storage = storage.lock().expect("storage lock");
         let used = *call.used_bytes.get_or_insert_with(|| {
             call.txn
-                .scan(
-                    &mut storage,
-                    Tier::Extensions,
-                    &call.prefix,
-                    None,
-                    usize::MAX,
-                )
+                .scan(storage, Tier::Extensions, &call.prefix, None, usize::MAX)
                 .iter()
                 .map(|(key, value)| key.len() + value.len())
                 .sum()
         });
         let replaced = call
             .txn
-            .get(&mut storage, Tier::Extensions, &full_key)
+            .get(storage, Tier::Extensions, &full_key)
             .map_or(0, |old| full_key.len() + old.len());
         let after = used - replaced + full_key.len() + value.len();
         call.written_bytes += full_key.len() + value.len();
@@ -199,13 +200,11 @@ impl muc::extension::store::Host for ExtensionContext {
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        let call = self.call()?;
+        let (call, storage) = self.call_and_store()?;
         let full_key = format!("{}{key}", call.prefix);
-        let storage = call.storage.clone();
-        let mut storage = storage.lock().expect("storage lock");
         if let (Some(used), Some(old)) = (
             call.used_bytes,
-            call.txn.get(&mut storage, Tier::Extensions, &full_key),
+            call.txn.get(storage, Tier::Extensions, &full_key),
         ) {
             call.used_bytes = Some(used - full_key.len() - old.len());
         }
@@ -214,12 +213,11 @@ impl muc::extension::store::Host for ExtensionContext {
     }
 
     fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
-        let call = self.call()?;
-        let mut storage = call.storage.lock().expect("storage lock");
+        let (call, storage) = self.call_and_store()?;
         let full_prefix = format!("{}{prefix}", call.prefix);
         Ok(call
             .txn
-            .scan(&mut storage, Tier::Extensions, &full_prefix, None, 1000)
+            .scan(storage, Tier::Extensions, &full_prefix, None, 1000)
             .into_iter()
             .map(|(key, _)| key[call.prefix.len()..].to_string())
             .collect())

@@ -1,13 +1,12 @@
 //! The WIT world seen from the host: generated bindings, and the imports implemented over one
-//! call's [`Transaction`].
-
-use std::sync::{Arc, Mutex};
+//! call's [`Transaction`] and the store and extensions lent to the call (see [`crate::lending`]).
 
 use minidom::Element;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::extensions::{Call, SharedExtensions};
+use crate::extensions::{Call, Extensions};
+use crate::lending::Place;
 use crate::outbound::Outbound;
 use crate::storage::{
     ArchiveEntry, ArchiveFilter, ArchivePosition, ArchiveQuery, ArchiveWriteError, Storage,
@@ -27,7 +26,14 @@ pub struct CallContext {
     wasi: WasiCtx,
     table: ResourceTable,
     pub memory: MemoryCap,
-    storage: Arc<Mutex<Storage>>,
+    /// The store, lent for the duration of each call by its owner.
+    pub storage: Place<Storage>,
+    /// The room extensions, lent with the store (vacant when the host runs none).
+    pub extensions: Place<Extensions>,
+    /// An import reached for the store while none was lent (the plugin's own start code, run
+    /// while a prepared instance is made off the core thread): it was answered as if nothing
+    /// were stored, and the instance must not be used.
+    pub store_missed: bool,
     /// The effects of the call in progress.
     pub txn: Transaction,
     /// The MUC domain: every stanza the plugin sends must come from it.
@@ -35,30 +41,28 @@ pub struct CallContext {
     /// Wall time, fixed for the duration of one call.
     pub now_ms: u64,
     plugin_name: String,
-    extensions: Option<SharedExtensions>,
     /// What `settings.get` answers.
     named_settings: Vec<(String, String)>,
 }
 
 impl CallContext {
     pub fn new(
-        storage: Arc<Mutex<Storage>>,
         service: String,
         plugin_name: String,
         memory_cap: usize,
-        extensions: Option<SharedExtensions>,
         named_settings: Vec<(String, String)>,
     ) -> CallContext {
         CallContext {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             memory: MemoryCap::new(memory_cap),
-            storage,
+            storage: Place::vacant(),
+            extensions: Place::vacant(),
+            store_missed: false,
             txn: Transaction::default(),
             service,
             now_ms: 0,
             plugin_name,
-            extensions,
             named_settings,
         }
     }
@@ -68,8 +72,15 @@ impl CallContext {
         self.plugin_name = name.to_string();
     }
 
-    fn storage(&self) -> std::sync::MutexGuard<'_, Storage> {
-        self.storage.lock().expect("storage lock poisoned")
+    /// The lent store and the call's transaction; none outside a call (see `store_missed`).
+    fn lent(&mut self) -> Option<(&mut Storage, &mut Transaction)> {
+        match self.storage.get_mut() {
+            Some(storage) => Some((storage, &mut self.txn)),
+            None => {
+                self.store_missed = true;
+                None
+            }
+        }
     }
 
     /// Parses and checks one outbound stanza: well-formed, and speaking only for the service.
@@ -99,6 +110,9 @@ impl CallContext {
     }
 }
 
+/// Why an archive import failed outside a call.
+const NO_STORE: &str = "no store outside a call";
+
 fn tier(tier: Tier) -> StoreTier {
     match tier {
         Tier::Durable => StoreTier::Durable,
@@ -119,8 +133,8 @@ impl muc::plugin::types::Host for CallContext {}
 
 impl muc::plugin::storage::Host for CallContext {
     fn get(&mut self, t: Tier, key: String) -> Option<Vec<u8>> {
-        let mut storage = self.storage();
-        self.txn.get(&mut storage, tier(t), &key)
+        let (storage, txn) = self.lent()?;
+        txn.get(storage, tier(t), &key)
     }
 
     fn put(&mut self, t: Tier, key: String, value: Vec<u8>) -> Result<(), WitStorageError> {
@@ -142,24 +156,26 @@ impl muc::plugin::storage::Host for CallContext {
         start_after: Option<String>,
         limit: u32,
     ) -> Vec<Entry> {
-        let mut storage = self.storage();
-        self.txn
-            .scan(
-                &mut storage,
-                tier(t),
-                &prefix,
-                start_after.as_deref(),
-                limit as usize,
-            )
-            .into_iter()
-            .map(|(key, value)| Entry { key, value })
-            .collect()
+        let Some((storage, txn)) = self.lent() else {
+            return Vec::new();
+        };
+        txn.scan(
+            storage,
+            tier(t),
+            &prefix,
+            start_after.as_deref(),
+            limit as usize,
+        )
+        .into_iter()
+        .map(|(key, value)| Entry { key, value })
+        .collect()
     }
 
     fn delete_prefix(&mut self, t: Tier, prefix: String) -> u32 {
-        let storage = self.storage.clone();
-        let mut storage = storage.lock().expect("storage lock poisoned");
-        self.txn.delete_prefix(&mut storage, tier(t), &prefix)
+        let Some((storage, txn)) = self.lent() else {
+            return 0;
+        };
+        txn.delete_prefix(storage, tier(t), &prefix)
     }
 }
 
@@ -188,10 +204,12 @@ impl archive::Host for CallContext {
             real_jid: entry.real_jid,
             stanza: entry.stanza,
         };
-        let storage = self.storage.clone();
-        let mut storage = storage.lock().expect("storage lock poisoned");
-        self.txn
-            .archive_append(&mut storage, &room, &entry)
+        let Some((storage, txn)) = self.lent() else {
+            return Err(archive::WriteError::Storage(
+                WitStorageError::QuotaExceeded(NO_STORE.into()),
+            ));
+        };
+        txn.archive_append(storage, &room, &entry)
             .map_err(wit_archive_write_error)
     }
 
@@ -218,11 +236,11 @@ impl archive::Host for CallContext {
             },
             limit: query.limit,
         };
-        let storage = self.storage.clone();
-        let storage = storage.lock().expect("storage lock poisoned");
-        let page = self
-            .txn
-            .archive_query(&storage, &room, &query)
+        let Some((storage, txn)) = self.lent() else {
+            return Err(archive::QueryError::ItemNotFound(NO_STORE.into()));
+        };
+        let page = txn
+            .archive_query(storage, &room, &query)
             .map_err(archive::QueryError::ItemNotFound)?;
         Ok(archive::Page {
             entries: page
@@ -249,23 +267,23 @@ impl archive::Host for CallContext {
         id: String,
         stanza: String,
     ) -> Result<bool, archive::WriteError> {
-        let storage = self.storage.clone();
-        let mut storage = storage.lock().expect("storage lock poisoned");
-        self.txn
-            .archive_replace(&mut storage, &room, &id, &stanza)
+        let Some((storage, txn)) = self.lent() else {
+            return Ok(false);
+        };
+        txn.archive_replace(storage, &room, &id, &stanza)
             .map_err(wit_archive_write_error)
     }
 
     fn trim(&mut self, room: String, keep: u32) {
-        let storage = self.storage.clone();
-        let mut storage = storage.lock().expect("storage lock poisoned");
-        self.txn.archive_trim(&mut storage, &room, keep)
+        if let Some((storage, txn)) = self.lent() {
+            txn.archive_trim(storage, &room, keep)
+        }
     }
 
     fn delete(&mut self, room: String) {
-        let storage = self.storage.clone();
-        let mut storage = storage.lock().expect("storage lock poisoned");
-        self.txn.archive_delete(&mut storage, &room)
+        if let Some((storage, txn)) = self.lent() {
+            txn.archive_delete(storage, &room)
+        }
     }
 }
 
@@ -305,9 +323,9 @@ impl muc::plugin::routing::Host for CallContext {
         t: Tier,
         prefix: String,
     ) -> Result<u32, RouteError> {
-        let recipients: Vec<String> = {
-            let mut storage = self.storage();
-            self.txn.keys(&mut storage, tier(t), &prefix)
+        let recipients: Vec<String> = match self.lent() {
+            Some((storage, txn)) => txn.keys(storage, tier(t), &prefix),
+            None => Vec::new(),
         }
         .into_iter()
         .map(|key| key[prefix.len()..].to_string())
@@ -353,33 +371,29 @@ impl CallContext {
     fn with_extensions<R>(
         &mut self,
         none: R,
-        operation: impl FnOnce(&mut crate::extensions::Extensions, &mut Call) -> R,
+        operation: impl FnOnce(&mut Extensions, &mut Call) -> R,
     ) -> R {
-        let Some(extensions) = self.extensions.clone() else {
+        // Both are lent for a call, or neither.
+        let Some(extensions) = self.extensions.get_mut() else {
             return none;
         };
-        let mut call = Call {
-            storage: &self.storage,
-            txn: &mut self.txn,
-            now_ms: self.now_ms,
-        };
-        let mut extensions = extensions.lock().expect("extensions lock");
-        operation(&mut extensions, &mut call)
+        match Call::new(&mut self.storage, &mut self.txn, self.now_ms) {
+            Some(mut call) => operation(extensions, &mut call),
+            None => none,
+        }
     }
 }
 
 /// The hooks, answered by the host's [`crate::extensions::Extensions`] inside this call.
 impl muc::plugin::extensions::Host for CallContext {
     fn active(&mut self, room: String) -> bool {
-        self.with_extensions(false, |extensions, call| {
-            extensions.active(call.storage, call.txn, &room)
-        })
+        self.with_extensions(false, |extensions, call| extensions.active(call, &room))
     }
 
     fn message_hooks(&mut self, room: String) -> muc::plugin::extensions::MessageHooksNeed {
         let none = muc::plugin::extensions::MessageHooksNeed::None;
         self.with_extensions(none, |extensions, call| {
-            extensions.message_hooks(call.storage, call.txn, &room)
+            extensions.message_hooks(call, &room)
         })
     }
 
@@ -400,7 +414,7 @@ impl muc::plugin::extensions::Host for CallContext {
 
     fn form_fields(&mut self, room: String) -> Vec<muc::plugin::extensions::FormField> {
         self.with_extensions(Vec::new(), |extensions, call| {
-            extensions.form_fields(call.storage, call.txn, &room)
+            extensions.form_fields(call, &room)
         })
     }
 

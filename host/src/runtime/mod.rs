@@ -5,13 +5,18 @@
 //! stanzas returned for delivery only when the call returns `ok`. A trap, a blown time budget or
 //! memory cap, or an `err` discards the buffer and the instance; the next one is made fresh from
 //! the pre-linked component.
+//!
+//! The runtime owns the store and the room extensions, on the core thread, and lends them to the
+//! instance for each call (see [`crate::lending`]); nothing else holds them. A plugin swapped in
+//! is compiled and instantiated elsewhere ([`Preparer`]), without them; its `init` and
+//! `describe` run here, when it takes over.
 
 mod bindings;
 mod engine;
 #[cfg(feature = "native-plugin")]
 pub mod native;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +24,8 @@ use minidom::Element;
 use wasmtime::Store;
 
 use crate::clock::Clock;
-use crate::extensions::SharedExtensions;
+use crate::extensions::Extensions;
+use crate::lending::Place;
 use crate::outbound::Outbound;
 use crate::storage::lease::Member;
 use crate::storage::{Quota, Storage, StorageError, Transaction, Writes, DATA_OWNER_VERSION};
@@ -59,8 +65,6 @@ pub struct Settings {
     /// Service administrators' bare JIDs.
     pub admins: Vec<String>,
     pub limits: Limits,
-    /// The room extensions the plugin's hooks run; none: every room has none.
-    pub extensions: Option<SharedExtensions>,
     /// Rooms one user who is not an administrator may have created that still exist; 0: no
     /// limit. The plugin reads it as the setting `max-rooms-per-user` (contract 1.4).
     pub max_rooms_per_user: u32,
@@ -72,7 +76,6 @@ impl Default for Settings {
             service: String::new(),
             admins: Vec::new(),
             limits: Limits::default(),
-            extensions: None,
             max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
         }
     }
@@ -151,14 +154,18 @@ pub trait MucBackend {
     fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)>;
     /// The service is stopping.
     fn on_shutdown(&mut self) -> Result<Vec<Outbound>, Fault>;
-    /// The store the logic's calls commit to.
-    fn storage(&self) -> &Arc<Mutex<Storage>>;
+    /// The store the logic's calls commit to, between two calls.
+    fn storage(&self) -> &Storage;
+    fn storage_mut(&mut self) -> &mut Storage;
     /// The time its calls see, in ms since the Unix epoch (virtual in the test host).
     fn now_ms(&self) -> u64;
     /// What `ctl status` shows.
     fn status(&self) -> Status;
     /// The room extensions the logic's hooks run, if any.
-    fn extensions(&self) -> Option<&SharedExtensions>;
+    fn extensions(&self) -> Option<&Extensions>;
+    /// The room extensions, if any, with the store they keep their catalog in, to change them
+    /// between two calls.
+    fn extensions_and_store(&mut self) -> Option<(&mut Extensions, &mut Place<Storage>)>;
     /// Hands the service to `prepared` between two calls (see [`PluginRuntime::swap`]); on
     /// success, what the new plugin's upgrade sent. Nothing changes on an error.
     fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), String>;
@@ -179,8 +186,12 @@ impl MucBackend for PluginRuntime {
         PluginRuntime::on_shutdown(self)
     }
 
-    fn storage(&self) -> &Arc<Mutex<Storage>> {
-        &self.storage
+    fn storage(&self) -> &Storage {
+        PluginRuntime::storage(self)
+    }
+
+    fn storage_mut(&mut self) -> &mut Storage {
+        PluginRuntime::storage_mut(self)
     }
 
     fn now_ms(&self) -> u64 {
@@ -191,14 +202,17 @@ impl MucBackend for PluginRuntime {
         PluginRuntime::status(self)
     }
 
-    fn extensions(&self) -> Option<&SharedExtensions> {
+    fn extensions(&self) -> Option<&Extensions> {
         PluginRuntime::extensions(self)
     }
 
+    fn extensions_and_store(&mut self) -> Option<(&mut Extensions, &mut Place<Storage>)> {
+        let extensions = self.extensions.get_mut()?;
+        Some((extensions, &mut self.storage))
+    }
+
     fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), String> {
-        PluginRuntime::swap(self, prepared).map_err(|fault| {
-            format!("the new plugin's upgrade failed, the old one serves on: {fault}")
-        })
+        PluginRuntime::swap(self, prepared)
     }
 
     fn previous(&self) -> Option<CompiledPlugin> {
@@ -233,7 +247,11 @@ pub struct PluginRuntime {
     plugin: CompiledPlugin,
     info: PluginInfo,
     instance: Option<Instance>,
-    storage: Arc<Mutex<Storage>>,
+    /// Lent to the instance for each call.
+    storage: Place<Storage>,
+    /// The room extensions the plugin's hooks run (vacant: every room has none), lent with the
+    /// store.
+    extensions: Place<Extensions>,
     settings: Settings,
     clock: Arc<dyn Clock>,
     stats: Stats,
@@ -243,65 +261,37 @@ pub struct PluginRuntime {
     previous: Option<(CompiledPlugin, PluginInfo)>,
 }
 
-/// A plugin compiled, checked, instantiated and initialised off the core thread, ready to take
-/// over in [`PluginRuntime::swap`].
+/// A plugin compiled, checked and instantiated off the core thread, ready to take over in
+/// [`PluginRuntime::swap`] (which runs its `init` and `describe`, where the store is).
 pub struct Prepared {
     plugin: CompiledPlugin,
-    info: PluginInfo,
     instance: Instance,
 }
 
 impl Prepared {
-    pub fn info(&self) -> &PluginInfo {
-        &self.info
+    /// SHA-256 of the component file.
+    pub fn hash(&self) -> &str {
+        &self.plugin.hash
     }
 }
 
-/// Makes [`Prepared`] plugins for a runtime from any thread: what instantiation needs, shared.
+/// Makes [`Prepared`] plugins for a runtime from any thread: what instantiation needs, and
+/// never the store.
 #[derive(Clone)]
 pub struct Preparer {
-    storage: Arc<Mutex<Storage>>,
     settings: Settings,
     clock: Arc<dyn Clock>,
 }
 
 impl Preparer {
-    /// Instantiates `plugin` and runs its `init` and `describe`, all while the current plugin
-    /// keeps serving. A failure here (a trap, a blown budget, an error) refuses the plugin.
+    /// Instantiates `plugin` (the costly part) while the current plugin keeps serving. A failure
+    /// here refuses the plugin.
     pub fn prepare(&self, plugin: CompiledPlugin) -> Result<Prepared> {
-        let mut instance = new_instance(
-            &plugin,
-            &self.storage,
-            &self.settings,
-            self.clock.as_ref(),
-            "",
-        )
-        .map_err(|error| anyhow::anyhow!("init: {}", describe_error(error, &self.settings)))?;
-        begin(
-            &mut instance.store,
-            Transaction::default(),
-            self.clock.as_ref(),
-            &self.settings,
-        );
-        let described = instance
-            .bindings
-            .muc_plugin_guest()
-            .call_describe(&mut instance.store)
-            .map_err(|error| {
-                anyhow::anyhow!("describe: {}", describe_error(error, &self.settings))
+        let instance =
+            instantiate(&plugin, &self.settings, self.clock.as_ref(), "").map_err(|error| {
+                anyhow::anyhow!("instantiating: {}", describe_error(error, &self.settings))
             })?;
-        let info = PluginInfo {
-            name: described.name,
-            version: described.version,
-            contract: plugin.contract.clone(),
-            hash: plugin.hash.clone(),
-        };
-        instance.store.data_mut().set_plugin_name(&info.name);
-        Ok(Prepared {
-            plugin,
-            info,
-            instance,
-        })
+        Ok(Prepared { plugin, instance })
     }
 }
 
@@ -337,9 +327,11 @@ pub struct Inbound<'a> {
 impl PluginRuntime {
     /// Starts a compiled plugin, and lets it take over the stored data (`upgrade`) when another
     /// version of the plugin wrote it.
+    /// `extensions`: the room extensions the plugin's hooks run (none: every room has none).
     pub fn start(
         plugin: CompiledPlugin,
-        storage: Arc<Mutex<Storage>>,
+        storage: Storage,
+        extensions: Option<Extensions>,
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<PluginRuntime> {
@@ -352,7 +344,8 @@ impl PluginRuntime {
             },
             plugin,
             instance: None,
-            storage,
+            storage: Place::holding(storage),
+            extensions: extensions.map_or_else(Place::vacant, Place::holding),
             settings,
             loaded_since_ms: clock.now_ms(),
             clock,
@@ -360,10 +353,10 @@ impl PluginRuntime {
             previous: None,
         };
         let mut instance = runtime.instantiate()?;
-        let described = instance
-            .bindings
-            .muc_plugin_guest()
-            .call_describe(&mut instance.store)
+        let described = runtime
+            .run_lent(&mut instance, |plugin, store| {
+                plugin.muc_plugin_guest().call_describe(store)
+            })
             .map_err(anyhow::Error::from)
             .context("describe")?;
         runtime.info.name = described.name;
@@ -400,7 +393,6 @@ impl PluginRuntime {
 
     pub fn preparer(&self) -> Preparer {
         Preparer {
-            storage: self.storage.clone(),
             settings: self.settings.clone(),
             clock: self.clock.clone(),
         }
@@ -411,44 +403,70 @@ impl PluginRuntime {
         self.previous.as_ref().map(|(plugin, _)| plugin.clone())
     }
 
-    /// Hands the service to `prepared`, between two calls: the old instance is no longer fed,
+    /// Hands the service to `prepared`, between two calls: the new instance runs `init` and
+    /// `describe` (under the call budget: a failure refuses it), the old one is no longer fed,
     /// the new one migrates the data (`upgrade(previous version)`, once per version change, in
-    /// one transaction) and takes over. If the migration fails, its writes are discarded and the
-    /// old plugin goes on serving. The old plugin stays compiled for a rollback.
-    pub fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), Fault> {
+    /// one transaction) and takes over. If anything fails, the new plugin's writes are discarded
+    /// and the old plugin goes on serving. The old plugin stays compiled for a rollback.
+    pub fn swap(&mut self, prepared: Prepared) -> Result<(SwapReport, Vec<Outbound>), String> {
         let Prepared {
             plugin,
-            info,
             mut instance,
         } = prepared;
-        let owner = self
-            .storage
-            .lock()
-            .expect("storage lock")
-            .data_owner()
-            .map_err(|error| Fault::Failed(format!("reading the data's owner: {error:#}")))?;
+        let refused =
+            |why: String| format!("the new plugin failed to start, the old one serves on: {why}");
+        self.initialise(&mut instance)
+            .map_err(|error| refused(format!("init: {}", describe_error(error, &self.settings))))?;
+        let described = self
+            .run_lent(&mut instance, |plugin, store| {
+                plugin.muc_plugin_guest().call_describe(store)
+            })
+            .map_err(|error| {
+                refused(format!(
+                    "describe: {}",
+                    describe_error(error, &self.settings)
+                ))
+            })?;
+        let info = PluginInfo {
+            name: described.name,
+            version: described.version,
+            contract: plugin.contract.clone(),
+            hash: plugin.hash.clone(),
+        };
+        instance.store.data_mut().set_plugin_name(&info.name);
+        let upgrade_failed = |fault: Fault| {
+            format!("the new plugin's upgrade failed, the old one serves on: {fault}")
+        };
+        let owner = self.storage.held_mut().data_owner().map_err(|error| {
+            upgrade_failed(Fault::Failed(format!(
+                "reading the data's owner: {error:#}"
+            )))
+        })?;
         let upgraded = owner.as_deref() != Some(info.version.as_str());
         let mut outbound = Vec::new();
         if upgraded {
             let from = owner.unwrap_or_else(|| "0.0.0".into());
-            outbound = self.call_on(&mut instance, Writes::default(), None, |plugin, store| {
-                plugin.muc_plugin_guest().call_upgrade(store, &from)
-            })?;
+            outbound = self
+                .call_on(&mut instance, Writes::default(), None, |plugin, store| {
+                    plugin.muc_plugin_guest().call_upgrade(store, &from)
+                })
+                .map_err(upgrade_failed)?;
             let recorded = self
                 .storage
-                .lock()
-                .expect("storage lock")
+                .held_mut()
                 .set_meta(DATA_OWNER_VERSION, &info.version);
-            recorded
-                .map_err(|error| Fault::Failed(format!("recording the data's owner: {error:#}")))?;
+            recorded.map_err(|error| {
+                upgrade_failed(Fault::Failed(format!(
+                    "recording the data's owner: {error:#}"
+                )))
+            })?;
         }
-        let mut storage = self.storage.lock().expect("storage lock");
+        let storage = self.storage.held_mut();
         if !upgraded && info.version != self.info.version {
             // Another instance ran the upgrade while this one served the old version.
             storage.forget_the_old_layout();
         }
         storage.serve_as(&info.version);
-        drop(storage);
         let report = SwapReport {
             from: self.info.clone(),
             to: info.clone(),
@@ -463,13 +481,31 @@ impl PluginRuntime {
         Ok((report, outbound))
     }
 
-    pub fn storage(&self) -> &Arc<Mutex<Storage>> {
-        &self.storage
+    /// The store, between two calls.
+    pub fn storage(&self) -> &Storage {
+        self.storage.held()
+    }
+
+    pub fn storage_mut(&mut self) -> &mut Storage {
+        self.storage.held_mut()
     }
 
     /// The room extensions the plugin's hooks run, if the host has any.
-    pub fn extensions(&self) -> Option<&SharedExtensions> {
-        self.settings.extensions.as_ref()
+    pub fn extensions(&self) -> Option<&Extensions> {
+        self.extensions.get()
+    }
+
+    pub fn extensions_mut(&mut self) -> Option<&mut Extensions> {
+        self.extensions.get_mut()
+    }
+
+    /// The store and the extensions, given back for the runtime's end (a restart in a test).
+    pub fn into_parts(self) -> (Storage, Option<Extensions>) {
+        let storage = self.storage.into_inner();
+        (
+            storage.expect("the store is back between calls"),
+            self.extensions.into_inner(),
+        )
     }
 
     /// The clock calls see.
@@ -507,7 +543,7 @@ impl PluginRuntime {
     pub fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
         let now = self.clock.now_ms();
         let due: Vec<String> = {
-            let mut storage = self.storage.lock().expect("storage lock");
+            let storage = self.storage.held_mut();
             let due = storage.due_timers(now);
             due.into_iter()
                 .filter(|key| storage.may_fire(key, now))
@@ -524,21 +560,12 @@ impl PluginRuntime {
     }
 
     fn on_timer_once(&mut self, key: &str) -> Result<Vec<Outbound>, Fault> {
-        let room = self
-            .storage
-            .lock()
-            .expect("storage lock")
-            .timer_room(key)
-            .map(str::to_string);
+        let room = self.storage.held_mut().timer_room(key).map(str::to_string);
         let outcome = self.call_with(timer_removal(key), room, |plugin, store| {
             plugin.muc_plugin_guest().call_on_timer(store, key)
         });
         if outcome.is_err() {
-            let removed = self
-                .storage
-                .lock()
-                .expect("storage lock")
-                .apply(timer_removal(key));
+            let removed = self.storage.held_mut().apply(timer_removal(key));
             if let Err(error) = removed {
                 tracing::error!(key, %error, "could not remove a failed timer");
             }
@@ -597,10 +624,16 @@ impl PluginRuntime {
             self.clock.as_ref(),
             &self.settings,
         );
-        let result = export(&instance.bindings, &mut instance.store);
+        let bindings = &instance.bindings;
+        let result = lend(
+            &mut self.storage,
+            &mut self.extensions,
+            &mut instance.store,
+            |store| export(bindings, store),
+        );
         let context = instance.store.data_mut();
         let txn = std::mem::take(&mut context.txn);
-        let mut storage = self.storage.lock().expect("storage lock");
+        let storage = self.storage.held_mut();
         let failed = match result {
             Ok(Ok(())) => txn.archive_failure.map(Fault::Failed),
             Ok(Err(reason)) => Some(Fault::of_failed_call(reason, txn.refused)),
@@ -632,31 +665,74 @@ impl PluginRuntime {
 
     /// A fresh instance of the current plugin, initialised.
     fn instantiate(&mut self) -> Result<Instance> {
-        let instance = new_instance(
+        let mut instance = instantiate(
             &self.plugin,
-            &self.storage,
             &self.settings,
             self.clock.as_ref(),
             &self.info.name,
         )?;
+        self.initialise(&mut instance)?;
         self.stats.instances_created += 1;
         Ok(instance)
+    }
+
+    /// Runs `init` on a fresh instance: it may read but must not write or send. On a failure,
+    /// what it archived is undone (it runs in the batch's database transaction).
+    fn initialise(&mut self, instance: &mut Instance) -> Result<()> {
+        let settings = guest::Settings {
+            service: self.settings.service.clone(),
+            admins: self.settings.admins.clone(),
+        };
+        let ran = self.run_lent(instance, |plugin, store| {
+            plugin.muc_plugin_guest().call_init(store, &settings)
+        });
+        let outcome = match ran {
+            Err(error) => Err(error.into()),
+            Ok(Err(reason)) => Err(anyhow::anyhow!("init failed: {reason}")),
+            Ok(Ok(())) if !instance.store.data().txn.is_empty() => Err(anyhow::anyhow!(
+                "init wrote to storage or sent a stanza; it may only read"
+            )),
+            Ok(Ok(())) => Ok(()),
+        };
+        if outcome.is_err() {
+            self.storage.held_mut().abandon_call();
+        }
+        outcome
+    }
+
+    /// Runs `export` on `instance` under the call budget, with the store and the extensions lent
+    /// to it, outside any transaction (`init`, `describe`: what they write is never kept).
+    fn run_lent<R>(
+        &mut self,
+        instance: &mut Instance,
+        export: impl FnOnce(&MucPlugin, &mut Store<CallContext>) -> R,
+    ) -> R {
+        begin(
+            &mut instance.store,
+            Transaction::default(),
+            self.clock.as_ref(),
+            &self.settings,
+        );
+        let bindings = &instance.bindings;
+        lend(
+            &mut self.storage,
+            &mut self.extensions,
+            &mut instance.store,
+            |store| export(bindings, store),
+        )
     }
 
     /// Records this plugin as the owner of the data, running `upgrade` first when another
     /// version owned it.
     fn take_over_data(&mut self) -> Result<()> {
         let (owner, fresh) = {
-            let mut storage = self.storage.lock().expect("storage lock");
+            let storage = self.storage.held_mut();
             (storage.data_owner()?, storage.is_empty())
         };
         let version = self.info.version.clone();
         let previous = match owner {
             Some(owner) if owner == version => {
-                self.storage
-                    .lock()
-                    .expect("storage lock")
-                    .serve_as(&version);
+                self.storage.held_mut().serve_as(&version);
                 return Ok(());
             }
             Some(owner) => Some(owner),
@@ -675,7 +751,7 @@ impl PluginRuntime {
                 "plugin upgraded the stored data"
             );
         }
-        let mut storage = self.storage.lock().expect("storage lock");
+        let storage = self.storage.held_mut();
         storage.set_meta(DATA_OWNER_VERSION, &version)?;
         storage.serve_as(&version);
         Ok(())
@@ -691,38 +767,49 @@ fn begin(store: &mut Store<CallContext>, txn: Transaction, clock: &dyn Clock, se
     store.set_epoch_deadline(crate::wasm::budget_ticks(settings.limits.call_budget));
 }
 
-/// A fresh instance of `plugin`, initialised. `init` may read but must not write or send.
-fn new_instance(
+/// A fresh instance of `plugin`, not yet initialised: the costly part, which needs no store (so
+/// it may run on any thread).
+fn instantiate(
     plugin: &CompiledPlugin,
-    storage: &Arc<Mutex<Storage>>,
     settings: &Settings,
     clock: &dyn Clock,
     name: &str,
 ) -> Result<Instance> {
     let context = CallContext::new(
-        storage.clone(),
         settings.service.clone(),
         name.to_string(),
         settings.limits.memory_bytes,
-        settings.extensions.clone(),
         settings.named(),
     );
     let mut store = Store::new(plugin.pre.engine(), context);
     store.limiter(|context| &mut context.memory);
     begin(&mut store, Transaction::default(), clock, settings);
     let bindings = plugin.pre.instantiate(&mut store)?;
-    let guest_settings = guest::Settings {
-        service: settings.service.clone(),
-        admins: settings.admins.clone(),
-    };
-    bindings
-        .muc_plugin_guest()
-        .call_init(&mut store, &guest_settings)?
-        .map_err(|reason| anyhow::anyhow!("init failed: {reason}"))?;
-    if !store.data().txn.is_empty() {
-        bail!("init wrote to storage or sent a stanza; it may only read");
+    if store.data().store_missed {
+        bail!("it reached for the store while being instantiated; only its calls may");
     }
     Ok(Instance { store, bindings })
+}
+
+/// Runs `run` on `store` with the store and the extensions lent to it, and takes them back
+/// after, whatever it did (see [`crate::lending`]).
+fn lend<R>(
+    storage: &mut Place<Storage>,
+    extensions: &mut Place<Extensions>,
+    store: &mut Store<CallContext>,
+    run: impl FnOnce(&mut Store<CallContext>) -> R,
+) -> R {
+    storage.lend(store, lent_storage, |store| {
+        extensions.lend(store, lent_extensions, run)
+    })
+}
+
+fn lent_storage(store: &mut Store<CallContext>) -> &mut Place<Storage> {
+    &mut store.data_mut().storage
+}
+
+fn lent_extensions(store: &mut Store<CallContext>) -> &mut Place<Extensions> {
+    &mut store.data_mut().extensions
 }
 
 /// An instantiation or describe error, saying which limit ended it.

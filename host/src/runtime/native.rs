@@ -3,7 +3,7 @@
 //! benchmark, and `serve --native-plugin` in `bench/duel`). It has no sandbox, no budget and no
 //! memory cap, and it refuses swaps and room extensions; serve nobody with it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use minidom::Element;
 use muc_plugin::host::{
@@ -17,7 +17,8 @@ use super::{
     Settings, Stats, Status, SwapReport,
 };
 use crate::clock::Clock;
-use crate::extensions::SharedExtensions;
+use crate::extensions::Extensions;
+use crate::lending::Place;
 use crate::outbound::Outbound;
 use crate::storage::{Storage, Transaction};
 
@@ -25,34 +26,29 @@ pub struct NativeRuntime {
     muc: muc_plugin::Muc,
     started_ms: u64,
     context: CallContext,
-    storage: Arc<Mutex<Storage>>,
+    /// Lent to `context` for each call, as to a component's instance.
+    storage: Place<Storage>,
     settings: Settings,
     clock: Arc<dyn Clock>,
 }
 
 impl NativeRuntime {
-    pub fn new(
-        storage: Arc<Mutex<Storage>>,
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-    ) -> NativeRuntime {
+    pub fn new(storage: Storage, settings: Settings, clock: Arc<dyn Clock>) -> NativeRuntime {
         NativeRuntime {
             muc: muc_plugin::Muc::new(muc_plugin::Settings {
                 service: settings.service.clone(),
                 admins: settings.admins.clone(),
                 max_rooms_per_user: settings.max_rooms_per_user,
             }),
+            // The native build measures the MUC logic alone: no room extensions are lent to it.
             context: CallContext::new(
-                storage.clone(),
                 settings.service.clone(),
                 "muc-native".into(),
                 0,
-                // The native build measures the MUC logic alone: no room extensions.
-                None,
                 settings.named(),
             ),
             started_ms: clock.now_ms(),
-            storage,
+            storage: Place::holding(storage),
             settings,
             clock,
         }
@@ -65,9 +61,14 @@ impl NativeRuntime {
     ) -> Result<Vec<Outbound>, Fault> {
         self.context.txn = Transaction::new(self.settings.limits.quota);
         self.context.now_ms = self.clock.now_ms();
-        let outcome = run(&self.muc, &mut Imports(&mut self.context));
+        let muc = &self.muc;
+        let outcome = self
+            .storage
+            .lend(&mut self.context, lent_storage, |context| {
+                run(muc, &mut Imports(context))
+            });
         let txn = std::mem::take(&mut self.context.txn);
-        let mut storage = self.storage.lock().expect("storage lock");
+        let storage = self.storage.held_mut();
         let failed = match outcome {
             Ok(()) => txn.archive_failure.map(Fault::Failed),
             Err(PluginFault(why)) => Some(Fault::of_failed_call(why, txn.refused)),
@@ -83,8 +84,12 @@ impl NativeRuntime {
 }
 
 impl MucBackend for NativeRuntime {
-    fn storage(&self) -> &Arc<Mutex<Storage>> {
-        &self.storage
+    fn storage(&self) -> &Storage {
+        self.storage.held()
+    }
+
+    fn storage_mut(&mut self) -> &mut Storage {
+        self.storage.held_mut()
     }
 
     fn now_ms(&self) -> u64 {
@@ -108,11 +113,7 @@ impl MucBackend for NativeRuntime {
     }
 
     fn run_due_timers(&mut self) -> Vec<(String, Result<Vec<Outbound>, Fault>)> {
-        let due = self
-            .storage
-            .lock()
-            .expect("storage lock")
-            .due_timers(self.clock.now_ms());
+        let due = self.storage.held_mut().due_timers(self.clock.now_ms());
         due.into_iter()
             .map(|key| {
                 let outcome = self.call(|muc, host| {
@@ -145,7 +146,11 @@ impl MucBackend for NativeRuntime {
     }
 
     /// None: the linked-in logic runs no room extensions.
-    fn extensions(&self) -> Option<&SharedExtensions> {
+    fn extensions(&self) -> Option<&Extensions> {
+        None
+    }
+
+    fn extensions_and_store(&mut self) -> Option<(&mut Extensions, &mut Place<Storage>)> {
         None
     }
 
@@ -156,6 +161,10 @@ impl MucBackend for NativeRuntime {
     fn previous(&self) -> Option<CompiledPlugin> {
         None
     }
+}
+
+fn lent_storage(context: &mut CallContext) -> &mut Place<Storage> {
+    &mut context.storage
 }
 
 /// The plugin library's `Host`, served by the very functions that serve the component's imports.
