@@ -119,6 +119,11 @@ impl<M: MucBackend> Service<M> {
                 tracing::debug!("a stanza found no session; dropped");
             }
         }
+        // Another instance sharing the store may have installed or removed an extension.
+        if let Some(extensions) = self.muc.extensions() {
+            let mut extensions = extensions.lock().expect("extensions lock");
+            extensions.follow_catalog(&mut self.muc.storage().lock().expect("storage lock"));
+        }
         Ok(synced)
     }
 

@@ -505,6 +505,7 @@ impl PluginRuntime {
         let now = self.clock.now_ms();
         let due: Vec<String> = {
             let mut storage = self.storage.lock().expect("storage lock");
+            storage.adopt_orphaned_timers(now);
             let due = storage.due_timers(now);
             due.into_iter()
                 .filter(|key| storage.may_fire(key, now))

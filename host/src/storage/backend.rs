@@ -96,6 +96,35 @@ pub trait Backend: Send {
         Ok(Vec::new())
     }
 
+    /// The extension tier's entries whose key starts with `prefix`, as the database has them, in
+    /// a shared store (other instances write them too).
+    fn load_extensions_prefix(&self, _prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        bail!("only a shared store is read again for what other instances wrote")
+    }
+
+    /// The extension tier's entries of the room `jid` (see `extension_tier`), in a shared store.
+    fn room_extension_entries(&self, _jid: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        bail!("only a shared store is read again for what other instances wrote")
+    }
+
+    /// Due timers (by `now_ms`) of rooms no live instance holds, at most `limit`, as (key, due
+    /// time, room), in a shared store.
+    fn orphaned_timers(&mut self, _now_ms: u64, _limit: i64) -> Result<Vec<(String, u64, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// How many changes of the extension catalog this instance has seen another make, in a
+    /// shared store (0 otherwise: nobody else changes it).
+    fn catalog_generation(&self) -> u64 {
+        0
+    }
+
+    /// Adds each difference to its count (`counts`), inside the batch's transaction: in a
+    /// shared store, where other instances change the counts too.
+    fn add_to_counts(&mut self, _counts: &[(String, i64)]) -> Result<()> {
+        bail!("only a shared store commits counts as differences")
+    }
+
     /// The rooms `jids` left memory: their leases go.
     fn release(&mut self, _jids: &[String]) {}
 

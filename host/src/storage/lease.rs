@@ -25,6 +25,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use postgres::{Client, Config, GenericClient, ToStatement};
 
+use super::catalog_watch::{self, CatalogWatch, Observer};
+
 /// The tables, created by the PostgreSQL store's migrations.
 pub const SCHEMA: &str = "
 CREATE TABLE instances (
@@ -338,7 +340,7 @@ impl Membership {
     /// Registers `name` (superseding an earlier process of that name) and starts its heartbeat.
     pub fn join(config: &Config, name: &str, timing: Timing) -> Result<Membership> {
         let instance = Instance::new(name);
-        let heartbeat = Heartbeat::start(config, &instance, timing)?;
+        let heartbeat = Heartbeat::start(config, &instance, timing, CatalogWatch::default())?;
         Ok(Membership {
             client: Some(connect(config)?),
             instance,
@@ -464,6 +466,40 @@ impl Membership {
         members(client, &self.instance, self.timing)
     }
 
+    /// How many changes of the extension catalog the heartbeat has seen (see
+    /// [`catalog_watch`]).
+    pub fn catalog_generation(&self) -> u64 {
+        self.heartbeat.catalog.generation()
+    }
+
+    /// Due timers (by `now_ms`) of rooms no live instance holds: those of an instance that died
+    /// with its rooms unserved, or of rooms whose holder let them go; at most `limit`, earliest
+    /// first, as (key, due time, room). An index on the due time finds them.
+    pub fn orphaned_timers(
+        &mut self,
+        now_ms: u64,
+        limit: i64,
+    ) -> Result<Vec<(String, u64, String)>> {
+        let client = match &mut self.client {
+            Some(client) if !client.is_closed() => client,
+            slot => slot.insert(connect(&self.config)?),
+        };
+        let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let rows = client.query(
+            &format!(
+                "SELECT t.key, t.due_ms, t.room FROM timers t
+                 WHERE t.due_ms <= $1 AND t.room IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.room = t.room AND {OWNER_ALIVE})
+                 ORDER BY t.due_ms LIMIT $3"
+            ),
+            &[&now_ms, &self.timing.timeout.as_secs_f64(), &limit],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64, row.get(2)))
+            .collect())
+    }
+
     pub fn counts(&self) -> LeaseCounts {
         LeaseCounts {
             held: self.held.len() as u64,
@@ -483,18 +519,26 @@ impl Drop for Membership {
 }
 
 /// Keeps this instance's row fresh from a thread of its own, on its own connection.
+/// Each beat also reads the extension catalog's digest, into `catalog`.
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
     superseded: Arc<AtomicBool>,
+    catalog: CatalogWatch,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Heartbeat {
     /// Registers `instance` (superseding any previous incarnation with its name) and starts
     /// beating. Fails when the database cannot be reached now.
-    pub fn start(config: &Config, instance: &Instance, timing: Timing) -> Result<Heartbeat> {
+    pub fn start(
+        config: &Config,
+        instance: &Instance,
+        timing: Timing,
+        catalog: CatalogWatch,
+    ) -> Result<Heartbeat> {
         let mut client = connect(config)?;
-        register(&mut client, instance)?;
+        let mut observer = Observer::new(catalog.clone());
+        observer.saw(register(&mut client, instance)?);
         let stop = Arc::new(AtomicBool::new(false));
         let superseded = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -502,12 +546,23 @@ impl Heartbeat {
             .spawn({
                 let (config, instance) = (config.clone(), instance.clone());
                 let (stop, superseded) = (stop.clone(), superseded.clone());
-                move || beat(client, &config, &instance, timing, &stop, &superseded)
+                move || {
+                    beat(
+                        client,
+                        &config,
+                        &instance,
+                        timing,
+                        &stop,
+                        &superseded,
+                        &mut observer,
+                    )
+                }
             })
             .context("starting the heartbeat")?;
         Ok(Heartbeat {
             stop,
             superseded,
+            catalog,
             thread: Some(thread),
         })
     }
@@ -547,19 +602,26 @@ pub fn connect(config: &Config) -> Result<Client> {
     Ok(client)
 }
 
-fn register(client: &mut Client, instance: &Instance) -> Result<()> {
+/// Registers `instance`; returns the extension catalog's digest.
+fn register(client: &mut Client, instance: &Instance) -> Result<Option<String>> {
     let mut txn = client.transaction()?;
     txn.execute(
         "DELETE FROM instances WHERE name = $1 AND id <> $2",
         &[&instance.name, &instance.id],
     )?;
-    txn.execute(
-        "INSERT INTO instances (id, name, backend_pid) VALUES ($1, $2, pg_backend_pid())
-         ON CONFLICT (id) DO UPDATE SET backend_pid = pg_backend_pid(), heartbeat_at = now()",
-        &[&instance.id, &instance.name],
-    )?;
+    let digest = txn
+        .query_one(
+            &format!(
+                "INSERT INTO instances (id, name, backend_pid) VALUES ($1, $2, pg_backend_pid())
+                 ON CONFLICT (id) DO UPDATE SET backend_pid = pg_backend_pid(), heartbeat_at = now()
+                 RETURNING {}",
+                catalog_watch::digest_query()
+            ),
+            &[&instance.id, &instance.name],
+        )?
+        .get(0);
     txn.commit()?;
-    Ok(())
+    Ok(digest)
 }
 
 fn beat(
@@ -569,19 +631,24 @@ fn beat(
     timing: Timing,
     stop: &AtomicBool,
     superseded: &AtomicBool,
+    catalog: &mut Observer,
 ) {
+    let beat = format!(
+        "UPDATE instances SET heartbeat_at = now() WHERE id = $1 RETURNING {}",
+        catalog_watch::digest_query()
+    );
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(timing.heartbeat);
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let beaten = client.execute(
-            "UPDATE instances SET heartbeat_at = now() WHERE id = $1",
-            &[&instance.id],
-        );
+        let beaten = client.query_opt(&beat, &[&instance.id]);
         match beaten {
-            Ok(1) => continue,
-            Ok(_) => {
+            Ok(Some(row)) => {
+                catalog.saw(row.get(0));
+                continue;
+            }
+            Ok(None) => {
                 tracing::error!(
                     instance = instance.name,
                     "another process registered under this instance's name; this one stops serving"
@@ -633,9 +700,13 @@ mod tests {
         let config: Config = with_search_path(&url, &schema).parse().unwrap();
         let mut client = connect(&config).unwrap();
         client.batch_execute(SCHEMA).unwrap();
-        // The store's bookkeeping, which the fence reads too.
+        // The store's bookkeeping, which the fence reads too, and the extension tier, whose
+        // catalog each beat watches.
         client
-            .batch_execute("CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .batch_execute(
+                "CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE extensions (key BYTEA PRIMARY KEY, value BYTEA NOT NULL)",
+            )
             .unwrap();
         Some((config, client))
     }
@@ -671,8 +742,8 @@ mod tests {
             return;
         };
         let (a, b) = (Instance::new("a"), Instance::new("b"));
-        let beat_a = Heartbeat::start(&url, &a, FAST).unwrap();
-        let _beat_b = Heartbeat::start(&url, &b, FAST).unwrap();
+        let beat_a = Heartbeat::start(&url, &a, FAST, CatalogWatch::default()).unwrap();
+        let _beat_b = Heartbeat::start(&url, &b, FAST, CatalogWatch::default()).unwrap();
         assert_eq!(
             orphan(&mut client, &a, "r@muc", FAST),
             Taken::Free(lease("r@muc", 1))
@@ -732,7 +803,7 @@ mod tests {
             heartbeat: Duration::from_secs(30),
             timeout: Duration::from_secs(60),
         };
-        let _beat_a = Heartbeat::start(&url, &a, slow).unwrap();
+        let _beat_a = Heartbeat::start(&url, &a, slow, CatalogWatch::default()).unwrap();
         assert_eq!(
             orphan(&mut client, &a, "r@muc", slow),
             Taken::Free(lease("r@muc", 1))
@@ -787,13 +858,13 @@ mod tests {
             return;
         };
         let old = Instance::new("muc-1");
-        let old_beat = Heartbeat::start(&url, &old, FAST).unwrap();
+        let old_beat = Heartbeat::start(&url, &old, FAST, CatalogWatch::default()).unwrap();
         assert_eq!(
             orphan(&mut client, &old, "r@muc", FAST),
             Taken::Free(lease("r@muc", 1))
         );
         let new = Instance::new("muc-1");
-        let _new_beat = Heartbeat::start(&url, &new, FAST).unwrap();
+        let _new_beat = Heartbeat::start(&url, &new, FAST, CatalogWatch::default()).unwrap();
         assert!(matches!(
             orphan(&mut client, &new, "r@muc", FAST),
             Taken::TakenOver {
