@@ -11,8 +11,7 @@ use super::compiler::Compiled;
 use super::sandbox::{DeclaredSetting, Manifest, SettingKind};
 use super::text::unfit_for_xml;
 use super::Extensions;
-use crate::storage::extension_tier::CATALOG_PREFIX;
-use crate::storage::{Storage, Tier};
+use crate::storage::{extension_tier, Storage, Tier};
 
 pub const MAX_NAME_BYTES: usize = 32;
 /// Bounds on what a manifest declares: it is shown in every room's configuration form.
@@ -185,7 +184,7 @@ impl From<DeclaredSetting> for Setting {
 }
 
 pub fn catalog_key(name: &str) -> String {
-    format!("{CATALOG_PREFIX}{name}")
+    format!("{}{name}", extension_tier::CATALOG_PREFIX)
 }
 
 pub fn component_key(name: &str) -> String {
@@ -223,20 +222,20 @@ impl Extensions {
     /// rooms. Costs nothing until the store's catalog generation moves; alone on the store it
     /// never does. A failure (the database away) is retried at the next batch.
     pub fn follow_catalog(&mut self, storage: &mut Storage) {
-        let generation = storage.catalog_generation();
-        if generation == self.catalog_followed {
+        if storage.catalog_generation() <= self.catalog_followed {
             return;
         }
         match self.reload_catalog(storage) {
-            Ok(()) => self.catalog_followed = generation,
+            Ok(generation) => self.catalog_followed = generation,
             Err(error) => tracing::warn!(
                 "reading the extension catalog another instance changed: {error:#}; retrying"
             ),
         }
     }
 
-    fn reload_catalog(&mut self, storage: &mut Storage) -> Result<()> {
-        storage.reread_extensions(CATALOG_PREFIX)?;
+    /// Returns the generation of the catalog it followed.
+    fn reload_catalog(&mut self, storage: &mut Storage) -> Result<u64> {
+        let generation = storage.reread_catalog()?;
         let catalog = Extensions::catalog(storage);
         let listed: BTreeSet<&str> = catalog.iter().map(|entry| entry.name.as_str()).collect();
         let gone: Vec<String> = self
@@ -286,7 +285,7 @@ impl Extensions {
                 }
             }
         }
-        Ok(())
+        Ok(generation)
     }
 }
 

@@ -102,6 +102,12 @@ pub trait Backend: Send {
         bail!("only a shared store is read again for what other instances wrote")
     }
 
+    /// The extension catalog's entries (see `extension_tier`) and its generation (see
+    /// `catalog_watch`), read together, in a shared store.
+    fn load_catalog(&self) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
+        bail!("only a shared store is read again for what other instances wrote")
+    }
+
     /// The extension tier's entries of the room `jid` (see `extension_tier`), in a shared store.
     fn room_extension_entries(&self, _jid: &str) -> Result<Vec<(String, Vec<u8>)>> {
         bail!("only a shared store is read again for what other instances wrote")
@@ -113,8 +119,8 @@ pub trait Backend: Send {
         Ok(Vec::new())
     }
 
-    /// How many changes of the extension catalog this instance has seen another make, in a
-    /// shared store (0 otherwise: nobody else changes it).
+    /// The extension catalog's generation as this instance last heard of it, in a shared store
+    /// (0 otherwise: nobody else changes it).
     fn catalog_generation(&self) -> u64 {
         0
     }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use postgres::{Client, Config, GenericClient, ToStatement};
 
-use super::catalog_watch::{self, CatalogWatch, Observer};
+use super::catalog_watch::{self, CatalogWatch};
 
 /// The tables, created by the PostgreSQL store's migrations.
 pub const SCHEMA: &str = "
@@ -466,7 +466,7 @@ impl Membership {
         members(client, &self.instance, self.timing)
     }
 
-    /// How many changes of the extension catalog the heartbeat has seen (see
+    /// The extension catalog's generation, as the heartbeat read it last (see
     /// [`catalog_watch`]).
     pub fn catalog_generation(&self) -> u64 {
         self.heartbeat.catalog.generation()
@@ -519,7 +519,7 @@ impl Drop for Membership {
 }
 
 /// Keeps this instance's row fresh from a thread of its own, on its own connection.
-/// Each beat also reads the extension catalog's digest, into `catalog`.
+/// Each beat also reads the extension catalog's generation, into `catalog`.
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
     superseded: Arc<AtomicBool>,
@@ -537,8 +537,7 @@ impl Heartbeat {
         catalog: CatalogWatch,
     ) -> Result<Heartbeat> {
         let mut client = connect(config)?;
-        let mut observer = Observer::new(catalog.clone());
-        observer.saw(register(&mut client, instance)?);
+        catalog.saw(register(&mut client, instance)?);
         let stop = Arc::new(AtomicBool::new(false));
         let superseded = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -546,6 +545,7 @@ impl Heartbeat {
             .spawn({
                 let (config, instance) = (config.clone(), instance.clone());
                 let (stop, superseded) = (stop.clone(), superseded.clone());
+                let catalog = catalog.clone();
                 move || {
                     beat(
                         client,
@@ -554,7 +554,7 @@ impl Heartbeat {
                         timing,
                         &stop,
                         &superseded,
-                        &mut observer,
+                        &catalog,
                     )
                 }
             })
@@ -602,26 +602,26 @@ pub fn connect(config: &Config) -> Result<Client> {
     Ok(client)
 }
 
-/// Registers `instance`; returns the extension catalog's digest.
-fn register(client: &mut Client, instance: &Instance) -> Result<Option<String>> {
+/// Registers `instance`; returns the extension catalog's generation.
+fn register(client: &mut Client, instance: &Instance) -> Result<i64> {
     let mut txn = client.transaction()?;
     txn.execute(
         "DELETE FROM instances WHERE name = $1 AND id <> $2",
         &[&instance.name, &instance.id],
     )?;
-    let digest = txn
+    let generation = txn
         .query_one(
             &format!(
                 "INSERT INTO instances (id, name, backend_pid) VALUES ($1, $2, pg_backend_pid())
                  ON CONFLICT (id) DO UPDATE SET backend_pid = pg_backend_pid(), heartbeat_at = now()
                  RETURNING {}",
-                catalog_watch::digest_query()
+                catalog_watch::GENERATION
             ),
             &[&instance.id, &instance.name],
         )?
         .get(0);
     txn.commit()?;
-    Ok(digest)
+    Ok(generation)
 }
 
 fn beat(
@@ -631,11 +631,11 @@ fn beat(
     timing: Timing,
     stop: &AtomicBool,
     superseded: &AtomicBool,
-    catalog: &mut Observer,
+    catalog: &CatalogWatch,
 ) {
     let beat = format!(
         "UPDATE instances SET heartbeat_at = now() WHERE id = $1 RETURNING {}",
-        catalog_watch::digest_query()
+        catalog_watch::GENERATION
     );
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(timing.heartbeat);
@@ -700,14 +700,12 @@ mod tests {
         let config: Config = with_search_path(&url, &schema).parse().unwrap();
         let mut client = connect(&config).unwrap();
         client.batch_execute(SCHEMA).unwrap();
-        // The store's bookkeeping, which the fence reads too, and the extension tier, whose
-        // catalog each beat watches.
+        // The store's bookkeeping, which the fence reads too, and the extension catalog's
+        // generation, which each beat reads.
         client
-            .batch_execute(
-                "CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 CREATE TABLE extensions (key BYTEA PRIMARY KEY, value BYTEA NOT NULL)",
-            )
+            .batch_execute("CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             .unwrap();
+        client.batch_execute(catalog_watch::SCHEMA).unwrap();
         Some((config, client))
     }
 

@@ -402,10 +402,21 @@ impl Storage {
         fresh
     }
 
-    /// How many changes of the extension catalog another instance made that this one has seen
-    /// (0 alone on the store): whoever follows the catalog reads it again when this moves.
+    /// The extension catalog's generation as this instance last heard of it (0 alone on the
+    /// store, where nobody else changes it): whoever follows the catalog reads it again when
+    /// this passes the generation it read.
     pub fn catalog_generation(&self) -> u64 {
         self.backend.catalog_generation()
+    }
+
+    /// Reads the extension catalog again from the database, replacing memory's, in a shared
+    /// store; returns the generation of what it read.
+    pub fn reread_catalog(&mut self) -> Result<u64> {
+        let (entries, generation) = self.backend.load_catalog()?;
+        self.drop_from_memory(Tier::Extensions, extension_tier::CATALOG_PREFIX);
+        self.extensions.extend(entries);
+        self.overlay_unsynced_extensions(extension_tier::CATALOG_PREFIX);
+        Ok(generation)
     }
 
     /// Reads the extension tier's entries under `prefix` (outside rooms: the catalog, a
@@ -416,13 +427,7 @@ impl Storage {
             return Ok(());
         }
         let fresh = self.backend.load_extensions_prefix(prefix)?;
-        let stale: Vec<String> = self
-            .resident(Tier::Extensions, prefix)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in stale {
-            self.extensions.remove(&key);
-        }
+        self.drop_from_memory(Tier::Extensions, prefix);
         self.extensions.extend(fresh);
         self.overlay_unsynced_extensions(prefix);
         Ok(())

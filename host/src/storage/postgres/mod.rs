@@ -22,7 +22,7 @@ use super::archive::ArchiveRows;
 use super::backend::{Backend, Loaded};
 use super::lease::{self, Claim, Claimed, LeaseCounts, Member, Membership};
 use super::migrations::{self, Schema};
-use super::{extension_tier, residency, Map, Writes};
+use super::{catalog_watch, extension_tier, residency, Map, Writes};
 use crate::clock::{Clock, SystemClock};
 
 /// Version N is `MIGRATIONS[N - 1]`; never edit one that was released, add the next.
@@ -59,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX timers_by_room ON timers (room);",
     // The survivors of an instance look for its due timers (`lease::Membership::orphaned_timers`).
     "CREATE INDEX timers_by_due ON timers (due_ms);",
+    // Every instance follows the extension catalog's generation (`catalog_watch`).
+    catalog_watch::SCHEMA,
 ];
 
 /// Instances starting together migrate one at a time (a session-level advisory lock).
@@ -244,6 +246,14 @@ impl Postgres {
             if !deleted.is_empty() {
                 self.execute(delete, &[&deleted])?;
             }
+        }
+        // The other instances follow the catalog by its generation.
+        let catalog_changed = writes
+            .extensions
+            .keys()
+            .any(|key| key.starts_with(extension_tier::CATALOG_PREFIX));
+        if catalog_changed {
+            self.execute(catalog_watch::BUMP, &[])?;
         }
         let (mut keys, mut dues, mut rooms, mut cancelled) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -595,6 +605,29 @@ impl Backend for Postgres {
             )?,
         };
         Postgres::key_values(rows)
+    }
+
+    fn load_catalog(&self) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
+        let end = prefix_end(extension_tier::CATALOG_PREFIX).expect("a prefix");
+        let row = self.query_opt(
+            "SELECT (SELECT generation FROM catalog_generation),
+                    COALESCE(array_agg(key ORDER BY key), '{}'),
+                    COALESCE(array_agg(value ORDER BY key), '{}')
+             FROM extensions WHERE key >= $1 AND key < $2",
+            &[&extension_tier::CATALOG_PREFIX.as_bytes(), &end],
+        )?;
+        let row = row.context("the catalog's generation is missing")?;
+        let keys: Vec<Vec<u8>> = row.get(1);
+        let values: Vec<Vec<u8>> = row.get(2);
+        let entries = keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| {
+                let key = String::from_utf8(key).context("a stored key is not UTF-8")?;
+                Ok((key, value))
+            })
+            .collect::<Result<_>>()?;
+        Ok((entries, row.get::<_, i64>(0).max(0) as u64))
     }
 
     fn room_extension_entries(&self, jid: &str) -> Result<Vec<(String, Vec<u8>)>> {
