@@ -24,6 +24,9 @@ pub struct Loaded {
     pub meta: BTreeMap<String, String>,
 }
 
+/// Keys and values, in key order.
+pub type Entries = Vec<(String, Vec<u8>)>;
+
 pub trait Backend: Send {
     /// The durable keys outside rooms, the extension tier, the timers and the host's
     /// bookkeeping (rooms are read when first used, see `residency`).
@@ -104,7 +107,7 @@ pub trait Backend: Send {
 
     /// The extension catalog's entries (see `extension_tier`) and its generation (see
     /// `catalog_watch`), read together, in a shared store.
-    fn load_catalog(&self) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
+    fn load_catalog(&self) -> Result<(Entries, u64)> {
         bail!("only a shared store is read again for what other instances wrote")
     }
 

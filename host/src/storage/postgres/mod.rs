@@ -19,7 +19,7 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::archive::ArchiveRows;
-use super::backend::{Backend, Loaded};
+use super::backend::{Backend, Entries, Loaded};
 use super::lease::{self, Claim, Claimed, LeaseCounts, Member, Membership};
 use super::migrations::{self, Schema};
 use super::{catalog_watch, extension_tier, residency, Map, Writes};
@@ -607,7 +607,7 @@ impl Backend for Postgres {
         Postgres::key_values(rows)
     }
 
-    fn load_catalog(&self) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
+    fn load_catalog(&self) -> Result<(Entries, u64)> {
         let end = prefix_end(extension_tier::CATALOG_PREFIX).expect("a prefix");
         let row = self.query_opt(
             "SELECT (SELECT generation FROM catalog_generation),
