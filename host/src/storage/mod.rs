@@ -787,11 +787,13 @@ impl Storage {
     /// set by an instance that then died is fired by a survivor ([`Storage::may_fire`] takes the
     /// room) even if no survivor had it in memory.
     pub fn adopt_orphaned_timers(&mut self, now_ms: u64) {
+        if !self.shared {
+            return;
+        }
         let now = std::time::Instant::now();
-        if !self.shared
-            || self
-                .orphan_sweep
-                .is_some_and(|last| now - last < ORPHAN_SWEEP_EVERY)
+        if self
+            .orphan_sweep
+            .is_some_and(|last| now - last < ORPHAN_SWEEP_EVERY)
         {
             return;
         }
@@ -1284,6 +1286,15 @@ mod tests {
             extension_write(&mut a, "room/r@c", "dice on");
             extension_write(&mut a, "store/r@c/dice/rolls", "7");
             a.sync().unwrap();
+            let records: Vec<(String, Vec<u8>)> = b
+                .range(Tier::Extensions, "room/", None)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            assert_eq!(
+                records,
+                [("room/r@c".to_string(), b"dice on".to_vec())],
+                "a scan of every room's records reads the database, not b's copy from its start"
+            );
             extension_write(&mut b, "catalog/dice", "{}");
             b.sync().unwrap();
             assert_eq!(
