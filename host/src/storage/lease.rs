@@ -340,7 +340,7 @@ impl Membership {
     /// Registers `name` (superseding an earlier process of that name) and starts its heartbeat.
     pub fn join(config: &Config, name: &str, timing: Timing) -> Result<Membership> {
         let instance = Instance::new(name);
-        let heartbeat = Heartbeat::start(config, &instance, timing, CatalogWatch::default())?;
+        let heartbeat = Heartbeat::start(config, &instance, timing)?;
         Ok(Membership {
             client: Some(connect(config)?),
             instance,
@@ -530,13 +530,9 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Registers `instance` (superseding any previous incarnation with its name) and starts
     /// beating. Fails when the database cannot be reached now.
-    pub fn start(
-        config: &Config,
-        instance: &Instance,
-        timing: Timing,
-        catalog: CatalogWatch,
-    ) -> Result<Heartbeat> {
+    pub fn start(config: &Config, instance: &Instance, timing: Timing) -> Result<Heartbeat> {
         let mut client = connect(config)?;
+        let catalog = CatalogWatch::default();
         catalog.saw(register(&mut client, instance)?);
         let stop = Arc::new(AtomicBool::new(false));
         let superseded = Arc::new(AtomicBool::new(false));
@@ -740,8 +736,8 @@ mod tests {
             return;
         };
         let (a, b) = (Instance::new("a"), Instance::new("b"));
-        let beat_a = Heartbeat::start(&url, &a, FAST, CatalogWatch::default()).unwrap();
-        let _beat_b = Heartbeat::start(&url, &b, FAST, CatalogWatch::default()).unwrap();
+        let beat_a = Heartbeat::start(&url, &a, FAST).unwrap();
+        let _beat_b = Heartbeat::start(&url, &b, FAST).unwrap();
         assert_eq!(
             orphan(&mut client, &a, "r@muc", FAST),
             Taken::Free(lease("r@muc", 1))
@@ -801,7 +797,7 @@ mod tests {
             heartbeat: Duration::from_secs(30),
             timeout: Duration::from_secs(60),
         };
-        let _beat_a = Heartbeat::start(&url, &a, slow, CatalogWatch::default()).unwrap();
+        let _beat_a = Heartbeat::start(&url, &a, slow).unwrap();
         assert_eq!(
             orphan(&mut client, &a, "r@muc", slow),
             Taken::Free(lease("r@muc", 1))
@@ -856,13 +852,13 @@ mod tests {
             return;
         };
         let old = Instance::new("muc-1");
-        let old_beat = Heartbeat::start(&url, &old, FAST, CatalogWatch::default()).unwrap();
+        let old_beat = Heartbeat::start(&url, &old, FAST).unwrap();
         assert_eq!(
             orphan(&mut client, &old, "r@muc", FAST),
             Taken::Free(lease("r@muc", 1))
         );
         let new = Instance::new("muc-1");
-        let _new_beat = Heartbeat::start(&url, &new, FAST, CatalogWatch::default()).unwrap();
+        let _new_beat = Heartbeat::start(&url, &new, FAST).unwrap();
         assert!(matches!(
             orphan(&mut client, &new, "r@muc", FAST),
             Taken::TakenOver {
