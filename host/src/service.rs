@@ -119,6 +119,10 @@ impl<M: MucBackend> Service<M> {
                 tracing::debug!("a stanza found no session; dropped");
             }
         }
+        // Another instance sharing the store may have installed or removed an extension.
+        if let Some((extensions, storage)) = self.muc.extensions_and_store() {
+            extensions.follow_catalog(storage.held_mut());
+        }
         Ok(synced)
     }
 

@@ -7,6 +7,11 @@
 //! Timers: both instances read every timer at start, but a timer fires only on the instance
 //! holding its room, or on one that adopts the room of an instance that is gone.
 //!
+//! Service-wide state: an extension installed or removed through one instance reaches the other
+//! without a restart; a room taken over has its extension records read again; a timer of an
+//! instance that died for good is found and fired by a survivor; the public room count is right
+//! when two instances make rooms in the same instant.
+//!
 //! A rolling upgrade: the first instance swapped to a newer plugin upgrades the data once; an
 //! instance still on the older one commits nothing more and refuses stanzas until it is swapped
 //! too, and then serves on without upgrading the data a second time, its rooms read again in the
@@ -18,12 +23,13 @@ use std::sync::Arc;
 
 use minidom::Element;
 use muc_host::clock::{Clock, ManualClock, SystemClock};
+use muc_host::extensions::{Change, ExtensionCompiler, ExtensionLimits, Extensions};
 use muc_host::router::{QueueSink, Router};
 use muc_host::runtime::{PluginRuntime, Settings};
 use muc_host::service::Service;
 use muc_host::storage::lease::Fenced;
 use muc_host::storage::{Storage, StoreLocation};
-use muc_tests::compile;
+use muc_tests::{compile, component};
 
 const MUC: &str = "conference.localhost";
 const ROOM: &str = "den@conference.localhost";
@@ -100,11 +106,16 @@ fn instance_of(
     let mut storage = Storage::open(&schema.store()).unwrap();
     storage.enable_group_commit();
     storage.join_cluster(name).unwrap();
+    let plugin = compile(plugin);
+    let compiler =
+        ExtensionCompiler::new(plugin.pre.engine(), None, ExtensionLimits::default()).unwrap();
+    let mut extensions = Extensions::new(compiler);
+    extensions.load(&mut storage);
     let settings = Settings {
         service: MUC.into(),
         ..Settings::default()
     };
-    let muc = PluginRuntime::start(compile(plugin), storage, None, settings, clock).unwrap();
+    let muc = PluginRuntime::start(plugin, storage, Some(extensions), settings, clock).unwrap();
     let mut service = Service::new(Router::new("localhost", MUC), muc);
     let sink = QueueSink::default();
     service.connect(
@@ -127,14 +138,7 @@ fn received(sink: &QueueSink) -> Vec<String> {
 
 /// Alice creates and configures a persistent room on `a`.
 fn persistent_room(a: &mut Service<PluginRuntime>, sink: &QueueSink) {
-    send(a, "alice", &format!("<presence xmlns='jabber:client' to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
-    send(a, "alice", &format!(
-        "<iq xmlns='jabber:client' type='set' id='config' to='{ROOM}'>\
-           <query xmlns='http://jabber.org/protocol/muc#owner'>\
-             <x xmlns='jabber:x:data' type='submit'>\
-               <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
-               <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
-             </x></query></iq>"));
+    create_persistent(a, "alice", ROOM, &[]);
     a.flush().unwrap();
     let answers = received(sink);
     assert!(
@@ -143,6 +147,28 @@ fn persistent_room(a: &mut Service<PluginRuntime>, sink: &QueueSink) {
             .any(|answer| answer.contains("id='config'") && answer.contains("type='result'")),
         "the room is configured: {answers:?}"
     );
+}
+
+/// `user` joins `room`, making it, and submits its configuration: persistent (public by
+/// default), with `fields` besides; not flushed.
+fn create_persistent(
+    service: &mut Service<PluginRuntime>,
+    user: &str,
+    room: &str,
+    fields: &[(&str, &str)],
+) {
+    send(service, user, &format!("<presence xmlns='jabber:client' to='{room}/{user}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    let fields: String = fields
+        .iter()
+        .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
+        .collect();
+    send(service, user, &format!(
+        "<iq xmlns='jabber:client' type='set' id='config' to='{room}'>\
+           <query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+               <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+               <field var='muc#roomconfig_persistentroom'><value>1</value></field>{fields}\
+             </x></query></iq>"));
 }
 
 fn message(n: u32) -> String {
@@ -374,4 +400,160 @@ fn a_rolling_upgrade_upgrades_the_data_once_and_an_older_instance_waits_for_its_
     assert!(received(&bob)
         .iter()
         .any(|stanza| stanza.contains("hall 4")));
+}
+
+/// Flushes `service` until `done` holds, for at most a few heartbeats (an instance learns of
+/// another's catalog change from its heartbeat, every second).
+fn flush_until(
+    service: &mut Service<PluginRuntime>,
+    done: impl Fn(&Service<PluginRuntime>) -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        service.flush().unwrap();
+        if done(service) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+fn lists_extension(service: &Service<PluginRuntime>, name: &str) -> bool {
+    service
+        .extension_list()
+        .iter()
+        .any(|(entry, broken)| entry.name == name && broken.is_none())
+}
+
+fn groupchat(room: &str, id: &str, body: &str) -> String {
+    format!("<message xmlns='jabber:client' type='groupchat' to='{room}' id='{id}'><body>{body}</body></message>")
+}
+
+#[test]
+fn an_extension_installed_through_one_instance_serves_on_the_other_and_a_room_taken_over_keeps_its_choices(
+) {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let (mut a, alice) = instance(&schema, "a", "alice");
+    let (mut b, bob) = instance(&schema, "b", "bob");
+    let dice = std::fs::read(component("ext_dice")).unwrap();
+    let compiler =
+        ExtensionCompiler::new(compile("muc_plugin").pre.engine(), None, Default::default())
+            .unwrap();
+    a.change_extensions(Change::Install {
+        compiled: Box::new(compiler.compile(&dice).unwrap()),
+        rooms: None,
+    })
+    .unwrap();
+    a.flush().unwrap();
+    assert!(
+        flush_until(&mut b, |b| lists_extension(b, "dice")),
+        "b loaded the extension a installed, without a restart"
+    );
+
+    // On b, an owner switches it on in a room of b's, and it answers there.
+    let hall = "hall@conference.localhost";
+    create_persistent(&mut b, "bob", hall, &[("extension#dice", "1")]);
+    send(&mut b, "bob", &groupchat(hall, "r1", "!roll"));
+    b.flush().unwrap();
+    let rolled = received(&bob);
+    assert!(
+        rolled
+            .iter()
+            .any(|stanza| stanza.contains(&format!("from='{hall}/dice'"))),
+        "dice answers on b: {rolled:?}"
+    );
+
+    // ejabberd routes the room to a now: a takes it over, reads its extension records as b left
+    // them (a read the extension tier at start, before the room had any), and dice answers.
+    send(&mut a, "alice", &format!("<presence xmlns='jabber:client' to='{hall}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    send(&mut a, "alice", &groupchat(hall, "r2", "!roll"));
+    a.flush().unwrap();
+    let rolled = received(&alice);
+    assert!(
+        rolled
+            .iter()
+            .any(|stanza| stanza.contains(&format!("from='{hall}/dice'"))
+                && !stanza.contains("urn:xmpp:delay")),
+        "dice is still on in the room, on a (an answer, not the history): {rolled:?}"
+    );
+
+    // Removed through a: b unloads it.
+    a.change_extensions(Change::Remove("dice".into())).unwrap();
+    a.flush().unwrap();
+    assert!(
+        flush_until(&mut b, |b| b.extension_list().is_empty()),
+        "b unloaded the extension a removed"
+    );
+}
+
+#[test]
+fn a_timer_of_an_instance_gone_for_good_is_found_and_fired_by_a_survivor() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new());
+    let (mut b, _bob) = instance_on_clock(&schema, "b", "bob", clock.clone());
+    // A starts after b and makes a room, never configured: its lock timer is a's, in the store
+    // only (b read the timers before it was set).
+    let (mut a, alice) = instance_on_clock(&schema, "a", "alice", clock.clone());
+    send(&mut a, "alice", &format!("<presence xmlns='jabber:client' to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    a.flush().unwrap();
+    assert!(!received(&alice).is_empty());
+    assert_eq!(b.next_timer(), None, "b does not have the timer");
+
+    // A is gone for good, and nothing is routed to its room any more.
+    schema.sql("DELETE FROM instances WHERE name = 'a'");
+    clock.advance_ms(LOCK_TIMEOUT_MS);
+    b.run_due_timers();
+    b.flush().unwrap();
+    assert!(
+        schema.sql("SELECT 1 FROM timers").is_empty(),
+        "b found the gone instance's due timer and fired it"
+    );
+    let owner = schema.sql("SELECT i.name FROM leases l JOIN instances i ON i.id = l.owner");
+    assert_eq!(
+        owner[0].get::<_, String>(0),
+        "b",
+        "b took the room to fire it"
+    );
+}
+
+#[test]
+fn two_public_rooms_made_on_two_instances_in_the_same_instant_are_both_counted() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let (mut a, alice) = instance(&schema, "a", "alice");
+    let (mut b, bob) = instance(&schema, "b", "bob");
+    // Both batches read the count before either commits.
+    create_persistent(&mut a, "alice", ROOM, &[]);
+    create_persistent(&mut b, "bob", "hall@conference.localhost", &[]);
+    a.flush().unwrap();
+    b.flush().unwrap();
+    for answers in [received(&alice), received(&bob)] {
+        assert!(
+            answers
+                .iter()
+                .any(|answer| answer.contains("id='config'") && answer.contains("type='result'")),
+            "{answers:?}"
+        );
+    }
+    let count = schema.sql(
+        "SELECT convert_from(value, 'UTF8') FROM durable WHERE key = 'meta/public-room-count'::bytea",
+    );
+    assert_eq!(count[0].get::<_, String>(0), "2");
+
+    // The room list, asked of either, counts both.
+    send(&mut a, "alice", "<iq xmlns='jabber:client' type='get' id='items' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#items'><set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query></iq>");
+    a.flush().unwrap();
+    let items = received(&alice);
+    assert!(
+        items
+            .iter()
+            .any(|answer| answer.contains("<count>2</count>")),
+        "{items:?}"
+    );
 }

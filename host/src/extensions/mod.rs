@@ -21,7 +21,7 @@ use minidom::rxml::xml_ncname;
 use minidom::Element;
 
 use crate::lending::Place;
-use crate::storage::{Storage, Tier, Transaction};
+use crate::storage::{extension_tier, Storage, Tier, Transaction};
 use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 pub use catalog::Entry;
 pub use compiler::{Compiled, ExtensionCompiler};
@@ -99,6 +99,8 @@ pub struct Extensions {
     calls: u64,
     /// When each (extension, room) said something in the last minute.
     said_at: HashMap<(String, String), VecDeque<u64>>,
+    /// The store's catalog generation last followed (see [`Extensions::follow_catalog`]).
+    catalog_followed: u64,
 }
 
 /// Live instances kept at once: memory is capped per instance, this caps their number.
@@ -128,6 +130,7 @@ impl Extensions {
             instances: HashMap::new(),
             calls: 0,
             said_at: HashMap::new(),
+            catalog_followed: 0,
         }
     }
 
@@ -144,19 +147,7 @@ impl Extensions {
     /// is installed again, and `remove` still removes it.
     pub fn load(&mut self, storage: &mut Storage) {
         for entry in Extensions::catalog(storage) {
-            let loaded = storage
-                .get(Tier::Extensions, &catalog::component_key(&entry.name))
-                .ok_or_else(|| anyhow::anyhow!("its component is missing"))
-                .and_then(|bytes| self.compiler.compile(bytes))
-                .and_then(|mut compiled| {
-                    if compiled.entry.name != entry.name {
-                        anyhow::bail!("it now calls itself '{}'", compiled.entry.name);
-                    }
-                    compiled.entry.rooms = entry.rooms.clone();
-                    compiled.entry.on_by_default = entry.on_by_default;
-                    Ok(compiled)
-                });
-            match loaded {
+            match self.compile_stored(&entry, storage) {
                 Ok(compiled) => {
                     self.installed.insert(entry.name.clone(), compiled);
                 }
@@ -296,10 +287,7 @@ impl Extensions {
             .delete(Tier::Extensions, catalog::catalog_key(name));
         call.txn
             .delete(Tier::Extensions, catalog::component_key(name));
-        self.installed.remove(name);
-        self.broken.remove(name);
-        self.instances.retain(|(extension, _), _| extension != name);
-        self.said_at.retain(|(extension, _), _| extension != name);
+        self.unload(name);
         Ok(rooms_using)
     }
 
@@ -414,7 +402,7 @@ impl Extensions {
     pub fn forget(&mut self, call: &mut Call, room: &str) {
         let (storage, txn) = call.store();
         txn.delete(Tier::Extensions, RoomRecord::key(room));
-        txn.delete_prefix(storage, Tier::Extensions, &format!("store/{room}/"));
+        txn.delete_prefix(storage, Tier::Extensions, &extension_tier::store_prefix(room));
         self.instances.retain(|(_, r), _| r != room);
         self.said_at.retain(|(_, r), _| r != room);
     }
@@ -422,7 +410,7 @@ impl Extensions {
 
 /// An extension's keys in one room: under the room first, so that the room's end takes them all.
 fn store_prefix(extension: &str, room: &str) -> String {
-    format!("store/{room}/{extension}/")
+    format!("{}{extension}/", extension_tier::store_prefix(room))
 }
 
 fn load(call: &mut Call, room: &str) -> RoomRecord {

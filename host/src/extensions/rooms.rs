@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{self, Entry, Kind};
+use crate::storage::extension_tier;
 use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -81,7 +82,7 @@ impl Choice {
 
 impl RoomRecord {
     pub fn key(room: &str) -> String {
-        format!("room/{room}")
+        extension_tier::record_key(room)
     }
 
     pub fn choice(&self, entry: &Entry) -> Choice {

@@ -544,6 +544,7 @@ impl PluginRuntime {
         let now = self.clock.now_ms();
         let due: Vec<String> = {
             let storage = self.storage.held_mut();
+            storage.adopt_orphaned_timers(now);
             let due = storage.due_timers(now);
             due.into_iter()
                 .filter(|key| storage.may_fire(key, now))

@@ -24,6 +24,9 @@ pub struct Loaded {
     pub meta: BTreeMap<String, String>,
 }
 
+/// Keys and values, in key order.
+pub type Entries = Vec<(String, Vec<u8>)>;
+
 pub trait Backend: Send {
     /// The durable keys outside rooms, the extension tier, the timers and the host's
     /// bookkeeping (rooms are read when first used, see `residency`).
@@ -94,6 +97,41 @@ pub trait Backend: Send {
     /// The timers of the room `jid` (key, due time), in a shared store.
     fn timers_of(&self, _jid: &str) -> Result<Vec<(String, u64)>> {
         Ok(Vec::new())
+    }
+
+    /// The extension tier's entries whose key starts with `prefix`, as the database has them, in
+    /// a shared store (other instances write them too).
+    fn load_extensions_prefix(&self, _prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        bail!("only a shared store is read again for what other instances wrote")
+    }
+
+    /// The extension catalog's entries (see `extension_tier`) and its generation (see
+    /// `catalog_watch`), read together, in a shared store.
+    fn load_catalog(&self) -> Result<(Entries, u64)> {
+        bail!("only a shared store is read again for what other instances wrote")
+    }
+
+    /// The extension tier's entries of the room `jid` (see `extension_tier`), in a shared store.
+    fn room_extension_entries(&self, _jid: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        bail!("only a shared store is read again for what other instances wrote")
+    }
+
+    /// Due timers (by `now_ms`) of rooms no live instance holds, at most `limit`, as (key, due
+    /// time, room), in a shared store.
+    fn orphaned_timers(&mut self, _now_ms: u64, _limit: i64) -> Result<Vec<(String, u64, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// The extension catalog's generation as this instance last heard of it, in a shared store
+    /// (0 otherwise: nobody else changes it).
+    fn catalog_generation(&self) -> u64 {
+        0
+    }
+
+    /// Adds each difference to its count (`counts`), inside the batch's transaction: in a
+    /// shared store, where other instances change the counts too.
+    fn add_to_counts(&mut self, _counts: &[(String, i64)]) -> Result<()> {
+        bail!("only a shared store commits counts as differences")
     }
 
     /// The rooms `jids` left memory: their leases go.

@@ -25,6 +25,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use postgres::{Client, Config, GenericClient, ToStatement};
 
+use super::catalog_watch::{self, CatalogWatch};
+
 /// The tables, created by the PostgreSQL store's migrations.
 pub const SCHEMA: &str = "
 CREATE TABLE instances (
@@ -470,6 +472,40 @@ impl Membership {
         members(client, &self.instance, self.timing)
     }
 
+    /// The extension catalog's generation, as the heartbeat read it last (see
+    /// [`catalog_watch`]).
+    pub fn catalog_generation(&self) -> u64 {
+        self.heartbeat.catalog.generation()
+    }
+
+    /// Due timers (by `now_ms`) of rooms no live instance holds: those of an instance that died
+    /// with its rooms unserved, or of rooms whose holder let them go; at most `limit`, earliest
+    /// first, as (key, due time, room). An index on the due time finds them.
+    pub fn orphaned_timers(
+        &mut self,
+        now_ms: u64,
+        limit: i64,
+    ) -> Result<Vec<(String, u64, String)>> {
+        let client = match &mut self.client {
+            Some(client) if !client.is_closed() => client,
+            slot => slot.insert(connect(&self.config)?),
+        };
+        let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let rows = client.query(
+            &format!(
+                "SELECT t.key, t.due_ms, t.room FROM timers t
+                 WHERE t.due_ms <= $1 AND t.room IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.room = t.room AND {OWNER_ALIVE})
+                 ORDER BY t.due_ms LIMIT $3"
+            ),
+            &[&now_ms, &self.timing.timeout.as_secs_f64(), &limit],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64, row.get(2)))
+            .collect())
+    }
+
     pub fn counts(&self) -> LeaseCounts {
         LeaseCounts {
             held: self.held.len() as u64,
@@ -489,9 +525,11 @@ impl Drop for Membership {
 }
 
 /// Keeps this instance's row fresh from a thread of its own, on its own connection.
+/// Each beat also reads the extension catalog's generation, into `catalog`.
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
     superseded: Arc<AtomicBool>,
+    catalog: CatalogWatch,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -500,7 +538,8 @@ impl Heartbeat {
     /// beating. Fails when the database cannot be reached now.
     pub fn start(config: &Config, instance: &Instance, timing: Timing) -> Result<Heartbeat> {
         let mut client = connect(config)?;
-        register(&mut client, instance)?;
+        let catalog = CatalogWatch::default();
+        catalog.saw(register(&mut client, instance)?);
         let stop = Arc::new(AtomicBool::new(false));
         let superseded = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -508,12 +547,24 @@ impl Heartbeat {
             .spawn({
                 let (config, instance) = (config.clone(), instance.clone());
                 let (stop, superseded) = (stop.clone(), superseded.clone());
-                move || beat(client, &config, &instance, timing, &stop, &superseded)
+                let catalog = catalog.clone();
+                move || {
+                    beat(
+                        client,
+                        &config,
+                        &instance,
+                        timing,
+                        &stop,
+                        &superseded,
+                        &catalog,
+                    )
+                }
             })
             .context("starting the heartbeat")?;
         Ok(Heartbeat {
             stop,
             superseded,
+            catalog,
             thread: Some(thread),
         })
     }
@@ -553,19 +604,26 @@ pub fn connect(config: &Config) -> Result<Client> {
     Ok(client)
 }
 
-fn register(client: &mut Client, instance: &Instance) -> Result<()> {
+/// Registers `instance`; returns the extension catalog's generation.
+fn register(client: &mut Client, instance: &Instance) -> Result<i64> {
     let mut txn = client.transaction()?;
     txn.execute(
         "DELETE FROM instances WHERE name = $1 AND id <> $2",
         &[&instance.name, &instance.id],
     )?;
-    txn.execute(
-        "INSERT INTO instances (id, name, backend_pid) VALUES ($1, $2, pg_backend_pid())
-         ON CONFLICT (id) DO UPDATE SET backend_pid = pg_backend_pid(), heartbeat_at = now()",
-        &[&instance.id, &instance.name],
-    )?;
+    let generation = txn
+        .query_one(
+            &format!(
+                "INSERT INTO instances (id, name, backend_pid) VALUES ($1, $2, pg_backend_pid())
+                 ON CONFLICT (id) DO UPDATE SET backend_pid = pg_backend_pid(), heartbeat_at = now()
+                 RETURNING {}",
+                catalog_watch::GENERATION
+            ),
+            &[&instance.id, &instance.name],
+        )?
+        .get(0);
     txn.commit()?;
-    Ok(())
+    Ok(generation)
 }
 
 fn beat(
@@ -575,19 +633,24 @@ fn beat(
     timing: Timing,
     stop: &AtomicBool,
     superseded: &AtomicBool,
+    catalog: &CatalogWatch,
 ) {
+    let beat = format!(
+        "UPDATE instances SET heartbeat_at = now() WHERE id = $1 RETURNING {}",
+        catalog_watch::GENERATION
+    );
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(timing.heartbeat);
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let beaten = client.execute(
-            "UPDATE instances SET heartbeat_at = now() WHERE id = $1",
-            &[&instance.id],
-        );
+        let beaten = client.query_opt(&beat, &[&instance.id]);
         match beaten {
-            Ok(1) => continue,
-            Ok(_) => {
+            Ok(Some(row)) => {
+                catalog.saw(row.get(0));
+                continue;
+            }
+            Ok(None) => {
                 tracing::error!(
                     instance = instance.name,
                     "another process registered under this instance's name; this one stops serving"
@@ -639,10 +702,12 @@ mod tests {
         let config: Config = with_search_path(&url, &schema).parse().unwrap();
         let mut client = connect(&config).unwrap();
         client.batch_execute(SCHEMA).unwrap();
-        // The store's bookkeeping, which the fence reads too.
+        // The store's bookkeeping, which the fence reads too, and the extension catalog's
+        // generation, which each beat reads.
         client
             .batch_execute("CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             .unwrap();
+        client.batch_execute(catalog_watch::SCHEMA).unwrap();
         Some((config, client))
     }
 

@@ -17,6 +17,9 @@
 
 mod archive;
 mod backend;
+mod catalog_watch;
+mod counts;
+pub mod extension_tier;
 pub mod lease;
 mod location;
 mod migrations;
@@ -38,6 +41,7 @@ pub use archive::{
     QueryFailure, MAX_PAGE_BYTES, MAX_PAGE_ENTRIES,
 };
 use backend::Backend;
+use counts::CountBases;
 use lease::{Claim, Claimed, Fenced, LeaseCounts, Member};
 pub use location::StoreLocation;
 pub use residency::DEFAULT_IDLE as DEFAULT_ROOM_IDLE;
@@ -93,6 +97,10 @@ pub struct Storage {
     reload_pending: bool,
     /// The operator's bounds on the archives, applied by [`Storage::expire_archive`].
     expiry: Expiry,
+    /// In a shared store, what the batch read of the counts it may change (see [`counts`]).
+    count_bases: CountBases,
+    /// In a shared store, when this instance last looked for other instances' orphaned timers.
+    orphan_sweep: Option<std::time::Instant>,
     /// On a database server, what the batch's volatile writes replaced (`None`: the key was
     /// absent), put back if the batch fails: its events are handled again once the database is
     /// back, and must find the rooms as they first did (a join handled again over its own
@@ -110,6 +118,11 @@ impl std::fmt::Display for CommitOutcomeUnknown {
         f.write_str("committing the batch (its outcome is unknown)")
     }
 }
+
+/// How often an instance sharing the store looks for due timers of rooms nobody alive holds,
+/// and how many it adopts per look.
+const ORPHAN_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const ORPHANS_PER_SWEEP: i64 = 100;
 
 /// The host's bookkeeping key naming the plugin version whose layout the data is in.
 pub const DATA_OWNER_VERSION: &str = "data-owner-version";
@@ -135,6 +148,8 @@ impl Storage {
             reload_pending: false,
             expiry: Expiry::default(),
             volatile_before_batch: None,
+            count_bases: CountBases::default(),
+            orphan_sweep: None,
         }
     }
 
@@ -173,6 +188,8 @@ impl Storage {
             reload_pending: false,
             expiry,
             volatile_before_batch,
+            count_bases: CountBases::default(),
+            orphan_sweep: None,
         })
     }
 
@@ -255,10 +272,23 @@ impl Storage {
                 Some(room) => self.use_room(tier, room),
                 None if tier == Tier::Durable && self.shared => {
                     let fresh = self.read_service_wide(key);
-                    match fresh.get(key) {
+                    let value = fresh.get(key);
+                    let written = self
+                        .unsynced
+                        .as_ref()
+                        .is_some_and(|unsynced| unsynced.durable.contains_key(key));
+                    if counts::is_count(key) && !written {
+                        self.count_bases.note_read(key, value.map(Vec::as_slice));
+                    }
+                    match value {
                         Some(value) => self.durable.insert(key.to_string(), value.clone()),
                         None => self.durable.remove(key),
                     };
+                }
+                None if tier == Tier::Extensions => {
+                    if let Some(jid) = extension_tier::room_of(key) {
+                        self.claim(&format!("room/{jid}/"));
+                    }
                 }
                 None => {}
             }
@@ -284,6 +314,11 @@ impl Storage {
             }
             (Tier::Durable, Span::NoRoom) if self.shared => {
                 self.spanning_scan = self.read_service_wide(prefix);
+                &self.spanning_scan
+            }
+            // Other instances' rooms' records (an extension's removal switches it off in all).
+            (Tier::Extensions, Span::Rooms) if self.shared => {
+                self.spanning_scan = self.read_extensions_fresh(prefix);
                 &self.spanning_scan
             }
             _ => self.map(tier),
@@ -347,11 +382,89 @@ impl Storage {
         }
         let jid = room_jid(room).to_string();
         match self.backend.claim(&jid, Claim::Routed) {
-            Ok(Claimed::Taken) => self.reload_timers_of(&jid),
+            Ok(Claimed::Taken) => self.reload_room_outside_durable(&jid),
             Ok(_) => {}
             Err(error) => self.residency.fail(error),
         }
         self.batch_rooms.insert(room.to_string());
+    }
+
+    /// After taking the room `jid`'s lease: what of it is kept outside the durable tier (which
+    /// is read when the room comes into memory), as the previous holder left it: its timers and
+    /// its extension records.
+    fn reload_room_outside_durable(&mut self, jid: &str) {
+        self.reload_timers_of(jid);
+        match self.backend.room_extension_entries(jid) {
+            Ok(entries) => {
+                let stale: Vec<String> = self
+                    .resident(Tier::Extensions, &extension_tier::store_prefix(jid))
+                    .map(|(key, _)| key.clone())
+                    .chain([extension_tier::record_key(jid)])
+                    .collect();
+                for key in stale {
+                    self.extensions.remove(&key);
+                }
+                self.extensions.extend(entries);
+                self.overlay_unsynced_extensions(&extension_tier::record_key(jid));
+                self.overlay_unsynced_extensions(&extension_tier::store_prefix(jid));
+            }
+            Err(error) => self.residency.fail(error),
+        }
+    }
+
+    /// The batch's extension-tier writes under `prefix` not yet synced, put back over what was
+    /// just read from the database.
+    fn overlay_unsynced_extensions(&mut self, prefix: &str) {
+        if let Some(unsynced) = &self.unsynced {
+            overlay(&mut self.extensions, &unsynced.extensions, prefix);
+        }
+    }
+
+    /// In a shared store, the extension tier's entries under `prefix` as the database has them,
+    /// with this batch's writes not yet synced on top (memory left as it is).
+    fn read_extensions_fresh(&mut self, prefix: &str) -> Map {
+        let mut fresh: Map = match self.backend.load_extensions_prefix(prefix) {
+            Ok(entries) => entries.into_iter().collect(),
+            Err(error) => {
+                self.residency.fail(error);
+                return Map::new();
+            }
+        };
+        if let Some(unsynced) = &self.unsynced {
+            overlay(&mut fresh, &unsynced.extensions, prefix);
+        }
+        fresh
+    }
+
+    /// The extension catalog's generation as this instance last heard of it (0 alone on the
+    /// store, where nobody else changes it): whoever follows the catalog reads it again when
+    /// this passes the generation it read.
+    pub fn catalog_generation(&self) -> u64 {
+        self.backend.catalog_generation()
+    }
+
+    /// Reads the extension catalog again from the database, replacing memory's, in a shared
+    /// store; returns the generation of what it read.
+    pub fn reread_catalog(&mut self) -> Result<u64> {
+        let (entries, generation) = self.backend.load_catalog()?;
+        self.drop_from_memory(Tier::Extensions, extension_tier::CATALOG_PREFIX);
+        self.extensions.extend(entries);
+        self.overlay_unsynced_extensions(extension_tier::CATALOG_PREFIX);
+        Ok(generation)
+    }
+
+    /// Reads the extension tier's entries under `prefix` (outside rooms: the catalog, a
+    /// component) again from the database, replacing memory's, in a shared store; alone on the
+    /// store memory is the truth and this does nothing.
+    pub fn reread_extensions(&mut self, prefix: &str) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let fresh = self.backend.load_extensions_prefix(prefix)?;
+        self.drop_from_memory(Tier::Extensions, prefix);
+        self.extensions.extend(fresh);
+        self.overlay_unsynced_extensions(prefix);
+        Ok(())
     }
 
     /// In a shared store, the durable keys outside rooms starting with `prefix` as the database
@@ -369,16 +482,7 @@ impl Storage {
             }
         };
         if let Some(unsynced) = &self.unsynced {
-            let written = unsynced
-                .durable
-                .range(prefix.to_string()..)
-                .take_while(|(key, _)| key.starts_with(prefix));
-            for (key, value) in written {
-                match value {
-                    Some(value) => fresh.insert(key.clone(), value.clone()),
-                    None => fresh.remove(key),
-                };
-            }
+            overlay(&mut fresh, &unsynced.durable, prefix);
         }
         fresh
     }
@@ -529,8 +633,9 @@ impl Storage {
             self.reload_outside_rooms()?;
         }
         self.residency.check()?;
-        let unsynced = self.unsynced.take().unwrap_or_default();
+        let mut unsynced = self.unsynced.take().unwrap_or_default();
         self.unsynced = Some(Writes::default());
+        let counts = self.count_bases.differences(&mut unsynced.durable);
         let count = unsynced.durable.len() + unsynced.extensions.len() + unsynced.timers.len();
         let meta: Vec<(&str, &str)> = self
             .unsynced_meta
@@ -538,7 +643,11 @@ impl Storage {
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
         let rooms = std::mem::take(&mut self.batch_rooms);
-        let committed = self.backend.commit_batch(&unsynced, &meta, &rooms);
+        let committed = match counts.as_slice() {
+            [] => Ok(()),
+            counts => self.backend.add_to_counts(counts),
+        }
+        .and_then(|()| self.backend.commit_batch(&unsynced, &meta, &rooms));
         if committed.is_err() {
             // Put back for `forget_batch`, which drops them and their rooms.
             self.unsynced = Some(unsynced);
@@ -574,6 +683,7 @@ impl Storage {
             self.residency.forget(&prefix);
         }
         self.backend.abandon_batch();
+        self.count_bases.clear();
         let unsynced = self.unsynced.replace(Writes::default()).unwrap_or_default();
         self.unsynced_meta.clear();
         let mut rooms = std::mem::take(&mut self.batch_rooms);
@@ -730,6 +840,35 @@ impl Storage {
         }
     }
 
+    /// In a shared store, at most every [`ORPHAN_SWEEP_EVERY`]: the due timers (by `now_ms`) of
+    /// rooms no live instance holds are added to the timers this one looks at, so that a timer
+    /// set by an instance that then died is fired by a survivor ([`Storage::may_fire`] takes the
+    /// room) even if no survivor had it in memory.
+    pub fn adopt_orphaned_timers(&mut self, now_ms: u64) {
+        if !self.shared {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .orphan_sweep
+            .is_some_and(|last| now - last < ORPHAN_SWEEP_EVERY)
+        {
+            return;
+        }
+        self.orphan_sweep = Some(now);
+        match self.backend.orphaned_timers(now_ms, ORPHANS_PER_SWEEP) {
+            Ok(orphans) => {
+                for (key, at, room) in orphans {
+                    self.timer_rooms.insert(key.clone(), room);
+                    self.timers.insert(key, at);
+                }
+            }
+            Err(error) => {
+                tracing::warn!("looking for orphaned timers: {error:#}; looking again later")
+            }
+        }
+    }
+
     /// After taking `room`'s lease: its timers as the database has them (the previous owner
     /// may have set, moved or cancelled them).
     fn reload_timers_of(&mut self, room: &str) {
@@ -860,6 +999,19 @@ impl Writes {
             && self.volatile.is_empty()
             && self.extensions.is_empty()
             && self.timers.is_empty()
+    }
+}
+
+/// Puts the writes under `prefix` (`None` deletes) over `target`.
+fn overlay(target: &mut Map, writes: &BTreeMap<String, Option<Vec<u8>>>, prefix: &str) {
+    let written = writes
+        .range(prefix.to_string()..)
+        .take_while(|(key, _)| key.starts_with(prefix));
+    for (key, value) in written {
+        match value {
+            Some(value) => target.insert(key.clone(), value.clone()),
+            None => target.remove(key),
+        };
     }
 }
 
@@ -1163,6 +1315,161 @@ mod tests {
                     ("room/a@c/occupant/y".to_string(), b"1".to_vec()),
                 ]
             );
+        });
+    }
+
+    /// Two instances sharing a PostgreSQL store (none for SQLite, which one instance owns).
+    fn two_instances(store: &StoreLocation) -> Option<(Storage, Storage)> {
+        let StoreLocation::Postgres(_) = store else {
+            return None;
+        };
+        let open = |name: &str| {
+            let mut storage = Storage::open(store).unwrap();
+            storage.enable_group_commit();
+            storage.join_cluster(name).unwrap();
+            storage
+        };
+        Some((open("a"), open("b")))
+    }
+
+    fn count(storage: &mut Storage) -> Option<Vec<u8>> {
+        storage
+            .get(Tier::Durable, "meta/public-room-count")
+            .map(<[u8]>::to_vec)
+    }
+
+    /// Two instances each read the count, add one and commit, in the same instant: both rooms
+    /// are counted.
+    #[test]
+    fn counts_changed_by_two_instances_at_once_add_up() {
+        each_store(|store| {
+            let Some((mut a, mut b)) = two_instances(store) else {
+                return;
+            };
+            write(&mut a, &[("meta/public-room-count", Some("3"))]);
+            a.sync().unwrap();
+            assert_eq!(count(&mut a).as_deref(), Some(&b"3"[..]));
+            assert_eq!(count(&mut b).as_deref(), Some(&b"3"[..]));
+            write(&mut a, &[("meta/public-room-count", Some("4"))]);
+            write(&mut b, &[("meta/public-room-count", Some("4"))]);
+            // A later call of the same batch reads the batch's own value and goes on from it.
+            assert_eq!(count(&mut b).as_deref(), Some(&b"4"[..]));
+            write(&mut b, &[("meta/public-room-count", Some("5"))]);
+            a.sync().unwrap();
+            b.sync().unwrap();
+            assert_eq!(count(&mut a).as_deref(), Some(&b"6"[..]), "3 + 1 + 2");
+            // A room destroyed on one while the other makes one.
+            assert_eq!(count(&mut b).as_deref(), Some(&b"6"[..]));
+            write(&mut a, &[("meta/public-room-count", Some("7"))]);
+            write(&mut b, &[("meta/public-room-count", Some("5"))]);
+            b.sync().unwrap();
+            a.sync().unwrap();
+            assert_eq!(count(&mut b).as_deref(), Some(&b"6"[..]));
+            // Written without being read (a rebuild): the value as it is.
+            write(&mut a, &[("meta/public-room-count", Some("2"))]);
+            a.sync().unwrap();
+            assert_eq!(count(&mut b).as_deref(), Some(&b"2"[..]));
+        });
+    }
+
+    fn extension_write(storage: &mut Storage, key: &str, value: &str) {
+        let mut writes = Writes::default();
+        writes
+            .extensions
+            .insert(key.into(), Some(value.as_bytes().to_vec()));
+        storage.apply(writes).unwrap();
+    }
+
+    fn extension_read(storage: &mut Storage, key: &str) -> Option<String> {
+        storage
+            .get(Tier::Extensions, key)
+            .map(|value| String::from_utf8(value.to_vec()).unwrap())
+    }
+
+    /// B read the extension tier at start; A then serves the room and changes its owners'
+    /// choices and an extension's storage; when B takes the room, it reads them again.
+    #[test]
+    fn a_room_taken_over_has_its_extension_records_read_again() {
+        each_store(|store| {
+            let Some((mut a, mut b)) = two_instances(store) else {
+                return;
+            };
+            assert_eq!(extension_read(&mut a, "room/r@c"), None);
+            extension_write(&mut a, "room/r@c", "dice on");
+            extension_write(&mut a, "store/r@c/dice/rolls", "7");
+            a.sync().unwrap();
+            let records: Vec<(String, Vec<u8>)> = b
+                .range(Tier::Extensions, "room/", None)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            assert_eq!(
+                records,
+                [("room/r@c".to_string(), b"dice on".to_vec())],
+                "a scan of every room's records reads the database, not b's copy from its start"
+            );
+            extension_write(&mut b, "catalog/dice", "{}");
+            b.sync().unwrap();
+            assert_eq!(
+                extension_read(&mut b, "room/r@c").as_deref(),
+                Some("dice on"),
+                "b took the room, and read its record as a left it"
+            );
+            assert_eq!(
+                extension_read(&mut b, "store/r@c/dice/rolls").as_deref(),
+                Some("7")
+            );
+            assert_eq!(
+                extension_read(&mut b, "catalog/dice").as_deref(),
+                Some("{}"),
+                "what is not the room's stays"
+            );
+            // And back: a learns it lost the room at its next commit (as for the durable tier);
+            // taking the room again, it reads b's record, not its own stale copy.
+            extension_write(&mut b, "room/r@c", "dice off");
+            b.sync().unwrap();
+            assert_eq!(
+                extension_read(&mut a, "store/r@c/dice/rolls").as_deref(),
+                Some("7"),
+                "a does not know yet"
+            );
+            extension_write(&mut a, "store/r@c/dice/rolls", "8");
+            assert!(a.sync().unwrap_err().is::<Fenced>());
+            assert_eq!(
+                extension_read(&mut a, "room/r@c").as_deref(),
+                Some("dice off")
+            );
+            assert_eq!(
+                extension_read(&mut a, "store/r@c/dice/rolls").as_deref(),
+                Some("7")
+            );
+        });
+    }
+
+    /// A timer set by an instance that then died, that no other instance had in memory, is
+    /// found by a survivor's sweep, which takes the room and fires it.
+    #[test]
+    fn a_dead_instance_s_due_timer_is_adopted_by_a_survivor_s_sweep() {
+        each_store(|store| {
+            let Some((mut a, mut b)) = two_instances(store) else {
+                return;
+            };
+            a.get(Tier::Durable, "room/r@c/config");
+            let mut timer = Writes::default();
+            timer.timers.insert("lock/r@c".into(), Some(1_000));
+            timer.timer_rooms.insert("lock/r@c".into(), "r@c".into());
+            a.apply(timer).unwrap();
+            a.sync().unwrap();
+            b.adopt_orphaned_timers(2_000);
+            assert!(b.due_timers(2_000).is_empty(), "its holder is alive");
+            // A is gone for good (its registration too, as when its heartbeat stopped long ago).
+            execute(store, "DELETE FROM instances WHERE name = 'a'");
+            b.adopt_orphaned_timers(2_000);
+            assert!(b.due_timers(2_000).is_empty(), "one sweep a second at most");
+            std::thread::sleep(ORPHAN_SWEEP_EVERY);
+            b.adopt_orphaned_timers(2_000);
+            assert_eq!(b.due_timers(2_000), ["lock/r@c"]);
+            assert!(b.may_fire("lock/r@c", 2_000), "b took the room to fire it");
+            assert_eq!(b.lease_counts().unwrap().takeovers, 1);
         });
     }
 

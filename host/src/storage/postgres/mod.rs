@@ -19,10 +19,10 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::archive::ArchiveRows;
-use super::backend::{Backend, Loaded};
+use super::backend::{Backend, Entries, Loaded};
 use super::lease::{self, Claim, Claimed, LeaseCounts, Member, Membership};
 use super::migrations::{self, Schema};
-use super::{residency, CommitOutcomeUnknown, Map, Writes};
+use super::{catalog_watch, extension_tier, residency, CommitOutcomeUnknown, Map, Writes};
 use crate::clock::{Clock, SystemClock};
 
 /// Version N is `MIGRATIONS[N - 1]`; never edit one that was released, add the next.
@@ -57,6 +57,10 @@ const MIGRATIONS: &[&str] = &[
     // only on the instance holding that room's lease.
     "ALTER TABLE timers ADD COLUMN room TEXT;
      CREATE INDEX timers_by_room ON timers (room);",
+    // The survivors of an instance look for its due timers (`lease::Membership::orphaned_timers`).
+    "CREATE INDEX timers_by_due ON timers (due_ms);",
+    // Every instance follows the extension catalog's generation (`catalog_watch`).
+    catalog_watch::SCHEMA,
 ];
 
 /// Instances starting together migrate one at a time (a session-level advisory lock).
@@ -242,6 +246,14 @@ impl Postgres {
             if !deleted.is_empty() {
                 self.execute(delete, &[&deleted])?;
             }
+        }
+        // The other instances follow the catalog by its generation.
+        let catalog_changed = writes
+            .extensions
+            .keys()
+            .any(|key| key.starts_with(extension_tier::CATALOG_PREFIX));
+        if catalog_changed {
+            self.execute(catalog_watch::BUMP, &[])?;
         }
         let (mut keys, mut dues, mut rooms, mut cancelled) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -578,6 +590,91 @@ impl Backend for Postgres {
             .into_iter()
             .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
             .collect())
+    }
+
+    fn load_extensions_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows = match prefix_end(prefix) {
+            Some(end) => self.query(
+                "SELECT key, value FROM extensions WHERE key >= $1 AND key < $2 ORDER BY key",
+                &[&prefix.as_bytes(), &end],
+            )?,
+            None => self.query(
+                "SELECT key, value FROM extensions WHERE key >= $1 ORDER BY key",
+                &[&prefix.as_bytes()],
+            )?,
+        };
+        Postgres::key_values(rows)
+    }
+
+    fn load_catalog(&self) -> Result<(Entries, u64)> {
+        let end = prefix_end(extension_tier::CATALOG_PREFIX).expect("a prefix");
+        let row = self.query_opt(
+            "SELECT (SELECT generation FROM catalog_generation),
+                    COALESCE(array_agg(key ORDER BY key), '{}'),
+                    COALESCE(array_agg(value ORDER BY key), '{}')
+             FROM extensions WHERE key >= $1 AND key < $2",
+            &[&extension_tier::CATALOG_PREFIX.as_bytes(), &end],
+        )?;
+        let row = row.context("the catalog's generation is missing")?;
+        let keys: Vec<Vec<u8>> = row.get(1);
+        let values: Vec<Vec<u8>> = row.get(2);
+        let entries = keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| {
+                let key = String::from_utf8(key).context("a stored key is not UTF-8")?;
+                Ok((key, value))
+            })
+            .collect::<Result<_>>()?;
+        Ok((entries, row.get::<_, i64>(0).max(0) as u64))
+    }
+
+    fn room_extension_entries(&self, jid: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let store = extension_tier::store_prefix(jid);
+        let store_end = prefix_end(&store).expect("a prefix ending in '/'");
+        Postgres::key_values(self.query(
+            "SELECT key, value FROM extensions
+             WHERE key = $1 OR (key >= $2 AND key < $3) ORDER BY key",
+            &[
+                &extension_tier::record_key(jid).as_bytes(),
+                &store.as_bytes(),
+                &store_end,
+            ],
+        )?)
+    }
+
+    fn orphaned_timers(&mut self, now_ms: u64, limit: i64) -> Result<Vec<(String, u64, String)>> {
+        match &mut self.membership {
+            Some(membership) => membership.orphaned_timers(now_ms, limit),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn catalog_generation(&self) -> u64 {
+        self.membership
+            .as_ref()
+            .map_or(0, Membership::catalog_generation)
+    }
+
+    fn add_to_counts(&mut self, counts: &[(String, i64)]) -> Result<()> {
+        if !self.batch_open {
+            self.simple("BEGIN")?;
+            self.batch_open = true;
+        }
+        let keys: Vec<&[u8]> = counts.iter().map(|(key, _)| key.as_bytes()).collect();
+        let differences: Vec<i64> = counts.iter().map(|(_, difference)| *difference).collect();
+        // What the row holds at COMMIT plus the difference (a row that is not a number counts
+        // as 0); the row stays locked until the batch's COMMIT, so concurrent changes add up.
+        self.execute(
+            "INSERT INTO durable AS d (key, value)
+                 SELECT key, convert_to(difference::text, 'UTF8')
+                 FROM unnest($1::bytea[], $2::int8[]) AS c(key, difference)
+             ON CONFLICT (key) DO UPDATE SET value = convert_to(GREATEST(0,
+                 COALESCE(substring(convert_from(d.value, 'UTF8') from '^[0-9]+$')::int8, 0)
+                 + convert_from(EXCLUDED.value, 'UTF8')::int8)::text, 'UTF8')",
+            &[&keys, &differences],
+        )?;
+        Ok(())
     }
 
     fn release(&mut self, jids: &[String]) {
