@@ -557,3 +557,42 @@ fn two_public_rooms_made_on_two_instances_in_the_same_instant_are_both_counted()
         "{items:?}"
     );
 }
+
+#[test]
+fn temporary_rooms_are_listed_by_every_instance_while_their_own_lives() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let (mut a, alice) = instance(&schema, "a", "alice");
+    let (mut b, bob) = instance(&schema, "b", "bob");
+    create_persistent(
+        &mut a,
+        "alice",
+        "tea@conference.localhost",
+        &[("muc#roomconfig_persistentroom", "0")],
+    );
+    create_persistent(
+        &mut b,
+        "bob",
+        "coffee@conference.localhost",
+        &[("muc#roomconfig_persistentroom", "0")],
+    );
+    a.flush().unwrap();
+    b.flush().unwrap();
+    let items = "<iq xmlns='jabber:client' type='get' id='items' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>";
+    let listed = |service: &mut Service<PluginRuntime>, user: &str, sink: &QueueSink| {
+        received(sink);
+        send(service, user, items);
+        service.flush().unwrap();
+        let answer = received(sink).join("");
+        ["tea", "coffee"]
+            .into_iter()
+            .filter(|room| answer.contains(&format!("jid='{room}@conference.localhost'")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&mut a, "alice", &alice), ["tea", "coffee"]);
+    assert_eq!(listed(&mut b, "bob", &bob), ["tea", "coffee"]);
+    // A is gone, and its temporary room with it.
+    schema.sql("DELETE FROM instances WHERE name = 'a'");
+    assert_eq!(listed(&mut b, "bob", &bob), ["coffee"]);
+}

@@ -402,7 +402,11 @@ impl Extensions {
     pub fn forget(&mut self, call: &mut Call, room: &str) {
         let (storage, txn) = call.store();
         txn.delete(Tier::Extensions, RoomRecord::key(room));
-        txn.delete_prefix(storage, Tier::Extensions, &extension_tier::store_prefix(room));
+        txn.delete_prefix(
+            storage,
+            Tier::Extensions,
+            &extension_tier::store_prefix(room),
+        );
         self.instances.retain(|(_, r), _| r != room);
         self.said_at.retain(|(_, r), _| r != room);
     }

@@ -128,6 +128,22 @@ pub trait Backend: Send {
         0
     }
 
+    /// The volatile tier's entries outside rooms whose key starts with `prefix`, as the live
+    /// instances sharing the store hold them (see `shared_volatile`).
+    fn load_shared_volatile(&self, _prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        bail!("only a shared store shares the volatile tier's keys outside rooms")
+    }
+
+    /// Writes this instance's volatile entries outside rooms (`writes`) and adds the
+    /// differences to its counts (`counts`), inside the batch's transaction, in a shared store.
+    fn write_shared_volatile(
+        &mut self,
+        _writes: &std::collections::BTreeMap<String, Option<Vec<u8>>>,
+        _counts: &[(String, i64)],
+    ) -> Result<()> {
+        bail!("only a shared store shares the volatile tier's keys outside rooms")
+    }
+
     /// Adds each difference to its count (`counts`), inside the batch's transaction: in a
     /// shared store, where other instances change the counts too.
     fn add_to_counts(&mut self, _counts: &[(String, i64)]) -> Result<()> {

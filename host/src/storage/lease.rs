@@ -457,6 +457,17 @@ impl Membership {
         }
     }
 
+    /// This instance's id (its rows in tables it writes its own to) and how long the others
+    /// wait for its heartbeat, in seconds (for queries that tell the live from the gone).
+    pub fn id_and_timeout(&self) -> (&str, f64) {
+        (&self.instance.id, self.timing.timeout.as_secs_f64())
+    }
+
+    /// This instance's name.
+    pub fn name(&self) -> &str {
+        &self.instance.name
+    }
+
     /// Gives up every lease this instance holds.
     pub fn release_all(&mut self) {
         let rooms: Vec<String> = self.held.keys().cloned().collect();

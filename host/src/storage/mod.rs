@@ -26,6 +26,7 @@ mod migrations;
 mod postgres;
 mod residency;
 mod retention;
+mod shared_volatile;
 mod sqlite;
 #[cfg(test)]
 mod test_stores;
@@ -99,6 +100,8 @@ pub struct Storage {
     expiry: Expiry,
     /// In a shared store, what the batch read of the counts it may change (see [`counts`]).
     count_bases: CountBases,
+    /// The same for the volatile tier's counts (see [`shared_volatile`]).
+    volatile_count_bases: CountBases,
     /// In a shared store, when this instance last looked for other instances' orphaned timers.
     orphan_sweep: Option<std::time::Instant>,
     /// On a database server, what the batch's volatile writes replaced (`None`: the key was
@@ -149,6 +152,7 @@ impl Storage {
             expiry: Expiry::default(),
             volatile_before_batch: None,
             count_bases: CountBases::default(),
+            volatile_count_bases: CountBases::default(),
             orphan_sweep: None,
         }
     }
@@ -189,6 +193,7 @@ impl Storage {
             expiry,
             volatile_before_batch,
             count_bases: CountBases::default(),
+            volatile_count_bases: CountBases::default(),
             orphan_sweep: None,
         })
     }
@@ -285,6 +290,22 @@ impl Storage {
                         None => self.durable.remove(key),
                     };
                 }
+                None if tier == Tier::Volatile => {
+                    let fresh = self.read_shared_volatile(key);
+                    let value = fresh.get(key);
+                    let written = self
+                        .unsynced
+                        .as_ref()
+                        .is_some_and(|unsynced| unsynced.volatile.contains_key(key));
+                    if counts::is_count(key) && !written {
+                        self.volatile_count_bases
+                            .note_read(key, value.map(Vec::as_slice));
+                    }
+                    match value {
+                        Some(value) => self.volatile.insert(key.to_string(), value.clone()),
+                        None => self.volatile.remove(key),
+                    };
+                }
                 None if tier == Tier::Extensions => {
                     if let Some(jid) = extension_tier::room_of(key) {
                         self.claim(&format!("room/{jid}/"));
@@ -314,6 +335,10 @@ impl Storage {
             }
             (Tier::Durable, Span::NoRoom) if self.shared => {
                 self.spanning_scan = self.read_service_wide(prefix);
+                &self.spanning_scan
+            }
+            (Tier::Volatile, Span::NoRoom) if self.shared => {
+                self.spanning_scan = self.read_shared_volatile(prefix);
                 &self.spanning_scan
             }
             // Other instances' rooms' records (an extension's removal switches it off in all).
@@ -487,6 +512,23 @@ impl Storage {
         fresh
     }
 
+    /// In a shared store, the volatile keys outside rooms starting with `prefix` as the live
+    /// instances hold them (see [`shared_volatile`]), with this batch's writes not yet synced on
+    /// top.
+    fn read_shared_volatile(&mut self, prefix: &str) -> Map {
+        let mut fresh: Map = match self.backend.load_shared_volatile(prefix) {
+            Ok(entries) => entries.into_iter().collect(),
+            Err(error) => {
+                self.residency.fail(error);
+                return Map::new();
+            }
+        };
+        if let Some(unsynced) = &self.unsynced {
+            overlay(&mut fresh, &unsynced.volatile, prefix);
+        }
+        fresh
+    }
+
     /// A durable range across rooms: rooms in memory as memory has them (it may hold writes not
     /// yet synced), the others as the disk does.
     fn read_spanning(&mut self, prefix: &str) -> Map {
@@ -636,6 +678,9 @@ impl Storage {
         let mut unsynced = self.unsynced.take().unwrap_or_default();
         self.unsynced = Some(Writes::default());
         let counts = self.count_bases.differences(&mut unsynced.durable);
+        let volatile_counts = self
+            .volatile_count_bases
+            .differences(&mut unsynced.volatile);
         let count = unsynced.durable.len() + unsynced.extensions.len() + unsynced.timers.len();
         let meta: Vec<(&str, &str)> = self
             .unsynced_meta
@@ -647,6 +692,12 @@ impl Storage {
             [] => Ok(()),
             counts => self.backend.add_to_counts(counts),
         }
+        .and_then(
+            |()| match (&unsynced.volatile, volatile_counts.as_slice()) {
+                (writes, []) if writes.is_empty() => Ok(()),
+                (writes, counts) => self.backend.write_shared_volatile(writes, counts),
+            },
+        )
         .and_then(|()| self.backend.commit_batch(&unsynced, &meta, &rooms));
         if committed.is_err() {
             // Put back for `forget_batch`, which drops them and their rooms.
@@ -684,6 +735,7 @@ impl Storage {
         }
         self.backend.abandon_batch();
         self.count_bases.clear();
+        self.volatile_count_bases.clear();
         let unsynced = self.unsynced.replace(Writes::default()).unwrap_or_default();
         self.unsynced_meta.clear();
         let mut rooms = std::mem::take(&mut self.batch_rooms);
@@ -762,6 +814,15 @@ impl Storage {
                 unsynced.extensions.extend(writes.extensions.clone());
                 unsynced.timers.extend(writes.timers.clone());
                 unsynced.timer_rooms.extend(writes.timer_rooms.clone());
+                if self.shared {
+                    unsynced.volatile.extend(
+                        writes
+                            .volatile
+                            .iter()
+                            .filter(|(key, _)| residency::room_of(key).is_none())
+                            .map(|(key, value)| (key.clone(), value.clone())),
+                    );
+                }
             }
         }
         if let (Some(before), Some(_)) = (&mut self.volatile_before_batch, &self.unsynced) {
@@ -1368,6 +1429,58 @@ mod tests {
             // Written without being read (a rebuild): the value as it is.
             write(&mut a, &[("meta/public-room-count", Some("2"))]);
             a.sync().unwrap();
+            assert_eq!(count(&mut b).as_deref(), Some(&b"2"[..]));
+        });
+    }
+
+    /// The volatile tier's keys outside rooms (temporary rooms' list entries, their count) are
+    /// each instance's own, seen by every instance, and gone with the instance that wrote them.
+    #[test]
+    fn volatile_keys_outside_rooms_are_seen_by_all_and_go_with_their_writer() {
+        each_store(|store| {
+            let Some((mut a, mut b)) = two_instances(store) else {
+                return;
+            };
+            let volatile = |storage: &mut Storage, entries: &[(&str, &str)]| {
+                let mut writes = Writes::default();
+                for (key, value) in entries {
+                    writes
+                        .volatile
+                        .insert(key.to_string(), Some(value.as_bytes().to_vec()));
+                }
+                storage.apply(writes).unwrap();
+            };
+            let listed = |storage: &mut Storage| -> Vec<String> {
+                keys(storage.range(Tier::Volatile, "public-room/", None))
+            };
+            let count = |storage: &mut Storage| -> Option<Vec<u8>> {
+                storage
+                    .get(Tier::Volatile, "meta/public-room-count")
+                    .map(<[u8]>::to_vec)
+            };
+            volatile(
+                &mut a,
+                &[("public-room/x@c", "X"), ("meta/public-room-count", "1")],
+            );
+            volatile(
+                &mut b,
+                &[("public-room/y@c", "Y"), ("meta/public-room-count", "1")],
+            );
+            a.sync().unwrap();
+            b.sync().unwrap();
+            assert_eq!(listed(&mut a), ["public-room/x@c", "public-room/y@c"]);
+            assert_eq!(listed(&mut b), ["public-room/x@c", "public-room/y@c"]);
+            // B reads the sum and makes one more: its change is added to its own row.
+            assert_eq!(count(&mut b).as_deref(), Some(&b"2"[..]));
+            volatile(
+                &mut b,
+                &[("public-room/z@c", "Z"), ("meta/public-room-count", "3")],
+            );
+            b.sync().unwrap();
+            assert_eq!(count(&mut a).as_deref(), Some(&b"3"[..]));
+            // A is gone: its temporary room went with it, from the list and from the count.
+            execute(store, "DELETE FROM instances WHERE name = 'a'");
+            assert_eq!(listed(&mut b), ["public-room/y@c", "public-room/z@c"]);
             assert_eq!(count(&mut b).as_deref(), Some(&b"2"[..]));
         });
     }

@@ -22,7 +22,9 @@ use super::archive::ArchiveRows;
 use super::backend::{Backend, Entries, Loaded};
 use super::lease::{self, Claim, Claimed, LeaseCounts, Member, Membership};
 use super::migrations::{self, Schema};
-use super::{catalog_watch, extension_tier, residency, CommitOutcomeUnknown, Map, Writes};
+use super::{
+    catalog_watch, extension_tier, residency, shared_volatile, CommitOutcomeUnknown, Map, Writes,
+};
 use crate::clock::{Clock, SystemClock};
 
 /// Version N is `MIGRATIONS[N - 1]`; never edit one that was released, add the next.
@@ -61,6 +63,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX timers_by_due ON timers (due_ms);",
     // Every instance follows the extension catalog's generation (`catalog_watch`).
     catalog_watch::SCHEMA,
+    // The volatile tier's keys outside rooms, each instance's own (`shared_volatile`).
+    shared_volatile::SCHEMA,
 ];
 
 /// Instances starting together migrate one at a time (a session-level advisory lock).
@@ -569,11 +573,10 @@ impl Backend for Postgres {
     }
 
     fn join_cluster(&mut self, name: &str) -> Result<()> {
-        self.membership = Some(Membership::join(
-            &self.config,
-            name,
-            lease::Timing::default(),
-        )?);
+        let membership = Membership::join(&self.config, name, lease::Timing::default())?;
+        let (id, _) = membership.id_and_timeout();
+        self.execute(shared_volatile::FORGET_EARLIER, &[&name, &id])?;
+        self.membership = Some(membership);
         Ok(())
     }
 
@@ -654,6 +657,60 @@ impl Backend for Postgres {
         self.membership
             .as_ref()
             .map_or(0, Membership::catalog_generation)
+    }
+
+    fn load_shared_volatile(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let Some(membership) = &self.membership else {
+            return Err(anyhow!(
+                "only a shared store shares the volatile tier's keys outside rooms"
+            ));
+        };
+        let (_, timeout) = membership.id_and_timeout();
+        let end = prefix_end(prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
+        let rows = self.query(shared_volatile::READ, &[&prefix.as_bytes(), &end, &timeout])?;
+        Postgres::key_values(rows)
+    }
+
+    fn write_shared_volatile(
+        &mut self,
+        writes: &std::collections::BTreeMap<String, Option<Vec<u8>>>,
+        counts: &[(String, i64)],
+    ) -> Result<()> {
+        let Some(membership) = &self.membership else {
+            return Err(anyhow!(
+                "only a shared store shares the volatile tier's keys outside rooms"
+            ));
+        };
+        let instance = membership.id_and_timeout().0.to_string();
+        if !self.batch_open {
+            self.simple("BEGIN")?;
+            self.batch_open = true;
+        }
+        let (mut keys, mut values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, value) in writes {
+            match value {
+                Some(value) => {
+                    keys.push(key.as_bytes());
+                    values.push(value.as_slice());
+                }
+                None => deleted.push(key.as_bytes()),
+            }
+        }
+        if !keys.is_empty() {
+            self.execute(shared_volatile::PUT, &[&keys, &instance, &values])?;
+        }
+        if !deleted.is_empty() {
+            self.execute(shared_volatile::DELETE, &[&deleted])?;
+        }
+        if !counts.is_empty() {
+            let keys: Vec<&[u8]> = counts.iter().map(|(key, _)| key.as_bytes()).collect();
+            let differences: Vec<i64> = counts.iter().map(|(_, difference)| *difference).collect();
+            self.execute(
+                shared_volatile::ADD_TO_COUNTS,
+                &[&keys, &instance, &differences],
+            )?;
+        }
+        Ok(())
     }
 
     fn add_to_counts(&mut self, counts: &[(String, i64)]) -> Result<()> {
