@@ -10,6 +10,7 @@
 pub mod catalog;
 mod compiler;
 mod hooks;
+mod loading;
 pub mod rooms;
 mod sandbox;
 mod text;
