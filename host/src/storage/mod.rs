@@ -448,17 +448,8 @@ impl Storage {
     /// In a shared store, the extension tier's entries under `prefix` as the database has them,
     /// with this batch's writes not yet synced on top (memory left as it is).
     fn read_extensions_fresh(&mut self, prefix: &str) -> Map {
-        let mut fresh: Map = match self.backend.load_extensions_prefix(prefix) {
-            Ok(entries) => entries.into_iter().collect(),
-            Err(error) => {
-                self.residency.fail(error);
-                return Map::new();
-            }
-        };
-        if let Some(unsynced) = &self.unsynced {
-            overlay(&mut fresh, &unsynced.extensions, prefix);
-        }
-        fresh
+        let loaded = self.backend.load_extensions_prefix(prefix);
+        self.with_unsynced(Tier::Extensions, prefix, loaded)
     }
 
     /// The extension catalog's generation as this instance last heard of it (0 alone on the
@@ -496,27 +487,32 @@ impl Storage {
     /// has them (other instances write them too), with this batch's writes not yet synced on
     /// top.
     fn read_service_wide(&mut self, prefix: &str) -> Map {
-        let mut fresh: Map = match self.backend.load_prefix(prefix) {
-            Ok(entries) => entries
+        let loaded = self.backend.load_prefix(prefix).map(|entries| {
+            entries
                 .into_iter()
                 .filter(|(key, _)| residency::room_of(key).is_none())
-                .collect(),
-            Err(error) => {
-                self.residency.fail(error);
-                return Map::new();
-            }
-        };
-        if let Some(unsynced) = &self.unsynced {
-            overlay(&mut fresh, &unsynced.durable, prefix);
-        }
-        fresh
+                .collect()
+        });
+        self.with_unsynced(Tier::Durable, prefix, loaded)
     }
 
     /// In a shared store, the volatile keys outside rooms starting with `prefix` as the live
     /// instances hold them (see [`shared_volatile`]), with this batch's writes not yet synced on
     /// top.
     fn read_shared_volatile(&mut self, prefix: &str) -> Map {
-        let mut fresh: Map = match self.backend.load_shared_volatile(prefix) {
+        let loaded = self.backend.load_shared_volatile(prefix);
+        self.with_unsynced(Tier::Volatile, prefix, loaded)
+    }
+
+    /// What a read of `prefix` from the database `loaded`, with this batch's writes in `tier`
+    /// not yet synced on top; a failed read fails the batch (see [`Residency::fail`]).
+    fn with_unsynced(
+        &mut self,
+        tier: Tier,
+        prefix: &str,
+        loaded: Result<Vec<(String, Vec<u8>)>>,
+    ) -> Map {
+        let mut fresh: Map = match loaded {
             Ok(entries) => entries.into_iter().collect(),
             Err(error) => {
                 self.residency.fail(error);
@@ -524,7 +520,7 @@ impl Storage {
             }
         };
         if let Some(unsynced) = &self.unsynced {
-            overlay(&mut fresh, &unsynced.volatile, prefix);
+            overlay(&mut fresh, unsynced.tier(tier), prefix);
         }
         fresh
     }

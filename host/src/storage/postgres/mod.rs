@@ -234,16 +234,7 @@ impl Postgres {
                 "DELETE FROM extensions WHERE key = ANY($1::bytea[])",
             ),
         ] {
-            let (mut keys, mut values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
-            for (key, value) in changes {
-                match value {
-                    Some(value) => {
-                        keys.push(key.as_bytes());
-                        values.push(value.as_slice());
-                    }
-                    None => deleted.push(key.as_bytes()),
-                }
-            }
+            let (keys, values, deleted) = split_changes(changes);
             if !keys.is_empty() {
                 self.execute(upsert, &[&keys, &values])?;
             }
@@ -348,6 +339,24 @@ impl Postgres {
 }
 
 /// The smallest key above every key starting with `prefix` (None: there is none).
+/// A batch's changes to one table as bound parameters: the keys put with their values, and the
+/// keys deleted.
+type Split<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>, Vec<&'a [u8]>);
+
+fn split_changes(changes: &std::collections::BTreeMap<String, Option<Vec<u8>>>) -> Split<'_> {
+    let (mut keys, mut values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in changes {
+        match value {
+            Some(value) => {
+                keys.push(key.as_bytes());
+                values.push(value.as_slice());
+            }
+            None => deleted.push(key.as_bytes()),
+        }
+    }
+    (keys, values, deleted)
+}
+
 fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
@@ -686,16 +695,7 @@ impl Backend for Postgres {
             self.simple("BEGIN")?;
             self.batch_open = true;
         }
-        let (mut keys, mut values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
-        for (key, value) in writes {
-            match value {
-                Some(value) => {
-                    keys.push(key.as_bytes());
-                    values.push(value.as_slice());
-                }
-                None => deleted.push(key.as_bytes()),
-            }
-        }
+        let (keys, values, deleted) = split_changes(writes);
         if !keys.is_empty() {
             self.execute(shared_volatile::PUT, &[&keys, &instance, &values])?;
         }
