@@ -26,8 +26,9 @@ use crate::runtime::{CompiledPlugin, MucBackend, PluginEngine, PluginRuntime, Pr
 use crate::service::Service;
 use crate::storage::{Storage, StoreLocation, Transaction};
 use crate::swap::{self, Swapper};
-use crate::xmpp::c2s::{self, C2s};
+use crate::xmpp::c2s::C2s;
 use crate::xmpp::component::{self, Link, LinkSink};
+use crate::xmpp::tcp;
 use crate::xmpp::tls;
 
 /// How long stopping waits for sessions to write their last stanzas.
@@ -263,7 +264,7 @@ fn run<M: MucBackend + Send + 'static>(
                     writers: Arc::new(()),
                 });
                 let writers = c2s.writers.clone();
-                let accepting = tokio::spawn(c2s::listen(listener, c2s));
+                let accepting = tokio::spawn(tcp::listen(listener, c2s));
                 (
                     Router::new(&config.domain, &config.muc_domain),
                     Network::Listener { accepting, writers },
