@@ -58,9 +58,14 @@ pub struct ServeArgs {
     /// Component mode: the secret shared with the server.
     #[arg(long)]
     pub component_secret: Option<String>,
-    /// Serve OpenMetrics text for Prometheus at http://ADDR/metrics.
+    /// Serve OpenMetrics text for Prometheus at http://ADDR/metrics (either mode; in bundled
+    /// mode the HTTP server serves it too).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// The HTTP server (bundled mode): XMPP over WebSocket at /xmpp-websocket, XEP-0156
+    /// discovery, /metrics [default: 127.0.0.1:5280, skipped with a warning if taken].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
     /// TLS certificate chain (PEM) [default: a self-signed one made on first run].
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -157,6 +162,7 @@ struct ConfigFile {
     component: Option<String>,
     component_secret: Option<String>,
     metrics: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_stanza_bytes: Option<usize>,
@@ -199,6 +205,17 @@ pub enum Mode {
     Component { server: String, secret: String },
 }
 
+/// Where bundled mode's HTTP server listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpListen {
+    pub address: SocketAddr,
+    /// Given by the operator: not being able to listen there stops the start. The default
+    /// address is only tried (another service may hold it; XMPP is served all the same).
+    pub required: bool,
+}
+
+pub const DEFAULT_HTTP: &str = "127.0.0.1:5280";
+
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data: PathBuf,
@@ -213,6 +230,8 @@ pub struct ServeConfig {
     pub insecure_auth: bool,
     pub registration: bool,
     pub metrics: Option<SocketAddr>,
+    /// None in component mode.
+    pub http: Option<HttpListen>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
@@ -259,6 +278,20 @@ impl ServeConfig {
                     .or(file.c2s)
                     .unwrap_or_else(|| "127.0.0.1:5222".parse().expect("a valid address")),
             },
+        };
+        let http = match (&mode, args.http.or(file.http)) {
+            (Mode::Component { .. }, Some(_)) => {
+                anyhow::bail!("--http serves bundled mode only (use --metrics with --component)")
+            }
+            (Mode::Component { .. }, None) => None,
+            (Mode::Bundled { .. }, Some(address)) => Some(HttpListen {
+                address,
+                required: true,
+            }),
+            (Mode::Bundled { .. }, None) => Some(HttpListen {
+                address: DEFAULT_HTTP.parse().expect("a valid address"),
+                required: false,
+            }),
         };
         let tls = match (
             args.tls_cert.or(file.tls_cert),
@@ -355,6 +388,7 @@ impl ServeConfig {
             insecure_auth: args.insecure_auth || file.insecure_auth,
             registration: args.registration || file.registration,
             metrics: args.metrics.or(file.metrics),
+            http,
             tls,
             max_stanza_bytes: args
                 .max_stanza_bytes
@@ -436,6 +470,13 @@ mod tests {
             Mode::Bundled {
                 c2s: "127.0.0.1:5222".parse().unwrap()
             }
+        );
+        assert_eq!(
+            config.http,
+            Some(HttpListen {
+                address: "127.0.0.1:5280".parse().unwrap(),
+                required: false
+            })
         );
         assert_eq!(config.data, PathBuf::from("data"));
         assert_eq!(config.max_stanza_bytes, 262_144);
@@ -541,6 +582,16 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(ServeConfig::resolve(args, None).is_err());
+        let args = ServeArgs {
+            component: Some("127.0.0.1:5347".into()),
+            component_secret: Some("s".into()),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        assert!(
+            ServeConfig::resolve(args, None).is_err(),
+            "no HTTP server in component mode"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "domian = 'typo.example'\n").unwrap();

@@ -11,6 +11,7 @@ pub mod control;
 pub mod core;
 pub mod core_event;
 pub mod extensions;
+pub mod http;
 pub mod inbox;
 pub mod lending;
 pub mod message_rate;

@@ -1,8 +1,7 @@
-//! What operators watch, as OpenMetrics text for Prometheus (`--metrics ADDR:PORT`).
+//! What operators watch, as OpenMetrics text for Prometheus (served at `/metrics` by `http`).
 
 use std::sync::Arc;
 
-use anyhow::Result;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,8 +9,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::core_event::{CoreEvent, Gauges};
 use crate::inbox::Lane;
@@ -213,65 +210,11 @@ impl Metrics {
         encode(&mut text, &self.registry).expect("writing to a String");
         text
     }
-}
 
-/// Answers `GET /metrics` on `listener` until the task is dropped, asking the core through
-/// `core` for the gauges only it holds. The exporter needs one response shape only, so it is a
-/// few lines here rather than an HTTP framework.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, core: Lane) {
-    loop {
-        let mut socket = match listener.accept().await {
-            Ok((socket, _)) => socket,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a metrics request failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (metrics, core) = (metrics.clone(), core.clone());
-        tokio::spawn(async move {
-            let answered = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                answer(&mut socket, &metrics, &core),
-            );
-            if let Ok(Err(error)) = answered.await {
-                tracing::debug!(%error, "metrics request failed");
-            }
-        });
+    /// The text for one scrape, with the gauges asked of the core through `core`.
+    pub async fn scrape(&self, core: &Lane) -> String {
+        self.render(gauges(core).await)
     }
-}
-
-async fn answer(socket: &mut tokio::net::TcpStream, metrics: &Metrics, core: &Lane) -> Result<()> {
-    let mut request = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let read = socket.read(&mut chunk).await?;
-        if read == 0 {
-            return Ok(());
-        }
-        request.extend_from_slice(&chunk[..read]);
-    }
-    let line = String::from_utf8_lossy(&request);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or_default();
-    let found = matches!(method, "GET" | "HEAD") && matches!(path, "/metrics" | "/");
-    let (status, content_type, body) = if found {
-        let text = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-        ("200 OK", text, metrics.render(gauges(core).await))
-    } else {
-        ("404 Not Found", "text/plain", String::from("not found\n"))
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await?;
-    if method != "HEAD" {
-        socket.write_all(body.as_bytes()).await?;
-    }
-    socket.shutdown().await?;
-    Ok(())
 }
 
 /// The core's gauges, or none if it is stopping.

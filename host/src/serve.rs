@@ -1,5 +1,5 @@
 //! `muc-host serve`: the plugin runtime on a durable store, the core thread, the network side
-//! (the client listener or the component link, and metrics) and the control socket, until
+//! (the client listener and the HTTP server, or the component link; metrics) and the control socket, until
 //! SIGTERM or Ctrl-C.
 
 use std::io::Write as _;
@@ -13,21 +13,23 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::auth::Accounts;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Mode, ServeConfig};
+use crate::config::{HttpListen, Mode, ServeConfig};
 use crate::control::{self, Answer, Control, Request};
 use crate::core;
 use crate::core_event::CoreEvent;
 use crate::extensions::{Call, Change, ExtensionCompiler, Extensions};
-use crate::inbox::{CONTROL_LANE, LINK_LANE};
+use crate::http;
+use crate::inbox::{Lanes, CONTROL_LANE, LINK_LANE};
 use crate::lending::Place;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::runtime::{CompiledPlugin, MucBackend, PluginEngine, PluginRuntime, Preparer, Settings};
 use crate::service::Service;
 use crate::storage::{Storage, StoreLocation, Transaction};
 use crate::swap::{self, Swapper};
-use crate::xmpp::c2s::{self, C2s};
+use crate::xmpp::c2s::C2s;
 use crate::xmpp::component::{self, Link, LinkSink};
+use crate::xmpp::tcp;
 use crate::xmpp::tls;
 
 /// How long stopping waits for sessions to write their last stanzas.
@@ -263,10 +265,18 @@ fn run<M: MucBackend + Send + 'static>(
                     writers: Arc::new(()),
                 });
                 let writers = c2s.writers.clone();
-                let accepting = tokio::spawn(c2s::listen(listener, c2s));
+                let http = match config.http {
+                    Some(http) => serve_http(http, &config, &metrics, &lanes, &c2s).await?,
+                    None => None,
+                };
+                let accepting = tokio::spawn(tcp::listen(listener, c2s));
                 (
                     Router::new(&config.domain, &config.muc_domain),
-                    Network::Listener { accepting, writers },
+                    Network::Listener {
+                        accepting,
+                        http,
+                        writers,
+                    },
                 )
             }
             Mode::Component { server, secret } => {
@@ -292,11 +302,8 @@ fn run<M: MucBackend + Send + 'static>(
                 .await
                 .with_context(|| format!("metrics on {address}"))?;
             announce("metrics", &listener)?;
-            tokio::spawn(metrics::serve(
-                listener,
-                metrics.clone(),
-                lanes.open(CONTROL_LANE),
-            ));
+            let router = http::metrics_only(metrics.clone(), lanes.open(CONTROL_LANE));
+            tokio::spawn(http::serve(listener, router, None));
         }
         let (commands, diverted) = tokio::sync::mpsc::unbounded_channel();
         let admins = config.admins.iter().cloned().collect();
@@ -355,6 +362,38 @@ fn lock_data(data: &std::path::Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// Starts bundled mode's HTTP server; none when the default address is taken.
+async fn serve_http(
+    http: HttpListen,
+    config: &ServeConfig,
+    metrics: &Arc<Metrics>,
+    lanes: &Lanes,
+    c2s: &Arc<C2s>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let listener = match TcpListener::bind(http.address).await {
+        Ok(listener) => listener,
+        Err(error) if !http.required => {
+            tracing::warn!(address = %http.address, %error, "the HTTP server's default address is taken: no WebSocket or discovery (give --http ADDR:PORT)");
+            return Ok(None);
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("HTTP on {}", http.address));
+        }
+    };
+    announce("http", &listener)?;
+    let router = http::bundled(
+        metrics.clone(),
+        lanes.open(CONTROL_LANE),
+        c2s.clone(),
+        listener.local_addr()?,
+    );
+    Ok(Some(tokio::spawn(http::serve(
+        listener,
+        router,
+        config.client_read_rate,
+    ))))
+}
+
 /// Prints where a listener ended up (the port may have been 0), for operators and tests.
 fn announce(what: &str, listener: &TcpListener) -> Result<()> {
     let address = listener.local_addr()?;
@@ -367,6 +406,8 @@ fn announce(what: &str, listener: &TcpListener) -> Result<()> {
 enum Network {
     Listener {
         accepting: tokio::task::JoinHandle<()>,
+        /// The HTTP server, whose WebSocket connections are clients too.
+        http: Option<tokio::task::JoinHandle<()>>,
         writers: Arc<()>,
     },
     Link(tokio::task::JoinHandle<()>),
@@ -374,8 +415,14 @@ enum Network {
 
 impl Network {
     fn stop_accepting(&self) {
-        if let Network::Listener { accepting, .. } = self {
+        if let Network::Listener {
+            accepting, http, ..
+        } = self
+        {
             accepting.abort();
+            if let Some(http) = http {
+                http.abort();
+            }
         }
     }
 

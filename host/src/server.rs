@@ -1,6 +1,6 @@
 //! What the server itself answers in bundled mode (stanzas to its domain or with no `to`):
 //! presence reflected to its sender, XMPP ping, an empty roster and disco listing the MUC
-//! service. Accounts and registration belong to the client listener (`xmpp::c2s`, `auth`).
+//! service. Accounts and registration belong to the client service (`xmpp::c2s` and its layers, `auth`).
 
 use jid::FullJid;
 use minidom::rxml::{xml_ncname, Namespace};

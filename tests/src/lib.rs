@@ -39,6 +39,8 @@ pub fn prosody_scripts_dir() -> PathBuf {
 pub struct Server {
     child: std::process::Child,
     pub c2s: std::net::SocketAddr,
+    /// The HTTP server's address, when `--http` was given.
+    pub http: Option<std::net::SocketAddr>,
     pub data: tempfile::TempDir,
 }
 
@@ -65,6 +67,16 @@ impl Server {
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
+        // Announced next, before anything else is printed.
+        let http = args.contains(&"--http").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("muc-host: http listening on ")
+                .unwrap_or_else(|| panic!("unexpected second line: {line:?}"))
+                .parse()
+                .unwrap()
+        });
         // Kept read to the end: the server prints more (the metrics address) and must not
         // meet a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
@@ -75,6 +87,7 @@ impl Server {
         Server {
             child,
             c2s: address.parse().unwrap(),
+            http,
             data,
         }
     }

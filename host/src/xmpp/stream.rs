@@ -46,6 +46,10 @@ pub enum StreamError {
     /// A `<stream:stream>` header inside the stream: a new stream begins only where the
     /// negotiation restarts it (after STARTTLS or SASL success, RFC 6120 §4.3.3), on a new parser.
     HeaderInsideStream,
+    /// A WebSocket stream whose first element is not `<open/>` (RFC 7395 §3.4).
+    OpenMissing,
+    /// A binary WebSocket message: XMPP travels in text messages (RFC 7395 §3.2).
+    BinaryMessage,
 }
 
 impl StreamError {
@@ -57,6 +61,9 @@ impl StreamError {
             // §4.9.3.10: XML the stream's schema does not allow, which is what a header nested
             // in the stream is (it is well-formed, so not-well-formed would not be true).
             StreamError::HeaderInsideStream => "invalid-xml",
+            // As a TCP stream whose root is not `<stream:stream>`.
+            StreamError::OpenMissing => "invalid-namespace",
+            StreamError::BinaryMessage => "unsupported-encoding",
         }
     }
 
@@ -70,6 +77,11 @@ impl StreamError {
                 "a stream header inside the stream: streams restart only after STARTTLS or SASL"
                     .into()
             }
+            StreamError::OpenMissing => {
+                "the stream must begin with <open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+                    .into()
+            }
+            StreamError::BinaryMessage => "XMPP over WebSocket is sent in text messages".into(),
         }
     }
 }
@@ -254,6 +266,11 @@ impl StreamParser {
             return Err(StreamError::HeaderInsideStream);
         }
         Ok(())
+    }
+
+    /// Whether no stanza is half read.
+    pub fn between_stanzas(&self) -> bool {
+        self.depth <= 1
     }
 
     fn count(&mut self, bytes: usize) -> Result<(), StreamError> {

@@ -11,8 +11,8 @@ use super::stream::{StreamError, StreamEvent, StreamParser, STREAMS_NS};
 pub const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
 /// A byte stream a connection runs over: TCP, or TLS over it.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 #[derive(Debug)]
 pub enum ReadError {
@@ -77,6 +77,10 @@ impl<R: AsyncRead + Unpin> XmlReader<R> {
         self.events.clear();
     }
 
+    pub fn max_stanza_bytes(&self) -> usize {
+        self.max_stanza_bytes
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.io
     }
@@ -113,6 +117,14 @@ pub fn stream_header(namespace: &str, from: &str, id: &str) -> String {
 
 /// A stream error and the end of the stream (RFC 6120 §4.9).
 pub fn stream_error(condition: &str, text: &str) -> String {
+    format!(
+        "<stream:error>{}</stream:error></stream:stream>",
+        stream_error_children(condition, text)
+    )
+}
+
+/// What a `<stream:error>` holds: the condition, and the text when there is one.
+pub fn stream_error_children(condition: &str, text: &str) -> String {
     let text = match text {
         "" => String::new(),
         text => format!(
@@ -120,9 +132,7 @@ pub fn stream_error(condition: &str, text: &str) -> String {
             escape(text)
         ),
     };
-    format!(
-        "<stream:error><{condition} xmlns='{STREAM_ERRORS_NS}'/>{text}</stream:error></stream:stream>"
-    )
+    format!("<{condition} xmlns='{STREAM_ERRORS_NS}'/>{text}")
 }
 
 pub fn escape(text: &str) -> String {

@@ -1,0 +1,149 @@
+//! One SASL exchange on a client stream (RFC 6120 §6.4), with the throttle against password
+//! guessing; the mechanisms themselves are `auth::sasl`'s.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use jid::BareJid;
+use minidom::Element;
+
+use super::c2s::{C2s, Ended};
+use super::stream::StreamEvent;
+use super::transport::{EventSource, StreamSink};
+use super::wire::ReadError;
+use crate::auth::{SaslExchange, SaslFailure, Step};
+
+pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+
+/// Runs the exchange `auth` starts; the authenticated JID, or None after a failure.
+pub async fn authenticate(
+    c2s: &C2s,
+    conn: &mut (impl EventSource + StreamSink),
+    auth: &Element,
+    secure: bool,
+    address: IpAddr,
+) -> Result<Option<BareJid>, Ended> {
+    if !secure && !c2s.insecure_auth {
+        send_failure(conn, SaslFailure::EncryptionRequired).await?;
+        return Ok(None);
+    }
+    let Ok(initial) = decode_sasl(&auth.text()) else {
+        send_failure(conn, SaslFailure::IncorrectEncoding).await?;
+        return Ok(None);
+    };
+    let mechanism = auth.attr("mechanism").unwrap_or_default();
+    // PLAIN derives keys to compare (milliseconds): not on an async worker's time.
+    let policy = c2s.policy(secure);
+    let (mut exchange, mut step) = tokio::task::block_in_place(|| {
+        SaslExchange::start(mechanism, initial.as_deref(), &policy, &c2s.accounts)
+    });
+    loop {
+        if let Err(wait) = throttled(c2s, &step, exchange.account(), address) {
+            send_locked_out(conn, wait).await?;
+            return Ok(None);
+        }
+        match step {
+            Step::Success {
+                jid,
+                additional_data,
+            } => {
+                let data = additional_data.map(|d| encode(&d)).unwrap_or_default();
+                conn.element(&format!("<success xmlns='{SASL_NS}'>{data}</success>"));
+                conn.flush().await?;
+                return Ok(Some(jid));
+            }
+            Step::Failure(failure) => {
+                send_failure(conn, failure).await?;
+                return Ok(None);
+            }
+            Step::Challenge(data) => {
+                conn.element(&format!(
+                    "<challenge xmlns='{SASL_NS}'>{}</challenge>",
+                    encode(&data)
+                ));
+                conn.flush().await?;
+            }
+        }
+        let reply = match conn.next().await {
+            Ok(StreamEvent::Element(reply)) => reply,
+            Ok(_) => return Err(Ended::Read(ReadError::Eof)),
+            Err(error) => return Err(Ended::Read(error)),
+        };
+        step = match (reply.name(), reply.ns().as_str()) {
+            ("response", SASL_NS) => match decode_sasl(&reply.text()) {
+                Ok(data) => tokio::task::block_in_place(|| {
+                    exchange.respond(&data.unwrap_or_default(), &c2s.accounts)
+                }),
+                Err(_) => Step::Failure(SaslFailure::IncorrectEncoding),
+            },
+            ("abort", SASL_NS) => Step::Failure(SaslFailure::Aborted),
+            _ => Step::Failure(SaslFailure::MalformedRequest),
+        };
+    }
+}
+
+/// Lets an exchange's outcome out, counting it, or the lockout to answer instead. While the
+/// account or the address is locked out, a right password and a wrong one alike are refused
+/// (and not counted), so that guessing on tells nothing.
+fn throttled(
+    c2s: &C2s,
+    step: &Step,
+    account: Option<&BareJid>,
+    address: IpAddr,
+) -> Result<(), Duration> {
+    let now = Instant::now();
+    match step {
+        Step::Success { jid, .. } => {
+            if let Some(wait) = c2s.auth_throttle.wait(address, Some(jid), now) {
+                return Err(wait);
+            }
+            c2s.auth_throttle.succeeded(jid);
+        }
+        Step::Failure(SaslFailure::NotAuthorized) => {
+            if let Some(wait) = c2s.auth_throttle.wait(address, account, now) {
+                return Err(wait);
+            }
+            c2s.auth_throttle.failed(address, account, now);
+        }
+        Step::Failure(_) | Step::Challenge(_) => {}
+    }
+    Ok(())
+}
+
+/// SASL payloads are base64, with `=` for an empty one and nothing for none (RFC 6120 §6.4.2).
+fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, base64::DecodeError> {
+    match text.trim() {
+        "" => Ok(None),
+        "=" => Ok(Some(Vec::new())),
+        text => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Some),
+    }
+}
+
+fn encode(data: &[u8]) -> String {
+    match data {
+        [] => "=".into(),
+        data => base64::engine::general_purpose::STANDARD.encode(data),
+    }
+}
+
+async fn send_failure(conn: &mut impl StreamSink, failure: SaslFailure) -> std::io::Result<()> {
+    conn.element(&format!(
+        "<failure xmlns='{SASL_NS}'><{}/></failure>",
+        failure.condition()
+    ));
+    conn.flush().await
+}
+
+/// `temporary-auth-failure` (RFC 6120 §6.5.11), saying when to try again.
+async fn send_locked_out(conn: &mut impl StreamSink, wait: Duration) -> std::io::Result<()> {
+    let seconds = wait.as_secs_f64().ceil();
+    let condition = SaslFailure::TemporaryAuthFailure.condition();
+    conn.element(&format!(
+        "<failure xmlns='{SASL_NS}'><{condition}/><text xml:lang='en'>too many failed \
+         authentication attempts: try again in {seconds} s</text></failure>"
+    ));
+    conn.flush().await
+}

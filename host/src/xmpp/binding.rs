@@ -1,0 +1,85 @@
+//! Resource binding (RFC 6120 §7) and the legacy session request (RFC 3921 §3), answered once
+//! the client has authenticated.
+
+use jid::{BareJid, FullJid};
+use minidom::Element;
+
+use super::c2s::CLIENT_NS;
+use crate::stanza_error::error_reply;
+
+const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
+
+/// The features offered once authenticated.
+pub fn features() -> String {
+    format!("<bind xmlns='{BIND_NS}'/><session xmlns='{SESSION_NS}'><optional/></session>")
+}
+
+/// The reply and the bound JID, or None for a (legacy) session request, or an error reply.
+pub fn bind(iq: &Element, user: &BareJid) -> Result<Option<(Element, FullJid)>, Element> {
+    if iq.has_child("session", SESSION_NS) {
+        return Ok(None);
+    }
+    let Some(request) = iq
+        .get_child("bind", BIND_NS)
+        .filter(|_| iq.attr("type") == Some("set"))
+    else {
+        return Err(error_reply(iq, "cancel", "not-allowed"));
+    };
+    let wanted = request
+        .get_child("resource", BIND_NS)
+        .map(Element::text)
+        .filter(|resource| !resource.trim().is_empty());
+    let resource = wanted.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let Ok(jid) = user.with_resource_str(&resource) else {
+        return Err(error_reply(iq, "modify", "bad-request"));
+    };
+    let payload = Element::builder("bind", BIND_NS)
+        .append(
+            Element::builder("jid", BIND_NS)
+                .append(jid.to_string())
+                .build(),
+        )
+        .build();
+    Ok(Some((iq_result(iq, Some(payload)), jid)))
+}
+
+/// The answer to a session request: it has nothing to do.
+pub fn session_reply(iq: &Element) -> Element {
+    iq_result(iq, None)
+}
+
+pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
+    let mut reply = Element::builder("iq", CLIENT_NS)
+        .attr(minidom::rxml::xml_ncname!("type").into(), "result")
+        .attr(minidom::rxml::xml_ncname!("id").into(), iq.attr("id"))
+        .build();
+    if let Some(payload) = payload {
+        reply.append_child(payload);
+    }
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_takes_the_asked_resource_or_makes_one() {
+        let user: BareJid = "romeo@localhost".parse().unwrap();
+        let iq = |xml: &str| -> Element { xml.parse().unwrap() };
+        let asked = iq("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone</resource></bind></iq>");
+        let (reply, jid) = bind(&asked, &user).unwrap().unwrap();
+        assert_eq!(jid.to_string(), "romeo@localhost/phone");
+        assert!(String::from(&reply).contains("<jid>romeo@localhost/phone</jid>"));
+        let made = iq("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+        let (_, jid) = bind(&made, &user).unwrap().unwrap();
+        assert_eq!(jid.resource().as_str().len(), 32);
+        let session = iq("<iq xmlns='jabber:client' type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+        assert!(bind(&session, &user).unwrap().is_none());
+        let other = iq(
+            "<iq xmlns='jabber:client' type='get' id='x'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        assert!(String::from(&bind(&other, &user).unwrap_err()).contains("not-allowed"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Stream negotiation (RFC 6120 §4-§7): from the client's first stream header to a bound
+//! resource, on any transport: STARTTLS where the transport offers it, SASL, XEP-0077 when
+//! switched on, then resource binding.
+
+use std::net::IpAddr;
+
+use jid::{BareJid, FullJid};
+
+use super::authentication::{authenticate, SASL_NS};
+use super::binding::{self, bind, session_reply};
+use super::c2s::{C2s, Ended, CLIENT_NS, MAX_AUTH_FAILURES};
+use super::registration::{register, REGISTER_FEATURE};
+use super::stream::StreamEvent;
+use super::transport::{ClientTransport, StreamSink};
+use super::wire::ReadError;
+use crate::auth::offered;
+
+const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+
+/// Negotiates on `conn` until a resource is bound: the connection and the bound JID.
+pub async fn negotiate<T: ClientTransport>(
+    c2s: &C2s,
+    mut conn: T,
+    address: IpAddr,
+) -> Result<(T, FullJid), Ended> {
+    let mut user: Option<BareJid> = None;
+    let mut failures = 0;
+    let mut registered = false;
+    'stream: loop {
+        open_stream(c2s, &mut conn, user.is_some()).await?;
+        loop {
+            let element = match conn.next().await {
+                Ok(StreamEvent::Element(element)) => element,
+                Ok(StreamEvent::Close) => {
+                    conn.close();
+                    conn.flush().await?;
+                    return Err(Ended::Read(ReadError::Eof));
+                }
+                Ok(StreamEvent::Open(_)) => unreachable!("one header per stream"),
+                Err(ReadError::Stream(error)) => {
+                    return Err(refuse(&mut conn, error.condition(), &error.text()).await)
+                }
+                Err(error) => return Err(Ended::Read(error)),
+            };
+            let secure = conn.secure();
+            match (element.name(), element.ns().as_str()) {
+                ("starttls", TLS_NS) if conn.offers_starttls() => {
+                    conn.element(&format!("<proceed xmlns='{TLS_NS}'/>"));
+                    conn.flush().await?;
+                    conn = conn.start_tls(c2s.tls.clone()).await?;
+                    continue 'stream;
+                }
+                ("auth", SASL_NS) if user.is_none() => {
+                    match authenticate(c2s, &mut conn, &element, secure, address).await? {
+                        Some(jid) => {
+                            tracing::info!(%jid, "client authenticated");
+                            user = Some(jid);
+                            conn.restart();
+                            continue 'stream;
+                        }
+                        None => {
+                            failures += 1;
+                            if failures >= MAX_AUTH_FAILURES {
+                                let text = "too many failed authentication attempts";
+                                return Err(refuse(&mut conn, "policy-violation", text).await);
+                            }
+                        }
+                    }
+                }
+                ("iq", CLIENT_NS) if user.is_none() && c2s.may_register(secure) => {
+                    let reply = register(c2s, &element, &mut registered);
+                    conn.element(&String::from(&reply));
+                    conn.flush().await?;
+                }
+                ("iq", CLIENT_NS) if user.is_some() => {
+                    let user = user.as_ref().expect("authenticated");
+                    match bind(&element, user) {
+                        Ok(Some((reply, jid))) => {
+                            conn.element(&String::from(&reply));
+                            conn.flush().await?;
+                            return Ok((conn, jid));
+                        }
+                        Ok(None) => conn.element(&String::from(&session_reply(&element))),
+                        Err(reply) => conn.element(&String::from(&reply)),
+                    }
+                    conn.flush().await?;
+                }
+                _ if user.is_none() => {
+                    let text = "authenticate first";
+                    return Err(refuse(&mut conn, "not-authorized", text).await);
+                }
+                (name, ns) => {
+                    let text = format!("<{name} xmlns='{ns}'/> before binding a resource");
+                    return Err(refuse(&mut conn, "unsupported-stanza-type", &text).await);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the client's stream header and answers with ours and the features that apply.
+async fn open_stream<T: ClientTransport>(
+    c2s: &C2s,
+    conn: &mut T,
+    authenticated: bool,
+) -> Result<(), Ended> {
+    let header = match conn.next().await {
+        Ok(StreamEvent::Open(header)) => header,
+        Ok(_) => unreachable!("a stream starts with its header"),
+        Err(ReadError::Stream(error)) => {
+            return Err(refuse_before_header(conn, c2s, error.condition(), &error.text()).await)
+        }
+        Err(error) => return Err(Ended::Read(error)),
+    };
+    if header.namespace.as_deref() != Some(CLIENT_NS) {
+        let text = "this port serves jabber:client streams";
+        return Err(refuse_before_header(conn, c2s, "invalid-namespace", text).await);
+    }
+    if header.to.as_deref() != Some(c2s.domain.as_str()) {
+        let text = format!("this server is {}", c2s.domain);
+        return Err(refuse_before_header(conn, c2s, "host-unknown", &text).await);
+    }
+    conn.header(&c2s.domain, &new_id());
+    conn.features(&features(c2s, conn, authenticated));
+    conn.flush().await?;
+    Ok(())
+}
+
+fn features(c2s: &C2s, conn: &impl ClientTransport, authenticated: bool) -> String {
+    let secure = conn.secure();
+    let mut features = String::new();
+    if authenticated {
+        features.push_str(&binding::features());
+    } else if !secure && !c2s.insecure_auth && conn.offers_starttls() {
+        features.push_str(&format!(
+            "<starttls xmlns='{TLS_NS}'><required/></starttls>"
+        ));
+    } else {
+        if conn.offers_starttls() {
+            features.push_str(&format!("<starttls xmlns='{TLS_NS}'/>"));
+        }
+        features.push_str(&format!("<mechanisms xmlns='{SASL_NS}'>"));
+        for mechanism in offered(&c2s.policy(secure)) {
+            features.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
+        }
+        features.push_str("</mechanisms>");
+        if c2s.may_register(secure) {
+            features.push_str(REGISTER_FEATURE);
+        }
+    }
+    features
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Ends the stream with a stream error.
+pub async fn refuse(conn: &mut impl StreamSink, condition: &'static str, text: &str) -> Ended {
+    conn.error(condition, text);
+    let _ = conn.flush().await;
+    let _ = conn.shutdown().await;
+    Ended::Refused(condition, text.to_string())
+}
+
+/// As [`refuse`], when our header is not sent yet: RFC 6120 §4.9.1.2 wants one first.
+async fn refuse_before_header(
+    conn: &mut impl StreamSink,
+    c2s: &C2s,
+    condition: &'static str,
+    text: &str,
+) -> Ended {
+    conn.header(&c2s.domain, &new_id());
+    refuse(conn, condition, text).await
+}
