@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Let clients create accounts (XEP-0077 in-band registration).
     #[arg(long)]
     pub registration: bool,
+    /// Guests without an account log in with SASL ANONYMOUS (XEP-0175) as someone at this
+    /// domain, e.g. guest.localhost (bundled mode) [default: no guests].
+    #[arg(long)]
+    pub guest_domain: Option<String>,
     /// Component mode: the XMPP server's component port (XEP-0114), HOST:PORT.
     #[arg(long)]
     pub component: Option<String>,
@@ -159,6 +163,7 @@ struct ConfigFile {
     insecure_auth: bool,
     #[serde(default)]
     registration: bool,
+    guest_domain: Option<String>,
     component: Option<String>,
     component_secret: Option<String>,
     metrics: Option<SocketAddr>,
@@ -229,6 +234,8 @@ pub struct ServeConfig {
     pub admins: Vec<String>,
     pub insecure_auth: bool,
     pub registration: bool,
+    /// Where guests (SASL ANONYMOUS) are; None: no guests.
+    pub guest_domain: Option<String>,
     pub metrics: Option<SocketAddr>,
     /// None in component mode.
     pub http: Option<HttpListen>,
@@ -292,6 +299,17 @@ impl ServeConfig {
                 address: DEFAULT_HTTP.parse().expect("a valid address"),
                 required: false,
             }),
+        };
+        let guest_domain = match (&mode, args.guest_domain.or(file.guest_domain)) {
+            (Mode::Component { .. }, Some(_)) => {
+                anyhow::bail!("--guest-domain serves bundled mode only (guests log in to the bundled listener)")
+            }
+            (_, Some(guests)) if guests == domain || guests == muc_domain => {
+                anyhow::bail!(
+                    "--guest-domain must differ from the service's domain and the MUC domain"
+                )
+            }
+            (_, guests) => guests,
         };
         let tls = match (
             args.tls_cert.or(file.tls_cert),
@@ -387,6 +405,7 @@ impl ServeConfig {
             admins,
             insecure_auth: args.insecure_auth || file.insecure_auth,
             registration: args.registration || file.registration,
+            guest_domain,
             metrics: args.metrics.or(file.metrics),
             http,
             tls,

@@ -258,6 +258,7 @@ fn run<M: MucBackend + Send + 'static>(
                     auth_throttle: Default::default(),
                     insecure_auth: config.insecure_auth,
                     registration: config.registration,
+                    guest_domain: config.guest_domain.clone(),
                     max_stanza_bytes: config.max_stanza_bytes,
                     read_rate: config.client_read_rate,
                     core: lanes.clone(),

@@ -41,6 +41,8 @@ pub struct C2s {
     pub auth_throttle: AuthThrottle,
     pub insecure_auth: bool,
     pub registration: bool,
+    /// Where guests (SASL ANONYMOUS, XEP-0175) are; None: no guests.
+    pub guest_domain: Option<String>,
     pub max_stanza_bytes: usize,
     /// How fast each connection's bytes are read (`None`: as fast as they come).
     pub read_rate: Option<ReadRate>,
