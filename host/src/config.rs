@@ -26,7 +26,7 @@ pub const ROOM_MESSAGE_BURST: u32 = 60;
 
 /// The flags of `muc-host serve`; each may also be set in the `--config` file under the same
 /// name (with `_` for `-`).
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (flags win over it).
     #[arg(long)]
@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// discovery, /metrics [default: 127.0.0.1:5280, skipped with a warning if taken].
     #[arg(long)]
     pub http: Option<SocketAddr>,
+    /// The same HTTP server over TLS, with the client listener's certificate (bundled mode)
+    /// [default: none].
+    #[arg(long)]
+    pub https: Option<SocketAddr>,
+    /// A web page origin allowed to use the WebSocket endpoint besides the server's own pages,
+    /// e.g. https://chat.example.org; `*` allows every page (repeatable).
+    #[arg(long = "web-origin")]
+    pub web_origins: Vec<String>,
     /// TLS certificate chain (PEM) [default: a self-signed one made on first run].
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -168,6 +176,9 @@ struct ConfigFile {
     component_secret: Option<String>,
     metrics: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+    #[serde(default)]
+    web_origins: Vec<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_stanza_bytes: Option<usize>,
@@ -219,6 +230,14 @@ pub struct HttpListen {
     pub required: bool,
 }
 
+/// `*`, or a web origin as browsers write it (RFC 6454): scheme, host, maybe a port, no path.
+fn is_origin(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    origin == "*" || rest.is_some_and(|host| !host.is_empty() && !host.contains('/'))
+}
+
 pub const DEFAULT_HTTP: &str = "127.0.0.1:5280";
 
 #[derive(Clone, Debug)]
@@ -239,6 +258,10 @@ pub struct ServeConfig {
     pub metrics: Option<SocketAddr>,
     /// None in component mode.
     pub http: Option<HttpListen>,
+    /// HTTPS, bundled mode only.
+    pub https: Option<SocketAddr>,
+    /// Pages allowed to use the WebSocket endpoint besides the server's own.
+    pub web_origins: Vec<String>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
@@ -300,6 +323,17 @@ impl ServeConfig {
                 required: false,
             }),
         };
+        let https = match (&mode, args.https.or(file.https)) {
+            (Mode::Component { .. }, Some(_)) => {
+                anyhow::bail!("--https serves bundled mode only")
+            }
+            (_, https) => https,
+        };
+        let mut web_origins = file.web_origins;
+        web_origins.extend(args.web_origins);
+        if let Some(bad) = web_origins.iter().find(|origin| !is_origin(origin)) {
+            anyhow::bail!("web origin {bad:?}: write it as a browser does, e.g. https://chat.example.org (no path), or *");
+        }
         let guest_domain = match (&mode, args.guest_domain.or(file.guest_domain)) {
             (Mode::Component { .. }, Some(_)) => {
                 anyhow::bail!("--guest-domain serves bundled mode only (guests log in to the bundled listener)")
@@ -408,6 +442,8 @@ impl ServeConfig {
             guest_domain,
             metrics: args.metrics.or(file.metrics),
             http,
+            https,
+            web_origins,
             tls,
             max_stanza_bytes: args
                 .max_stanza_bytes
@@ -619,5 +655,51 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(ServeConfig::resolve(args, None).is_err());
+    }
+
+    #[test]
+    fn web_origins_are_written_as_browsers_do_and_https_and_guests_are_bundled_only() {
+        let origins = |origins: &[&str]| ServeArgs {
+            web_origins: origins.iter().map(|o| o.to_string()).collect(),
+            ..ServeArgs::default()
+        };
+        let resolved = ServeConfig::resolve(origins(&["https://chat.example.org", "*"]), None);
+        assert_eq!(
+            resolved.unwrap().web_origins,
+            ["https://chat.example.org", "*"]
+        );
+        for bad in [
+            "chat.example.org",
+            "https://chat.example.org/",
+            "https://",
+            "ftp://x",
+        ] {
+            assert!(
+                ServeConfig::resolve(origins(&[bad]), None).is_err(),
+                "{bad}"
+            );
+        }
+        let component = ServeArgs {
+            component: Some("127.0.0.1:5347".into()),
+            component_secret: Some("s".into()),
+            ..ServeArgs::default()
+        };
+        for args in [
+            ServeArgs {
+                https: Some("127.0.0.1:0".parse().unwrap()),
+                ..component.clone()
+            },
+            ServeArgs {
+                guest_domain: Some("guest.localhost".into()),
+                ..component.clone()
+            },
+        ] {
+            assert!(ServeConfig::resolve(args, None).is_err());
+        }
+        let guests_at_home = ServeArgs {
+            guest_domain: Some("localhost".into()),
+            ..ServeArgs::default()
+        };
+        assert!(ServeConfig::resolve(guests_at_home, None).is_err());
     }
 }

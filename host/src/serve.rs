@@ -266,10 +266,7 @@ fn run<M: MucBackend + Send + 'static>(
                     writers: Arc::new(()),
                 });
                 let writers = c2s.writers.clone();
-                let http = match config.http {
-                    Some(http) => serve_http(http, &config, &metrics, &lanes, &c2s).await?,
-                    None => None,
-                };
+                let http = serve_http(config.http, &config, &metrics, &lanes, &c2s).await?;
                 let accepting = tokio::spawn(tcp::listen(listener, c2s));
                 (
                     Router::new(&config.domain, &config.muc_domain),
@@ -304,7 +301,7 @@ fn run<M: MucBackend + Send + 'static>(
                 .with_context(|| format!("metrics on {address}"))?;
             announce("metrics", &listener)?;
             let router = http::metrics_only(metrics.clone(), lanes.open(CONTROL_LANE));
-            tokio::spawn(http::serve(listener, router, None));
+            tokio::spawn(http::serve(listener, router, None, None));
         }
         let (commands, diverted) = tokio::sync::mpsc::unbounded_channel();
         let admins = config.admins.iter().cloned().collect();
@@ -363,36 +360,49 @@ fn lock_data(data: &std::path::Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Starts bundled mode's HTTP server; none when the default address is taken.
+/// Starts bundled mode's HTTP server (none when the default address is taken), and its HTTPS
+/// twin when asked for.
 async fn serve_http(
-    http: HttpListen,
+    http: Option<HttpListen>,
     config: &ServeConfig,
     metrics: &Arc<Metrics>,
     lanes: &Lanes,
     c2s: &Arc<C2s>,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
-    let listener = match TcpListener::bind(http.address).await {
-        Ok(listener) => listener,
-        Err(error) if !http.required => {
-            tracing::warn!(address = %http.address, %error, "the HTTP server's default address is taken: no WebSocket or discovery (give --http ADDR:PORT)");
-            return Ok(None);
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("HTTP on {}", http.address));
-        }
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut listeners = Vec::new();
+    match http {
+        None => {}
+        Some(http) => match TcpListener::bind(http.address).await {
+            Ok(listener) => listeners.push(("http", listener, None)),
+            Err(error) if !http.required => {
+                tracing::warn!(address = %http.address, %error, "the HTTP server's default address is taken: no WebSocket or discovery (give --http ADDR:PORT)");
+            }
+            Err(error) => return Err(error).with_context(|| format!("HTTP on {}", http.address)),
+        },
+    }
+    if let Some(address) = config.https {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("HTTPS on {address}"))?;
+        listeners.push(("https", listener, Some(c2s.tls.clone())));
+    }
+    let origins = http::OriginPolicy {
+        allowed: config.web_origins.clone(),
     };
-    announce("http", &listener)?;
-    let router = http::bundled(
-        metrics.clone(),
-        lanes.open(CONTROL_LANE),
-        c2s.clone(),
-        listener.local_addr()?,
-    );
-    Ok(Some(tokio::spawn(http::serve(
-        listener,
-        router,
-        config.client_read_rate,
-    ))))
+    let mut servers = Vec::new();
+    for (name, listener, tls) in listeners {
+        announce(name, &listener)?;
+        let router = http::bundled(
+            metrics.clone(),
+            lanes.open(CONTROL_LANE),
+            c2s.clone(),
+            origins.clone(),
+            listener.local_addr()?,
+        );
+        let server = http::serve(listener, router, config.client_read_rate, tls);
+        servers.push(tokio::spawn(server));
+    }
+    Ok(servers)
 }
 
 /// Prints where a listener ended up (the port may have been 0), for operators and tests.
@@ -407,8 +417,8 @@ fn announce(what: &str, listener: &TcpListener) -> Result<()> {
 enum Network {
     Listener {
         accepting: tokio::task::JoinHandle<()>,
-        /// The HTTP server, whose WebSocket connections are clients too.
-        http: Option<tokio::task::JoinHandle<()>>,
+        /// The HTTP servers (HTTP, HTTPS), whose WebSocket connections are clients too.
+        http: Vec<tokio::task::JoinHandle<()>>,
         writers: Arc<()>,
     },
     Link(tokio::task::JoinHandle<()>),
@@ -421,8 +431,8 @@ impl Network {
         } = self
         {
             accepting.abort();
-            if let Some(http) = http {
-                http.abort();
+            for server in http {
+                server.abort();
             }
         }
     }

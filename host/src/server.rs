@@ -2,14 +2,15 @@
 //! presence reflected to its sender, XMPP ping, an empty roster and disco listing the MUC
 //! service. Accounts and registration belong to the client service (`xmpp::c2s` and its layers, `auth`).
 
-use jid::FullJid;
+use jid::{FullJid, Jid};
 use minidom::rxml::{xml_ncname, Namespace};
 use minidom::Element;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
+use xmpp_parsers::iq::{Iq, IqPayload};
+use xmpp_parsers::ns;
+use xmpp_parsers::roster::Roster;
 
 use crate::stanza_error::error_reply;
-
-const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
-const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
 /// The replies to one stanza from `from` addressed to the server.
 pub fn handle(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Vec<Element> {
@@ -21,65 +22,140 @@ pub fn handle(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) 
             own.set_attr(Namespace::NONE, xml_ncname!("to").into(), from.to_string());
             vec![own]
         }
-        "iq" => iq(domain, muc_domain, stanza).into_iter().collect(),
+        "iq" => iq(domain, muc_domain, from, stanza).into_iter().collect(),
         _ => Vec::new(),
     }
 }
 
-fn iq(domain: &str, muc_domain: &str, stanza: &Element) -> Option<Element> {
-    let kind = stanza.attr("type")?;
-    if kind == "result" || kind == "error" {
-        return None;
-    }
-    let Some(query) = stanza.children().next() else {
-        return Some(error_reply(stanza, "modify", "bad-request"));
+fn iq(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Option<Element> {
+    let Ok(iq) = Iq::try_from(stanza.clone()) else {
+        // Results and errors are never answered (RFC 6120 §8.2.3), however malformed.
+        let answered = !matches!(stanza.attr("type"), Some("result" | "error"));
+        return answered.then(|| error_reply(stanza, "modify", "bad-request"));
     };
-    let payload = match (kind, query.name(), query.ns().as_str()) {
-        ("get", "ping", "urn:xmpp:ping") => None,
-        ("get", "query", "jabber:iq:roster") => {
-            Some(Element::builder("query", "jabber:iq:roster").build())
-        }
-        ("get", "query", DISCO_ITEMS) => Some(
-            Element::builder("query", DISCO_ITEMS)
-                .append(
-                    Element::builder("item", DISCO_ITEMS)
-                        .attr(xml_ncname!("jid").into(), muc_domain)
-                        .build(),
-                )
-                .build(),
+    let (header, payload) = iq.split();
+    let IqPayload::Get(request) = payload else {
+        return match payload {
+            IqPayload::Set(_) => Some(error_reply(stanza, "cancel", "service-unavailable")),
+            _ => None,
+        };
+    };
+    let answer: Option<Element> = match (request.name(), request.ns().as_str()) {
+        ("ping", ns::PING) => None,
+        ("query", ns::ROSTER) => Some(
+            Roster {
+                ver: None,
+                items: Vec::new(),
+            }
+            .into(),
         ),
-        ("get", "query", DISCO_INFO) => Some(
-            Element::builder("query", DISCO_INFO)
-                .append(
-                    Element::builder("identity", DISCO_INFO)
-                        .attr(xml_ncname!("category").into(), "server")
-                        .attr(xml_ncname!("type").into(), "im")
-                        .build(),
-                )
-                .append(feature(DISCO_INFO))
-                .append(feature(DISCO_ITEMS))
-                .append(feature("urn:xmpp:ping"))
-                .build(),
+        ("query", ns::DISCO_ITEMS) => {
+            let Ok(service) = Jid::new(muc_domain) else {
+                return Some(error_reply(stanza, "cancel", "internal-server-error"));
+            };
+            let items = vec![Item {
+                jid: service,
+                node: None,
+                name: None,
+            }];
+            Some(
+                DiscoItemsResult {
+                    node: None,
+                    items,
+                    rsm: None,
+                }
+                .into(),
+            )
+        }
+        ("query", ns::DISCO_INFO) => Some(
+            DiscoInfoResult {
+                node: None,
+                identities: vec![Identity {
+                    category: "server".into(),
+                    type_: "im".into(),
+                    lang: None,
+                    name: None,
+                }],
+                features: [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING]
+                    .map(String::from)
+                    .into(),
+                extensions: Vec::new(),
+            }
+            .into(),
         ),
         _ => return Some(error_reply(stanza, "cancel", "service-unavailable")),
     };
-    let mut result = Element::builder("iq", "jabber:client")
-        .attr(xml_ncname!("type").into(), "result")
-        .attr(
-            xml_ncname!("from").into(),
-            stanza.attr("to").unwrap_or(domain),
-        )
-        .attr(xml_ncname!("to").into(), stanza.attr("from"))
-        .attr(xml_ncname!("id").into(), stanza.attr("id"))
-        .build();
-    if let Some(payload) = payload {
-        result.append_child(payload);
-    }
-    Some(result)
+    let server = header.to.or_else(|| Jid::new(domain).ok());
+    let result = Iq::Result {
+        from: server,
+        to: Some(from.clone().into()),
+        id: header.id,
+        payload: answer,
+    };
+    Some(result.into())
 }
 
-fn feature(var: &str) -> Element {
-    Element::builder("feature", DISCO_INFO)
-        .attr(xml_ncname!("var").into(), var)
-        .build()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(xml: &str) -> Vec<Element> {
+        let from: FullJid = "romeo@localhost/phone".parse().unwrap();
+        let stanza: Element = xml.parse().unwrap();
+        handle("localhost", "conference.localhost", &from, &stanza)
+    }
+
+    fn result_of(xml: &str) -> Option<Element> {
+        let [reply] = <[Element; 1]>::try_from(ask(xml)).expect("one reply");
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+        assert_eq!(reply.attr("to"), Some("romeo@localhost/phone"));
+        assert_eq!(reply.attr("from"), Some("localhost"));
+        assert_eq!(reply.attr("id"), Some("q"));
+        reply.children().next().cloned()
+    }
+
+    #[test]
+    fn the_server_answers_ping_roster_and_disco_naming_the_muc_service() {
+        let get =
+            |payload: &str| format!("<iq xmlns='jabber:client' type='get' id='q'>{payload}</iq>");
+        assert_eq!(result_of(&get("<ping xmlns='urn:xmpp:ping'/>")), None);
+        let roster = result_of(&get("<query xmlns='jabber:iq:roster'/>")).unwrap();
+        assert!(Roster::try_from(roster).unwrap().items.is_empty());
+        let items = result_of(&get(
+            "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+        ));
+        let items = DiscoItemsResult::try_from(items.unwrap()).unwrap();
+        assert_eq!(items.items[0].jid.to_string(), "conference.localhost");
+        let info = result_of(&get(
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        ));
+        let info = DiscoInfoResult::try_from(info.unwrap()).unwrap();
+        assert_eq!(info.identities[0].category, "server");
+        assert!(info.features.contains(ns::PING));
+    }
+
+    #[test]
+    fn what_the_server_does_not_serve_is_an_error_and_results_are_never_answered() {
+        let condition = |xml: &str| {
+            let replies = ask(xml);
+            let error = replies[0].get_child("error", "jabber:client").unwrap();
+            error.children().next().unwrap().name().to_string()
+        };
+        assert_eq!(
+            condition(
+                "<iq xmlns='jabber:client' type='get' id='q'><vCard xmlns='vcard-temp'/></iq>"
+            ),
+            "service-unavailable"
+        );
+        assert_eq!(
+            condition("<iq xmlns='jabber:client' type='set' id='q'><query xmlns='jabber:iq:roster'/></iq>"),
+            "service-unavailable"
+        );
+        assert_eq!(
+            condition("<iq xmlns='jabber:client' type='get' id='q'/>"),
+            "bad-request"
+        );
+        assert!(ask("<iq xmlns='jabber:client' type='result' id='q'/>").is_empty());
+        assert!(ask("<iq xmlns='jabber:client' type='error' id='q'/>").is_empty());
+    }
 }

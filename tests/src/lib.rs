@@ -41,6 +41,8 @@ pub struct Server {
     pub c2s: std::net::SocketAddr,
     /// The HTTP server's address, when `--http` was given.
     pub http: Option<std::net::SocketAddr>,
+    /// The HTTPS server's address, when `--https` was given.
+    pub https: Option<std::net::SocketAddr>,
     pub data: tempfile::TempDir,
 }
 
@@ -65,29 +67,27 @@ impl Server {
             .spawn()
             .expect("starting muc-host serve");
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Announced next, before anything else is printed.
-        let http = args.contains(&"--http").then(|| {
+        // The listeners are announced first, in this order, before anything else is printed.
+        let mut announced = |what: &str| -> std::net::SocketAddr {
             let mut line = String::new();
             stdout.read_line(&mut line).unwrap();
             line.trim()
-                .strip_prefix("muc-host: http listening on ")
-                .unwrap_or_else(|| panic!("unexpected second line: {line:?}"))
+                .strip_prefix(&format!("muc-host: {what} listening on "))
+                .unwrap_or_else(|| panic!("expected the {what} address, got {line:?}"))
                 .parse()
                 .unwrap()
-        });
+        };
+        let c2s = announced("c2s");
+        let http = args.contains(&"--http").then(|| announced("http"));
+        let https = args.contains(&"--https").then(|| announced("https"));
         // Kept read to the end: the server prints more (the metrics address) and must not
         // meet a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let address = line
-            .trim()
-            .strip_prefix("muc-host: c2s listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
         Server {
             child,
-            c2s: address.parse().unwrap(),
+            c2s,
             http,
+            https,
             data,
         }
     }

@@ -12,6 +12,7 @@ use minidom::Element;
 use muc_host::scansion::network::NetworkHarness;
 use muc_host::scansion::Harness;
 use muc_tests::Server;
+use rustls::pki_types::pem::PemObject as _;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
@@ -32,25 +33,55 @@ fn start() -> Server {
     ])
 }
 
-/// A WebSocket connection to the server's `/xmpp-websocket`.
-struct Ws {
-    socket: WebSocket<TcpStream>,
+/// A WebSocket connection to the server's `/xmpp-websocket`, over TCP or TLS.
+struct Ws<S = TcpStream> {
+    socket: WebSocket<S>,
+}
+
+/// A connection to the HTTP server, reads timing out so that tests wait on deadlines.
+fn tcp(address: std::net::SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    stream
+}
+
+/// The handshake's request for `url`, asking for `subprotocol`, from a page of `origin`.
+fn request(
+    url: &str,
+    subprotocol: Option<&str>,
+    origin: Option<&str>,
+) -> tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in [("Sec-WebSocket-Protocol", subprotocol), ("Origin", origin)] {
+        if let Some(value) = value {
+            request
+                .headers_mut()
+                .insert(name, HeaderValue::from_str(value).unwrap());
+        }
+    }
+    request
 }
 
 impl Ws {
     /// Connects asking for `subprotocol`; the handshake's error when the server refuses it.
     fn connect_with(server: &Server, subprotocol: Option<&str>) -> Result<Ws, tungstenite::Error> {
         let address = server.http.expect("started with --http");
-        let mut request = format!("ws://{address}/xmpp-websocket")
-            .into_client_request()
-            .unwrap();
-        if let Some(subprotocol) = subprotocol {
-            request.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_str(subprotocol).unwrap(),
-            );
-        }
-        let stream = TcpStream::connect(address).unwrap();
+        let url = format!("ws://{address}/xmpp-websocket");
+        Ws::handshake(request(&url, subprotocol, None), tcp(address))
+    }
+
+    fn connect(server: &Server) -> Ws {
+        Ws::connect_with(server, Some("xmpp")).expect("WebSocket handshake")
+    }
+}
+
+impl<S: Read + Write> Ws<S> {
+    fn handshake(
+        request: tungstenite::handshake::client::Request,
+        stream: S,
+    ) -> Result<Ws<S>, tungstenite::Error> {
         // Large enough for any message the tests send, whatever the server accepts.
         let config = WebSocketConfig::default().max_message_size(Some(1 << 20));
         let (socket, response) =
@@ -65,28 +96,27 @@ impl Ws {
             "xmpp",
             "the server names the subprotocol it speaks"
         );
-        socket
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
         Ok(Ws { socket })
     }
 
-    fn connect(server: &Server) -> Ws {
-        Ws::connect_with(server, Some("xmpp")).expect("WebSocket handshake")
-    }
-
-    /// Logged in as `user@localhost` (any password: insecure auth), bound to resource `r`.
-    fn logged_in(server: &Server, user: &str) -> Ws {
-        let mut ws = Ws::connect(server);
-        ws.send(OPEN);
-        let opened = ws.next_text();
+    /// The stream opened and its first features read.
+    fn opened(&mut self) -> String {
+        self.send(OPEN);
+        let opened = self.next_text();
         assert!(
             opened.starts_with("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'")
                 && opened.contains("from='localhost'"),
             "{opened}"
         );
-        let features = ws.next_text();
+        self.next_text()
+    }
+}
+
+impl Ws {
+    /// Logged in as `user@localhost` (any password: insecure auth), bound to resource `r`.
+    fn logged_in(server: &Server, user: &str) -> Ws {
+        let mut ws = Ws::connect(server);
+        let features = ws.opened();
         assert!(
             features.contains("<mechanism>PLAIN</mechanism>"),
             "{features}"
@@ -112,7 +142,9 @@ impl Ws {
         );
         ws
     }
+}
 
+impl<S: Read + Write> Ws<S> {
     fn send(&mut self, text: &str) {
         self.socket.send(Message::text(text)).unwrap();
     }
@@ -288,6 +320,89 @@ fn discovery_names_the_websocket_endpoint() {
         "{metrics}"
     );
     assert!(http_get(address, "/nothing-here").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn a_page_from_another_origin_is_refused_and_the_servers_own_pages_and_named_ones_are_not() {
+    let server = Server::start(&[
+        "--insecure-auth",
+        "--http",
+        "127.0.0.1:0",
+        "--web-origin",
+        "https://chat.example.org",
+    ]);
+    let address = server.http.unwrap();
+    let url = format!("ws://{address}/xmpp-websocket");
+    let own = format!("http://{address}");
+    for origin in [
+        own.as_str(),
+        "https://chat.example.org",
+        "HTTPS://CHAT.example.org",
+    ] {
+        let mut ws = Ws::handshake(request(&url, Some("xmpp"), Some(origin)), tcp(address))
+            .unwrap_or_else(|error| panic!("{origin} refused: {error}"));
+        assert!(
+            ws.opened().contains("<mechanism>PLAIN</mechanism>"),
+            "{origin}"
+        );
+    }
+    for origin in [
+        "http://evil.example",
+        "https://chat.example.org.evil.example",
+        "null",
+    ] {
+        match Ws::handshake(request(&url, Some("xmpp"), Some(origin)), tcp(address)) {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{origin}")
+            }
+            Err(other) => panic!("{origin}: {other}"),
+            Ok(_) => panic!("{origin} was let in"),
+        }
+    }
+}
+
+#[test]
+fn xmpp_over_websocket_and_discovery_work_through_https_with_the_client_listeners_certificate() {
+    let server = Server::start(&["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"]);
+    let address = server.https.expect("the HTTPS address announced");
+    let mut roots = rustls::RootCertStore::empty();
+    let cert = server.data.path().join("tls/cert.pem");
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let config = std::sync::Arc::new(config);
+    let tls = || {
+        let name = "localhost".try_into().unwrap();
+        let connection = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        rustls::StreamOwned::new(connection, tcp(address))
+    };
+    let url = format!("wss://localhost:{}/xmpp-websocket", address.port());
+    let mut ws = Ws::handshake(request(&url, Some("xmpp"), None), tls()).expect("wss handshake");
+    let features = ws.opened();
+    assert!(
+        features.contains("<mechanism>SCRAM-SHA-256</mechanism>"),
+        "{features}"
+    );
+    ws.send(CLOSE);
+    assert_eq!(ws.next_text(), CLOSE);
+    let mut https = tls();
+    let request = format!("GET /.well-known/host-meta.json HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n", address.port());
+    https.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = https.read_to_string(&mut response);
+    assert!(
+        response.contains(&format!(
+            "\"href\":\"wss://localhost:{}/xmpp-websocket\"",
+            address.port()
+        )),
+        "{response}"
+    );
 }
 
 fn http_get(address: std::net::SocketAddr, path: &str) -> String {

@@ -4,13 +4,14 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE, HOST};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use super::listener::Peer;
 use super::WEBSOCKET_PATH;
 use crate::xmpp::wire::escape;
 
@@ -23,21 +24,26 @@ pub fn routes(local: SocketAddr) -> Router {
         .with_state(local)
 }
 
-/// The endpoint's URL: at the `Host` the request named, else where the server listens.
-fn websocket_url(headers: &HeaderMap, local: SocketAddr) -> String {
+/// The endpoint's URL: at the `Host` the request named, else where the server listens; `wss`
+/// when asked over HTTPS.
+fn websocket_url(headers: &HeaderMap, local: SocketAddr, peer: Peer) -> String {
     let host = headers
         .get(HOST)
         .and_then(|host| host.to_str().ok())
         .map_or_else(|| local.to_string(), str::to_string);
-    format!("ws://{host}{WEBSOCKET_PATH}")
+    format!("{}://{host}{WEBSOCKET_PATH}", peer.0.websocket_scheme())
 }
 
-async fn xrd(State(local): State<SocketAddr>, headers: HeaderMap) -> impl IntoResponse {
+async fn xrd(
+    State(local): State<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     let body = format!(
         "<?xml version='1.0' encoding='utf-8'?>\n\
          <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
          <Link rel='{WEBSOCKET_REL}' href='{}'/>\n</XRD>\n",
-        escape(&websocket_url(&headers, local))
+        escape(&websocket_url(&headers, local, peer))
     );
     (
         [
@@ -48,9 +54,13 @@ async fn xrd(State(local): State<SocketAddr>, headers: HeaderMap) -> impl IntoRe
     )
 }
 
-async fn jrd(State(local): State<SocketAddr>, headers: HeaderMap) -> impl IntoResponse {
+async fn jrd(
+    State(local): State<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     let body = serde_json::json!({
-        "links": [{ "rel": WEBSOCKET_REL, "href": websocket_url(&headers, local) }]
+        "links": [{ "rel": WEBSOCKET_REL, "href": websocket_url(&headers, local, peer) }]
     });
     (
         [

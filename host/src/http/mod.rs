@@ -4,6 +4,7 @@
 
 mod host_meta;
 mod listener;
+mod origin;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::inbox::Lane;
 use crate::metrics::Metrics;
@@ -22,6 +24,7 @@ use crate::xmpp::c2s::C2s;
 use crate::xmpp::throttle::ReadRate;
 
 pub use listener::Peer;
+pub use origin::OriginPolicy;
 
 /// The path of the WebSocket endpoint.
 pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
@@ -34,12 +37,18 @@ struct Scrape {
 }
 
 /// Everything bundled mode serves over HTTP; `local` is where it listens.
-pub fn bundled(metrics: Arc<Metrics>, core: Lane, c2s: Arc<C2s>, local: SocketAddr) -> Router {
+pub fn bundled(
+    metrics: Arc<Metrics>,
+    core: Lane,
+    c2s: Arc<C2s>,
+    origins: OriginPolicy,
+    local: SocketAddr,
+) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .with_state(Scrape { metrics, core })
         .merge(host_meta::routes(local))
-        .merge(websocket::routes(c2s))
+        .merge(websocket::routes(c2s, origins))
 }
 
 /// `--metrics ADDR`, in either mode: `/metrics`, also at `/` (as the exporter always answered).
@@ -56,10 +65,16 @@ async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
     ([(CONTENT_TYPE, kind)], text)
 }
 
-/// Serves `router` on `listener` until the task is dropped; each connection's bytes are read
-/// at `read_rate`, as a client connection's on the TCP listener.
-pub async fn serve(listener: TcpListener, router: Router, read_rate: Option<ReadRate>) {
-    let listener = listener::Throttling::new(listener, read_rate);
+/// Serves `router` on `listener` until the task is dropped, through TLS with `tls` (HTTPS);
+/// each connection's bytes are read at `read_rate`, as a client connection's on the TCP
+/// listener.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    read_rate: Option<ReadRate>,
+    tls: Option<Arc<ServerConfig>>,
+) {
+    let listener = listener::Throttling::new(listener, read_rate, tls);
     let app = router.into_make_service_with_connect_info::<Peer>();
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "the HTTP server stopped");

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use minidom::Element;
-use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use xmpp_parsers::component::Handshake;
 
 use super::stream::{StreamEvent, STREAMS_NS};
 use super::wire::{renamespace, ReadError, XmlReader};
@@ -194,15 +194,14 @@ async fn connect(link: &Link) -> Result<XmlReader<TcpStream>, String> {
         Ok(_) => return Err("no stream header".into()),
         Err(error) => return Err(error.to_string()),
     };
-    let digest = Sha1::digest(format!("{id}{}", link.secret).as_bytes());
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    let handshake = Handshake::from_stream_id_and_password(id, &link.secret);
     write(
         &mut conn,
-        format!("<handshake>{hex}</handshake>").as_bytes(),
+        String::from(&Element::from(handshake)).as_bytes(),
     )
     .await?;
     match conn.next().await {
-        Ok(StreamEvent::Element(reply)) if reply.name() == "handshake" => Ok(conn),
+        Ok(StreamEvent::Element(reply)) if reply.is("handshake", COMPONENT_NS) => Ok(conn),
         Ok(StreamEvent::Element(error)) if error.name() == "error" && error.ns() == STREAMS_NS => {
             Err(format!(
                 "the server refused the handshake: {}",
@@ -330,6 +329,7 @@ fn describe_stream_error(error: &Element) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha1::{Digest, Sha1};
     use tokio::net::TcpListener;
 
     #[test]
