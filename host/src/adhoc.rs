@@ -11,7 +11,7 @@ use minidom::rxml::xml_ncname;
 use minidom::Element;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field, FieldType, Option_};
 
-use crate::stanza_error::error_reply;
+use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
 pub const NS: &str = "http://jabber.org/protocol/commands";
 pub const SWAP_NODE: &str = "urn:muc-host:swap";
@@ -49,10 +49,18 @@ pub fn step(admins: &BTreeSet<String>, iq: &Element) -> Step {
         .and_then(|from| jid::Jid::new(from).ok())
         .is_some_and(|from| admins.contains(&from.to_bare().to_string()));
     if !from_admin {
-        return Step::Answer(error_reply(iq, "auth", "forbidden"));
+        return Step::Answer(error_reply(
+            iq,
+            ErrorType::Auth,
+            DefinedCondition::Forbidden,
+        ));
     }
     let Some(command) = iq.get_child("command", NS) else {
-        return Step::Answer(error_reply(iq, "modify", "bad-request"));
+        return Step::Answer(error_reply(
+            iq,
+            ErrorType::Modify,
+            DefinedCondition::BadRequest,
+        ));
     };
     let session = command
         .attr("sessionid")
@@ -79,7 +87,13 @@ pub fn step(admins: &BTreeSet<String>, iq: &Element) -> Step {
         (Some("swap") | None, Some(path)) if !path.trim().is_empty() => {
             Action::Swap(path.trim().into())
         }
-        _ => return Step::Answer(error_reply(iq, "modify", "bad-request")),
+        _ => {
+            return Step::Answer(error_reply(
+                iq,
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+            ))
+        }
     };
     Step::Run { action, session }
 }

@@ -10,7 +10,7 @@ use xmpp_parsers::iq::{Iq, IqPayload};
 use xmpp_parsers::ns;
 use xmpp_parsers::roster::Roster;
 
-use crate::stanza_error::error_reply;
+use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
 /// The replies to one stanza from `from` addressed to the server.
 pub fn handle(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Vec<Element> {
@@ -31,12 +31,17 @@ fn iq(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Optio
     let Ok(iq) = Iq::try_from(stanza.clone()) else {
         // Results and errors are never answered (RFC 6120 §8.2.3), however malformed.
         let answered = !matches!(stanza.attr("type"), Some("result" | "error"));
-        return answered.then(|| error_reply(stanza, "modify", "bad-request"));
+        return answered
+            .then(|| error_reply(stanza, ErrorType::Modify, DefinedCondition::BadRequest));
     };
     let (header, payload) = iq.split();
     let IqPayload::Get(request) = payload else {
         return match payload {
-            IqPayload::Set(_) => Some(error_reply(stanza, "cancel", "service-unavailable")),
+            IqPayload::Set(_) => Some(error_reply(
+                stanza,
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+            )),
             _ => None,
         };
     };
@@ -51,7 +56,11 @@ fn iq(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Optio
         ),
         ("query", ns::DISCO_ITEMS) => {
             let Ok(service) = Jid::new(muc_domain) else {
-                return Some(error_reply(stanza, "cancel", "internal-server-error"));
+                return Some(error_reply(
+                    stanza,
+                    ErrorType::Cancel,
+                    DefinedCondition::InternalServerError,
+                ));
             };
             let items = vec![Item {
                 jid: service,
@@ -83,7 +92,13 @@ fn iq(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Optio
             }
             .into(),
         ),
-        _ => return Some(error_reply(stanza, "cancel", "service-unavailable")),
+        _ => {
+            return Some(error_reply(
+                stanza,
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+            ))
+        }
     };
     let server = header.to.or_else(|| Jid::new(domain).ok());
     let result = Iq::Result {

@@ -23,7 +23,7 @@ use crate::outbound::Outbound;
 use crate::router::{Destination, Router, SessionSink};
 use crate::runtime::{Fault, Inbound, MucBackend, PluginRuntime, Status};
 use crate::server;
-use crate::stanza_error::{error_reply, with_text};
+use crate::stanza_error::{error_reply, error_reply_saying, DefinedCondition, ErrorType};
 use crate::storage::lease::Fenced;
 use crate::storage::{Storage, StorageError, Tier, Transaction};
 
@@ -244,7 +244,11 @@ impl<M: MucBackend> Service<M> {
             None => None,
             Some(Ok(to)) => Some(to),
             Some(Err(_)) => {
-                return self.reply_error(&stanza, "modify", "jid-malformed");
+                return self.reply_error(
+                    &stanza,
+                    ErrorType::Modify,
+                    DefinedCondition::JidMalformed,
+                );
             }
         };
         match self.router.destination(to.as_ref()) {
@@ -269,19 +273,29 @@ impl<M: MucBackend> Service<M> {
             // private storage).
             Destination::User(to) if stanza.name() == "iq" && to.resource().is_none() => {
                 if matches!(stanza.attr("type"), Some("get") | Some("set")) {
-                    self.reply_error(&stanza, "cancel", "service-unavailable");
+                    self.reply_error(
+                        &stanza,
+                        ErrorType::Cancel,
+                        DefinedCondition::ServiceUnavailable,
+                    );
                 }
             }
             Destination::User(to) => {
                 if self.router.is_reachable(&to) {
                     self.outbox.push(stanza.into());
                 } else if stanza.name() != "presence" {
-                    self.reply_error(&stanza, "cancel", "service-unavailable");
+                    self.reply_error(
+                        &stanza,
+                        ErrorType::Cancel,
+                        DefinedCondition::ServiceUnavailable,
+                    );
                 }
             }
-            Destination::Unroutable => {
-                self.reply_error(&stanza, "cancel", "remote-server-not-found")
-            }
+            Destination::Unroutable => self.reply_error(
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::RemoteServerNotFound,
+            ),
         }
     }
 
@@ -294,8 +308,10 @@ impl<M: MucBackend> Service<M> {
             (Some(from), Some(to)) if to.domain().as_str() == self.router.muc_domain() => {
                 self.send_to_muc_as(&from.to_string(), stanza)
             }
-            (Some(_), Some(_)) => self.reply_error(&stanza, "cancel", "item-not-found"),
-            _ => self.reply_error(&stanza, "modify", "jid-malformed"),
+            (Some(_), Some(_)) => {
+                self.reply_error(&stanza, ErrorType::Cancel, DefinedCondition::ItemNotFound)
+            }
+            _ => self.reply_error(&stanza, ErrorType::Modify, DefinedCondition::JidMalformed),
         }
     }
 
@@ -332,7 +348,12 @@ impl<M: MucBackend> Service<M> {
         if let Some(version) = &self.data_upgraded_to {
             let text =
                 format!("this service is being upgraded to {version}: try again in a moment");
-            self.reply_error_saying(&stanza, "wait", "service-unavailable", Some(&text));
+            self.reply_error_saying(
+                &stanza,
+                ErrorType::Wait,
+                DefinedCondition::ServiceUnavailable,
+                Some(&text),
+            );
             return;
         }
         let to = stanza.attr("to").unwrap_or_default().to_string();
@@ -344,7 +365,12 @@ impl<M: MucBackend> Service<M> {
                 "too many messages: at most {} a second to one room, after a burst of {}; wait a moment",
                 limit.per_second, limit.burst
             );
-            self.reply_error_saying(&stanza, "wait", "resource-constraint", Some(&text));
+            self.reply_error_saying(
+                &stanza,
+                ErrorType::Wait,
+                DefinedCondition::ResourceConstraint,
+                Some(&text),
+            );
             return;
         }
         let started = Instant::now();
@@ -367,9 +393,17 @@ impl<M: MucBackend> Service<M> {
         }
         match outcome {
             Ok(outbound) => self.deliver_all(outbound),
-            Err(Fault::OverBudget(_)) => self.reply_error(&stanza, "wait", "resource-constraint"),
+            Err(Fault::OverBudget(_)) => self.reply_error(
+                &stanza,
+                ErrorType::Wait,
+                DefinedCondition::ResourceConstraint,
+            ),
             Err(Fault::StoreLimit(refused)) => self.refuse_over_store_limit(&stanza, refused),
-            Err(_) => self.reply_error(&stanza, "cancel", "internal-server-error"),
+            Err(_) => self.reply_error(
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::InternalServerError,
+            ),
         }
     }
 
@@ -413,7 +447,11 @@ impl<M: MucBackend> Service<M> {
             let account = request.attr("to").unwrap_or_default().to_string();
             self.send_to_muc_as(
                 &account,
-                error_reply(&request, "cancel", "service-unavailable"),
+                error_reply(
+                    &request,
+                    ErrorType::Cancel,
+                    DefinedCondition::ServiceUnavailable,
+                ),
             );
         }
         self.answering_for_accounts = false;
@@ -432,15 +470,15 @@ impl<M: MucBackend> Service<M> {
     }
 
     /// Bounces `stanza` to its sender with a stanza error, unless it is an error itself.
-    fn reply_error(&mut self, stanza: &Element, type_: &str, condition: &str) {
+    fn reply_error(&mut self, stanza: &Element, type_: ErrorType, condition: DefinedCondition) {
         self.reply_error_saying(stanza, type_, condition, None)
     }
 
     fn reply_error_saying(
         &mut self,
         stanza: &Element,
-        type_: &str,
-        condition: &str,
+        type_: ErrorType,
+        condition: DefinedCondition,
         text: Option<&str>,
     ) {
         // Errors are never answered, nor iq results (RFC 6120 §8.2.3).
@@ -448,10 +486,7 @@ impl<M: MucBackend> Service<M> {
         if stanza.attr("type") == Some("error") || is_result {
             return;
         }
-        let mut reply = error_reply(stanza, type_, condition);
-        if let Some(text) = text {
-            reply = with_text(reply, text);
-        }
+        let reply = error_reply_saying(stanza, type_, condition, text);
         self.outbox.push(reply.into());
     }
 
@@ -459,8 +494,12 @@ impl<M: MucBackend> Service<M> {
     /// fault (`not-acceptable`), too much written at once a limit of the moment.
     fn refuse_over_store_limit(&mut self, stanza: &Element, refused: StorageError) {
         let (type_, condition, why) = match &refused {
-            StorageError::TooLarge(why) => ("modify", "not-acceptable", why),
-            StorageError::QuotaExceeded(why) => ("wait", "resource-constraint", why),
+            StorageError::TooLarge(why) => {
+                (ErrorType::Modify, DefinedCondition::NotAcceptable, why)
+            }
+            StorageError::QuotaExceeded(why) => {
+                (ErrorType::Wait, DefinedCondition::ResourceConstraint, why)
+            }
         };
         let text = format!("The service cannot store this: {why}");
         self.reply_error_saying(stanza, type_, condition, Some(&text))

@@ -3,9 +3,10 @@
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
+use xmpp_parsers::bind::{BindQuery, BindResponse};
+use xmpp_parsers::iq::Iq;
 
-use super::c2s::CLIENT_NS;
-use crate::stanza_error::error_reply;
+use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
 const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
@@ -24,24 +25,32 @@ pub fn bind(iq: &Element, user: &BareJid) -> Result<Option<(Element, FullJid)>, 
         .get_child("bind", BIND_NS)
         .filter(|_| iq.attr("type") == Some("set"))
     else {
-        return Err(error_reply(iq, "cancel", "not-allowed"));
+        return Err(error_reply(
+            iq,
+            ErrorType::Cancel,
+            DefinedCondition::NotAllowed,
+        ));
+    };
+    let Ok(request) = BindQuery::try_from(request.clone()) else {
+        return Err(error_reply(
+            iq,
+            ErrorType::Modify,
+            DefinedCondition::BadRequest,
+        ));
     };
     let wanted = request
-        .get_child("resource", BIND_NS)
-        .map(Element::text)
+        .resource
         .filter(|resource| !resource.trim().is_empty());
     let resource = wanted.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let Ok(jid) = user.with_resource_str(&resource) else {
-        return Err(error_reply(iq, "modify", "bad-request"));
+        return Err(error_reply(
+            iq,
+            ErrorType::Modify,
+            DefinedCondition::BadRequest,
+        ));
     };
-    let payload = Element::builder("bind", BIND_NS)
-        .append(
-            Element::builder("jid", BIND_NS)
-                .append(jid.to_string())
-                .build(),
-        )
-        .build();
-    Ok(Some((iq_result(iq, Some(payload)), jid)))
+    let response = BindResponse { jid: jid.clone() };
+    Ok(Some((iq_result(iq, Some(response.into())), jid)))
 }
 
 /// The answer to a session request: it has nothing to do.
@@ -49,15 +58,16 @@ pub fn session_reply(iq: &Element) -> Element {
     iq_result(iq, None)
 }
 
+/// The result answering `iq`, carrying `payload`.
 pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
-    let mut reply = Element::builder("iq", CLIENT_NS)
-        .attr(minidom::rxml::xml_ncname!("type").into(), "result")
-        .attr(minidom::rxml::xml_ncname!("id").into(), iq.attr("id"))
-        .build();
-    if let Some(payload) = payload {
-        reply.append_child(payload);
-    }
-    reply
+    let id = iq.attr("id").unwrap_or_default().to_string();
+    let result = Iq::Result {
+        from: None,
+        to: None,
+        id,
+        payload,
+    };
+    result.into()
 }
 
 #[cfg(test)]

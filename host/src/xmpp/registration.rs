@@ -6,7 +6,7 @@ use minidom::Element;
 
 use super::binding::iq_result;
 use super::c2s::C2s;
-use crate::stanza_error::error_reply;
+use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
 const REGISTER_NS: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "<register xmlns='http://jabber.org/features/iq-register'/>";
@@ -16,7 +16,7 @@ pub const REGISTER_FEATURE: &str = "<register xmlns='http://jabber.org/features/
 pub fn register(c2s: &C2s, iq: &Element, registered: &mut bool) -> Element {
     if iq.attr("to").is_some_and(|to| to != c2s.domain) {
         // Before authentication only the server itself answers.
-        return error_reply(iq, "cancel", "service-unavailable");
+        return error_reply(iq, ErrorType::Cancel, DefinedCondition::ServiceUnavailable);
     }
     let query = iq.get_child("query", REGISTER_NS);
     match (iq.attr("type"), query) {
@@ -36,11 +36,11 @@ pub fn register(c2s: &C2s, iq: &Element, registered: &mut bool) -> Element {
             let field = |name: &str| query.get_child(name, REGISTER_NS).map(Element::text);
             // XEP-0077 §3.1: a missing or empty field is not-acceptable.
             let (Some(username), Some(password)) = (field("username"), field("password")) else {
-                return error_reply(iq, "modify", "not-acceptable");
+                return error_reply(iq, ErrorType::Modify, DefinedCondition::NotAcceptable);
             };
             let jid = match BareJid::new(&format!("{username}@{}", c2s.domain)) {
                 Ok(jid) if !password.is_empty() && !*registered => jid,
-                _ => return error_reply(iq, "modify", "not-acceptable"),
+                _ => return error_reply(iq, ErrorType::Modify, DefinedCondition::NotAcceptable),
             };
             // Deriving the SCRAM keys takes milliseconds: not on an async worker's time.
             match tokio::task::block_in_place(|| c2s.accounts.add(&jid, &password)) {
@@ -49,13 +49,15 @@ pub fn register(c2s: &C2s, iq: &Element, registered: &mut bool) -> Element {
                     *registered = true;
                     iq_result(iq, None)
                 }
-                Err(crate::auth::AccountError::Exists) => error_reply(iq, "cancel", "conflict"),
+                Err(crate::auth::AccountError::Exists) => {
+                    error_reply(iq, ErrorType::Cancel, DefinedCondition::Conflict)
+                }
                 Err(error) => {
                     tracing::error!(%jid, %error, "registering an account failed");
-                    error_reply(iq, "wait", "internal-server-error")
+                    error_reply(iq, ErrorType::Wait, DefinedCondition::InternalServerError)
                 }
             }
         }
-        _ => error_reply(iq, "cancel", "service-unavailable"),
+        _ => error_reply(iq, ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
     }
 }
