@@ -108,6 +108,11 @@ pub struct ServeArgs {
     /// read from disk again on its next stanza [default: 600].
     #[arg(long)]
     pub room_idle_seconds: Option<u64>,
+    /// Seconds a client session with stream management (XEP-0198) waits, after its connection
+    /// dropped, for the client to resume it; its rooms see it leave only then. 0: resumption is
+    /// not offered [default: 300].
+    #[arg(long)]
+    pub resumption_timeout: Option<u64>,
     /// Rooms one user (not a service administrator) may have created that still exist; 0: no
     /// limit [default: 100].
     #[arg(long)]
@@ -188,6 +193,7 @@ struct ConfigFile {
     room_messages_per_second: Option<f64>,
     room_message_burst: Option<u32>,
     room_idle_seconds: Option<u64>,
+    resumption_timeout: Option<u64>,
     max_rooms_per_user: Option<u32>,
     archive_max_age: Option<String>,
     archive_max_per_room: Option<u64>,
@@ -270,6 +276,8 @@ pub struct ServeConfig {
     /// None: no limit.
     pub room_message_rate: Option<MessageRateLimit>,
     pub room_idle: std::time::Duration,
+    /// How long a dropped client session may be resumed (zero: not offered).
+    pub resumption_timeout: std::time::Duration,
     pub max_rooms_per_user: u32,
     pub archive_retention: Retention,
     pub watch_plugin: bool,
@@ -452,6 +460,11 @@ impl ServeConfig {
             link_queue: args.link_queue.or(file.link_queue).unwrap_or(10_000),
             client_read_rate,
             room_message_rate,
+            resumption_timeout: std::time::Duration::from_secs(
+                args.resumption_timeout
+                    .or(file.resumption_timeout)
+                    .unwrap_or(300),
+            ),
             room_idle: args.room_idle_seconds.or(file.room_idle_seconds).map_or(
                 crate::storage::DEFAULT_ROOM_IDLE,
                 std::time::Duration::from_secs,

@@ -29,6 +29,7 @@ use crate::storage::{Storage, StoreLocation, Transaction};
 use crate::swap::{self, Swapper};
 use crate::xmpp::c2s::C2s;
 use crate::xmpp::component::{self, Link, LinkSink};
+use crate::xmpp::resumption::Resumption;
 use crate::xmpp::tcp;
 use crate::xmpp::tls;
 
@@ -264,6 +265,7 @@ fn run<M: MucBackend + Send + 'static>(
                     core: lanes.clone(),
                     metrics: metrics.clone(),
                     writers: Arc::new(()),
+                    resumption: Resumption::new(config.resumption_timeout),
                 });
                 let writers = c2s.writers.clone();
                 let http = serve_http(config.http, &config, &metrics, &lanes, &c2s).await?;

@@ -596,8 +596,9 @@ class Client:
     needed; stanzas that do not match stay for later `expect`s (scansion's rule)."""
 
     def __init__(self, harness: "Harness", jid: str, password: str, port: int,
-                 plaintext_ok: bool = False, name: Optional[str] = None):
+                 plaintext_ok: bool = False, name: Optional[str] = None, plugins: Iterable[str] = ()):
         self.harness = harness
+        self.plugins = list(plugins)  # slixmpp plugins beyond the defaults (e.g. xep_0198)
         self.jid = jid
         self.password = password
         self.port = port
@@ -628,8 +629,10 @@ class Client:
         x.use_ipv6 = False
         if self.plaintext_ok:
             x.plugin["feature_mechanisms"].unencrypted_plain = True
+        for plugin in self.plugins:
+            x.register_plugin(plugin)
         x.add_filter("in", self._incoming)
-        for event in ["session_start", "failed_auth", "failed_all_auth", "no_auth", "disconnected",
+        for event in ["session_start", "session_resumed", "sm_enabled", "sm_failed", "failed_auth", "failed_all_auth", "no_auth", "disconnected",
                       "connection_failed", "stream_error", "killed", "session_end"]:
             x.add_event_handler(event, self._on_event(event))
         x.add_event_handler("auth_success", self._on_auth_success)
@@ -706,6 +709,25 @@ class Client:
             raise E2EFailure(f"{self.name}: login to 127.0.0.1:{self.port} as {self.jid} ended in "
                              f"{outcome!r}; client events: {self.events}\n{self.harness.service_tails()}")
         return self
+
+    def reconnect(self, timeout: float = LOGIN_TIMEOUT) -> str:
+        """Connects again with the same client (after `abort`): 'resumed' when stream management
+        resumed the session (XEP-0198), 'session' when a new one began, else what happened."""
+        with self.cond:
+            seen = len(self.events)
+        self.harness.loop.call(lambda: self.xmpp.connect("127.0.0.1", self.port))
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                new = self.events[seen:]
+                if "session_resumed" in new:
+                    return "resumed"
+                if "session_start" in new:
+                    return "session"
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return f"timeout; events since: {new}"
+                self.cond.wait(min(left, 0.2))
 
     def close(self) -> None:
         """A clean logout: the stream is closed, waiting briefly for the server's close."""

@@ -3,6 +3,8 @@
 //! for all of them. A connection negotiates (`negotiation.rs`: STARTTLS where the transport has
 //! it, SASL in `authentication.rs`, XEP-0077 in `registration.rs`, resource binding in
 //! `binding.rs`), then runs its session (`session.rs`), whose stanzas go to the core thread.
+//! Stream management (XEP-0198) is in `stream_management.rs`; sessions that may be resumed are
+//! in `resumption.rs`, and wait for it, once their connection dropped, in `detached.rs`.
 //!
 //! TLS is required before authentication unless the service runs with `--insecure-auth`.
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use tokio_rustls::rustls::ServerConfig;
 
+use super::resumption::Resumption;
 use super::throttle::ReadRate;
 use super::wire::ReadError;
 use crate::auth::{Accounts, AuthPolicy, AuthThrottle};
@@ -51,6 +54,8 @@ pub struct C2s {
     pub metrics: Arc<Metrics>,
     /// Held by every session's writer: the count of writers still flushing at shutdown.
     pub writers: Arc<()>,
+    /// The sessions a new stream may resume (XEP-0198), and for how long after a drop.
+    pub resumption: Resumption,
 }
 
 impl C2s {

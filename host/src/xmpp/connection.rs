@@ -19,7 +19,7 @@ pub async fn serve<T: ClientTransport>(c2s: Arc<C2s>, transport: T, peer: Socket
         return;
     };
     match negotiated {
-        Ok((transport, jid)) => session::run(&c2s, transport, jid, peer).await,
+        Ok((transport, start)) => session::run(c2s, transport, start, peer).await,
         Err(Ended::Read(error)) => tracing::info!(%peer, %error, "client left before binding"),
         Err(Ended::Io(error)) => tracing::info!(%peer, %error, "client connection failed"),
         Err(Ended::Refused(condition, text)) => {

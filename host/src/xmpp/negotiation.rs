@@ -1,28 +1,35 @@
 //! Stream negotiation (RFC 6120 §4-§7): from the client's first stream header to a bound
 //! resource, on any transport: STARTTLS where the transport offers it, SASL, XEP-0077 when
-//! switched on, then resource binding.
+//! switched on, then resource binding, or the resumption of an earlier session (XEP-0198).
 
 use std::net::IpAddr;
 
-use jid::{BareJid, FullJid};
+use jid::BareJid;
+use minidom::Element;
+use xmpp_parsers::sm::Nonza;
+use xmpp_parsers::stanza_error::DefinedCondition;
 
 use super::authentication::{authenticate, SASL_NS};
 use super::binding::{self, bind, session_reply};
 use super::c2s::{C2s, Ended, CLIENT_NS, MAX_AUTH_FAILURES};
 use super::registration::{register, REGISTER_FEATURE};
+use super::resumption::Refused;
+use super::session::Start;
 use super::stream::StreamEvent;
+use super::stream_management::{self as sm, TooHigh, SM_NS};
 use super::transport::{ClientTransport, StreamSink};
 use super::wire::ReadError;
 use crate::auth::offered;
 
 const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
-/// Negotiates on `conn` until a resource is bound: the connection and the bound JID.
+/// Negotiates on `conn` until a resource is bound or a session resumed: the connection and how
+/// its session starts.
 pub async fn negotiate<T: ClientTransport>(
     c2s: &C2s,
     mut conn: T,
     address: IpAddr,
-) -> Result<(T, FullJid), Ended> {
+) -> Result<(T, Start), Ended> {
     let mut user: Option<BareJid> = None;
     let mut failures = 0;
     let mut registered = false;
@@ -78,12 +85,18 @@ pub async fn negotiate<T: ClientTransport>(
                         Ok(Some((reply, jid))) => {
                             conn.element(&String::from(&reply));
                             conn.flush().await?;
-                            return Ok((conn, jid));
+                            return Ok((conn, Start::Bound(jid)));
                         }
                         Ok(None) => conn.element(&String::from(&session_reply(&element))),
                         Err(reply) => conn.element(&String::from(&reply)),
                     }
                     conn.flush().await?;
+                }
+                (_, SM_NS) if user.is_some() => {
+                    let user = user.as_ref().expect("authenticated");
+                    if let Some(start) = resume(c2s, &mut conn, element, user).await? {
+                        return Ok((conn, start));
+                    }
                 }
                 _ if user.is_none() => {
                     let text = "authenticate first";
@@ -96,6 +109,53 @@ pub async fn negotiate<T: ClientTransport>(
             }
         }
     }
+}
+
+/// Stream management before a resource is bound: `<resume/>` takes an earlier session of the
+/// same account over (XEP-0198 §5); the rest waits for binding (§3).
+async fn resume<T: ClientTransport>(
+    c2s: &C2s,
+    conn: &mut T,
+    element: Element,
+    user: &BareJid,
+) -> Result<Option<Start>, Ended> {
+    let failed = match sm::parse(element) {
+        Ok(Nonza::Resume(resume)) => {
+            match c2s.resumption.claim(&resume.previd.0, user, resume.h).await {
+                Ok(parked) => {
+                    let handled = parked
+                        .managed
+                        .counters
+                        .lock()
+                        .expect("counters lock")
+                        .handled();
+                    // Flushed by the session's writer with what it sends again: from here on the
+                    // session is the writer's to park should the connection fail.
+                    conn.element(&sm::resumed(&resume.previd.0, handled));
+                    return Ok(Some(Start::Resumed(parked)));
+                }
+                Err(Refused::TooHigh(too_high)) => {
+                    return Err(too_high_refusal(conn, too_high).await)
+                }
+                Err(Refused::Unknown) => sm::failed(DefinedCondition::ItemNotFound, None),
+            }
+        }
+        // `<enable/>` comes after binding (§3); the rest is not the client's to send.
+        Ok(_) => sm::failed(DefinedCondition::UnexpectedRequest, None),
+        Err(_) => sm::failed(DefinedCondition::BadRequest, None),
+    };
+    conn.element(&failed);
+    conn.flush().await?;
+    Ok(None)
+}
+
+/// A resumption acknowledging more than the session sent: the stream ends (XEP-0198 §4).
+async fn too_high_refusal(conn: &mut impl StreamSink, too_high: TooHigh) -> Ended {
+    let text = too_high.text();
+    conn.error_with(TooHigh::CONDITION, &text, &too_high.application());
+    let _ = conn.flush().await;
+    let _ = conn.shutdown().await;
+    Ended::Refused(TooHigh::CONDITION, text)
 }
 
 /// Reads the client's stream header and answers with ours and the features that apply.
@@ -131,6 +191,7 @@ fn features(c2s: &C2s, conn: &impl ClientTransport, authenticated: bool) -> Stri
     let mut features = String::new();
     if authenticated {
         features.push_str(&binding::features());
+        features.push_str(&sm::feature());
     } else if !secure && !c2s.insecure_auth && conn.offers_starttls() {
         features.push_str(&format!(
             "<starttls xmlns='{TLS_NS}'><required/></starttls>"

@@ -14,7 +14,7 @@ use super::connection;
 use super::stream::StreamEvent;
 use super::throttle::Throttled;
 use super::transport::{ClientTransport, EventSource, StreamSink};
-use super::wire::{stream_error, stream_header, ByteStream, ReadError, XmlReader};
+use super::wire::{stream_error_with, stream_header, ByteStream, ReadError, XmlReader};
 use crate::outbound::Outbound;
 
 /// Accepts clients until the task is dropped.
@@ -126,8 +126,10 @@ impl StreamSink for TcpTransport {
         stanza.write(&mut self.out.0);
     }
 
-    fn error(&mut self, condition: &str, text: &str) {
-        self.out.0.push_str(&stream_error(condition, text));
+    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
+        self.out
+            .0
+            .push_str(&stream_error_with(condition, text, application));
     }
 
     fn close(&mut self) {
@@ -164,8 +166,10 @@ impl StreamSink for TcpWriter {
         stanza.write(&mut self.out.0);
     }
 
-    fn error(&mut self, condition: &str, text: &str) {
-        self.out.0.push_str(&stream_error(condition, text));
+    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
+        self.out
+            .0
+            .push_str(&stream_error_with(condition, text, application));
     }
 
     fn close(&mut self) {

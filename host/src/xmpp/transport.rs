@@ -30,7 +30,12 @@ pub trait StreamSink: Send {
     /// A stanza for a bound session.
     fn stanza(&mut self, stanza: &Outbound);
     /// A stream error (RFC 6120 §4.9), then the end of the stream.
-    fn error(&mut self, condition: &str, text: &str);
+    fn error(&mut self, condition: &str, text: &str) {
+        self.error_with(condition, text, "");
+    }
+    /// As [`error`](StreamSink::error), with an application-specific condition (`application`:
+    /// an element in its own namespace, RFC 6120 §4.9.4).
+    fn error_with(&mut self, condition: &str, text: &str, application: &str);
     /// The end of the stream.
     fn close(&mut self);
     /// Bytes queued and not yet flushed.

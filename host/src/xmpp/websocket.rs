@@ -129,8 +129,8 @@ impl StreamSink for WebSocketTransport {
         self.frames.stanza(stanza);
     }
 
-    fn error(&mut self, condition: &str, text: &str) {
-        self.frames.error(condition, text);
+    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
+        self.frames.error(condition, text, application);
     }
 
     fn close(&mut self) {
@@ -167,8 +167,8 @@ impl StreamSink for WebSocketWriter {
         self.frames.stanza(stanza);
     }
 
-    fn error(&mut self, condition: &str, text: &str) {
-        self.frames.error(condition, text);
+    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
+        self.frames.error(condition, text, application);
     }
 
     fn close(&mut self) {
@@ -271,10 +271,10 @@ impl Frames {
         self.push(xml);
     }
 
-    fn error(&mut self, condition: &str, text: &str) {
+    fn error(&mut self, condition: &str, text: &str, application: &str) {
         self.push(format!(
             "<stream:error xmlns:stream='{STREAMS_NS}'>{}</stream:error>",
-            stream_error_children(condition, text)
+            stream_error_children(condition, text, application)
         ));
         self.close();
     }

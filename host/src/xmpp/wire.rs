@@ -117,14 +117,20 @@ pub fn stream_header(namespace: &str, from: &str, id: &str) -> String {
 
 /// A stream error and the end of the stream (RFC 6120 §4.9).
 pub fn stream_error(condition: &str, text: &str) -> String {
+    stream_error_with(condition, text, "")
+}
+
+/// As [`stream_error`], with an application-specific condition (RFC 6120 §4.9.4).
+pub fn stream_error_with(condition: &str, text: &str, application: &str) -> String {
     format!(
         "<stream:error>{}</stream:error></stream:stream>",
-        stream_error_children(condition, text)
+        stream_error_children(condition, text, application)
     )
 }
 
-/// What a `<stream:error>` holds: the condition, and the text when there is one.
-pub fn stream_error_children(condition: &str, text: &str) -> String {
+/// What a `<stream:error>` holds: the condition, the text when there is one, and the
+/// application-specific condition (an element in its own namespace) when there is one.
+pub fn stream_error_children(condition: &str, text: &str, application: &str) -> String {
     let text = match text {
         "" => String::new(),
         text => format!(
@@ -132,7 +138,7 @@ pub fn stream_error_children(condition: &str, text: &str) -> String {
             escape(text)
         ),
     };
-    format!("<{condition} xmlns='{STREAM_ERRORS_NS}'/>{text}")
+    format!("<{condition} xmlns='{STREAM_ERRORS_NS}'/>{text}{application}")
 }
 
 pub fn escape(text: &str) -> String {
