@@ -13,7 +13,7 @@ use super::c2s::{C2s, MAX_QUEUED_STANZAS};
 use super::delivery::{Outgoing, Parked};
 use super::resumption::Claim;
 use crate::core_event::CoreEvent;
-use crate::stanza_error::error_reply;
+use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
 /// Waits for a stream to resume `parked` until the resumption time runs out.
 pub async fn wait(c2s: Arc<C2s>, mut parked: Parked, mut claims: mpsc::UnboundedReceiver<Claim>) {
@@ -113,7 +113,13 @@ fn bounce(stanza: &Element, ours: &[&str]) -> Option<Element> {
         "iq" => matches!(type_, Some("get" | "set")),
         _ => false,
     };
-    answered.then(|| error_reply(stanza, "wait", "recipient-unavailable"))
+    answered.then(|| {
+        error_reply(
+            stanza,
+            ErrorType::Wait,
+            DefinedCondition::RecipientUnavailable,
+        )
+    })
 }
 
 #[cfg(test)]
