@@ -1,6 +1,7 @@
 //! What the server itself answers in bundled mode (stanzas to its domain or with no `to`):
-//! presence reflected to its sender, XMPP ping, an empty roster and disco listing the MUC
-//! service. Accounts and registration belong to the client service (`xmpp::c2s` and its layers, `auth`).
+//! presence reflected to its sender, XMPP ping, an empty roster (for accounts: a guest has
+//! none) and disco listing the MUC service. Accounts and registration belong to the client
+//! service (`xmpp::c2s` and its layers, `auth`).
 
 use jid::FullJid;
 use minidom::rxml::{xml_ncname, Namespace};
@@ -11,8 +12,15 @@ use crate::stanza_error::error_reply;
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
-/// The replies to one stanza from `from` addressed to the server.
-pub fn handle(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Vec<Element> {
+/// The replies to one stanza from `from` addressed to the server; `account`: `from` is an
+/// account's session, not a guest's.
+pub fn handle(
+    domain: &str,
+    muc_domain: &str,
+    from: &FullJid,
+    account: bool,
+    stanza: &Element,
+) -> Vec<Element> {
     match stanza.name() {
         // Broadcast presence goes to the user's contacts (none: the roster is empty) and back
         // to the session itself (RFC 6121 §4.2.2).
@@ -21,12 +29,14 @@ pub fn handle(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) 
             own.set_attr(Namespace::NONE, xml_ncname!("to").into(), from.to_string());
             vec![own]
         }
-        "iq" => iq(domain, muc_domain, stanza).into_iter().collect(),
+        "iq" => iq(domain, muc_domain, account, stanza)
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     }
 }
 
-fn iq(domain: &str, muc_domain: &str, stanza: &Element) -> Option<Element> {
+fn iq(domain: &str, muc_domain: &str, account: bool, stanza: &Element) -> Option<Element> {
     let kind = stanza.attr("type")?;
     if kind == "result" || kind == "error" {
         return None;
@@ -36,7 +46,9 @@ fn iq(domain: &str, muc_domain: &str, stanza: &Element) -> Option<Element> {
     };
     let payload = match (kind, query.name(), query.ns().as_str()) {
         ("get", "ping", "urn:xmpp:ping") => None,
-        ("get", "query", "jabber:iq:roster") => {
+        // A guest's roster is refused as unsupported, which clients (Converse.js) take for "no
+        // roster here" (RFC 6121 §2.1.3 has nothing for a roster-less user).
+        ("get", "query", "jabber:iq:roster") if account => {
             Some(Element::builder("query", "jabber:iq:roster").build())
         }
         ("get", "query", DISCO_ITEMS) => Some(
@@ -82,4 +94,32 @@ fn feature(var: &str) -> Element {
     Element::builder("feature", DISCO_INFO)
         .attr(xml_ncname!("var").into(), var)
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_has_an_empty_roster_and_a_guest_none() {
+        let from: FullJid = "romeo@localhost/phone".parse().unwrap();
+        let roster: Element =
+            "<iq xmlns='jabber:client' type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>"
+                .parse()
+                .unwrap();
+        let answer = |account| {
+            let replies = handle("localhost", "conference.localhost", &from, account, &roster);
+            String::from(&replies[0])
+        };
+        let own = answer(true);
+        assert!(
+            own.contains("type='result'") && own.contains("jabber:iq:roster"),
+            "{own}"
+        );
+        let guest = answer(false);
+        assert!(
+            guest.contains("type='error'") && guest.contains("service-unavailable"),
+            "{guest}"
+        );
+    }
 }
