@@ -45,8 +45,9 @@ mod tests {
 
     use super::*;
     use crate::event::Settings;
-    use crate::features::{members_only, public};
     use crate::memory_host::MemoryHost;
+    use crate::room::public;
+    use crate::rules::members_only;
 
     const GUEST: &str = "3f2a9c@guest.example.org/web";
     const ROOM: &str = "lounge@muc.example.org";
