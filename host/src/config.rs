@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::extensions::ExtensionLimits;
 use crate::message_rate::MessageRateLimit;
+use crate::runtime::GuestRooms;
 use crate::storage::{Retention, StoreLocation};
 use crate::xmpp::throttle::ReadRate;
 
@@ -56,6 +57,10 @@ pub struct ServeArgs {
     /// domain, e.g. guest.localhost (bundled mode) [default: no guests].
     #[arg(long)]
     pub guest_domain: Option<String>,
+    /// Which rooms guests may enter: `public` (rooms with muc#roomconfig_publicroom on, and not
+    /// members-only) or `none` [default: public].
+    #[arg(long, value_enum)]
+    pub guest_rooms: Option<GuestRooms>,
     /// Component mode: the XMPP server's component port (XEP-0114), HOST:PORT.
     #[arg(long)]
     pub component: Option<String>,
@@ -177,6 +182,7 @@ struct ConfigFile {
     #[serde(default)]
     registration: bool,
     guest_domain: Option<String>,
+    guest_rooms: Option<GuestRooms>,
     component: Option<String>,
     component_secret: Option<String>,
     metrics: Option<SocketAddr>,
@@ -261,6 +267,7 @@ pub struct ServeConfig {
     pub registration: bool,
     /// Where guests (SASL ANONYMOUS) are; None: no guests.
     pub guest_domain: Option<String>,
+    pub guest_rooms: GuestRooms,
     pub metrics: Option<SocketAddr>,
     /// None in component mode.
     pub http: Option<HttpListen>,
@@ -448,6 +455,7 @@ impl ServeConfig {
             insecure_auth: args.insecure_auth || file.insecure_auth,
             registration: args.registration || file.registration,
             guest_domain,
+            guest_rooms: args.guest_rooms.or(file.guest_rooms).unwrap_or_default(),
             metrics: args.metrics.or(file.metrics),
             http,
             https,
@@ -641,6 +649,38 @@ mod tests {
         ] {
             assert!(parse_age(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn guests_go_to_public_rooms_unless_the_file_or_a_flag_says_none() {
+        let config = ServeConfig::resolve(ServeArgs::default(), None).unwrap();
+        assert_eq!(
+            (config.guest_domain, config.guest_rooms),
+            (None, GuestRooms::Public)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guests.toml");
+        std::fs::write(
+            &path,
+            "guest_domain = 'guest.localhost'\nguest_rooms = 'none'\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let config = ServeConfig::resolve(args, None).unwrap();
+        assert_eq!(config.guest_domain.as_deref(), Some("guest.localhost"));
+        assert_eq!(config.guest_rooms, GuestRooms::None);
+        let args = ServeArgs {
+            config: Some(path),
+            guest_rooms: Some(GuestRooms::Public),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            ServeConfig::resolve(args, None).unwrap().guest_rooms,
+            GuestRooms::Public
+        );
     }
 
     #[test]

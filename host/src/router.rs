@@ -1,6 +1,8 @@
 //! The routing core, independent of sockets: client sessions, delivery to full and bare JIDs,
 //! and the directed presence each session sent to MUC rooms (so a session that ends without a
 //! word leaves every room it joined). The test host and the network listeners share it.
+//! Guests' sessions (at the guest domain) are local sessions like accounts'; a guest's JID
+//! lives exactly as long as its session.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -54,7 +56,7 @@ pub enum Destination {
     Muc,
     /// The server itself (its domain, or no `to`).
     Server,
-    /// A local user's bare or full JID.
+    /// A local user's bare or full JID (an account's or a guest's).
     User(Jid),
     /// Anything else: no route.
     Unroutable,
@@ -63,6 +65,8 @@ pub enum Destination {
 pub struct Router {
     domain: String,
     muc_domain: String,
+    /// Where guests' sessions are, if the service has guests.
+    guest_domain: Option<String>,
     sessions: BTreeMap<FullJid, Session>,
     /// Full JIDs bound per bare JID, for delivery to a bare JID.
     resources: HashMap<BareJid, BTreeSet<FullJid>>,
@@ -76,10 +80,17 @@ impl Router {
         Router {
             domain: domain.to_string(),
             muc_domain: muc_domain.to_string(),
+            guest_domain: None,
             sessions: BTreeMap::new(),
             resources: HashMap::new(),
             upstream: None,
         }
+    }
+
+    /// Serves guests' sessions at `guest_domain` too.
+    pub fn with_guest_domain(mut self, guest_domain: Option<String>) -> Router {
+        self.guest_domain = guest_domain;
+        self
     }
 
     /// A router for component mode: no local users; everything leaves through `upstream`.
@@ -118,6 +129,17 @@ impl Router {
 
     pub fn muc_domain(&self) -> &str {
         &self.muc_domain
+    }
+
+    /// Whether `domain` is this server's: its accounts' or its guests'.
+    pub fn is_local(&self, domain: &str) -> bool {
+        (!self.domain.is_empty() && domain == self.domain)
+            || self.guest_domain.as_deref() == Some(domain)
+    }
+
+    /// Whether `jid` is a guest's: it has no account, so no roster or other account data.
+    pub fn is_guest(&self, jid: &FullJid) -> bool {
+        self.guest_domain.as_deref() == Some(jid.domain().as_str())
     }
 
     /// Starts a session; a session already bound to the same full JID is replaced (RFC 6120
@@ -209,7 +231,7 @@ impl Router {
         let domain = to.domain().as_str();
         if domain == self.muc_domain {
             Destination::Muc
-        } else if domain != self.domain {
+        } else if !self.is_local(domain) {
             Destination::Unroutable
         } else if to.node().is_none() {
             Destination::Server
@@ -240,7 +262,7 @@ impl Router {
         let Some(to) = stanza.to() else {
             return false;
         };
-        if to.domain().as_str() != self.domain {
+        if !self.is_local(to.domain().as_str()) {
             return match &self.upstream {
                 Some(upstream) => {
                     upstream.deliver(stanza);
@@ -377,6 +399,40 @@ mod tests {
         assert!(phone.pop().is_some() && laptop.pop().is_some());
         assert!(other.pop().is_none());
         assert!(!router.deliver(message("romeo@localhost/gone").into()));
+    }
+
+    #[test]
+    fn guests_are_local_while_their_session_lasts() {
+        let mut router = Router::new("localhost", "conference.localhost")
+            .with_guest_domain(Some("guest.localhost".into()));
+        let guest: FullJid = "0123abcd@guest.localhost/web".parse().unwrap();
+        let to = |jid: &str| router.destination(Some(&jid.parse().unwrap()));
+        assert!(matches!(
+            to("0123abcd@guest.localhost/web"),
+            Destination::User(_)
+        ));
+        assert_eq!(to("guest.localhost"), Destination::Server);
+        let sink = session(&mut router, guest.as_str());
+        assert!(router.is_guest(&guest));
+        assert!(!router.is_guest(&"romeo@localhost/phone".parse().unwrap()));
+        let message = |to: &str| -> Outbound {
+            format!("<message xmlns='jabber:client' to='{to}'/>")
+                .parse::<Element>()
+                .unwrap()
+                .into()
+        };
+        assert!(router.deliver(message(guest.as_str())));
+        assert!(router.deliver(message("0123abcd@guest.localhost")));
+        assert_eq!((sink.pop().is_some(), sink.pop().is_some()), (true, true));
+        router.unbind(&guest);
+        assert!(!router.is_reachable(&Jid::from(guest.clone())));
+        assert!(!router.deliver(message(guest.as_str())));
+        // Without guests the domain is someone else's.
+        let router = Router::new("localhost", "conference.localhost");
+        assert_eq!(
+            router.destination(Some(&"x@guest.localhost".parse().unwrap())),
+            Destination::Unroutable
+        );
     }
 
     #[test]

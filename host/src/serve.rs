@@ -170,6 +170,8 @@ pub fn serve(
         service: config.muc_domain.clone(),
         admins: config.admins.clone(),
         max_rooms_per_user: config.max_rooms_per_user,
+        guest_domain: config.guest_domain.clone(),
+        guest_rooms: config.guest_rooms,
         ..Settings::default()
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -248,13 +250,12 @@ fn run<M: MucBackend + Send + 'static>(
                     .await
                     .with_context(|| format!("listening on {c2s}"))?;
                 announce("c2s", &listener)?;
+                // The certificate names every domain a client may open a stream to.
+                let mut served_domains = vec![config.domain.as_str(), config.muc_domain.as_str()];
+                served_domains.extend(config.guest_domain.as_deref());
                 let c2s = Arc::new(C2s {
                     domain: config.domain.clone(),
-                    tls: tls::server_config(
-                        config.tls.as_ref(),
-                        &config.data,
-                        &[&config.domain, &config.muc_domain],
-                    )?,
+                    tls: tls::server_config(config.tls.as_ref(), &config.data, &served_domains)?,
                     accounts: Arc::new(Accounts::open(&database_file(&config.data))?),
                     auth_throttle: Default::default(),
                     insecure_auth: config.insecure_auth,
@@ -271,7 +272,8 @@ fn run<M: MucBackend + Send + 'static>(
                 let http = serve_http(config.http, &config, &metrics, &lanes, &c2s).await?;
                 let accepting = tokio::spawn(tcp::listen(listener, c2s));
                 (
-                    Router::new(&config.domain, &config.muc_domain),
+                    Router::new(&config.domain, &config.muc_domain)
+                        .with_guest_domain(config.guest_domain.clone()),
                     Network::Listener {
                         accepting,
                         http,

@@ -1,6 +1,7 @@
 //! What the server itself answers in bundled mode (stanzas to its domain or with no `to`):
-//! presence reflected to its sender, XMPP ping, an empty roster and disco listing the MUC
-//! service. Accounts and registration belong to the client service (`xmpp::c2s` and its layers, `auth`).
+//! presence reflected to its sender, XMPP ping, an empty roster (for accounts: a guest has
+//! none) and disco listing the MUC service. Accounts and registration belong to the client
+//! service (`xmpp::c2s` and its layers, `auth`).
 
 use jid::{FullJid, Jid};
 use minidom::rxml::{xml_ncname, Namespace};
@@ -12,8 +13,15 @@ use xmpp_parsers::roster::Roster;
 
 use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
-/// The replies to one stanza from `from` addressed to the server.
-pub fn handle(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Vec<Element> {
+/// The replies to one stanza from `from` addressed to the server; `account`: `from` is an
+/// account's session, not a guest's.
+pub fn handle(
+    domain: &str,
+    muc_domain: &str,
+    from: &FullJid,
+    account: bool,
+    stanza: &Element,
+) -> Vec<Element> {
     match stanza.name() {
         // Broadcast presence goes to the user's contacts (none: the roster is empty) and back
         // to the session itself (RFC 6121 §4.2.2).
@@ -22,12 +30,20 @@ pub fn handle(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) 
             own.set_attr(Namespace::NONE, xml_ncname!("to").into(), from.to_string());
             vec![own]
         }
-        "iq" => iq(domain, muc_domain, from, stanza).into_iter().collect(),
+        "iq" => iq(domain, muc_domain, from, account, stanza)
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     }
 }
 
-fn iq(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Option<Element> {
+fn iq(
+    domain: &str,
+    muc_domain: &str,
+    from: &FullJid,
+    account: bool,
+    stanza: &Element,
+) -> Option<Element> {
     let Ok(iq) = Iq::try_from(stanza.clone()) else {
         // Results and errors are never answered (RFC 6120 §8.2.3), however malformed.
         let answered = !matches!(stanza.attr("type"), Some("result" | "error"));
@@ -47,7 +63,9 @@ fn iq(domain: &str, muc_domain: &str, from: &FullJid, stanza: &Element) -> Optio
     };
     let answer: Option<Element> = match (request.name(), request.ns().as_str()) {
         ("ping", ns::PING) => None,
-        ("query", ns::ROSTER) => Some(
+        // A guest's roster is refused as unsupported, which clients (Converse.js) take for "no
+        // roster here" (RFC 6121 §2.1.3 has nothing for a roster-less user).
+        ("query", ns::ROSTER) if account => Some(
             Roster {
                 ver: None,
                 items: Vec::new(),
@@ -117,7 +135,7 @@ mod tests {
     fn ask(xml: &str) -> Vec<Element> {
         let from: FullJid = "romeo@localhost/phone".parse().unwrap();
         let stanza: Element = xml.parse().unwrap();
-        handle("localhost", "conference.localhost", &from, &stanza)
+        handle("localhost", "conference.localhost", &from, true, &stanza)
     }
 
     fn result_of(xml: &str) -> Option<Element> {
@@ -172,5 +190,28 @@ mod tests {
         );
         assert!(ask("<iq xmlns='jabber:client' type='result' id='q'/>").is_empty());
         assert!(ask("<iq xmlns='jabber:client' type='error' id='q'/>").is_empty());
+    }
+
+    #[test]
+    fn an_account_has_an_empty_roster_and_a_guest_none() {
+        let from: FullJid = "romeo@localhost/phone".parse().unwrap();
+        let roster: Element =
+            "<iq xmlns='jabber:client' type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>"
+                .parse()
+                .unwrap();
+        let answer = |account| {
+            let replies = handle("localhost", "conference.localhost", &from, account, &roster);
+            String::from(&replies[0])
+        };
+        let own = answer(true);
+        assert!(
+            own.contains("type='result'") && own.contains("jabber:iq:roster"),
+            "{own}"
+        );
+        let guest = answer(false);
+        assert!(
+            guest.contains("type='error'") && guest.contains("service-unavailable"),
+            "{guest}"
+        );
     }
 }

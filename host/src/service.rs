@@ -264,6 +264,7 @@ impl<M: MucBackend> Service<M> {
                     self.router.domain(),
                     self.router.muc_domain(),
                     from,
+                    !self.router.is_guest(from),
                     &stanza,
                 );
                 self.outbox.extend(replies.into_iter().map(Outbound::from));
@@ -460,8 +461,7 @@ impl<M: MucBackend> Service<M> {
     /// `stanza`, if it is an iq request to a local account's bare JID.
     fn request_to_an_account(&self, stanza: &Outbound) -> Option<Element> {
         let to = stanza.to()?;
-        let local =
-            !self.router.domain().is_empty() && to.domain().as_str() == self.router.domain();
+        let local = self.router.is_local(to.domain().as_str());
         if stanza.name() != "iq" || !local || to.node().is_none() || to.resource().is_some() {
             return None;
         }

@@ -16,7 +16,7 @@ use crate::host::{
     ArchiveWriteError, Configured, Envelope, Fault, HookEvent, HookOutcome, Host, Level,
     MessageHooks, OccupantView, RoomView, Said, StanzaKind, TickRequest, Tier, Verdict,
 };
-use crate::service::{self, Muc, Settings};
+use crate::service::{self, GuestRooms, Muc, Settings};
 
 /// The instance's settings, given by `init`. A component instance is single-threaded.
 static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
@@ -39,6 +39,8 @@ impl Guest for Component {
                 admins: settings.admins,
                 max_rooms_per_user: named_number("max-rooms-per-user")?
                     .unwrap_or(service::DEFAULT_MAX_ROOMS_PER_USER),
+                guest_domain: settings::get("guest-domain"),
+                guest_rooms: guest_rooms()?,
             })
             .map_err(|_| "init called twice".to_string())
     }
@@ -69,6 +71,15 @@ fn named_number(name: &str) -> Result<Option<u32>, String> {
                 .map_err(|_| format!("setting {name} = {text:?} is not a whole number"))
         })
         .transpose()
+}
+
+/// The host's setting `guest-rooms` (a host before it has guests says nothing: the default).
+fn guest_rooms() -> Result<GuestRooms, String> {
+    match settings::get("guest-rooms") {
+        None => Ok(GuestRooms::default()),
+        Some(name) => GuestRooms::from_name(&name)
+            .ok_or_else(|| format!("setting guest-rooms = {name:?} is neither public nor none")),
+    }
 }
 
 fn with_muc(call: impl FnOnce(&Muc, &mut dyn Host) -> Result<(), Fault>) -> Result<(), String> {

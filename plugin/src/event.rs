@@ -32,6 +32,32 @@ pub struct Settings {
     /// Rooms one user who is not an administrator may have created that still exist (the
     /// host's setting `max-rooms-per-user`); 0: no limit.
     pub max_rooms_per_user: u32,
+    /// The domain of the host's guests, users without an account (the host's setting
+    /// `guest-domain`); None: no guests.
+    pub guest_domain: Option<String>,
+    /// Which rooms guests may enter (the host's setting `guest-rooms`).
+    pub guest_rooms: GuestRooms,
+}
+
+/// Which rooms guests may enter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GuestRooms {
+    /// Public rooms (that do not refuse them otherwise: members-only, a password...).
+    #[default]
+    Public,
+    /// None.
+    Nowhere,
+}
+
+impl GuestRooms {
+    /// The host's words for it: `public`, `none`.
+    pub fn from_name(name: &str) -> Option<GuestRooms> {
+        match name {
+            "public" => Some(GuestRooms::Public),
+            "none" => Some(GuestRooms::Nowhere),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -40,6 +66,8 @@ impl Default for Settings {
             service: String::new(),
             admins: Vec::new(),
             max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+            guest_domain: None,
+            guest_rooms: GuestRooms::default(),
         }
     }
 }
@@ -56,6 +84,14 @@ impl Muc {
 
     pub fn is_service_admin(&self, bare_jid: &str) -> bool {
         self.settings.admins.iter().any(|admin| admin == bare_jid)
+    }
+
+    /// Whether `bare_jid` is a guest's: a session of the host's guest domain, with no account.
+    pub fn is_guest(&self, bare_jid: &str) -> bool {
+        let domain = bare_jid
+            .rsplit_once('@')
+            .map_or(bare_jid, |(_, domain)| domain);
+        self.settings.guest_domain.as_deref() == Some(domain)
     }
 
     /// A user's affiliation with a room; service administrators own every room.
@@ -101,6 +137,8 @@ pub struct Joiner<'a> {
     pub password: Option<&'a str>,
     /// Occupants in the room now, the joiner excluded.
     pub occupant_count: usize,
+    /// When the joiner is a guest: which rooms guests may enter.
+    pub guest: Option<GuestRooms>,
 }
 
 /// A refused join or message: the error the sender gets.
@@ -108,6 +146,8 @@ pub struct Joiner<'a> {
 pub struct Refusal {
     pub type_: ErrorType,
     pub condition: DefinedCondition,
+    /// Why, when the condition alone would leave the sender guessing.
+    pub text: Option<&'static str>,
 }
 
 /// A session that has just entered (or re-synchronised), after it got the occupants' presence

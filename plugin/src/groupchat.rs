@@ -28,7 +28,9 @@ pub fn handle(host: &mut dyn Host, inbound: &Inbound) -> Result<(), Fault> {
         return refuse(host, ErrorType::Modify, DefinedCondition::NotAcceptable);
     };
     if let Some(refusal) = features::check_groupchat(&room, &sender, &inbound.element) {
-        return refuse(host, refusal.type_, refusal.condition);
+        let envelope = inbound.envelope;
+        let (type_, condition) = (refusal.type_, refusal.condition);
+        return errors::reply(host, envelope, "message", type_, condition, refusal.text);
     }
     let sender_id = occupant_id::of(host, &room.jid, &sender)?;
     if let Some((refusal, why)) =

@@ -44,4 +44,4 @@ mod bindings;
 #[cfg(test)]
 mod memory_host;
 
-pub use service::{Muc, Settings};
+pub use service::{GuestRooms, Muc, Settings};

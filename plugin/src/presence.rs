@@ -12,9 +12,9 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::affiliation;
 use crate::announce::{self, Presence};
 use crate::errors;
-use crate::event::{Inbound, Joined, Joiner, Muc};
+use crate::event::{Inbound, Joined, Joiner, Muc, Refusal};
 use crate::extensions;
-use crate::features::{self, presence_broadcast, registration};
+use crate::features::{self, guests, presence_broadcast, registration};
 use crate::host::{Fault, HookEvent, Host, OccupantView, Tier};
 use crate::keys;
 use crate::muc_user;
@@ -62,7 +62,13 @@ fn join(
 ) -> Result<(), Fault> {
     let bare_jid = inbound.from.to_bare().to_string();
     let request = join_request(inbound);
-    let (room, created) = match Room::load(host, room_jid)? {
+    let existing = Room::load(host, room_jid)?;
+    if existing.is_none() {
+        if let Some(refusal) = guests::refuse_creation(muc, &bare_jid) {
+            return refuse_saying(host, inbound, refusal);
+        }
+    }
+    let (room, created) = match existing {
         Some(room) => (room, false),
         None => match over_room_cap(muc, host, &bare_jid) {
             Some(why) => {
@@ -85,9 +91,10 @@ fn join(
         affiliation: &affiliation,
         password: request.as_ref().and_then(|r| r.password.as_deref()),
         occupant_count: others.iter().filter(|o| o.nick != nick).count(),
+        guest: muc.is_guest(&bare_jid).then_some(muc.settings.guest_rooms),
     };
     if let Some(refusal) = features::check_join(&room, &joiner) {
-        return refuse(host, inbound, refusal.type_, refusal.condition);
+        return refuse_saying(host, inbound, refusal);
     }
     let arriving = holder.is_none().then(|| {
         let role = features::moderated::default_role(&room, &affiliation);
@@ -498,6 +505,18 @@ fn refuse(
     condition: DefinedCondition,
 ) -> Result<(), Fault> {
     errors::reply(host, inbound.envelope, "presence", type_, condition, None)
+}
+
+fn refuse_saying(host: &mut dyn Host, inbound: &Inbound, refusal: Refusal) -> Result<(), Fault> {
+    let (type_, condition) = (refusal.type_, refusal.condition);
+    errors::reply(
+        host,
+        inbound.envelope,
+        "presence",
+        type_,
+        condition,
+        refusal.text,
+    )
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub const CONTRACT: &str = "1.5.0";
 /// Stanzas larger than this are refused with `policy-violation` before any work is done.
 const MAX_STANZA_BYTES: usize = 256 * 1024;
 
-pub use crate::event::{Inbound, Muc, Settings, DEFAULT_MAX_ROOMS_PER_USER};
+pub use crate::event::{GuestRooms, Inbound, Muc, Settings, DEFAULT_MAX_ROOMS_PER_USER};
 
 impl Muc {
     pub fn handle_stanza(

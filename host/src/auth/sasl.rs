@@ -7,13 +7,15 @@ use jid::{BareJid, DomainPart};
 use super::accounts::Accounts;
 use super::credentials::ScramHash;
 use super::step::{SaslFailure, Step};
-use super::{plain, scram};
+use super::{anonymous, plain, scram};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
     ScramSha256,
     ScramSha1,
     Plain,
+    /// Guests (RFC 4505, XEP-0175), when the service has a guest domain.
+    Anonymous,
 }
 
 impl Mechanism {
@@ -22,6 +24,7 @@ impl Mechanism {
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha1 => "SCRAM-SHA-1",
             Mechanism::Plain => "PLAIN",
+            Mechanism::Anonymous => "ANONYMOUS",
         }
     }
 
@@ -31,6 +34,7 @@ impl Mechanism {
             Mechanism::ScramSha256,
             Mechanism::ScramSha1,
             Mechanism::Plain,
+            Mechanism::Anonymous,
         ]
         .into_iter()
         .find(|mechanism| mechanism.name() == name)
@@ -45,12 +49,21 @@ pub struct AuthPolicy {
     pub tls: bool,
     /// Tests only: any password is accepted for any local JID, as Prosody's mod_auth_insecure.
     pub insecure: bool,
+    /// Where ANONYMOUS logs guests in; None: no guests, ANONYMOUS is not offered.
+    pub guest_domain: Option<String>,
+    /// Whether the stream may log accounts in: not a stream opened to the guest domain, which
+    /// has no accounts and offers ANONYMOUS only.
+    pub accounts: bool,
 }
 
 /// Mechanisms to advertise, in preference order. PLAIN only over TLS, since it sends the
 /// password; in insecure mode only PLAIN, since SCRAM needs a stored credential to work.
+/// ANONYMOUS last, under the same rule as the others: over TLS or in insecure mode (where a
+/// stream without TLS gets as far as SASL).
 pub fn offered(policy: &AuthPolicy) -> Vec<Mechanism> {
-    if policy.insecure {
+    let mut offered = if !policy.accounts {
+        Vec::new()
+    } else if policy.insecure {
         vec![Mechanism::Plain]
     } else if policy.tls {
         vec![
@@ -60,7 +73,11 @@ pub fn offered(policy: &AuthPolicy) -> Vec<Mechanism> {
         ]
     } else {
         vec![Mechanism::ScramSha256, Mechanism::ScramSha1]
+    };
+    if policy.guest_domain.is_some() && (policy.tls || policy.insecure) {
+        offered.push(Mechanism::Anonymous);
     }
+    offered
 }
 
 pub struct SaslExchange {
@@ -70,7 +87,12 @@ pub struct SaslExchange {
 }
 
 enum State {
-    AwaitingPlain { domain: DomainPart, insecure: bool },
+    AwaitingPlain {
+        domain: DomainPart,
+        insecure: bool,
+    },
+    /// The trace message; the domain is the guest domain.
+    AwaitingAnonymous(DomainPart),
     AwaitingClientFirst(ScramHash, DomainPart),
     AwaitingClientFinal(Box<scram::AwaitingClientFinal>),
     Finished,
@@ -78,8 +100,9 @@ enum State {
 
 impl SaslExchange {
     /// `<auth mechanism=...>` with its decoded initial response (None when absent, Some(empty)
-    /// for "="). PLAIN refused for want of TLS fails with EncryptionRequired; a mechanism not
-    /// offered otherwise, or unknown, with InvalidMechanism.
+    /// for "="). PLAIN or ANONYMOUS refused for want of TLS fails with EncryptionRequired; a
+    /// mechanism not offered otherwise, or unknown, with InvalidMechanism (ANONYMOUS without a
+    /// guest domain too).
     pub fn start(
         mechanism: &str,
         initial: Option<&[u8]>,
@@ -92,13 +115,20 @@ impl SaslExchange {
         };
         let mechanism = match Mechanism::from_name(mechanism) {
             Some(mechanism) if offered(policy).contains(&mechanism) => mechanism,
-            Some(Mechanism::Plain) if !policy.tls => {
+            Some(Mechanism::Plain) if policy.accounts && !policy.tls => {
+                return (exchange, Step::Failure(SaslFailure::EncryptionRequired))
+            }
+            Some(Mechanism::Anonymous) if policy.guest_domain.is_some() && !policy.tls => {
                 return (exchange, Step::Failure(SaslFailure::EncryptionRequired))
             }
             _ => return (exchange, Step::Failure(SaslFailure::InvalidMechanism)),
         };
+        let domain = match (mechanism, &policy.guest_domain) {
+            (Mechanism::Anonymous, Some(guests)) => guests,
+            _ => &policy.domain,
+        };
         // A configured domain that is no valid domain is the server's fault, not the client's.
-        let Ok(domain) = DomainPart::new(&policy.domain) else {
+        let Ok(domain) = DomainPart::new(domain) else {
             return (exchange, Step::Failure(SaslFailure::TemporaryAuthFailure));
         };
         let domain = domain.into_owned();
@@ -109,6 +139,7 @@ impl SaslExchange {
             },
             Mechanism::ScramSha256 => State::AwaitingClientFirst(ScramHash::Sha256, domain),
             Mechanism::ScramSha1 => State::AwaitingClientFirst(ScramHash::Sha1, domain),
+            Mechanism::Anonymous => State::AwaitingAnonymous(domain),
         };
         let step = match initial {
             Some(initial) => exchange.respond(initial, accounts),
@@ -127,6 +158,10 @@ impl SaslExchange {
                 self.account = named;
                 (State::Finished, step)
             }
+            State::AwaitingAnonymous(guest_domain) => (
+                State::Finished,
+                anonymous::authenticate(data, &guest_domain),
+            ),
             State::AwaitingClientFirst(hash, domain) => {
                 let reply = scram::new_server_nonce().and_then(|server_nonce| {
                     scram::receive_client_first(hash, &domain, data, accounts, &server_nonce)
@@ -171,11 +206,24 @@ mod tests {
 
     const DOMAIN: &str = "example.org";
 
+    const GUESTS: &str = "guest.example.org";
+
     fn policy(tls: bool, insecure: bool) -> AuthPolicy {
         AuthPolicy {
             domain: DOMAIN.into(),
             tls,
             insecure,
+            guest_domain: None,
+            accounts: true,
+        }
+    }
+
+    /// `policy` on a service with guests; `accounts` false: a stream to the guest domain.
+    fn with_guests(tls: bool, insecure: bool, accounts: bool) -> AuthPolicy {
+        AuthPolicy {
+            guest_domain: Some(GUESTS.into()),
+            accounts,
+            ..policy(tls, insecure)
         }
     }
 
@@ -341,6 +389,111 @@ mod tests {
             assert_eq!(Mechanism::from_name(mechanism.name()), Some(mechanism));
         }
         assert_eq!(Mechanism::from_name("scram-sha-1"), None);
+    }
+
+    #[test]
+    fn anonymous_is_offered_only_with_a_guest_domain_and_under_the_same_rules() {
+        let names =
+            |policy| -> Vec<_> { offered(&policy).into_iter().map(Mechanism::name).collect() };
+        assert_eq!(
+            names(with_guests(true, false, true)),
+            ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "ANONYMOUS"]
+        );
+        assert_eq!(
+            names(with_guests(false, true, true)),
+            ["PLAIN", "ANONYMOUS"]
+        );
+        // Without TLS (and not insecure) nothing may authenticate, a guest included.
+        assert_eq!(
+            names(with_guests(false, false, true)),
+            ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+        );
+        // A stream to the guest domain: guests only.
+        assert_eq!(names(with_guests(true, false, false)), ["ANONYMOUS"]);
+        assert_eq!(names(with_guests(false, false, false)), Vec::<&str>::new());
+        assert!(!names(secure()).contains(&"ANONYMOUS"));
+        assert_eq!(
+            Mechanism::from_name("ANONYMOUS"),
+            Some(Mechanism::Anonymous)
+        );
+    }
+
+    fn anonymous(trace: Option<&[u8]>, policy: &AuthPolicy) -> Step {
+        let accounts = accounts();
+        let (mut exchange, step) = SaslExchange::start("ANONYMOUS", trace, policy, &accounts);
+        let step = match (trace, step) {
+            // No initial response: the empty challenge asks for the trace.
+            (None, Step::Challenge(challenge)) if challenge.is_empty() => {
+                exchange.respond(b"", &accounts)
+            }
+            (_, step) => step,
+        };
+        assert_eq!(exchange.account(), None, "a guest is no account");
+        step
+    }
+
+    #[test]
+    fn anonymous_logs_in_a_fresh_unguessable_jid_at_the_guest_domain() {
+        let mut seen = std::collections::BTreeSet::new();
+        for trace in [
+            None,
+            Some(&b""[..]),
+            Some(b"juliet@example.com"),
+            Some("é".repeat(255).as_bytes()),
+        ] {
+            for policy in [
+                with_guests(true, false, true),
+                with_guests(false, true, false),
+            ] {
+                let jid = success_jid(anonymous(trace, &policy));
+                assert_eq!(jid.domain().as_str(), GUESTS);
+                let localpart = jid.node().expect("a localpart").as_str().to_string();
+                assert_eq!(localpart.len(), 32, "{localpart}");
+                assert!(localpart.chars().all(|c| c.is_ascii_hexdigit()));
+                assert!(seen.insert(localpart), "a JID given twice");
+            }
+        }
+    }
+
+    #[test]
+    fn anonymous_is_refused_without_guests_tls_or_a_well_formed_trace() {
+        let too_long = "x".repeat(256);
+        for (trace, policy, expected) in [
+            (None, secure(), SaslFailure::InvalidMechanism),
+            (
+                Some(&b"x"[..]),
+                policy(true, true),
+                SaslFailure::InvalidMechanism,
+            ),
+            (
+                None,
+                with_guests(false, false, true),
+                SaslFailure::EncryptionRequired,
+            ),
+            (
+                Some(too_long.as_bytes()),
+                with_guests(true, false, true),
+                SaslFailure::MalformedRequest,
+            ),
+            (
+                Some(b"\xff\xfe"),
+                with_guests(true, false, false),
+                SaslFailure::MalformedRequest,
+            ),
+        ] {
+            assert_eq!(failure(anonymous(trace, &policy)), expected, "{trace:?}");
+        }
+        // A stream to the guest domain logs no account in.
+        let accounts = accounts();
+        for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
+            let (_, step) = SaslExchange::start(
+                mechanism,
+                Some(b"\0alice\0pencil"),
+                &with_guests(true, false, false),
+                &accounts,
+            );
+            assert_eq!(failure(step), SaslFailure::InvalidMechanism, "{mechanism}");
+        }
     }
 
     #[test]
@@ -574,8 +727,7 @@ mod tests {
         }
         let broken = AuthPolicy {
             domain: "not a domain@".into(),
-            tls: true,
-            insecure: false,
+            ..secure()
         };
         let (_, step) = SaslExchange::start("PLAIN", Some(b"\0alice\0pencil"), &broken, &accounts);
         assert_eq!(failure(step), SaslFailure::TemporaryAuthFailure);

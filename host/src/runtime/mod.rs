@@ -68,6 +68,32 @@ pub struct Settings {
     /// Rooms one user who is not an administrator may have created that still exist; 0: no
     /// limit. The plugin reads it as the setting `max-rooms-per-user` (contract 1.4).
     pub max_rooms_per_user: u32,
+    /// Where guests (SASL ANONYMOUS) log in; None: no guests. The setting `guest-domain`.
+    pub guest_domain: Option<String>,
+    /// Which rooms guests may enter. The setting `guest-rooms`.
+    pub guest_rooms: GuestRooms,
+}
+
+/// Which rooms guests may enter (`--guest-rooms`); members-only rooms refuse them whatever this
+/// says, a guest being nobody's member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestRooms {
+    /// Public rooms only (`muc#roomconfig_publicroom`).
+    #[default]
+    Public,
+    /// None.
+    None,
+}
+
+impl GuestRooms {
+    /// The setting's value as the plugin reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestRooms::Public => "public",
+            GuestRooms::None => "none",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -77,17 +103,30 @@ impl Default for Settings {
             admins: Vec::new(),
             limits: Limits::default(),
             max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+            guest_domain: None,
+            guest_rooms: GuestRooms::default(),
         }
     }
 }
 
 impl Settings {
-    /// The named settings the plugin may ask for (`muc:plugin/settings`), as text.
+    /// The named settings the plugin may ask for (`muc:plugin/settings`), as text; without
+    /// guests, no `guest-domain`.
     pub fn named(&self) -> Vec<(String, String)> {
-        vec![(
-            "max-rooms-per-user".to_string(),
-            self.max_rooms_per_user.to_string(),
-        )]
+        let mut named = vec![
+            (
+                "max-rooms-per-user".to_string(),
+                self.max_rooms_per_user.to_string(),
+            ),
+            (
+                "guest-rooms".to_string(),
+                self.guest_rooms.name().to_string(),
+            ),
+        ];
+        if let Some(guest_domain) = &self.guest_domain {
+            named.push(("guest-domain".to_string(), guest_domain.clone()));
+        }
+        named
     }
 }
 

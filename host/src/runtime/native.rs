@@ -39,6 +39,11 @@ impl NativeRuntime {
                 service: settings.service.clone(),
                 admins: settings.admins.clone(),
                 max_rooms_per_user: settings.max_rooms_per_user,
+                guest_domain: settings.guest_domain.clone(),
+                guest_rooms: match settings.guest_rooms {
+                    super::GuestRooms::Public => muc_plugin::GuestRooms::Public,
+                    super::GuestRooms::None => muc_plugin::GuestRooms::Nowhere,
+                },
             }),
             // The native build measures the MUC logic alone: no room extensions are lent to it.
             context: CallContext::new(

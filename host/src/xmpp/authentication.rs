@@ -12,19 +12,20 @@ use super::c2s::{C2s, Ended};
 use super::stream::StreamEvent;
 use super::transport::{EventSource, StreamSink};
 use super::wire::ReadError;
-use crate::auth::{SaslExchange, SaslFailure, Step};
+use crate::auth::{AuthPolicy, SaslExchange, SaslFailure, Step};
 
 pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 
-/// Runs the exchange `auth` starts; the authenticated JID, or None after a failure.
+/// Runs the exchange `auth` starts under the stream's `policy`; the authenticated JID (an
+/// account's, or a guest's made for this session), or None after a failure.
 pub async fn authenticate(
     c2s: &C2s,
     conn: &mut (impl EventSource + StreamSink),
     auth: &Element,
-    secure: bool,
+    policy: &AuthPolicy,
     address: IpAddr,
 ) -> Result<Option<BareJid>, Ended> {
-    if !secure && !c2s.insecure_auth {
+    if !policy.tls && !policy.insecure {
         send_failure(conn, SaslFailure::EncryptionRequired).await?;
         return Ok(None);
     }
@@ -34,9 +35,8 @@ pub async fn authenticate(
     };
     let mechanism = auth.attr("mechanism").unwrap_or_default();
     // PLAIN derives keys to compare (milliseconds): not on an async worker's time.
-    let policy = c2s.policy(secure);
     let (mut exchange, mut step) = tokio::task::block_in_place(|| {
-        SaslExchange::start(mechanism, initial.as_deref(), &policy, &c2s.accounts)
+        SaslExchange::start(mechanism, initial.as_deref(), policy, &c2s.accounts)
     });
     loop {
         if let Err(wait) = throttled(c2s, &step, exchange.account(), address) {

@@ -59,13 +59,21 @@ pub struct C2s {
 }
 
 impl C2s {
-    /// The SASL rules for a stream, secure (under TLS) or not.
-    pub fn policy(&self, secure: bool) -> AuthPolicy {
+    /// The SASL rules for a stream, secure (under TLS) or not, opened to `stream_domain` (the
+    /// service's domain, or the guest domain: guests only).
+    pub fn policy(&self, secure: bool, stream_domain: &str) -> AuthPolicy {
         AuthPolicy {
             domain: self.domain.clone(),
             tls: secure,
             insecure: self.insecure_auth,
+            guest_domain: self.guest_domain.clone(),
+            accounts: stream_domain == self.domain,
         }
+    }
+
+    /// Whether a client may open a stream to `domain`: the service's, or its guests'.
+    pub fn serves(&self, domain: &str) -> bool {
+        domain == self.domain || self.guest_domain.as_deref() == Some(domain)
     }
 
     pub fn may_register(&self, secure: bool) -> bool {

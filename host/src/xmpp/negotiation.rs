@@ -1,6 +1,8 @@
 //! Stream negotiation (RFC 6120 §4-§7): from the client's first stream header to a bound
 //! resource, on any transport: STARTTLS where the transport offers it, SASL, XEP-0077 when
-//! switched on, then resource binding, or the resumption of an earlier session (XEP-0198).
+//! switched on, then resource binding, or the resumption of an earlier session (XEP-0198). A
+//! stream may be opened to the service's domain or, when there are guests, to the guest domain,
+//! where only guests log in (ANONYMOUS).
 
 use std::net::IpAddr;
 
@@ -19,7 +21,7 @@ use super::stream::StreamEvent;
 use super::stream_management::{self as sm, TooHigh, SM_NS};
 use super::transport::{ClientTransport, StreamSink};
 use super::wire::ReadError;
-use crate::auth::offered;
+use crate::auth::{offered, AuthPolicy};
 
 const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
@@ -34,7 +36,7 @@ pub async fn negotiate<T: ClientTransport>(
     let mut failures = 0;
     let mut registered = false;
     'stream: loop {
-        open_stream(c2s, &mut conn, user.is_some()).await?;
+        let stream_domain = open_stream(c2s, &mut conn, user.is_some()).await?;
         loop {
             let element = match conn.next().await {
                 Ok(StreamEvent::Element(element)) => element,
@@ -50,6 +52,7 @@ pub async fn negotiate<T: ClientTransport>(
                 Err(error) => return Err(Ended::Read(error)),
             };
             let secure = conn.secure();
+            let policy = c2s.policy(secure, &stream_domain);
             match (element.name(), element.ns().as_str()) {
                 ("starttls", TLS_NS) if conn.offers_starttls() => {
                     conn.element(&format!("<proceed xmlns='{TLS_NS}'/>"));
@@ -58,7 +61,7 @@ pub async fn negotiate<T: ClientTransport>(
                     continue 'stream;
                 }
                 ("auth", SASL_NS) if user.is_none() => {
-                    match authenticate(c2s, &mut conn, &element, secure, address).await? {
+                    match authenticate(c2s, &mut conn, &element, &policy, address).await? {
                         Some(jid) => {
                             tracing::info!(%jid, "client authenticated");
                             user = Some(jid);
@@ -74,7 +77,7 @@ pub async fn negotiate<T: ClientTransport>(
                         }
                     }
                 }
-                ("iq", CLIENT_NS) if user.is_none() && c2s.may_register(secure) => {
+                ("iq", CLIENT_NS) if user.is_none() && may_register(c2s, &policy) => {
                     let reply = register(c2s, &element, &mut registered);
                     conn.element(&String::from(&reply));
                     conn.flush().await?;
@@ -158,12 +161,13 @@ async fn too_high_refusal(conn: &mut impl StreamSink, too_high: TooHigh) -> Ende
     Ended::Refused(TooHigh::CONDITION, text)
 }
 
-/// Reads the client's stream header and answers with ours and the features that apply.
+/// Reads the client's stream header and answers with ours and the features that apply; the
+/// domain the stream is opened to.
 async fn open_stream<T: ClientTransport>(
     c2s: &C2s,
     conn: &mut T,
     authenticated: bool,
-) -> Result<(), Ended> {
+) -> Result<String, Ended> {
     let header = match conn.next().await {
         Ok(StreamEvent::Open(header)) => header,
         Ok(_) => unreachable!("a stream starts with its header"),
@@ -176,17 +180,23 @@ async fn open_stream<T: ClientTransport>(
         let text = "this port serves jabber:client streams";
         return Err(refuse_before_header(conn, c2s, "invalid-namespace", text).await);
     }
-    if header.to.as_deref() != Some(c2s.domain.as_str()) {
+    let Some(domain) = header.to.filter(|to| c2s.serves(to)) else {
         let text = format!("this server is {}", c2s.domain);
         return Err(refuse_before_header(conn, c2s, "host-unknown", &text).await);
-    }
-    conn.header(&c2s.domain, &new_id());
-    conn.features(&features(c2s, conn, authenticated));
+    };
+    conn.header(&domain, &new_id());
+    let policy = c2s.policy(conn.secure(), &domain);
+    conn.features(&features(c2s, conn, authenticated, &policy));
     conn.flush().await?;
-    Ok(())
+    Ok(domain)
 }
 
-fn features(c2s: &C2s, conn: &impl ClientTransport, authenticated: bool) -> String {
+fn features(
+    c2s: &C2s,
+    conn: &impl ClientTransport,
+    authenticated: bool,
+    policy: &AuthPolicy,
+) -> String {
     let secure = conn.secure();
     let mut features = String::new();
     if authenticated {
@@ -201,15 +211,20 @@ fn features(c2s: &C2s, conn: &impl ClientTransport, authenticated: bool) -> Stri
             features.push_str(&format!("<starttls xmlns='{TLS_NS}'/>"));
         }
         features.push_str(&format!("<mechanisms xmlns='{SASL_NS}'>"));
-        for mechanism in offered(&c2s.policy(secure)) {
+        for mechanism in offered(policy) {
             features.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
         }
         features.push_str("</mechanisms>");
-        if c2s.may_register(secure) {
+        if may_register(c2s, policy) {
             features.push_str(REGISTER_FEATURE);
         }
     }
     features
+}
+
+/// XEP-0077 on this stream: when switched on, under its rules, and never on the guest domain.
+fn may_register(c2s: &C2s, policy: &AuthPolicy) -> bool {
+    policy.accounts && c2s.may_register(policy.tls)
 }
 
 fn new_id() -> String {

@@ -55,6 +55,7 @@ impl RoomFeature for Lock {
         (room.locked && *joiner.affiliation != Affiliation::Owner).then_some(Refusal {
             type_: ErrorType::Cancel,
             condition: DefinedCondition::ItemNotFound,
+            text: None,
         })
     }
 }
@@ -68,6 +69,7 @@ mod tests {
             affiliation,
             password: None,
             occupant_count: 1,
+            guest: None,
         }
     }
 

@@ -30,6 +30,7 @@ impl RoomFeature for MaxUsers {
         (limit > 0 && joiner.occupant_count >= limit && !privileged).then_some(Refusal {
             type_: ErrorType::Wait,
             condition: DefinedCondition::ServiceUnavailable,
+            text: None,
         })
     }
 }
@@ -46,6 +47,7 @@ mod tests {
             affiliation,
             password: None,
             occupant_count,
+            guest: None,
         };
         assert!(MaxUsers
             .check_join(&room, &joiner(&Affiliation::None, 1))

@@ -23,6 +23,7 @@ impl RoomFeature for MembersOnly {
             .then_some(Refusal {
                 type_: ErrorType::Auth,
                 condition: DefinedCondition::RegistrationRequired,
+                text: None,
             })
     }
 
@@ -47,6 +48,7 @@ mod tests {
             affiliation,
             password: None,
             occupant_count: 0,
+            guest: None,
         };
         assert!(MembersOnly
             .check_join(&room, &joiner(&Affiliation::None))

@@ -6,6 +6,7 @@
 pub mod affiliation_lists;
 pub mod archive;
 pub mod avatar;
+pub mod guests;
 pub mod hats;
 pub mod history;
 pub mod invitations;
@@ -45,7 +46,8 @@ use crate::occupant::Occupant;
 use crate::room::Room;
 
 /// Every feature. Their fields appear in the configuration form in this order, and every event
-/// visits them in this order: where it matters, `stable_id` stamps before `occupant_id` (the
+/// visits them in this order: where it matters, `members_only` refuses a guest before `guests`
+/// does (`registration-required` says more), `stable_id` stamps before `occupant_id` (the
 /// stanza-id first), `voice_requests` claims a message before `invitations`, `history` catches
 /// a joiner up before `subject` sends the subject (a separate, later event).
 pub const ALL: &[&dyn RoomFeature] = &[
@@ -54,6 +56,7 @@ pub const ALL: &[&dyn RoomFeature] = &[
     &public::Public,
     &moderated::Moderated,
     &members_only::MembersOnly,
+    &guests::Guests,
     &password::Password,
     &max_users::MaxUsers,
     &outcasts::Outcasts,

@@ -34,6 +34,7 @@ impl RoomFeature for Moderated {
         (!has_voice(&sender.role())).then_some(Refusal {
             type_: ErrorType::Auth,
             condition: DefinedCondition::Forbidden,
+            text: None,
         })
     }
 

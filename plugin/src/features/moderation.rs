@@ -53,7 +53,14 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 type Denial = (Refusal, &'static str);
 
 fn deny(type_: ErrorType, condition: DefinedCondition, text: &'static str) -> Denial {
-    (Refusal { type_, condition }, text)
+    (
+        Refusal {
+            type_,
+            condition,
+            text: None,
+        },
+        text,
+    )
 }
 
 fn forbidden(text: &'static str) -> Denial {

@@ -14,6 +14,7 @@ impl RoomFeature for Outcasts {
         (*joiner.affiliation == Affiliation::Outcast).then_some(Refusal {
             type_: ErrorType::Auth,
             condition: DefinedCondition::Forbidden,
+            text: None,
         })
     }
 }
@@ -30,6 +31,7 @@ mod tests {
                 affiliation: &affiliation,
                 password: None,
                 occupant_count: 0,
+                guest: None,
             };
             let refused = Outcasts.check_join(&room, &joiner).map(|r| r.condition);
             let expected =

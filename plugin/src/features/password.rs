@@ -23,6 +23,7 @@ impl RoomFeature for Password {
         (!right).then_some(Refusal {
             type_: ErrorType::Auth,
             condition: DefinedCondition::NotAuthorized,
+            text: None,
         })
     }
 
@@ -47,6 +48,7 @@ mod tests {
             affiliation: &Affiliation::None,
             password,
             occupant_count: 0,
+            guest: None,
         };
         assert!(Password.check_join(&room, &joiner(None)).is_none());
         room.config.insert(SECRET.var.into(), "capulet".into());

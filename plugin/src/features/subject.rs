@@ -46,6 +46,7 @@ impl RoomFeature for ChangeSubject {
         (is_change(message) && !may_change(room, &sender.role())).then_some(Refusal {
             type_: ErrorType::Auth,
             condition: DefinedCondition::Forbidden,
+            text: None,
         })
     }
 
