@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// discovery, /metrics [default: 127.0.0.1:5280, skipped with a warning if taken].
     #[arg(long)]
     pub http: Option<SocketAddr>,
+    /// The web client served at / by the HTTP server: a Converse.js release's dist/ directory
+    /// [default: the one scripts/fetch-web-client unpacks under target/web-client/].
+    #[arg(long)]
+    pub web_client: Option<PathBuf>,
     /// TLS certificate chain (PEM) [default: a self-signed one made on first run].
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -168,6 +172,7 @@ struct ConfigFile {
     component_secret: Option<String>,
     metrics: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    web_client: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_stanza_bytes: Option<usize>,
@@ -239,6 +244,8 @@ pub struct ServeConfig {
     pub metrics: Option<SocketAddr>,
     /// None in component mode.
     pub http: Option<HttpListen>,
+    /// Given: Converse.js's dist/ directory; else the fetched one is looked for.
+    pub web_client: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
@@ -408,6 +415,7 @@ impl ServeConfig {
             guest_domain,
             metrics: args.metrics.or(file.metrics),
             http,
+            web_client: args.web_client.or(file.web_client),
             tls,
             max_stanza_bytes: args
                 .max_stanza_bytes

@@ -381,13 +381,17 @@ async fn serve_http(
             return Err(error).with_context(|| format!("HTTP on {}", http.address));
         }
     };
+    let site = http::Site {
+        domain: config.domain.clone(),
+        muc_domain: config.muc_domain.clone(),
+        guest_domain: config.guest_domain.clone(),
+        registration: config.registration,
+        web_client: http::WebClient::locate(config.web_client.as_deref())?,
+        local: listener.local_addr()?,
+        core: lanes.open(CONTROL_LANE),
+    };
     announce("http", &listener)?;
-    let router = http::bundled(
-        metrics.clone(),
-        lanes.open(CONTROL_LANE),
-        c2s.clone(),
-        listener.local_addr()?,
-    );
+    let router = http::bundled(metrics.clone(), lanes.open(CONTROL_LANE), c2s.clone(), site);
     Ok(Some(tokio::spawn(http::serve(
         listener,
         router,

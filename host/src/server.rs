@@ -36,6 +36,9 @@ fn iq(domain: &str, muc_domain: &str, stanza: &Element) -> Option<Element> {
     };
     let payload = match (kind, query.name(), query.ns().as_str()) {
         ("get", "ping", "urn:xmpp:ping") => None,
+        // The legacy session request (RFC 3921 §3) is offered as optional, yet some clients
+        // (Strophe, under Converse.js) send it once bound: it has nothing to do.
+        ("set", "session", "urn:ietf:params:xml:ns:xmpp-session") => None,
         ("get", "query", "jabber:iq:roster") => {
             Some(Element::builder("query", "jabber:iq:roster").build())
         }
@@ -82,4 +85,24 @@ fn feature(var: &str) -> Element {
     Element::builder("feature", DISCO_INFO)
         .attr(xml_ncname!("var").into(), var)
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_request_after_binding_is_answered_with_a_result() {
+        let from: FullJid = "alice@localhost/web".parse().unwrap();
+        let request: Element =
+            "<iq xmlns='jabber:client' type='set' id='s' from='alice@localhost/web'>\
+             <session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
+                .parse()
+                .unwrap();
+        let replies = handle("localhost", "conference.localhost", &from, &request);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].attr("type"), Some("result"));
+        assert_eq!(replies[0].attr("id"), Some("s"));
+        assert_eq!(replies[0].attr("to"), Some("alice@localhost/web"));
+    }
 }

@@ -24,7 +24,7 @@ pub fn routes(local: SocketAddr) -> Router {
 }
 
 /// The endpoint's URL: at the `Host` the request named, else where the server listens.
-fn websocket_url(headers: &HeaderMap, local: SocketAddr) -> String {
+pub(super) fn websocket_url(headers: &HeaderMap, local: SocketAddr) -> String {
     let host = headers
         .get(HOST)
         .and_then(|host| host.to_str().ok())
