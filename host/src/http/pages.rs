@@ -74,13 +74,13 @@ async fn join_as_guest(
 
 /// The web client, logging in as `login` and entering `room` once in.
 fn client_page(site: &Site, headers: &HeaderMap, room: Option<&BareJid>, login: Login) -> Response {
-    let Some(_) = &site.web_client else {
+    if site.web_client.is_none() {
         let body = "<p>The web client (Converse.js) is not installed on this server. Its operator \
                     can run <code>scripts/fetch-web-client</code> (<code>scripts/build</code> does) \
                     or start <code>muc-host serve</code> with <code>--web-client DIR</code>.</p>\
                     <p>Any XMPP app reaches the rooms all the same.</p>";
         return page(StatusCode::SERVICE_UNAVAILABLE, "No web client", body);
-    };
+    }
     let mut settings = json!({
         "assets_path": ASSETS_PATH,
         "websocket_url": super::host_meta::websocket_url(headers, site.local),
@@ -116,6 +116,7 @@ fn client_page(site: &Site, headers: &HeaderMap, room: Option<&BareJid>, login: 
             "Chat rooms (guest)"
         }
     };
+    // Converse's login screen ends with its sponsors' logos, which the CSP refuses: not shown.
     let head = format!(
         "<link rel='icon' href='{ASSETS_PATH}/images/favicon.ico'>\n\
          <link rel='stylesheet' href='{ASSETS_PATH}/converse.min.css'>\n\
