@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// e.g. https://chat.example.org; `*` allows every page (repeatable).
     #[arg(long = "web-origin")]
     pub web_origins: Vec<String>,
+    /// The web client served at / by the HTTP server: a Converse.js release's dist/ directory
+    /// [default: the one scripts/fetch-web-client unpacks under target/web-client/].
+    #[arg(long)]
+    pub web_client: Option<PathBuf>,
     /// TLS certificate chain (PEM) [default: a self-signed one made on first run].
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -190,6 +194,7 @@ struct ConfigFile {
     https: Option<SocketAddr>,
     #[serde(default)]
     web_origins: Vec<String>,
+    web_client: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_stanza_bytes: Option<usize>,
@@ -275,6 +280,8 @@ pub struct ServeConfig {
     pub https: Option<SocketAddr>,
     /// Pages allowed to use the WebSocket endpoint besides the server's own.
     pub web_origins: Vec<String>,
+    /// Given: Converse.js's dist/ directory; else the fetched one is looked for.
+    pub web_client: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_stanza_bytes: usize,
     pub link_queue: usize,
@@ -460,6 +467,7 @@ impl ServeConfig {
             http,
             https,
             web_origins,
+            web_client: args.web_client.or(file.web_client),
             tls,
             max_stanza_bytes: args
                 .max_stanza_bytes

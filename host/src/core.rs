@@ -262,6 +262,9 @@ fn handle<M: MucBackend>(
         CoreEvent::Gauges { reply } => {
             let _ = reply.send(service.gauges());
         }
+        CoreEvent::AskMuc { iq, reply } => {
+            let _ = reply.send(service.ask_muc(iq));
+        }
         CoreEvent::Shutdown => return (true, Vec::new()),
     }
     (false, Vec::new())

@@ -1,5 +1,5 @@
 //! What the core thread is asked to do: the events every source (client connections, the
-//! component link, the control socket, the metrics endpoint) sends it, and the replies it
+//! component link, the control socket, the HTTP server's pages and metrics) sends it, and the replies it
 //! gives. A leaf: those sources and the core both look down to it.
 
 use jid::FullJid;
@@ -55,6 +55,12 @@ pub enum CoreEvent {
     },
     /// The gauges a metrics scrape shows, read by the core from what it holds.
     Gauges { reply: Reply<Gauges> },
+    /// An iq the host itself asks the MUC (a web page's disco#info of a room): the MUC's
+    /// answer comes back here instead of going to anyone; none while the service cannot ask.
+    AskMuc {
+        iq: Element,
+        reply: Reply<Option<Element>>,
+    },
     /// Stop: the plugin says goodbye (status 332), the last batch is synced and delivered, every
     /// stream is closed.
     Shutdown,

@@ -393,15 +393,25 @@ async fn serve_http(
     let origins = http::OriginPolicy {
         allowed: config.web_origins.clone(),
     };
+    let web_client = http::WebClient::locate(config.web_client.as_deref())?;
     let mut servers = Vec::new();
     for (name, listener, tls) in listeners {
         announce(name, &listener)?;
+        let site = http::Site {
+            domain: config.domain.clone(),
+            muc_domain: config.muc_domain.clone(),
+            guest_domain: config.guest_domain.clone(),
+            registration: config.registration,
+            web_client: web_client.clone(),
+            local: listener.local_addr()?,
+            core: lanes.open(CONTROL_LANE),
+        };
         let router = http::bundled(
             metrics.clone(),
             lanes.open(CONTROL_LANE),
             c2s.clone(),
             origins.clone(),
-            listener.local_addr()?,
+            site,
         );
         let server = http::serve(listener, router, config.client_read_rate, tls);
         servers.push(tokio::spawn(server));

@@ -13,6 +13,8 @@ use xmpp_parsers::roster::Roster;
 
 use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
+const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
+
 /// The replies to one stanza from `from` addressed to the server; `account`: `from` is an
 /// account's session, not a guest's.
 pub fn handle(
@@ -51,28 +53,26 @@ fn iq(
             .then(|| error_reply(stanza, ErrorType::Modify, DefinedCondition::BadRequest));
     };
     let (header, payload) = iq.split();
-    let IqPayload::Get(request) = payload else {
-        return match payload {
-            IqPayload::Set(_) => Some(error_reply(
-                stanza,
-                ErrorType::Cancel,
-                DefinedCondition::ServiceUnavailable,
-            )),
-            _ => None,
-        };
+    let (kind, request) = match payload {
+        IqPayload::Get(request) => ("get", request),
+        IqPayload::Set(request) => ("set", request),
+        IqPayload::Result(_) | IqPayload::Error(_) => return None,
     };
-    let answer: Option<Element> = match (request.name(), request.ns().as_str()) {
-        ("ping", ns::PING) => None,
+    let answer: Option<Element> = match (kind, request.name(), request.ns().as_str()) {
+        ("get", "ping", ns::PING) => None,
+        // The legacy session request (RFC 3921 §3) is offered as optional, yet some clients
+        // (Strophe, under Converse.js) send it once bound: it has nothing to do.
+        ("set", "session", SESSION_NS) => None,
         // A guest's roster is refused as unsupported, which clients (Converse.js) take for "no
         // roster here" (RFC 6121 §2.1.3 has nothing for a roster-less user).
-        ("query", ns::ROSTER) if account => Some(
+        ("get", "query", ns::ROSTER) if account => Some(
             Roster {
                 ver: None,
                 items: Vec::new(),
             }
             .into(),
         ),
-        ("query", ns::DISCO_ITEMS) => {
+        ("get", "query", ns::DISCO_ITEMS) => {
             let Ok(service) = Jid::new(muc_domain) else {
                 return Some(error_reply(
                     stanza,
@@ -94,7 +94,7 @@ fn iq(
                 .into(),
             )
         }
-        ("query", ns::DISCO_INFO) => Some(
+        ("get", "query", ns::DISCO_INFO) => Some(
             DiscoInfoResult {
                 node: None,
                 identities: vec![Identity {
@@ -213,5 +213,20 @@ mod tests {
             guest.contains("type='error'") && guest.contains("service-unavailable"),
             "{guest}"
         );
+    }
+
+    #[test]
+    fn a_session_request_after_binding_is_answered_with_a_result() {
+        let from: FullJid = "alice@localhost/web".parse().unwrap();
+        let request: Element =
+            "<iq xmlns='jabber:client' type='set' id='s' from='alice@localhost/web'>\
+             <session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
+                .parse()
+                .unwrap();
+        let replies = handle("localhost", "conference.localhost", &from, true, &request);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].attr("type"), Some("result"));
+        assert_eq!(replies[0].attr("id"), Some("s"));
+        assert_eq!(replies[0].attr("to"), Some("alice@localhost/web"));
     }
 }

@@ -76,6 +76,37 @@ impl<M: MucBackend> Service<M> {
         self.outbox.push(stanza.into());
     }
 
+    /// An iq the host asks the MUC as the server itself (a web page showing a room): the MUC's
+    /// answer to it, kept from the outbox (it is for no session); anything else the call sent
+    /// is delivered as usual. None while this instance may not call the MUC, or when the call
+    /// failed.
+    pub fn ask_muc(&mut self, mut iq: Element) -> Option<Element> {
+        if self.data_upgraded_to.is_some() {
+            return None;
+        }
+        let from = self.router.domain().to_string();
+        iq.set_attr(Namespace::NONE, xml_ncname!("from").into(), from.as_str());
+        let to = iq.attr("to").unwrap_or_default().to_string();
+        let outbound = self
+            .muc
+            .handle_stanza(Inbound {
+                stanza: &iq,
+                from: &from,
+                to: &to,
+            })
+            .ok()?;
+        let id = iq.attr("id");
+        let (answers, others): (Vec<Outbound>, Vec<Outbound>) =
+            outbound.into_iter().partition(|stanza| {
+                let answer = stanza.element();
+                stanza.name() == "iq"
+                    && stanza.to().is_some_and(|to| to.as_str() == from)
+                    && answer.attr("id") == id
+            });
+        self.deliver_all(others);
+        answers.into_iter().next().map(|answer| answer.element())
+    }
+
     /// Counts plugin calls, faults and deliveries into `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Service<M> {
         self.metrics = Some(metrics);

@@ -1,10 +1,10 @@
 //! Data forms (XEP-0004) as the service sends them: every field declares its `type`.
 //! xmpp-parsers leaves out `type="text-single"` (XEP-0004's default), and clients such as
 //! profanity then show the field wrongly and refuse to fill it in. Every form the plugin sends
-//! goes through [`element`].
+//! goes through [`element`]; a submitted configuration form is read with [`read_submitted`].
 
 use minidom::rxml::{xml_ncname, Namespace};
-use minidom::Element;
+use minidom::{Element, Node};
 use xmpp_parsers::data_forms::DataForm;
 use xmpp_parsers::ns;
 
@@ -19,6 +19,24 @@ pub fn element(form: DataForm) -> Element {
         field.set_attr(Namespace::NONE, xml_ncname!("type").into(), "text-single");
     }
     element
+}
+
+/// A form a client submitted, read as XEP-0004 means it whatever text lies between a field's
+/// `<value/>`s: Converse.js writes a comma between the values of a list-multi field, which the
+/// parser would otherwise refuse (and with it the whole form).
+pub fn read_submitted(form: &Element) -> Option<DataForm> {
+    let mut form = form.clone();
+    for field in form
+        .children_mut()
+        .filter(|child| child.is("field", ns::DATA_FORMS))
+    {
+        for node in field.take_nodes() {
+            if let Node::Element(value) = node {
+                field.append_child(value);
+            }
+        }
+    }
+    DataForm::try_from(form).ok()
 }
 
 #[cfg(test)]
@@ -176,5 +194,26 @@ mod tests {
                 Some("text-private".into())
             ]
         );
+    }
+
+    #[test]
+    fn text_between_submitted_values_is_not_part_of_the_form() {
+        let submitted: Element = "<x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+             <field var='muc#roomconfig_presencebroadcast'><value>moderator</value>,<value>participant</value></field>\
+             </x>"
+            .parse()
+            .unwrap();
+        assert!(
+            DataForm::try_from(submitted.clone()).is_err(),
+            "the strict parser refuses it"
+        );
+        let form = read_submitted(&submitted).expect("read");
+        let field = form
+            .fields
+            .iter()
+            .find(|field| field.var.as_deref() == Some("muc#roomconfig_presencebroadcast"))
+            .unwrap();
+        assert_eq!(field.values, ["moderator", "participant"]);
     }
 }

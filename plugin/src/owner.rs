@@ -75,7 +75,7 @@ fn submit(
             None,
         )
     };
-    let Ok(form) = DataForm::try_from(form.clone()) else {
+    let Some(form) = crate::form::read_submitted(form) else {
         return refuse(host, DefinedCondition::BadRequest);
     };
     match form.type_ {

@@ -286,6 +286,7 @@ class MucHost:
         self.component = "--component" in self.args
         self.port: Optional[int] = None
         self.metrics_port: Optional[int] = None
+        self.http_port: Optional[int] = None
         if E2E_POSTGRES and "--store" not in self.args:
             self.args += ["--store", postgres_schema(E2E_POSTGRES)]
         self.service = Service(name, [MUC_HOST, "--data", data, "serve", *self.args],
@@ -302,6 +303,9 @@ class MucHost:
         if "--metrics" in self.args:
             m = self.service.wait_line(r"muc-host: metrics listening on 127\.0\.0\.1:(\d+)", timeout)
             self.metrics_port = int(m.group(1))
+        if "--http" in self.args:
+            m = self.service.wait_line(r"muc-host: http listening on 127\.0\.0\.1:(\d+)", timeout)
+            self.http_port = int(m.group(1))
         return self
 
     def wait_component_connected(self, start: int, timeout: float = START_TIMEOUT) -> re.Match:

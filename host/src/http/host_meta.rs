@@ -26,7 +26,7 @@ pub fn routes(local: SocketAddr) -> Router {
 
 /// The endpoint's URL: at the `Host` the request named, else where the server listens; `wss`
 /// when asked over HTTPS.
-fn websocket_url(headers: &HeaderMap, local: SocketAddr, peer: Peer) -> String {
+pub(super) fn websocket_url(headers: &HeaderMap, local: SocketAddr, peer: Peer) -> String {
     let host = headers
         .get(HOST)
         .and_then(|host| host.to_str().ok())

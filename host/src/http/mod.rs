@@ -1,10 +1,14 @@
 //! The HTTP server of `muc-host serve` (axum on hyper): `/metrics` always; in bundled mode also
-//! XEP-0156 discovery (`host_meta.rs`) and XMPP over WebSocket (`websocket.rs`), whose
-//! connections are client streams like those of the TCP listener.
+//! XEP-0156 discovery (`host_meta.rs`), XMPP over WebSocket (`websocket.rs`), whose
+//! connections are client streams like those of the TCP listener, and the web client: its
+//! pages (`pages.rs`, rooms asked through `room_info.rs`) and files (`web_client.rs`).
 
 mod host_meta;
 mod listener;
 mod origin;
+mod pages;
+mod room_info;
+mod web_client;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -15,6 +19,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use jid::BareJid;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 
@@ -25,6 +30,7 @@ use crate::xmpp::throttle::ReadRate;
 
 pub use listener::Peer;
 pub use origin::OriginPolicy;
+pub use web_client::WebClient;
 
 /// The path of the WebSocket endpoint.
 pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
@@ -36,19 +42,53 @@ struct Scrape {
     core: Lane,
 }
 
-/// Everything bundled mode serves over HTTP; `local` is where it listens.
+/// What the web pages tell the browser and ask the core.
+pub struct Site {
+    pub domain: String,
+    pub muc_domain: String,
+    /// Where guests log in (SASL ANONYMOUS), if anywhere.
+    pub guest_domain: Option<String>,
+    /// Whether the login form offers to create an account (XEP-0077).
+    pub registration: bool,
+    /// None: not installed (the pages say so).
+    pub web_client: Option<WebClient>,
+    /// Where the server listens, for a request that names no `Host`.
+    pub local: SocketAddr,
+    /// The pages' own lane to the core (rooms' disco#info).
+    pub core: Lane,
+}
+
+impl Site {
+    /// The room a page names: its localpart, or its bare JID at the MUC domain.
+    fn room(&self, named: &str) -> Option<BareJid> {
+        let jid = if named.contains('@') {
+            BareJid::new(named).ok()?
+        } else {
+            BareJid::new(&format!("{named}@{}", self.muc_domain)).ok()?
+        };
+        (jid.node().is_some() && jid.domain().as_str() == self.muc_domain).then_some(jid)
+    }
+}
+
+/// Everything bundled mode serves over HTTP; `site.local` is where it listens.
 pub fn bundled(
     metrics: Arc<Metrics>,
     core: Lane,
     c2s: Arc<C2s>,
     origins: OriginPolicy,
-    local: SocketAddr,
+    site: Site,
 ) -> Router {
-    Router::new()
+    let files = site.web_client.clone().map(WebClient::routes);
+    let router = Router::new()
         .route("/metrics", get(scrape))
         .with_state(Scrape { metrics, core })
-        .merge(host_meta::routes(local))
+        .merge(host_meta::routes(site.local))
         .merge(websocket::routes(c2s, origins))
+        .merge(pages::routes(Arc::new(site)));
+    match files {
+        Some(files) => router.merge(files),
+        None => router,
+    }
 }
 
 /// `--metrics ADDR`, in either mode: `/metrics`, also at `/` (as the exporter always answered).
