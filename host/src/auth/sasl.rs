@@ -141,10 +141,13 @@ impl SaslExchange {
             Mechanism::ScramSha1 => State::AwaitingClientFirst(ScramHash::Sha1, domain),
             Mechanism::Anonymous => State::AwaitingAnonymous(domain),
         };
-        let step = match initial {
-            Some(initial) => exchange.respond(initial, accounts),
+        let step = match (initial, mechanism) {
+            (Some(initial), _) => exchange.respond(initial, accounts),
+            // ANONYMOUS's trace is optional (RFC 4505 §2): a client that sends none (Strophe,
+            // under Converse.js) is not asked for one.
+            (None, Mechanism::Anonymous) => exchange.respond(&[], accounts),
             // No initial response: an empty challenge asks for it.
-            None => Step::Challenge(Vec::new()),
+            (None, _) => Step::Challenge(Vec::new()),
         };
         (exchange, step)
     }
@@ -420,14 +423,8 @@ mod tests {
 
     fn anonymous(trace: Option<&[u8]>, policy: &AuthPolicy) -> Step {
         let accounts = accounts();
-        let (mut exchange, step) = SaslExchange::start("ANONYMOUS", trace, policy, &accounts);
-        let step = match (trace, step) {
-            // No initial response: the empty challenge asks for the trace.
-            (None, Step::Challenge(challenge)) if challenge.is_empty() => {
-                exchange.respond(b"", &accounts)
-            }
-            (_, step) => step,
-        };
+        // Without an initial response too, no challenge: the trace is optional.
+        let (exchange, step) = SaslExchange::start("ANONYMOUS", trace, policy, &accounts);
         assert_eq!(exchange.account(), None, "a guest is no account");
         step
     }
