@@ -13,6 +13,7 @@ use flume::RecvTimeoutError;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use std::collections::VecDeque;
+use xmpp_parsers::stream_error::DefinedCondition;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,7 +196,7 @@ pub fn run<M: MucBackend>(mut service: Service<M>, mut events: Inbox, metrics: A
             .connections
             .set(service.router.session_count() as i64);
         if stopping {
-            service.router.close_all("system-shutdown");
+            service.router.close_all(DefinedCondition::SystemShutdown);
             tracing::info!("core stopped");
             return;
         }

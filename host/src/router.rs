@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use xmpp_parsers::stream_error::DefinedCondition;
 
 use crate::outbound::Outbound;
 
@@ -17,7 +18,7 @@ pub trait SessionSink: Send {
     fn deliver(&self, stanza: Outbound);
     /// The server ends the session with a stream error (`conflict` when another session took
     /// its resource, `system-shutdown` when stopping).
-    fn close(&self, _condition: &'static str) {}
+    fn close(&self, _condition: DefinedCondition) {}
 }
 
 /// A sink that queues stanzas in memory: the test host reads them from the other side.
@@ -101,9 +102,9 @@ impl Router {
     }
 
     /// Ends every session (the service is stopping).
-    pub fn close_all(&mut self, condition: &'static str) {
+    pub fn close_all(&mut self, condition: DefinedCondition) {
         for session in self.sessions.values() {
-            session.sink.close(condition);
+            session.sink.close(condition.clone());
         }
         if let Some(upstream) = &self.upstream {
             upstream.close(condition);
@@ -158,7 +159,7 @@ impl Router {
     ) -> Vec<Element> {
         let left = match self.sessions.get(&jid) {
             Some(older) => {
-                older.sink.close("conflict");
+                older.sink.close(DefinedCondition::Conflict);
                 self.unbind(&jid)
             }
             None => Vec::new(),

@@ -225,16 +225,36 @@ def test_two_browser_users_and_a_slixmpp_client_share_a_room(h, server, browser)
         carol.expect(lambda s: kind(s) == "message" and subject(s) == "Oolong tasting at five",
                      "the new subject")
 
-        # Bob reloads: he is back in the room, its history shown again.
-        bob.page.reload()
-        bob.log_in_if_asked("bob")
+        # Bob reloads as a new browser would, his page's storage gone: he logs in again and the
+        # room's history comes back from the server, not from Converse's cache.
+        page_url = bob.page.url
+        bob.page.goto("about:blank")
+        devtools = bob.context.new_cdp_session(bob.page)
+        devtools.send("Storage.clearDataForOrigin", {"origin": base, "storageTypes": "all"})
+        devtools.detach()
+        bob.page.goto(page_url)
+        bob.log_in("bob")
         bob.wait_in_room(ROOM)
         for text in ["Hello from Alice's browser", "Bob here, also in a browser",
                      "Carol from slixmpp"]:
             bob.wait_message(ROOM, text)
         bob.wait_subject(ROOM, "Oolong tasting at five")
-        carol.expect(lambda s: is_presence(s, f"{ROOM}/bob") and s.get("type") is None,
-                     "bob back after his reload", STANZA_TIMEOUT)
+        # His last page's session waits to be resumed (XEP-0198): the new one enters as another
+        # session of the same occupant, and the room sees bob neither leave nor come back.
+        carol.expect_nothing(lambda s: is_presence(s, f"{ROOM}/bob", "unavailable"),
+                             "bob leaving on a reload")
+
+        # A plain reload keeps the page's storage: Converse resumes its session (XEP-0198), the
+        # room sees the same occupant, and what was said meanwhile reaches him.
+        bob.page.reload()
+        bob.log_in_if_asked("bob")
+        bob.wait_in_room(ROOM)
+        groupchat(carol, ROOM, "Said while Bob reloaded", "carol-2")
+        expect_groupchat(carol, ROOM, "carol", "Said while Bob reloaded")
+        bob.wait_message(ROOM, "Said while Bob reloaded")
+        bob.say(ROOM, "Bob after a plain reload")
+        alice.wait_message(ROOM, "Bob after a plain reload")
+        expect_groupchat(carol, ROOM, "bob", "Bob after a plain reload")
 
         # Alice leaves; the others see her go.
         alice.leave(ROOM)

@@ -495,16 +495,18 @@ mod tests {
 
     #[test]
     fn failure_conditions_are_rfc_6120_names() {
-        assert_eq!(SaslFailure::NotAuthorized.condition(), "not-authorized");
-        assert_eq!(
-            SaslFailure::MalformedRequest.condition(),
-            "malformed-request"
-        );
-        assert_eq!(
-            SaslFailure::TemporaryAuthFailure.condition(),
-            "temporary-auth-failure"
-        );
-        assert_eq!(SaslFailure::InvalidAuthzid.condition(), "invalid-authzid");
+        for (failure, name) in [
+            (SaslFailure::NotAuthorized, "not-authorized"),
+            (SaslFailure::MalformedRequest, "malformed-request"),
+            (SaslFailure::TemporaryAuthFailure, "temporary-auth-failure"),
+            (SaslFailure::InvalidAuthzid, "invalid-authzid"),
+        ] {
+            let element = minidom::Element::from(xmpp_parsers::sasl::Failure {
+                defined_condition: failure.condition(),
+                texts: Default::default(),
+            });
+            assert!(element.children().any(|c| c.name() == name), "{name}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! exchange around them share, so the mechanisms need not know the exchange.
 
 use jid::BareJid;
+use xmpp_parsers::sasl::DefinedCondition;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -31,17 +32,17 @@ pub enum SaslFailure {
 }
 
 impl SaslFailure {
-    /// The condition's element name inside `<failure/>`.
-    pub fn condition(self) -> &'static str {
+    /// The condition inside `<failure/>`.
+    pub fn condition(self) -> DefinedCondition {
         match self {
-            SaslFailure::Aborted => "aborted",
-            SaslFailure::EncryptionRequired => "encryption-required",
-            SaslFailure::IncorrectEncoding => "incorrect-encoding",
-            SaslFailure::InvalidAuthzid => "invalid-authzid",
-            SaslFailure::InvalidMechanism => "invalid-mechanism",
-            SaslFailure::MalformedRequest => "malformed-request",
-            SaslFailure::NotAuthorized => "not-authorized",
-            SaslFailure::TemporaryAuthFailure => "temporary-auth-failure",
+            SaslFailure::Aborted => DefinedCondition::Aborted,
+            SaslFailure::EncryptionRequired => DefinedCondition::EncryptionRequired,
+            SaslFailure::IncorrectEncoding => DefinedCondition::IncorrectEncoding,
+            SaslFailure::InvalidAuthzid => DefinedCondition::InvalidAuthzid,
+            SaslFailure::InvalidMechanism => DefinedCondition::InvalidMechanism,
+            SaslFailure::MalformedRequest => DefinedCondition::MalformedRequest,
+            SaslFailure::NotAuthorized => DefinedCondition::NotAuthorized,
+            SaslFailure::TemporaryAuthFailure => DefinedCondition::TemporaryAuthFailure,
         }
     }
 }

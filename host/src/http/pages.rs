@@ -108,10 +108,6 @@ fn client_page(
             "converse-omemo", "converse-omemo-views", "converse-push", "converse-bosh",
             "converse-rosterview",
         ],
-        // Converse 14 makes a new resource on every page load yet resumes the last page's
-        // session (XEP-0198) and then names the new resource in `from`, which this server
-        // refuses (invalid-from): a page load is a new session, the old one leaves at once.
-        "enable_smacks": false,
         "allow_contact_requests": false,
         "show_self_in_roster": false,
         "allow_registration": site.registration,

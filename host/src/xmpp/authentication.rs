@@ -1,12 +1,14 @@
 //! One SASL exchange on a client stream (RFC 6120 §6.4), with the throttle against password
 //! guessing; the mechanisms themselves are `auth::sasl`'s.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use jid::BareJid;
 use minidom::Element;
+use xmpp_parsers::sasl::{Challenge, Failure, Success};
 
 use super::c2s::{C2s, Ended};
 use super::stream::StreamEvent;
@@ -14,7 +16,7 @@ use super::transport::{EventSource, StreamSink};
 use super::wire::ReadError;
 use crate::auth::{AuthPolicy, SaslExchange, SaslFailure, Step};
 
-pub const SASL_NS: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const SASL_NS: &str = xmpp_parsers::ns::SASL;
 
 /// Runs the exchange `auth` starts under the stream's `policy`; the authenticated JID (an
 /// account's, or a guest's made for this session), or None after a failure.
@@ -48,8 +50,8 @@ pub async fn authenticate(
                 jid,
                 additional_data,
             } => {
-                let data = additional_data.map(|d| encode(&d)).unwrap_or_default();
-                conn.element(&format!("<success xmlns='{SASL_NS}'>{data}</success>"));
+                let data = additional_data.unwrap_or_default();
+                conn.element(Success { data });
                 conn.flush().await?;
                 return Ok(Some(jid));
             }
@@ -58,10 +60,7 @@ pub async fn authenticate(
                 return Ok(None);
             }
             Step::Challenge(data) => {
-                conn.element(&format!(
-                    "<challenge xmlns='{SASL_NS}'>{}</challenge>",
-                    encode(&data)
-                ));
+                conn.element(Challenge { data });
                 conn.flush().await?;
             }
         }
@@ -122,28 +121,21 @@ fn decode_sasl(text: &str) -> Result<Option<Vec<u8>>, base64::DecodeError> {
     }
 }
 
-fn encode(data: &[u8]) -> String {
-    match data {
-        [] => "=".into(),
-        data => base64::engine::general_purpose::STANDARD.encode(data),
-    }
-}
-
 async fn send_failure(conn: &mut impl StreamSink, failure: SaslFailure) -> std::io::Result<()> {
-    conn.element(&format!(
-        "<failure xmlns='{SASL_NS}'><{}/></failure>",
-        failure.condition()
-    ));
+    conn.element(Failure {
+        defined_condition: failure.condition(),
+        texts: BTreeMap::new(),
+    });
     conn.flush().await
 }
 
 /// `temporary-auth-failure` (RFC 6120 §6.5.11), saying when to try again.
 async fn send_locked_out(conn: &mut impl StreamSink, wait: Duration) -> std::io::Result<()> {
     let seconds = wait.as_secs_f64().ceil();
-    let condition = SaslFailure::TemporaryAuthFailure.condition();
-    conn.element(&format!(
-        "<failure xmlns='{SASL_NS}'><{condition}/><text xml:lang='en'>too many failed \
-         authentication attempts: try again in {seconds} s</text></failure>"
-    ));
+    let text = format!("too many failed authentication attempts: try again in {seconds} s");
+    conn.element(Failure {
+        defined_condition: SaslFailure::TemporaryAuthFailure.condition(),
+        texts: BTreeMap::from([("en".to_string(), text)]),
+    });
     conn.flush().await
 }

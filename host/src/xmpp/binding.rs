@@ -11,9 +11,12 @@ use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 const BIND_NS: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const SESSION_NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
 
-/// The features offered once authenticated.
-pub fn features() -> String {
-    format!("<bind xmlns='{BIND_NS}'/><session xmlns='{SESSION_NS}'><optional/></session>")
+/// The legacy session feature (RFC 3921 §3), offered beside binding for clients that still
+/// look for it: optional, nothing to do (draft-cridland-xmpp-session-01).
+pub fn session_feature() -> Element {
+    Element::builder("session", SESSION_NS)
+        .append(Element::builder("optional", SESSION_NS))
+        .build()
 }
 
 /// The reply and the bound JID, or None for a (legacy) session request, or an error reply.

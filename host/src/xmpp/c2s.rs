@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_rustls::rustls::ServerConfig;
+use xmpp_parsers::stream_error::StreamError;
 
 use super::resumption::Resumption;
 use super::throttle::ReadRate;
@@ -85,7 +86,7 @@ impl C2s {
 pub enum Ended {
     Read(ReadError),
     /// We closed the stream, with this stream error.
-    Refused(&'static str, String),
+    Refused(StreamError),
     Io(std::io::Error),
 }
 

@@ -13,9 +13,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use xmpp_parsers::component::Handshake;
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 
 use super::stream::{StreamEvent, STREAMS_NS};
-use super::wire::{renamespace, ReadError, XmlReader};
+use super::wire::{prefixed, renamespace, stream_error, ReadError, XmlReader, STREAM_CLOSE};
 use crate::core_event::CoreEvent;
 use crate::inbox::Lane;
 use crate::metrics::Metrics;
@@ -59,7 +60,7 @@ impl SessionSink for LinkSink {
         let _ = self.0.send(LinkOut::Stanza(stanza.element()));
     }
 
-    fn close(&self, _condition: &'static str) {
+    fn close(&self, _condition: DefinedCondition) {
         let _ = self.0.send(LinkOut::Close);
     }
 }
@@ -257,7 +258,9 @@ async fn serve(
                 Ok(StreamEvent::Close) => return LinkEnd::Lost("the server closed the stream".into()),
                 Ok(StreamEvent::Open(_)) => unreachable!("one header per stream"),
                 Err(ReadError::Stream(error)) => {
-                    let _ = writer.write_all(super::wire::stream_error(error.condition(), &error.text()).as_bytes()).await;
+                    let answer = stream_error(error.condition(), &error.text());
+                    let xml = prefixed(&answer.into(), false) + STREAM_CLOSE;
+                    let _ = writer.write_all(xml.as_bytes()).await;
                     return LinkEnd::Lost(error.to_string());
                 }
                 Err(error) => return LinkEnd::Lost(error.to_string()),
@@ -319,11 +322,10 @@ fn requeue(backlog: &mut Backlog, batch: Vec<Element>) {
 }
 
 fn describe_stream_error(error: &Element) -> String {
-    error
-        .children()
-        .find(|child| child.name() != "text")
-        .map(|condition| condition.name().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    match StreamError::try_from(error.clone()) {
+        Ok(error) => error.to_string(),
+        Err(_) => format!("unrecognised: {}", String::from(error)),
+    }
 }
 
 #[cfg(test)]

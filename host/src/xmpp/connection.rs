@@ -22,8 +22,6 @@ pub async fn serve<T: ClientTransport>(c2s: Arc<C2s>, transport: T, peer: Socket
         Ok((transport, start)) => session::run(c2s, transport, start, peer).await,
         Err(Ended::Read(error)) => tracing::info!(%peer, %error, "client left before binding"),
         Err(Ended::Io(error)) => tracing::info!(%peer, %error, "client connection failed"),
-        Err(Ended::Refused(condition, text)) => {
-            tracing::info!(%peer, condition, text, "client stream refused")
-        }
+        Err(Ended::Refused(error)) => tracing::info!(%peer, %error, "client stream refused"),
     }
 }

@@ -9,7 +9,11 @@ use std::sync::{Arc, Mutex};
 use jid::FullJid;
 use tokio::sync::{mpsc, Notify};
 
-use super::stream_management::{Counters, TooHigh};
+use minidom::Element;
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
+
+use super::stream_management::Counters;
+use super::wire::stream_error;
 use crate::inbox::Lane;
 use crate::outbound::Outbound;
 use crate::router::SessionSink;
@@ -18,13 +22,11 @@ use crate::router::SessionSink;
 pub enum Outgoing {
     Stanza(Outbound),
     /// A stream-management element (`<a/>`, `<r/>`, `<failed/>`): not a stanza, not counted.
-    Nonza(String),
+    Nonza(Element),
     /// `<enabled/>`: the stanzas after it are counted and kept until acknowledged.
-    Manage(String, Arc<Mutex<Counters>>),
+    Manage(Element, Arc<Mutex<Counters>>),
     /// A stream error, then the end of the stream.
-    Error(&'static str, String),
-    /// The client acknowledged more than it was sent: `undefined-condition`, then the end.
-    TooHigh(TooHigh),
+    Error(StreamError),
     /// The end of the stream.
     End,
 }
@@ -79,14 +81,13 @@ impl SessionSink for ClientSink {
         } else if waiting == self.limit {
             tracing::warn!("a client reads too slowly: ending its stream");
             let text = format!("more than {} stanzas waiting for the client", self.limit);
-            let _ = self
-                .queue
-                .send(Outgoing::Error("resource-constraint", text));
+            let error = stream_error(DefinedCondition::ResourceConstraint, &text);
+            let _ = self.queue.send(Outgoing::Error(error));
         }
     }
 
-    fn close(&self, condition: &'static str) {
-        let _ = self.queue.send(Outgoing::Error(condition, String::new()));
+    fn close(&self, condition: DefinedCondition) {
+        let _ = self.queue.send(Outgoing::Error(stream_error(condition, "")));
     }
 }
 
@@ -135,12 +136,12 @@ mod tests {
         while let Ok(item) = queued.try_recv() {
             match item {
                 Outgoing::Stanza(_) => stanzas += 1,
-                Outgoing::Error(condition, _) => errors.push(condition),
+                Outgoing::Error(error) => errors.push(error.condition),
                 _ => panic!("neither a stanza nor an error"),
             }
         }
         assert_eq!(stanzas, limit);
-        assert_eq!(errors, ["resource-constraint"]);
+        assert_eq!(errors, [DefinedCondition::ResourceConstraint]);
     }
 
     #[tokio::test]

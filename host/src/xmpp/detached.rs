@@ -32,7 +32,7 @@ pub async fn wait(c2s: Arc<C2s>, mut parked: Parked, mut claims: mpsc::Unbounded
                     }
                 }
                 // The server ends it: another session bound its resource, or the service stops.
-                Some(Outgoing::Error(condition, _)) => break format!("ended by the server: {condition}"),
+                Some(Outgoing::Error(error)) => break format!("ended by the server: {error}"),
                 // Answers for the connection that is gone.
                 Some(_) => {}
                 None => break "its queue closed".to_string(),

@@ -8,22 +8,26 @@ use std::net::IpAddr;
 
 use jid::BareJid;
 use minidom::Element;
+use xmpp_parsers::bind::BindFeature;
 use xmpp_parsers::sm::Nonza;
 use xmpp_parsers::stanza_error::DefinedCondition;
+use xmpp_parsers::starttls::{Proceed, StartTls};
+use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
+use xmpp_parsers::stream_features::StreamFeatures;
 
 use super::authentication::{authenticate, SASL_NS};
 use super::binding::{self, bind, session_reply};
 use super::c2s::{C2s, Ended, CLIENT_NS, MAX_AUTH_FAILURES};
-use super::registration::{register, REGISTER_FEATURE};
+use super::registration::register;
 use super::resumption::Refused;
 use super::session::Start;
 use super::stream::StreamEvent;
 use super::stream_management::{self as sm, TooHigh, SM_NS};
 use super::transport::{ClientTransport, StreamSink};
-use super::wire::ReadError;
+use super::wire::{stream_error, ReadError};
 use crate::auth::{offered, AuthPolicy};
 
-const TLS_NS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+const TLS_NS: &str = xmpp_parsers::ns::TLS;
 
 /// Negotiates on `conn` until a resource is bound or a session resumed: the connection and how
 /// its session starts.
@@ -55,7 +59,7 @@ pub async fn negotiate<T: ClientTransport>(
             let policy = c2s.policy(secure, &stream_domain);
             match (element.name(), element.ns().as_str()) {
                 ("starttls", TLS_NS) if conn.offers_starttls() => {
-                    conn.element(&format!("<proceed xmlns='{TLS_NS}'/>"));
+                    conn.element(Proceed);
                     conn.flush().await?;
                     conn = conn.start_tls(c2s.tls.clone()).await?;
                     continue 'stream;
@@ -72,26 +76,27 @@ pub async fn negotiate<T: ClientTransport>(
                             failures += 1;
                             if failures >= MAX_AUTH_FAILURES {
                                 let text = "too many failed authentication attempts";
-                                return Err(refuse(&mut conn, "policy-violation", text).await);
+                                let condition = StreamCondition::PolicyViolation;
+                                return Err(refuse(&mut conn, condition, text).await);
                             }
                         }
                     }
                 }
                 ("iq", CLIENT_NS) if user.is_none() && may_register(c2s, &policy) => {
                     let reply = register(c2s, &element, &mut registered);
-                    conn.element(&String::from(&reply));
+                    conn.element(reply);
                     conn.flush().await?;
                 }
                 ("iq", CLIENT_NS) if user.is_some() => {
                     let user = user.as_ref().expect("authenticated");
                     match bind(&element, user) {
                         Ok(Some((reply, jid))) => {
-                            conn.element(&String::from(&reply));
+                            conn.element(reply);
                             conn.flush().await?;
                             return Ok((conn, Start::Bound(jid)));
                         }
-                        Ok(None) => conn.element(&String::from(&session_reply(&element))),
-                        Err(reply) => conn.element(&String::from(&reply)),
+                        Ok(None) => conn.element(session_reply(&element)),
+                        Err(reply) => conn.element(reply),
                     }
                     conn.flush().await?;
                 }
@@ -103,11 +108,12 @@ pub async fn negotiate<T: ClientTransport>(
                 }
                 _ if user.is_none() => {
                     let text = "authenticate first";
-                    return Err(refuse(&mut conn, "not-authorized", text).await);
+                    return Err(refuse(&mut conn, StreamCondition::NotAuthorized, text).await);
                 }
                 (name, ns) => {
                     let text = format!("<{name} xmlns='{ns}'/> before binding a resource");
-                    return Err(refuse(&mut conn, "unsupported-stanza-type", &text).await);
+                    let condition = StreamCondition::UnsupportedStanzaType;
+                    return Err(refuse(&mut conn, condition, &text).await);
                 }
             }
         }
@@ -134,7 +140,7 @@ async fn resume<T: ClientTransport>(
                         .handled();
                     // Flushed by the session's writer with what it sends again: from here on the
                     // session is the writer's to park should the connection fail.
-                    conn.element(&sm::resumed(&resume.previd.0, handled));
+                    conn.element(sm::resumed(&resume.previd.0, handled));
                     return Ok(Some(Start::Resumed(parked)));
                 }
                 Err(Refused::TooHigh(too_high)) => {
@@ -147,18 +153,14 @@ async fn resume<T: ClientTransport>(
         Ok(_) => sm::failed(DefinedCondition::UnexpectedRequest, None),
         Err(_) => sm::failed(DefinedCondition::BadRequest, None),
     };
-    conn.element(&failed);
+    conn.element(failed);
     conn.flush().await?;
     Ok(None)
 }
 
 /// A resumption acknowledging more than the session sent: the stream ends (XEP-0198 §4).
 async fn too_high_refusal(conn: &mut impl StreamSink, too_high: TooHigh) -> Ended {
-    let text = too_high.text();
-    conn.error_with(TooHigh::CONDITION, &text, &too_high.application());
-    let _ = conn.flush().await;
-    let _ = conn.shutdown().await;
-    Ended::Refused(TooHigh::CONDITION, text)
+    end_with(conn, too_high.error()).await
 }
 
 /// Reads the client's stream header and answers with ours and the features that apply; the
@@ -178,46 +180,46 @@ async fn open_stream<T: ClientTransport>(
     };
     if header.namespace.as_deref() != Some(CLIENT_NS) {
         let text = "this port serves jabber:client streams";
-        return Err(refuse_before_header(conn, c2s, "invalid-namespace", text).await);
+        let condition = StreamCondition::InvalidNamespace;
+        return Err(refuse_before_header(conn, c2s, condition, text).await);
     }
     let Some(domain) = header.to.filter(|to| c2s.serves(to)) else {
         let text = format!("this server is {}", c2s.domain);
-        return Err(refuse_before_header(conn, c2s, "host-unknown", &text).await);
+        let condition = StreamCondition::HostUnknown;
+        return Err(refuse_before_header(conn, c2s, condition, &text).await);
     };
     conn.header(&domain, &new_id());
     let policy = c2s.policy(conn.secure(), &domain);
-    conn.features(&features(c2s, conn, authenticated, &policy));
+    conn.features(features(c2s, conn, authenticated, &policy));
     conn.flush().await?;
     Ok(domain)
 }
 
+/// What the stream offers: TLS first where it is required, then SASL (and XEP-0077), then,
+/// authenticated, binding and stream management. The mechanisms are listed in name order (a set
+/// in xmpp-parsers): each client picks by its own preference (RFC 6120 §6.3.3).
 fn features(
     c2s: &C2s,
     conn: &impl ClientTransport,
     authenticated: bool,
     policy: &AuthPolicy,
-) -> String {
-    let secure = conn.secure();
-    let mut features = String::new();
+) -> StreamFeatures {
+    let mut features = StreamFeatures::default();
     if authenticated {
-        features.push_str(&binding::features());
-        features.push_str(&sm::feature());
-    } else if !secure && !c2s.insecure_auth && conn.offers_starttls() {
-        features.push_str(&format!(
-            "<starttls xmlns='{TLS_NS}'><required/></starttls>"
-        ));
+        features.bind = Some(BindFeature { required: false });
+        features.others.push(binding::session_feature());
+        features.stream_management = Some(sm::feature());
+    } else if !c2s.insecure_auth && !conn.secure() && conn.offers_starttls() {
+        features.starttls = Some(StartTls { required: true });
     } else {
         if conn.offers_starttls() {
-            features.push_str(&format!("<starttls xmlns='{TLS_NS}'/>"));
+            features.starttls = Some(StartTls { required: false });
         }
-        features.push_str(&format!("<mechanisms xmlns='{SASL_NS}'>"));
-        for mechanism in offered(policy) {
-            features.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
-        }
-        features.push_str("</mechanisms>");
-        if may_register(c2s, policy) {
-            features.push_str(REGISTER_FEATURE);
-        }
+        features.sasl_mechanisms = offered(policy)
+            .into_iter()
+            .map(|mechanism| mechanism.name().to_string())
+            .collect();
+        features.in_band_registration = may_register(c2s, policy);
     }
     features
 }
@@ -232,18 +234,22 @@ fn new_id() -> String {
 }
 
 /// Ends the stream with a stream error.
-pub async fn refuse(conn: &mut impl StreamSink, condition: &'static str, text: &str) -> Ended {
-    conn.error(condition, text);
+pub async fn refuse(conn: &mut impl StreamSink, condition: StreamCondition, text: &str) -> Ended {
+    end_with(conn, stream_error(condition, text)).await
+}
+
+async fn end_with(conn: &mut impl StreamSink, error: StreamError) -> Ended {
+    conn.error(error.clone());
     let _ = conn.flush().await;
     let _ = conn.shutdown().await;
-    Ended::Refused(condition, text.to_string())
+    Ended::Refused(error)
 }
 
 /// As [`refuse`], when our header is not sent yet: RFC 6120 §4.9.1.2 wants one first.
 async fn refuse_before_header(
     conn: &mut impl StreamSink,
     c2s: &C2s,
-    condition: &'static str,
+    condition: StreamCondition,
     text: &str,
 ) -> Ended {
     conn.header(&c2s.domain, &new_id());

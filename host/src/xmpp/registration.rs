@@ -9,7 +9,6 @@ use super::c2s::C2s;
 use crate::stanza_error::{error_reply, DefinedCondition, ErrorType};
 
 const REGISTER_NS: &str = "jabber:iq:register";
-pub const REGISTER_FEATURE: &str = "<register xmlns='http://jabber.org/features/iq-register'/>";
 
 /// The reply to the registration `iq`; `registered` says whether this connection already made
 /// an account, and is set when it makes one.

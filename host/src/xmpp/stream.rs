@@ -6,6 +6,7 @@
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 use rxml::{Parse, RawEvent, RawParser, WithOptions};
+use xmpp_parsers::stream_error::DefinedCondition;
 
 pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
 /// Deeper stanzas are refused: real ones nest a handful of levels, and the element tree is
@@ -53,17 +54,19 @@ pub enum StreamError {
 }
 
 impl StreamError {
-    pub fn condition(&self) -> &'static str {
+    pub fn condition(&self) -> DefinedCondition {
         match self {
-            StreamError::NotWellFormed(_) => "not-well-formed",
-            StreamError::TooLarge(_) | StreamError::TooComplex(_) => "policy-violation",
-            StreamError::InvalidNamespace => "invalid-namespace",
+            StreamError::NotWellFormed(_) => DefinedCondition::NotWellFormed,
+            StreamError::TooLarge(_) | StreamError::TooComplex(_) => {
+                DefinedCondition::PolicyViolation
+            }
+            StreamError::InvalidNamespace => DefinedCondition::InvalidNamespace,
             // §4.9.3.10: XML the stream's schema does not allow, which is what a header nested
             // in the stream is (it is well-formed, so not-well-formed would not be true).
-            StreamError::HeaderInsideStream => "invalid-xml",
+            StreamError::HeaderInsideStream => DefinedCondition::InvalidXml,
             // As a TCP stream whose root is not `<stream:stream>`.
-            StreamError::OpenMissing => "invalid-namespace",
-            StreamError::BinaryMessage => "unsupported-encoding",
+            StreamError::OpenMissing => DefinedCondition::InvalidNamespace,
+            StreamError::BinaryMessage => DefinedCondition::UnsupportedEncoding,
         }
     }
 

@@ -10,14 +10,16 @@ use xmpp_parsers::sm::{
     Enabled, Failed, HandledCountTooHigh, Nonza, Resumed, StreamId, StreamManagement, A, R,
 };
 use xmpp_parsers::stanza_error::DefinedCondition;
+use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 
+use super::wire::stream_error;
 use crate::outbound::Outbound;
 
 pub const SM_NS: &str = "urn:xmpp:sm:3";
 
 /// The stream feature, offered once the client has authenticated.
-pub fn feature() -> String {
-    String::from(&Element::from(StreamManagement { optional: false }))
+pub fn feature() -> StreamManagement {
+    StreamManagement { optional: false }
 }
 
 /// A stream-management element from the client; `Err` says why it is not one we take.
@@ -26,40 +28,40 @@ pub fn parse(element: Element) -> Result<Nonza, String> {
     Nonza::try_from(element).map_err(|error| format!("<{name} xmlns='{SM_NS}'/>: {error}"))
 }
 
-pub fn enabled(id: Option<&str>, max_seconds: u64) -> String {
+pub fn enabled(id: Option<&str>, max_seconds: u64) -> Element {
     let enabled = Enabled {
         id: id.map(|id| StreamId(id.to_string())),
         location: None,
         max: id.map(|_| max_seconds.min(u32::MAX as u64) as u32),
         resume: id.is_some(),
     };
-    String::from(&Element::from(enabled))
+    enabled.into()
 }
 
-pub fn resumed(previd: &str, h: u32) -> String {
+pub fn resumed(previd: &str, h: u32) -> Element {
     let resumed = Resumed {
         h,
         previd: StreamId(previd.to_string()),
     };
-    String::from(&Element::from(resumed))
+    resumed.into()
 }
 
 /// `<failed/>` with a stanza error condition (XEP-0198 §6), and our `h` when there is a stream
 /// it applies to.
-pub fn failed(condition: DefinedCondition, h: Option<u32>) -> String {
+pub fn failed(condition: DefinedCondition, h: Option<u32>) -> Element {
     let failed = Failed {
         h,
         error: Some(condition),
     };
-    String::from(&Element::from(failed))
+    failed.into()
 }
 
-pub fn answer(h: u32) -> String {
-    String::from(&Element::from(A::new(h)))
+pub fn answer(h: u32) -> Element {
+    A::new(h).into()
 }
 
-pub fn request() -> String {
-    String::from(&Element::from(R))
+pub fn request() -> Element {
+    R.into()
 }
 
 /// An `h` acknowledging more stanzas than were sent (XEP-0198 §4): the stream ends with
@@ -71,8 +73,6 @@ pub struct TooHigh {
 }
 
 impl TooHigh {
-    pub const CONDITION: &'static str = "undefined-condition";
-
     pub fn text(&self) -> String {
         format!(
             "you acknowledged {} stanzas, but {} were sent",
@@ -80,13 +80,16 @@ impl TooHigh {
         )
     }
 
-    /// The application-specific condition inside the stream error.
-    pub fn application(&self) -> String {
+    /// The stream error that ends the stream: `undefined-condition`, refined by
+    /// `<handled-count-too-high/>`.
+    pub fn error(&self) -> StreamError {
+        let mut error = stream_error(StreamCondition::UndefinedCondition, &self.text());
         let too_high = HandledCountTooHigh {
             h: self.h,
             send_count: self.sent,
         };
-        String::from(&Element::from(too_high))
+        error.application_specific.push(too_high.into());
+        error
     }
 }
 
@@ -205,12 +208,11 @@ mod tests {
         }
         assert_eq!(counters.acknowledge(4), Err(TooHigh { h: 4, sent: 3 }));
         assert_eq!(counters.unacked_len(), 3);
-        let too_high = TooHigh { h: 4, sent: 3 }.application();
-        assert!(
-            too_high.contains("h='4'") || too_high.contains("h=\"4\""),
-            "{too_high}"
-        );
-        assert!(too_high.contains("send-count"), "{too_high}");
+        let error = TooHigh { h: 4, sent: 3 }.error();
+        assert_eq!(error.condition, StreamCondition::UndefinedCondition);
+        let too_high = &error.application_specific[0];
+        assert_eq!(too_high.attr("h"), Some("4"));
+        assert_eq!(too_high.attr("send-count"), Some("3"));
     }
 
     #[test]
@@ -267,11 +269,11 @@ mod tests {
         }
         let bad: Element = "<a xmlns='urn:xmpp:sm:3' h='many'/>".parse().unwrap();
         assert!(parse(bad).is_err());
-        let resumable: Element = enabled(Some("abc"), 300).parse().unwrap();
+        let resumable = enabled(Some("abc"), 300);
         assert_eq!(resumable.attr("id"), Some("abc"));
         assert_eq!(resumable.attr("resume"), Some("true"));
         assert_eq!(resumable.attr("max"), Some("300"));
-        let acks_only: Element = enabled(None, 300).parse().unwrap();
+        let acks_only = enabled(None, 300);
         assert_eq!(acks_only.attr("id"), None);
         assert_ne!(acks_only.attr("resume"), Some("true"));
     }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use minidom::Element;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::ServerConfig;
@@ -13,8 +14,8 @@ use super::c2s::{C2s, CLIENT_NS};
 use super::connection;
 use super::stream::StreamEvent;
 use super::throttle::Throttled;
-use super::transport::{ClientTransport, EventSource, StreamSink};
-use super::wire::{stream_error_with, stream_header, ByteStream, ReadError, XmlReader};
+use super::transport::{ClientTransport, EventSource, Framing, StreamSink};
+use super::wire::{prefixed, stream_header, ByteStream, ReadError, XmlReader, STREAM_CLOSE};
 use crate::outbound::Outbound;
 
 /// Accepts clients until the task is dropped.
@@ -110,30 +111,10 @@ impl ClientTransport for TcpTransport {
 }
 
 impl StreamSink for TcpTransport {
-    fn header(&mut self, domain: &str, id: &str) {
-        self.out.0.push_str(&stream_header(CLIENT_NS, domain, id));
-    }
+    type Framing = XmlOut;
 
-    fn features(&mut self, children: &str) {
-        self.out.features(children);
-    }
-
-    fn element(&mut self, xml: &str) {
-        self.out.0.push_str(xml);
-    }
-
-    fn stanza(&mut self, stanza: &Outbound) {
-        stanza.write(&mut self.out.0);
-    }
-
-    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
-        self.out
-            .0
-            .push_str(&stream_error_with(condition, text, application));
-    }
-
-    fn close(&mut self) {
-        self.out.close();
+    fn framing(&mut self) -> &mut XmlOut {
+        &mut self.out
     }
 
     fn queued_bytes(&self) -> usize {
@@ -150,30 +131,10 @@ impl StreamSink for TcpTransport {
 }
 
 impl StreamSink for TcpWriter {
-    fn header(&mut self, domain: &str, id: &str) {
-        self.out.0.push_str(&stream_header(CLIENT_NS, domain, id));
-    }
+    type Framing = XmlOut;
 
-    fn features(&mut self, children: &str) {
-        self.out.features(children);
-    }
-
-    fn element(&mut self, xml: &str) {
-        self.out.0.push_str(xml);
-    }
-
-    fn stanza(&mut self, stanza: &Outbound) {
-        stanza.write(&mut self.out.0);
-    }
-
-    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
-        self.out
-            .0
-            .push_str(&stream_error_with(condition, text, application));
-    }
-
-    fn close(&mut self) {
-        self.out.close();
+    fn framing(&mut self) -> &mut XmlOut {
+        &mut self.out
     }
 
     fn queued_bytes(&self) -> usize {
@@ -191,19 +152,31 @@ impl StreamSink for TcpWriter {
 
 /// The text queued for the socket: whatever waits leaves in one write.
 #[derive(Default)]
-struct XmlOut(String);
+pub struct XmlOut(String);
 
-impl XmlOut {
-    fn features(&mut self, children: &str) {
-        self.0.push_str("<stream:features>");
-        self.0.push_str(children);
-        self.0.push_str("</stream:features>");
+impl Framing for XmlOut {
+    fn header(&mut self, domain: &str, id: &str) {
+        self.0.push_str(&stream_header(CLIENT_NS, domain, id));
+    }
+
+    fn stream_element(&mut self, element: &Element) {
+        self.0.push_str(&prefixed(element, false));
+    }
+
+    fn element(&mut self, element: &Element) {
+        self.0.push_str(&String::from(element));
+    }
+
+    fn stanza(&mut self, stanza: &Outbound) {
+        stanza.write(&mut self.0);
     }
 
     fn close(&mut self) {
-        self.0.push_str("</stream:stream>");
+        self.0.push_str(STREAM_CLOSE);
     }
+}
 
+impl XmlOut {
     async fn flush(&mut self, io: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
         io.write_all(self.0.as_bytes()).await?;
         self.0.clear();

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use minidom::Element;
 use tokio_rustls::rustls::ServerConfig;
 
 use super::c2s::CLIENT_NS;
 use super::framing::{FramedReader, FRAMING_NS};
-use super::stream::{StreamError, StreamEvent, STREAMS_NS};
-use super::transport::{ClientTransport, EventSource, StreamSink};
-use super::wire::{escape, stream_error_children, ReadError};
+use super::stream::{StreamError, StreamEvent};
+use super::transport::{ClientTransport, EventSource, Framing, StreamSink};
+use super::wire::{escape, prefixed, ReadError};
 use crate::outbound::Outbound;
 
 /// The WebSocket subprotocol (RFC 7395 §3.1).
@@ -113,28 +114,10 @@ impl ClientTransport for WebSocketTransport {
 }
 
 impl StreamSink for WebSocketTransport {
-    fn header(&mut self, domain: &str, id: &str) {
-        self.frames.header(domain, id);
-    }
+    type Framing = Frames;
 
-    fn features(&mut self, children: &str) {
-        self.frames.features(children);
-    }
-
-    fn element(&mut self, xml: &str) {
-        self.frames.push(xml.to_string());
-    }
-
-    fn stanza(&mut self, stanza: &Outbound) {
-        self.frames.stanza(stanza);
-    }
-
-    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
-        self.frames.error(condition, text, application);
-    }
-
-    fn close(&mut self) {
-        self.frames.close();
+    fn framing(&mut self) -> &mut Frames {
+        &mut self.frames
     }
 
     fn queued_bytes(&self) -> usize {
@@ -151,28 +134,10 @@ impl StreamSink for WebSocketTransport {
 }
 
 impl StreamSink for WebSocketWriter {
-    fn header(&mut self, domain: &str, id: &str) {
-        self.frames.header(domain, id);
-    }
+    type Framing = Frames;
 
-    fn features(&mut self, children: &str) {
-        self.frames.features(children);
-    }
-
-    fn element(&mut self, xml: &str) {
-        self.frames.push(xml.to_string());
-    }
-
-    fn stanza(&mut self, stanza: &Outbound) {
-        self.frames.stanza(stanza);
-    }
-
-    fn error_with(&mut self, condition: &str, text: &str, application: &str) {
-        self.frames.error(condition, text, application);
-    }
-
-    fn close(&mut self) {
-        self.frames.close();
+    fn framing(&mut self) -> &mut Frames {
+        &mut self.frames
     }
 
     fn queued_bytes(&self) -> usize {
@@ -239,17 +204,12 @@ impl Inbound {
 
 /// The messages queued for the client, each one element.
 #[derive(Default)]
-struct Frames {
+pub struct Frames {
     queued: Vec<String>,
     bytes: usize,
 }
 
-impl Frames {
-    fn push(&mut self, xml: String) {
-        self.bytes += xml.len();
-        self.queued.push(xml);
-    }
-
+impl Framing for Frames {
     fn header(&mut self, domain: &str, id: &str) {
         self.push(format!(
             "<open xmlns='{FRAMING_NS}' id='{id}' from='{}' version='1.0' xml:lang='en'/>",
@@ -257,10 +217,12 @@ impl Frames {
         ));
     }
 
-    fn features(&mut self, children: &str) {
-        self.push(format!(
-            "<stream:features xmlns:stream='{STREAMS_NS}'>{children}</stream:features>"
-        ));
+    fn stream_element(&mut self, element: &Element) {
+        self.push(prefixed(element, true));
+    }
+
+    fn element(&mut self, element: &Element) {
+        self.push(String::from(element));
     }
 
     /// The stanza with its namespace declared: no stream root declares it here.
@@ -271,16 +233,15 @@ impl Frames {
         self.push(xml);
     }
 
-    fn error(&mut self, condition: &str, text: &str, application: &str) {
-        self.push(format!(
-            "<stream:error xmlns:stream='{STREAMS_NS}'>{}</stream:error>",
-            stream_error_children(condition, text, application)
-        ));
-        self.close();
-    }
-
     fn close(&mut self) {
         self.push(format!("<close xmlns='{FRAMING_NS}'/>"));
+    }
+}
+
+impl Frames {
+    fn push(&mut self, xml: String) {
+        self.bytes += xml.len();
+        self.queued.push(xml);
     }
 
     async fn flush(

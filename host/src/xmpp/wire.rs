@@ -1,14 +1,14 @@
 //! What both stream kinds (client connections and the component link) share on the wire:
 //! reading events from a socket, and the few fixed pieces of XML a stream opens and ends with.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use minidom::{Element, Node};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use xmpp_parsers::message::Lang;
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError as ErrorElement};
 
 use super::stream::{StreamError, StreamEvent, StreamParser, STREAMS_NS};
-
-pub const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
 /// A byte stream a connection runs over: TCP, or TLS over it.
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -115,31 +115,39 @@ pub fn stream_header(namespace: &str, from: &str, id: &str) -> String {
     )
 }
 
-/// A stream error and the end of the stream (RFC 6120 §4.9).
-pub fn stream_error(condition: &str, text: &str) -> String {
-    stream_error_with(condition, text, "")
+/// A stream error (RFC 6120 §4.9) with its text, in English, when there is one.
+pub fn stream_error(condition: DefinedCondition, text: &str) -> ErrorElement {
+    let mut texts = BTreeMap::new();
+    if !text.is_empty() {
+        texts.insert(Lang("en".into()), text.to_string());
+    }
+    ErrorElement {
+        condition,
+        texts,
+        application_specific: Vec::new(),
+    }
 }
 
-/// As [`stream_error`], with an application-specific condition (RFC 6120 §4.9.4).
-pub fn stream_error_with(condition: &str, text: &str, application: &str) -> String {
-    format!(
-        "<stream:error>{}</stream:error></stream:stream>",
-        stream_error_children(condition, text, application)
-    )
+/// `element`, of the streams namespace, written with the `stream:` prefix clients look for
+/// (`<stream:features>`, `<stream:error>`); `declare`: with the prefix's declaration, where no
+/// stream root made it (WebSocket).
+pub fn prefixed(element: &Element, declare: bool) -> String {
+    debug_assert_eq!(element.ns(), STREAMS_NS);
+    let name = element.name();
+    let mut xml = format!("<stream:{name}");
+    if declare {
+        xml.push_str(&format!(" xmlns:stream='{STREAMS_NS}'"));
+    }
+    xml.push('>');
+    for child in element.children() {
+        xml.push_str(&String::from(child));
+    }
+    xml.push_str(&format!("</stream:{name}>"));
+    xml
 }
 
-/// What a `<stream:error>` holds: the condition, the text when there is one, and the
-/// application-specific condition (an element in its own namespace) when there is one.
-pub fn stream_error_children(condition: &str, text: &str, application: &str) -> String {
-    let text = match text {
-        "" => String::new(),
-        text => format!(
-            "<text xmlns='{STREAM_ERRORS_NS}' xml:lang='en'>{}</text>",
-            escape(text)
-        ),
-    };
-    format!("<{condition} xmlns='{STREAM_ERRORS_NS}'/>{text}{application}")
-}
+/// The end of a stream on a byte stream.
+pub const STREAM_CLOSE: &str = "</stream:stream>";
 
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -176,16 +184,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stream_error_uses_the_stream_prefix_and_ends_the_stream() {
-        let xml = stream_error("policy-violation", "too big");
+    fn a_stream_error_is_written_with_the_stream_prefix() {
+        let error = Element::from(stream_error(DefinedCondition::PolicyViolation, "too <big>"));
+        let xml = prefixed(&error, false);
         assert!(
             xml.starts_with(
                 "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'"
             ),
             "{xml}"
         );
-        assert!(xml.ends_with("</stream:error></stream:stream>"), "{xml}");
-        assert!(xml.contains(">too big</text>"), "{xml}");
+        assert!(xml.ends_with("</stream:error>"), "{xml}");
+        assert!(xml.contains("xml:lang='en'>too &lt;big&gt;</text>"), "{xml}");
+        let declared = prefixed(&error, true);
+        assert!(
+            declared.starts_with(&format!("<stream:error xmlns:stream='{STREAMS_NS}'>")),
+            "{declared}"
+        );
+        let bare = Element::from(stream_error(DefinedCondition::Conflict, ""));
+        assert!(!prefixed(&bare, false).contains("<text"));
     }
 
     #[test]
