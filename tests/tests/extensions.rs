@@ -141,7 +141,8 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
         ("memory", "memory cap of 16 MiB"),
         ("storage", "storage quota of 262144 bytes"),
         ("flood", "more messages than its cap per minute"),
-        ("panic", "it crashed"),
+        // With what the guest printed on stderr last: Rust's panic message, a Python traceback.
+        ("panic", "it crashed (wasm trap: wasm `unreachable` instruction executed): hostile panic"),
         ("sleep", "may not wait"),
         ("log", ""),
     ];

@@ -103,8 +103,13 @@ impl ExtensionCompiler {
             .bindings
             .muc_extension_hooks()
             .call_describe(&mut instance.store)
-            .map_err(anyhow::Error::from)
-            .context("describe")?;
+            .map_err(|error| {
+                let said = instance.store.data().stderr.last_line();
+                anyhow::Error::from(error).context(match said {
+                    Some(said) => format!("describe: {said}"),
+                    None => "describe".to_string(),
+                })
+            })?;
         let entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
         Ok(Compiled { entry, ..compiled })
     }

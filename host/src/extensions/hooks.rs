@@ -267,6 +267,7 @@ impl Extensions {
         let savepoint = call.txn.savepoint();
         let speaking_as = choice.speaks_as(entry);
         instance.store.data_mut().memory.hit = false;
+        instance.store.data().stderr.clear();
         instance.store.data_mut().call = Some(HookCall {
             txn: std::mem::take(call.txn),
             prefix: store_prefix(&entry.name, &room.jid),
@@ -293,23 +294,24 @@ impl Extensions {
         let context = instance.store.data_mut();
         let done = context.call.take().expect("the hook call's state");
         *call.txn = done.txn;
-        let fault = match &result {
-            Err(_) if context.memory.hit => Some(format!(
+        // A broken rule first: a runtime whose import failed (a full quota) may trap after it.
+        let fault = match (&result, &done.broke) {
+            (Err(_), _) if context.memory.hit => Some(format!(
                 "it grew past its memory cap of {} MiB",
                 limits.memory_bytes >> 20
             )),
-            Err(error) => Some(match error.downcast_ref::<wasmtime::Trap>() {
+            (_, Some(why)) => Some(format!("it broke a rule: {why}")),
+            (Err(error), None) => Some(match error.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::Interrupt) => format!(
                     "it ran past its time budget of {} ms",
                     limits.call_budget.as_millis()
                 ),
-                _ => format!("it crashed ({})", first_line(error)),
+                _ => match context.stderr.last_line() {
+                    Some(said) => format!("it crashed ({}): {said}", first_line(error)),
+                    None => format!("it crashed ({})", first_line(error)),
+                },
             }),
-            Ok(value) => done
-                .broke
-                .clone()
-                .map(|why| format!("it broke a rule: {why}"))
-                .or_else(|| value.rule_broken()),
+            (Ok(value), None) => value.rule_broken(),
         };
         let impersonating = speaking_as
             .as_deref()

@@ -13,6 +13,7 @@ mod hooks;
 mod loading;
 pub mod rooms;
 mod sandbox;
+mod stderr;
 mod text;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

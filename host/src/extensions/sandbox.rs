@@ -12,6 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::stderr::StderrTail;
 use super::text::{log_line, unfit_for_xml};
 use crate::lending::Place;
 use crate::storage::{Storage, Tier, Transaction};
@@ -70,6 +71,8 @@ pub struct ExtensionContext {
     wasi: WasiCtx,
     table: ResourceTable,
     pub memory: MemoryCap,
+    /// The end of what it wrote to stderr in its current call, for its faults.
+    pub stderr: StderrTail,
     /// Set for the duration of a hook call.
     pub call: Option<HookCall>,
     /// The store, lent by the MUC call for the duration of a hook call (see
@@ -82,8 +85,10 @@ impl ExtensionContext {
         let mut table = ResourceTable::new();
         // WASI handles live in host memory the linear-memory cap does not count.
         table.set_max_capacity(MAX_HANDLES);
+        let stderr = StderrTail::default();
         ExtensionContext {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            stderr,
             table,
             memory: MemoryCap::new(memory_cap),
             call: None,
