@@ -91,6 +91,29 @@ impl Server {
             data,
         }
     }
+
+    /// A TLS client on `socket` (after STARTTLS, or for HTTPS) trusting only the certificate
+    /// the server made in its data directory, for `localhost`.
+    pub fn tls_client<S: std::io::Read + std::io::Write>(
+        &self,
+        socket: S,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, S> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let cert = self.data.path().join("tls/cert.pem");
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = "localhost".try_into().unwrap();
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        rustls::StreamOwned::new(connection, socket)
+    }
 }
 
 impl Drop for Server {

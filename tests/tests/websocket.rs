@@ -12,7 +12,6 @@ use minidom::Element;
 use muc_host::scansion::network::NetworkHarness;
 use muc_host::scansion::Harness;
 use muc_tests::Server;
-use rustls::pki_types::pem::PemObject as _;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
@@ -365,23 +364,7 @@ fn a_page_from_another_origin_is_refused_and_the_servers_own_pages_and_named_one
 fn xmpp_over_websocket_and_discovery_work_through_https_with_the_client_listeners_certificate() {
     let server = Server::start(&["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"]);
     let address = server.https.expect("the HTTPS address announced");
-    let mut roots = rustls::RootCertStore::empty();
-    let cert = server.data.path().join("tls/cert.pem");
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let config = std::sync::Arc::new(config);
-    let tls = || {
-        let name = "localhost".try_into().unwrap();
-        let connection = rustls::ClientConnection::new(config.clone(), name).unwrap();
-        rustls::StreamOwned::new(connection, tcp(address))
-    };
+    let tls = || server.tls_client(tcp(address));
     let url = format!("wss://localhost:{}/xmpp-websocket", address.port());
     let mut ws = Ws::handshake(request(&url, Some("xmpp"), None), tls()).expect("wss handshake");
     let features = ws.opened();

@@ -7,7 +7,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rustls::pki_types::pem::PemObject as _;
 
 use minidom::Element;
 use muc_host::scansion::network::NetworkHarness;
@@ -56,21 +55,8 @@ impl Raw {
         self.read_until("</stream:features>");
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
         self.read_until("<proceed");
-        let mut roots = rustls::RootCertStore::empty();
-        let cert = server.data.path().join("tls/cert.pem");
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = "localhost".try_into().unwrap();
-        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
         Raw {
-            socket: rustls::StreamOwned::new(connection, self.socket),
+            socket: server.tls_client(self.socket),
         }
     }
 }
