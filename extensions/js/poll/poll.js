@@ -39,13 +39,24 @@ function loadPoll() {
   return bytes === undefined ? undefined : JSON.parse(new TextDecoder().decode(bytes));
 }
 
+// A failed `put` (past the storage quota) or `say` (past the messages a minute) throws, and the
+// host has already counted the call as a fault, with that reason: its writes are undone and what
+// it says is dropped. Both are caught: thrown on, the exception would trap, and the owners would
+// read "it crashed (wasm `unreachable` instruction executed)" instead of the reason.
+
 function savePoll(poll) {
-  // Past the storage quota `put` throws, the call traps, and the host counts a fault (its
-  // writes undone): nothing to catch.
-  put(KEY, new TextEncoder().encode(JSON.stringify(poll)));
+  try {
+    put(KEY, new TextEncoder().encode(JSON.stringify(poll)));
+  } catch {}
 }
 
-/** `max-options`: a whole number from 2 to 10; anything else gives the default. */
+function speak(text) {
+  try {
+    say(text);
+  } catch {}
+}
+
+/** `max-options`, held to 2 to 10; anything but a whole number gives the default. */
 function maxOptions() {
   const text = (setting('max-options')[0] ?? '').trim();
   const value = /^[0-9]{1,3}$/.test(text) ? Number(text) : DEFAULT_MAX_OPTIONS;
@@ -157,8 +168,7 @@ export const hooks = {
 
   onCommand(sender, args) {
     const text = answer(sender, args);
-    // A refused `say` throws, and the call fails: a fault, which the host counts either way.
-    if (text !== undefined) say(text);
+    if (text !== undefined) speak(text);
   },
 
   onMessage(sender, body) {
