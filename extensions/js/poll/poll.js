@@ -39,21 +39,11 @@ function loadPoll() {
   return bytes === undefined ? undefined : JSON.parse(new TextDecoder().decode(bytes));
 }
 
-// A failed `put` (past the storage quota) or `say` (past the messages a minute) throws, and the
-// host has already counted the call as a fault, with that reason: its writes are undone and what
-// it says is dropped. Both are caught: thrown on, the exception would trap, and the owners would
-// read "it crashed (wasm `unreachable` instruction executed)" instead of the reason.
-
 function savePoll(poll) {
-  try {
-    put(KEY, new TextEncoder().encode(JSON.stringify(poll)));
-  } catch {}
-}
-
-function speak(text) {
-  try {
-    say(text);
-  } catch {}
+  // Past the storage quota `put` throws, the call traps, and the host counts a fault with that
+  // reason (the call's writes undone, what it said dropped): nothing to catch. So does `say`
+  // past the messages an extension may say in a minute.
+  put(KEY, new TextEncoder().encode(JSON.stringify(poll)));
 }
 
 /** `max-options`, held to 2 to 10; anything but a whole number gives the default. */
@@ -168,7 +158,7 @@ export const hooks = {
 
   onCommand(sender, args) {
     const text = answer(sender, args);
-    if (text !== undefined) speak(text);
+    if (text !== undefined) say(text);
   },
 
   onMessage(sender, body) {
