@@ -27,15 +27,22 @@ impl StderrTail {
         self.0.lock().expect("stderr lock").clear();
     }
 
-    /// The last line that says something: the exception of a traceback, a Rust panic's message
-    /// (not the hint about backtraces that std prints after it).
+    /// The last line that says what went wrong: a Python traceback's exception, a Rust panic's
+    /// message (not std's hint about backtraces after it), a JavaScript error (StarlingMonkey
+    /// prints it, then `Stack:` and the frames, then its abort).
     pub fn last_line(&self) -> Option<String> {
         let bytes: Vec<u8> = self.0.lock().expect("stderr lock").iter().copied().collect();
         let text = String::from_utf8_lossy(&bytes);
-        let line = text
-            .lines()
-            .map(str::trim)
-            .rfind(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))?;
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let before_stack = match lines.iter().rposition(|line| *line == "Stack:") {
+            Some(stack) => &lines[..stack],
+            None => &lines[..],
+        };
+        let line = before_stack.iter().rfind(|line| {
+            !line.is_empty()
+                && !line.starts_with("note: run with `RUST_BACKTRACE")
+                && !line.starts_with("Redirecting call to abort()")
+        })?;
         Some(line.chars().take(QUOTED_CHARS).collect())
     }
 
@@ -113,6 +120,9 @@ mod tests {
         tail.keep(b"\nthread '<unnamed>' panicked at src/lib.rs:80:25:\nhostile panic\nnote: run with \
             `RUST_BACKTRACE=1` environment variable to display a backtrace\n");
         assert_eq!(tail.last_line().as_deref(), Some("hostile panic"));
+        tail.keep(b"Error: no such option\nStack:\n  onCommand@poll.js:27:33\n\
+            Redirecting call to abort() to mozalloc_abort\n");
+        assert_eq!(tail.last_line().as_deref(), Some("Error: no such option"));
         assert_eq!(tail.0.lock().unwrap().len(), KEPT_BYTES);
         tail.clear();
         assert_eq!(tail.last_line(), None);
