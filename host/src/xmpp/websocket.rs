@@ -7,14 +7,16 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use jid::BareJid;
 use minidom::Element;
+use xmpp_parsers::websocket::Open;
 use tokio_rustls::rustls::ServerConfig;
 
 use super::c2s::CLIENT_NS;
 use super::framing::{FramedReader, FRAMING_NS};
 use super::stream::{StreamError, StreamEvent};
 use super::transport::{ClientTransport, EventSource, Framing, StreamSink};
-use super::wire::{escape, prefixed, ReadError};
+use super::wire::{prefixed, ReadError};
 use crate::outbound::Outbound;
 
 /// The WebSocket subprotocol (RFC 7395 §3.1).
@@ -211,10 +213,14 @@ pub struct Frames {
 
 impl Framing for Frames {
     fn header(&mut self, domain: &str, id: &str) {
-        self.push(format!(
-            "<open xmlns='{FRAMING_NS}' id='{id}' from='{}' version='1.0' xml:lang='en'/>",
-            escape(domain)
-        ));
+        let open = Open {
+            from: BareJid::new(domain).ok(),
+            to: None,
+            id: Some(id.to_string()),
+            version: Some("1.0".to_string()),
+            xml_lang: Some("en".to_string()),
+        };
+        self.push(String::from(&Element::from(open)));
     }
 
     fn stream_element(&mut self, element: &Element) {
