@@ -13,9 +13,9 @@ use flume::RecvTimeoutError;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use std::collections::VecDeque;
-use xmpp_parsers::stream_error::DefinedCondition;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xmpp_parsers::stream_error::DefinedCondition;
 
 use crate::clock::{Clock, SystemClock};
 use crate::core_event::CoreEvent;

@@ -139,10 +139,19 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
     let escapes = [
         ("loop", "time budget of 500 ms"),
         ("memory", "memory cap of 16 MiB"),
-        ("storage", "storage quota of 262144 bytes"),
-        ("flood", "more messages than its cap per minute"),
+        (
+            "storage",
+            "it did not handle a refusal: its storage quota of 262144 bytes is full",
+        ),
+        (
+            "occupants",
+            "it called room.occupants without reads-occupants in its manifest",
+        ),
         // With what the guest printed on stderr last: Rust's panic message, a Python traceback.
-        ("panic", "it crashed (wasm trap: wasm `unreachable` instruction executed): hostile panic"),
+        (
+            "panic",
+            "it crashed (wasm trap: wasm `unreachable` instruction executed): hostile panic",
+        ),
         ("sleep", "may not wait"),
         ("log", ""),
     ];
@@ -174,10 +183,6 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
             );
             assert!(told[0].contains("to='owner@localhost'"), "{}", told[0]);
         }
-        assert!(
-            !owner.iter().any(|s| s.contains("flood 0")),
-            "the flood's messages are undone"
-        );
         // The room still answers, and so does the room next door.
         say(&mut host, "guest", ROOM, "still here");
         assert!(drain(&mut host, "guest")[0].contains("still here"));
@@ -194,6 +199,43 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
         .range(Tier::Extensions, "store/hostile/", None)
         .count();
     assert_eq!(stored, 0, "the storage flood was undone with its fault");
+}
+
+/// The contract is semver: a component built against 0.1 is refused at install, and the reason
+/// names both versions (linking alone would only say an interface is missing).
+#[test]
+fn an_extension_built_against_the_0_1_contract_is_refused_naming_both_versions() {
+    let plugin = compile("muc_plugin");
+    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let bytes = std::fs::read(component("contract_v0_1_extension")).unwrap();
+    let Err(error) = compiler.compile(&bytes) else {
+        panic!("a 0.1 component was accepted");
+    };
+    let why = format!("{error:#}");
+    assert!(
+        why.contains("built against muc:extension@0.1.0")
+            && why.contains("this host speaks muc:extension@1.0.0"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_refused_say_is_the_extension_s_to_handle_not_a_fault() {
+    let mut host = hostile_host(limits());
+    say(&mut host, "guest", ROOM, "!hostile flood");
+    let guest = drain(&mut host, "guest");
+    let said: Vec<&String> = guest.iter().filter(|s| s.contains("flood ")).collect();
+    assert_eq!(
+        said.len(),
+        20,
+        "its cap per minute, then refusals: {guest:?}"
+    );
+    assert!(said[19].contains("flood 19"), "in order: {}", said[19]);
+    // Within the same minute: every say refused, still no fault.
+    say(&mut host, "guest", ROOM, "!hostile flood");
+    let guest = drain(&mut host, "guest");
+    assert_eq!(guest.len(), 1, "only the command: {guest:?}");
+    assert!(notices(&drain(&mut host, "owner")).is_empty());
 }
 
 #[test]
@@ -590,9 +632,8 @@ fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
     );
 }
 
-/// A message's hooks are given every occupant only where an enabled extension can read them
-/// (`room.info`: a component imports only what its code calls); otherwise only those holding a
-/// nick an extension speaks as (what it says is checked against them), so an extension costs
+/// A message's hooks are given every occupant only where an enabled extension reads them (its
+/// manifest says `reads-occupants`); otherwise only those holding a nick an extension speaks as (what it says is checked against them), so an extension costs
 /// per message, not per occupant.
 #[test]
 fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
@@ -602,10 +643,10 @@ fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
         let bytes = std::fs::read(component(name)).unwrap();
         compiler.compile(&bytes).unwrap()
     };
-    assert!(compiled("probe_extension").reads_room);
-    assert!(!compiled("ext_word_filter").reads_room);
-    assert!(!compiled("ext_slow_mode").reads_room);
-    assert!(!compiled("ext_dice").reads_room);
+    assert!(compiled("probe_extension").entry.reads_occupants);
+    assert!(!compiled("ext_word_filter").entry.reads_occupants);
+    assert!(!compiled("ext_slow_mode").entry.reads_occupants);
+    assert!(!compiled("ext_dice").entry.reads_occupants);
     assert!(
         compiled("ext_dice").entry.nick.is_some(),
         "the dice bot speaks"

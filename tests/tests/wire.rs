@@ -194,7 +194,9 @@ fn a_forged_from_is_overridden_with_the_session_jid() {
     let server = Server::start(&["--insecure-auth"]);
     let mut harness = NetworkHarness::new(server.c2s, "conference.localhost");
     harness.connect("good", "good@localhost/r", "pw").unwrap();
-    harness.connect("forger", "forger@localhost/r", "pw").unwrap();
+    harness
+        .connect("forger", "forger@localhost/r", "pw")
+        .unwrap();
     for (client, nick) in [("good", "good"), ("forger", "forger")] {
         let join: Element = format!(
             "<presence xmlns='jabber:client' to='lounge@conference.localhost/{nick}'>\
@@ -233,7 +235,9 @@ fn a_forged_from_is_overridden_with_the_session_jid() {
     let echoed: Vec<Element> =
         std::iter::from_fn(|| harness.next_stanza("forger", Duration::from_millis(500))).collect();
     assert!(
-        echoed.iter().any(|stanza| String::from(stanza).contains("forged")),
+        echoed
+            .iter()
+            .any(|stanza| String::from(stanza).contains("forged")),
         "{echoed:?}"
     );
 }

@@ -3,7 +3,7 @@
 wit_bindgen::generate!({ path: "../../wit/extension", world: "room-extension" });
 
 use exports::muc::extension::hooks::{Guest, JoinVerdict, Manifest, MessageVerdict};
-use muc::extension::types::Occupant;
+use muc::extension::model::Occupant;
 use muc::extension::{clock, room, store};
 
 const COUNTER_KEY: &str = "seed";
@@ -20,6 +20,7 @@ impl Guest for Dice {
             command: Some("!roll".into()),
             settings: vec![],
             tick_seconds: None,
+            reads_occupants: false,
         }
     }
 
@@ -27,7 +28,7 @@ impl Guest for Dice {
         MessageVerdict::Pass
     }
 
-    fn on_join(_joiner: Occupant) -> JoinVerdict {
+    fn on_join(_joiner: Occupant, _previous_nick: Option<String>) -> JoinVerdict {
         JoinVerdict::Allow
     }
 
@@ -43,7 +44,7 @@ impl Guest for Dice {
             }
             None => crate::usage(&sender.nick),
         };
-        // A refused `say` is a fault the host records by itself; there is no one else to tell.
+        // Refused only past the cap per minute: the roll then goes unsaid, as the cap intends.
         let _ = room::say(&reply);
     }
 
@@ -55,7 +56,7 @@ fn next_counter() -> u64 {
     let counter = store::get(COUNTER_KEY)
         .and_then(|bytes| bytes.try_into().ok())
         .map_or(0, u64::from_le_bytes);
-    // Past the quota the host counts the failed put as a fault; nothing to add.
+    // A counter of 8 bytes cannot fill the quota; were it refused, rolls would only repeat.
     let _ = store::put(COUNTER_KEY, &counter.wrapping_add(1).to_le_bytes());
     counter
 }

@@ -10,7 +10,7 @@
  *   !poll                             says the open poll and its counts, or the usage
  *
  * A valid vote is counted silently: a line per vote would crowd the room and soon run into the
- * host's cap on the messages an extension says per minute (past it, `say` is a fault).
+ * host's cap on the messages an extension says per minute (past it, `say` is refused).
  * Mistakes are answered, naming the sender. The opener and the voters are known by nick.
  *
  * The open poll is one JSON value in the store under `poll` ({question, options, opener,
@@ -19,11 +19,12 @@
  *
  * An ES module for the `room-extension` world of wit/extension, built by
  * scripts/build-js-extensions with componentize-js: it exports `hooks`, an object with the
- * seven hooks, and imports the world's interfaces as `muc:extension/NAME@0.1.0`.
+ * seven hooks, and imports the world's interfaces as `muc:extension/NAME@1.0.0`. An import
+ * the host refuses (`put`, `say`) throws an error whose `payload` says why.
  */
 
-import { say, setting } from 'muc:extension/room@0.1.0';
-import { get, put, delete as remove } from 'muc:extension/store@0.1.0';
+import { say, setting } from 'muc:extension/room@1.0.0';
+import { get, put, delete as remove } from 'muc:extension/store@1.0.0';
 
 const DEFAULT_MAX_OPTIONS = 5;
 const MOST_OPTIONS = 10;
@@ -39,18 +40,22 @@ function loadPoll() {
   return bytes === undefined ? undefined : JSON.parse(new TextDecoder().decode(bytes));
 }
 
+/** A write the host refused (the storage quota is full): the command is answered with it. */
+class NotSaved extends Error {}
+
 function savePoll(poll) {
-  // Past the storage quota `put` throws, the call traps, and the host counts a fault with that
-  // reason (the call's writes undone, what it said dropped): nothing to catch. So does `say`
-  // past the messages an extension may say in a minute.
-  put(KEY, new TextEncoder().encode(JSON.stringify(poll)));
+  try {
+    put(KEY, new TextEncoder().encode(JSON.stringify(poll)));
+  } catch (refused) {
+    throw new NotSaved(`poll: not saved (${refused.payload ?? refused})`);
+  }
 }
 
-/** `max-options`, held to 2 to 10; anything but a whole number gives the default. */
+/** `max-options` (an integer the host checked), held to 2 to 10. */
 function maxOptions() {
-  const text = (setting('max-options')[0] ?? '').trim();
-  const value = /^[0-9]{1,3}$/.test(text) ? Number(text) : DEFAULT_MAX_OPTIONS;
-  return Math.min(Math.max(value, 2), MOST_OPTIONS);
+  const value = Number.parseInt(setting('max-options')[0] ?? '', 10);
+  const known = Number.isNaN(value) ? DEFAULT_MAX_OPTIONS : value;
+  return Math.min(Math.max(known, 2), MOST_OPTIONS);
 }
 
 function usage() {
@@ -139,7 +144,7 @@ export const hooks = {
   describe() {
     return {
       name: 'poll',
-      version: '0.1.0',
+      version: '1.0.0',
       description: 'Runs one poll at a time: !poll open QUESTION | A | B, !poll vote N, !poll close',
       nick: 'poll',
       command: '!poll',
@@ -147,24 +152,36 @@ export const hooks = {
         {
           name: 'max-options',
           label: `Options a poll may have (2 to ${MOST_OPTIONS})`,
-          kind: 'text-single',
+          kind: 'integer',
           default: [String(DEFAULT_MAX_OPTIONS)],
           options: [],
         },
       ],
       tickSeconds: undefined,
+      readsOccupants: false,
     };
   },
 
   onCommand(sender, args) {
-    const text = answer(sender, args);
-    if (text !== undefined) say(text);
+    let text;
+    try {
+      text = answer(sender, args);
+    } catch (error) {
+      if (!(error instanceof NotSaved)) throw error;
+      text = error.message;
+    }
+    if (text === undefined) return;
+    try {
+      say(text);
+    } catch {
+      // Past the cap on messages per minute: the answer goes unsaid, as the cap intends.
+    }
   },
 
   onMessage(sender, body) {
     return { tag: 'pass' };
   },
-  onJoin(joiner) {
+  onJoin(joiner, previousNick) {
     return { tag: 'allow' };
   },
   onJoined(occupant) {},

@@ -7,8 +7,9 @@ refusal is logged. Moderators, owners and admins are exempt. A link is anything 
 
 Join times (milliseconds since the epoch, as decimal text) are kept in the store under
 `joined/<nick>`: written in `on-joined`, deleted in `on-left`, and pruned every minute by
-`on-tick` once they are older than the newcomer window. A nick without an entry (pruned, or in
-the room before the extension was switched on) is no newcomer.
+`on-tick` once they are older than the newcomer window, and moved with a nickname change (so a
+newcomer cannot shed the limit by renaming). A nick without an entry (pruned, or in the room
+before the extension was switched on) is no newcomer.
 
 A `componentize-py` module for the `room-extension` world of wit/extension (built by
 scripts/build-python-extensions): the hooks are the methods of the class `Hooks`.
@@ -16,6 +17,7 @@ scripts/build-python-extensions): the hooks are the methods of the class `Hooks`
 
 import re
 
+from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports.hooks import (
     JoinVerdict_Allow,
@@ -23,8 +25,8 @@ from wit_world.exports.hooks import (
     MessageVerdict_Pass,
     MessageVerdict_Reject,
 )
-from wit_world.imports import clock, logging, room, store
-from wit_world.imports.types import Affiliation, Role, Setting, SettingKind
+from wit_world.imports import clock, log, room, store
+from wit_world.imports.model import Affiliation, Role, Setting, SettingKind
 
 DEFAULT_MAX_LINKS = 2
 DEFAULT_MINUTES = 5
@@ -37,9 +39,12 @@ def count_links(body):
 
 
 def whole_number(values, default):
-    """A setting's value as a whole number >= 0; anything else gives the default."""
+    """A setting's value (the host checked it is an integer) floored at 0."""
     text = values[0].strip() if values else ""
-    return int(text) if text.isascii() and text.isdigit() else default
+    try:
+        return max(int(text), 0)
+    except ValueError:
+        return default
 
 
 def plural(count, word):
@@ -61,11 +66,20 @@ def joined_at(nick):
         return None
 
 
+def remember_join(nick, since):
+    try:
+        store.put(PREFIX + nick, str(since).encode())
+    except Err as refused:
+        # The quota is full (a crowd of newcomers): this one goes unguarded rather than the
+        # call failing.
+        log.write(log.Level.WARN, f"cannot remember when {nick!r} joined: {refused.value}")
+
+
 class Hooks(exports.Hooks):
     def describe(self):
         return Manifest(
             name="link-guard",
-            version="0.1.0",
+            version="1.0.0",
             description="Refuses messages with many links from participants who just joined",
             nick=None,
             command=None,
@@ -73,19 +87,20 @@ class Hooks(exports.Hooks):
                 Setting(
                     name="max-links",
                     label="Links a newcomer's message may hold",
-                    kind=SettingKind.TEXT_SINGLE,
+                    kind=SettingKind.INTEGER,
                     default=[str(DEFAULT_MAX_LINKS)],
                     options=[],
                 ),
                 Setting(
                     name="newcomer-minutes",
                     label="Minutes after joining during which the limit applies (0: never)",
-                    kind=SettingKind.TEXT_SINGLE,
+                    kind=SettingKind.INTEGER,
                     default=[str(DEFAULT_MINUTES)],
                     options=[],
                 ),
             ],
             tick_seconds=60,
+            reads_occupants=False,
         )
 
     def on_message(self, sender, body):
@@ -102,8 +117,8 @@ class Hooks(exports.Hooks):
         age_ms = clock.now() - since
         if age_ms >= minutes * 60_000:
             return MessageVerdict_Pass()
-        logging.log(
-            logging.Level.INFO,
+        log.write(
+            log.Level.INFO,
             f"refused a message with {plural(links, 'link')} from {sender.nick!r}, "
             f"who joined {age_ms // 1000} s ago",
         )
@@ -112,13 +127,15 @@ class Hooks(exports.Hooks):
             f"newcomers may post at most {plural(max_links, 'link')} per message"
         )
 
-    def on_join(self, joiner):
+    def on_join(self, joiner, previous_nick):
+        since = joined_at(previous_nick) if previous_nick is not None else None
+        if since is not None:
+            store.delete(PREFIX + previous_nick)
+            remember_join(joiner.nick, since)
         return JoinVerdict_Allow()
 
     def on_joined(self, occupant):
-        # Past the storage quota `put` raises Err and the call traps: the host counts that as a
-        # fault (its writes undone), which is all there is to do.
-        store.put(PREFIX + occupant.nick, str(clock.now()).encode())
+        remember_join(occupant.nick, clock.now())
 
     def on_left(self, occupant):
         store.delete(PREFIX + occupant.nick)
@@ -133,4 +150,4 @@ class Hooks(exports.Hooks):
             since = joined_at(key[len(PREFIX):])
             if since is None or now - since >= window_ms:
                 store.delete(key)
-                logging.log(logging.Level.DEBUG, f"forgot the join time of {key[len(PREFIX):]!r}")
+                log.write(log.Level.DEBUG, f"forgot the join time of {key[len(PREFIX):]!r}")

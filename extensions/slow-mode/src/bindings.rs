@@ -3,7 +3,7 @@
 wit_bindgen::generate!({ path: "../../wit/extension", world: "room-extension" });
 
 use exports::muc::extension::hooks::{Guest, JoinVerdict, Manifest, MessageVerdict};
-use muc::extension::types::{Occupant, Role, Setting, SettingKind};
+use muc::extension::model::{Occupant, Role, Setting, SettingKind};
 use muc::extension::{clock, room, store};
 
 struct SlowMode;
@@ -24,6 +24,7 @@ impl Guest for SlowMode {
                 options: vec![],
             }],
             tick_seconds: None,
+            reads_occupants: false,
         }
     }
 
@@ -45,7 +46,7 @@ impl Guest for SlowMode {
         }
     }
 
-    fn on_join(_joiner: Occupant) -> JoinVerdict {
+    fn on_join(_joiner: Occupant, _previous_nick: Option<String>) -> JoinVerdict {
         JoinVerdict::Allow
     }
 

@@ -3,8 +3,8 @@
 wit_bindgen::generate!({ path: "../../wit/extension", world: "room-extension" });
 
 use exports::muc::extension::hooks::{Guest, JoinVerdict, Manifest, MessageVerdict};
+use muc::extension::model::{Occupant, Setting, SettingKind};
 use muc::extension::room;
-use muc::extension::types::{Occupant, Setting, SettingKind};
 
 struct WordFilter;
 
@@ -33,6 +33,7 @@ impl Guest for WordFilter {
                 },
             ],
             tick_seconds: None,
+            reads_occupants: false,
         }
     }
 
@@ -45,7 +46,7 @@ impl Guest for WordFilter {
         }
     }
 
-    fn on_join(joiner: Occupant) -> JoinVerdict {
+    fn on_join(joiner: Occupant, _previous_nick: Option<String>) -> JoinVerdict {
         if crate::nick_is_filtered(&joiner.nick, &words()) {
             JoinVerdict::Refuse(crate::NICK_REFUSAL.into())
         } else {

@@ -29,6 +29,9 @@ pub struct Entry {
     pub command: Option<String>,
     pub settings: Vec<Setting>,
     pub tick_seconds: Option<u32>,
+    /// Whether it reads the room's occupants (`room.occupants`).
+    #[serde(default)]
+    pub reads_occupants: bool,
     /// Rooms (bare JIDs) whose owners may switch it on; `None`: every room.
     pub rooms: Option<Vec<String>>,
     /// Switched on in rooms whose owners did not decide (for `muc-host check --extension`).
@@ -51,6 +54,8 @@ pub enum Kind {
     TextSingle,
     TextMulti,
     ListSingle,
+    /// A whole number, shown as a text field.
+    Integer,
 }
 
 impl Entry {
@@ -123,6 +128,9 @@ impl Entry {
                     }
                     SettingKind::TextSingle => declared.default.len() <= 1,
                     SettingKind::TextMulti => true,
+                    SettingKind::Integer => {
+                        matches!(declared.default.as_slice(), [v] if v.parse::<i64>().is_ok())
+                    }
                 };
             if !well_formed {
                 return Err(format!(
@@ -142,6 +150,7 @@ impl Entry {
             settings,
             // A tick of zero would be a busy loop: one second is the floor.
             tick_seconds: manifest.tick_seconds.map(|seconds| seconds.max(1)),
+            reads_occupants: manifest.reads_occupants,
             rooms: None,
             on_by_default: false,
         })
@@ -172,6 +181,7 @@ impl From<DeclaredSetting> for Setting {
                 SettingKind::TextSingle => Kind::TextSingle,
                 SettingKind::TextMulti => Kind::TextMulti,
                 SettingKind::ListSingle => Kind::ListSingle,
+                SettingKind::Integer => Kind::Integer,
             },
             default: declared.default,
             options: declared.options,
@@ -226,6 +236,7 @@ mod tests {
                 options: vec!["loud".into(), "louder".into()],
             }],
             tick_seconds: None,
+            reads_occupants: false,
         }
     }
 
@@ -234,7 +245,7 @@ mod tests {
     #[test]
     fn a_manifest_whose_form_text_xml_cannot_carry_is_refused() {
         assert!(Entry::from_manifest(manifest(), String::new()).is_ok());
-        let spoilers: [fn(&mut Manifest); 7] = [
+        let spoilers: [fn(&mut Manifest); 8] = [
             |m| m.version = "0.1\u{1}".into(),
             |m| m.description = "Says \u{FFFE} things".into(),
             |m| m.nick = Some("sh\u{1}out".into()),
@@ -245,6 +256,12 @@ mod tests {
                 m.settings[0].kind = SettingKind::TextSingle;
                 m.settings[0].options.clear();
                 m.settings[0].default = vec!["\u{7}".into()];
+            },
+            // Not XML's problem, but the form's: an integer setting's default must be one.
+            |m| {
+                m.settings[0].kind = SettingKind::Integer;
+                m.settings[0].options.clear();
+                m.settings[0].default = vec!["many".into()];
             },
         ];
         for spoil in spoilers {

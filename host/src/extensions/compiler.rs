@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
@@ -18,8 +17,10 @@ use crate::wasm::{budget_ticks, compile_cached};
 
 /// The WASI poll interface of wasmtime-wasi 48 (guests importing an older 0.2 match it).
 const WASI_POLL: &str = "wasi:io/poll@0.2.12";
-/// The extension world's `room` interface (any version).
-const ROOM_INTERFACE: &str = "muc:extension/room@";
+/// The contract this host speaks (`wit/extension`), and the major version it accepts.
+const CONTRACT: &str = "muc:extension@1.0.0";
+const CONTRACT_PACKAGE: &str = "muc:extension/";
+const CONTRACT_MAJOR: &str = "1.";
 
 /// Compiles extensions for one engine; cheap to clone, usable from any thread (so a new version
 /// is compiled off the core thread).
@@ -36,9 +37,6 @@ pub struct ExtensionCompiler {
 pub struct Compiled {
     pub entry: Entry,
     pub bytes: Arc<Vec<u8>>,
-    /// Whether it imports `room.info`, so may read the room's occupants (a component imports
-    /// only the functions its code calls).
-    pub reads_room: bool,
     pre: RoomExtensionPre<ExtensionContext>,
 }
 
@@ -81,6 +79,7 @@ impl ExtensionCompiler {
         let hash = format!("{:x}", Sha256::digest(bytes));
         let component = compile_cached(&self.engine, self.cache_dir.as_deref(), bytes, &hash)
             .context("not a WebAssembly component this host can compile")?;
+        refuse_other_contracts(&self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -88,11 +87,10 @@ impl ExtensionCompiler {
             .context("it imports something a room extension is not given")?;
         let pre = RoomExtensionPre::new(pre)
             .map_err(anyhow::Error::from)
-            .context("not a room extension (muc:extension/hooks@0.x)")?;
+            .with_context(|| format!("not a room extension ({CONTRACT}'s hooks)"))?;
         let compiled = Compiled {
             entry: Entry::default(),
             bytes: Arc::new(bytes.to_vec()),
-            reads_room: imports_room_info(&self.engine, &component),
             pre,
         };
         let mut instance = compiled.instantiate(&self.limits)?;
@@ -115,17 +113,30 @@ impl ExtensionCompiler {
     }
 }
 
-fn imports_room_info(engine: &Engine, component: &Component) -> bool {
-    component
-        .component_type()
+/// A component built against another major version of the contract, refused naming both
+/// (linking would only say that some interface is missing).
+fn refuse_other_contracts(engine: &Engine, component: &Component) -> Result<()> {
+    let ty = component.component_type();
+    let names = ty
         .imports(engine)
-        .filter(|(name, _)| name.starts_with(ROOM_INTERFACE))
-        .any(|(_, item)| match item.ty {
-            ComponentItem::ComponentInstance(room) => {
-                room.exports(engine).any(|(function, _)| function == "info")
-            }
-            _ => true,
-        })
+        .chain(ty.exports(engine))
+        .map(|(name, _)| name);
+    for name in names {
+        let Some(version) = name
+            .strip_prefix(CONTRACT_PACKAGE)
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(_, version)| version)
+        else {
+            continue;
+        };
+        if !version.starts_with(CONTRACT_MAJOR) {
+            anyhow::bail!(
+                "it was built against muc:extension@{version}, and this host speaks {CONTRACT}: \
+                 rebuild it against the contract in the host's wit/extension"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Compiled {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::catalog::Entry;
 use super::rooms::{Choice, RoomRecord};
-use super::sandbox::{self, HookCall, JoinVerdict, MessageVerdict, RoomInfo, MAX_SAID_BYTES};
+use super::sandbox::{
+    self, HookCall, JoinVerdict, MessageVerdict, RoomInfo, SeenRoom, MAX_SAID_BYTES,
+};
 use super::text::unfit_for_xml;
 use super::{load, notify_owners, save, store_prefix, Call, Extensions, MAX_REWRITE_BYTES};
 use crate::lending::Place;
@@ -27,7 +29,7 @@ enum Ran<T> {
 struct Turn<'t, 'c> {
     call: &'t mut Call<'c>,
     record: &'t mut RoomRecord,
-    room: &'t Arc<RoomInfo>,
+    room: &'t Arc<SeenRoom>,
     outcome: &'t mut wit::Outcome,
 }
 
@@ -45,9 +47,13 @@ impl Extensions {
         let before = record.clone();
         let non_anonymous = room.non_anonymous;
         record.owners = std::mem::take(&mut room.owners);
+        let previous_nick = match &event {
+            wit::Event::Join(joiner) => previous_nick(&room, joiner),
+            _ => None,
+        };
         // Made once for every extension the event reaches; most never ask for it.
-        let seen = Arc::new(room_info(room));
-        let room_jid = &seen.jid;
+        let seen = Arc::new(seen_room(room));
+        let room_jid = &seen.info.jid;
         let enabled = self.enabled(&record, room_jid);
         let mut outcome = wit::Outcome {
             verdict: wit::Verdict::Pass,
@@ -66,7 +72,9 @@ impl Extensions {
             wit::Event::Message(message) => {
                 self.on_message(&mut turn, &enabled, &visible(message.sender), message.body)
             }
-            wit::Event::Join(joiner) => self.on_join(&mut turn, &enabled, &visible(joiner)),
+            wit::Event::Join(joiner) => {
+                self.on_join(&mut turn, &enabled, &visible(joiner), previous_nick)
+            }
             wit::Event::Joined(who) => {
                 let who = visible(who);
                 self.tell_each(&mut turn, &enabled, |e, s| {
@@ -147,6 +155,7 @@ impl Extensions {
         turn: &mut Turn,
         enabled: &[(Entry, Choice)],
         joiner: &sandbox::Occupant,
+        previous_nick: Option<String>,
     ) {
         let taken = enabled.iter().find(|(entry, choice)| {
             entry.nick.is_some() && choice.nick.as_deref() == Some(joiner.nick.as_str())
@@ -160,7 +169,8 @@ impl Extensions {
         }
         for (entry, choice) in enabled {
             let ran = self.run(turn, entry, |e, s: &mut Store| {
-                e.muc_extension_hooks().call_on_join(s, joiner)
+                e.muc_extension_hooks()
+                    .call_on_join(s, joiner, previous_nick.as_deref())
             });
             match ran {
                 Ran::Done(JoinVerdict::Allow) => {}
@@ -249,11 +259,11 @@ impl Extensions {
         call: &mut Call,
         entry: &Entry,
         choice: &Choice,
-        room: &Arc<RoomInfo>,
+        room: &Arc<SeenRoom>,
         hook: impl FnOnce(&sandbox::RoomExtension, &mut Store) -> wasmtime::Result<T>,
     ) -> Result<(T, Vec<String>), Fault> {
         let limits = self.limits();
-        let key = (entry.name.clone(), room.jid.clone());
+        let key = (entry.name.clone(), room.info.jid.clone());
         let mut instance = match self.instances.remove(&key) {
             Some((instance, _)) => instance,
             None => self.installed[&entry.name]
@@ -268,12 +278,14 @@ impl Extensions {
         let speaking_as = choice.speaks_as(entry);
         instance.store.data_mut().memory.hit = false;
         instance.store.data().stderr.clear();
+        instance.store.data().clock.set(call.now_ms);
         instance.store.data_mut().call = Some(HookCall {
             txn: std::mem::take(call.txn),
-            prefix: store_prefix(&entry.name, &room.jid),
+            prefix: store_prefix(&entry.name, &room.info.jid),
             quota_bytes: limits.quota_bytes,
             used_bytes: None,
             room: Arc::clone(room),
+            reads_occupants: entry.reads_occupants,
             settings: choice.all_settings(entry),
             nick: speaking_as.clone(),
             say_allowance: limits.messages_per_minute.saturating_sub(window.len()),
@@ -281,8 +293,9 @@ impl Extensions {
             logged: 0,
             written_bytes: 0,
             broke: None,
+            refused: None,
             now_ms: call.now_ms,
-            tag: format!("{}@{}", entry.name, room.jid),
+            tag: format!("{}@{}", entry.name, room.info.jid),
         });
         instance
             .store
@@ -294,7 +307,6 @@ impl Extensions {
         let context = instance.store.data_mut();
         let done = context.call.take().expect("the hook call's state");
         *call.txn = done.txn;
-        // A broken rule first: a runtime whose import failed (a full quota) may trap after it.
         let fault = match (&result, &done.broke) {
             (Err(_), _) if context.memory.hit => Some(format!(
                 "it grew past its memory cap of {} MiB",
@@ -306,9 +318,11 @@ impl Extensions {
                     "it ran past its time budget of {} ms",
                     limits.call_budget.as_millis()
                 ),
-                _ => match context.stderr.last_line() {
-                    Some(said) => format!("it crashed ({}): {said}", first_line(error)),
-                    None => format!("it crashed ({})", first_line(error)),
+                // A runtime traps on the error of a refused import it had no handler for.
+                _ => match (&done.refused, context.stderr.last_line()) {
+                    (Some(refused), _) => format!("it did not handle a refusal: {refused}"),
+                    (None, Some(said)) => format!("it crashed ({}): {said}", first_line(error)),
+                    (None, None) => format!("it crashed ({})", first_line(error)),
                 },
             }),
             (Ok(value), None) => value.rule_broken(),
@@ -348,7 +362,7 @@ impl Extensions {
     /// until an owner switches it off or on again.
     fn fault(&mut self, turn: &mut Turn, entry: &Entry, why: String) {
         let limit = self.limits().faults_before_off;
-        let room = &turn.room.jid;
+        let room = &turn.room.info.jid;
         let mut choice = turn.record.choice(entry);
         choice.faults += 1;
         choice.failed = choice.faults >= limit;
@@ -481,19 +495,30 @@ fn first_line(error: &wasmtime::Error) -> String {
 }
 
 /// The room as an extension may see it: real JIDs only when the room shows them to everyone.
-fn room_info(room: wit::Room) -> RoomInfo {
+fn seen_room(room: wit::Room) -> SeenRoom {
     let non_anonymous = room.non_anonymous;
-    RoomInfo {
-        jid: room.jid,
-        name: room.name,
-        subject: room.subject,
-        non_anonymous,
+    SeenRoom {
+        info: RoomInfo {
+            jid: room.jid,
+            name: room.name,
+            subject: room.subject,
+            non_anonymous,
+        },
         occupants: room
             .occupants
             .into_iter()
             .map(|o| occupant(o, non_anonymous))
             .collect(),
     }
+}
+
+/// The nick a joiner holds already, when the join is a nickname change: an occupant with the
+/// same real JID under another nick (the same nick is another session joining as them).
+fn previous_nick(room: &wit::Room, joiner: &wit::Occupant) -> Option<String> {
+    room.occupants
+        .iter()
+        .find(|o| o.jid == joiner.jid && o.nick != joiner.nick)
+        .map(|o| o.nick.clone())
 }
 
 fn occupant(occupant: wit::Occupant, non_anonymous: bool) -> sandbox::Occupant {

@@ -7,6 +7,7 @@
 //! and messages are undone, the owners are told, and after `faults_before_off` faults it is
 //! switched off in that room. The plugin never sees a fault.
 
+mod call_clock;
 pub mod catalog;
 mod compiler;
 mod hooks;
@@ -328,7 +329,7 @@ impl Extensions {
             if !entry.allowed_in(room) || !record.takes_part(entry) {
                 continue;
             }
-            if compiled.reads_room {
+            if compiled.entry.reads_occupants {
                 return wit::MessageHooksNeed::WithOccupants;
             }
             any = true;

@@ -163,7 +163,7 @@ pub fn form_fields(entry: &Entry, choice: &Choice) -> Vec<wit::FormField> {
             var(entry, &setting.name),
             match setting.kind {
                 Kind::Boolean => wit::FieldKind::Boolean,
-                Kind::TextSingle => wit::FieldKind::TextSingle,
+                Kind::TextSingle | Kind::Integer => wit::FieldKind::TextSingle,
                 Kind::TextMulti => wit::FieldKind::TextMulti,
                 Kind::ListSingle => wit::FieldKind::ListSingle,
             },
@@ -237,6 +237,13 @@ pub fn apply_form(
             Kind::Boolean => flag(boolean(&var, values)?),
             Kind::TextSingle => vec![values.first().cloned().unwrap_or_default()],
             Kind::TextMulti => values.clone(),
+            Kind::Integer => {
+                let number = values.first().map(|v| v.trim()).unwrap_or_default();
+                if number.parse::<i64>().is_err() {
+                    return Err(format!("{var} must be a whole number"));
+                }
+                vec![number.to_string()]
+            }
             Kind::ListSingle => {
                 let chosen = values.first().map(|v| v.trim()).unwrap_or_default();
                 if !setting.options.iter().any(|option| option == chosen) {

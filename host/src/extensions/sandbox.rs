@@ -12,6 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::call_clock::CallClock;
 use super::stderr::StderrTail;
 use super::text::{log_line, unfit_for_xml};
 use crate::lending::Place;
@@ -26,10 +27,10 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::muc::extension::hooks::{JoinVerdict, Manifest, MessageVerdict};
-pub use muc::extension::room::RoomInfo;
-pub use muc::extension::types::{
+pub use muc::extension::model::{
     Affiliation, Occupant, Role, Setting as DeclaredSetting, SettingKind,
 };
+pub use muc::extension::room::RoomInfo;
 
 /// Caps on one said body (the room's own message cap applies to people, this one to code).
 pub const MAX_SAID_BYTES: usize = 4096;
@@ -48,7 +49,9 @@ pub struct HookCall {
     pub quota_bytes: usize,
     /// Bytes stored under `prefix`, counted on the first write of the call.
     pub used_bytes: Option<usize>,
-    pub room: Arc<RoomInfo>,
+    pub room: Arc<SeenRoom>,
+    /// Whether its manifest declared `reads-occupants`.
+    pub reads_occupants: bool,
     pub settings: BTreeMap<String, Vec<String>>,
     /// The nick the owner approved; `None`: the extension may not speak.
     pub nick: Option<String>,
@@ -61,6 +64,9 @@ pub struct HookCall {
     pub written_bytes: usize,
     /// The first rule the extension broke: the call counts as a fault whatever it returns.
     pub broke: Option<String>,
+    /// The last `put` or `say` refused: the extension may handle it; if the call then traps,
+    /// this is most likely why (a runtime raises the error it was not given a handler for).
+    pub refused: Option<String>,
     pub now_ms: u64,
     /// `extension@room`, for log lines.
     pub tag: String,
@@ -73,6 +79,8 @@ pub struct ExtensionContext {
     pub memory: MemoryCap,
     /// The end of what it wrote to stderr in its current call, for its faults.
     pub stderr: StderrTail,
+    /// What WASI's wall clock reads: the hook call's instant.
+    pub clock: CallClock,
     /// Set for the duration of a hook call.
     pub call: Option<HookCall>,
     /// The store, lent by the MUC call for the duration of a hook call (see
@@ -86,9 +94,14 @@ impl ExtensionContext {
         // WASI handles live in host memory the linear-memory cap does not count.
         table.set_max_capacity(MAX_HANDLES);
         let stderr = StderrTail::default();
+        let clock = CallClock::default();
         ExtensionContext {
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            wasi: WasiCtx::builder()
+                .stderr(stderr.clone())
+                .wall_clock(clock.clone())
+                .build(),
             stderr,
+            clock,
             table,
             memory: MemoryCap::new(memory_cap),
             call: None,
@@ -126,11 +139,30 @@ pub struct Instance {
     pub bindings: RoomExtension,
 }
 
-impl muc::extension::types::Host for ExtensionContext {}
+/// The room as the extensions of one event see it.
+pub struct SeenRoom {
+    pub info: RoomInfo,
+    /// Everyone, when an extension enabled in the room reads occupants; otherwise only those
+    /// holding a nick an extension speaks as.
+    pub occupants: Vec<Occupant>,
+}
+
+impl muc::extension::model::Host for ExtensionContext {}
 
 impl muc::extension::room::Host for ExtensionContext {
     fn info(&mut self) -> wasmtime::Result<RoomInfo> {
-        Ok(RoomInfo::clone(&self.call()?.room))
+        Ok(self.call()?.room.info.clone())
+    }
+
+    fn occupants(&mut self) -> wasmtime::Result<Vec<Occupant>> {
+        let call = self.call()?;
+        if !call.reads_occupants {
+            call.broke.get_or_insert_with(|| {
+                "it called room.occupants without reads-occupants in its manifest".to_string()
+            });
+            return Ok(Vec::new());
+        }
+        Ok(call.room.occupants.clone())
     }
 
     fn setting(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
@@ -157,7 +189,7 @@ impl muc::extension::room::Host for ExtensionContext {
             unfit_for_xml(&body).map(|what| format!("a message with {what}"))
         };
         if let Some(why) = refusal {
-            call.broke.get_or_insert_with(|| why.clone());
+            call.refused = Some(why.clone());
             return Ok(Err(why));
         }
         call.say_allowance -= 1;
@@ -192,12 +224,12 @@ impl muc::extension::store::Host for ExtensionContext {
         call.written_bytes += full_key.len() + value.len();
         if after > call.quota_bytes || call.written_bytes > call.quota_bytes {
             let why = format!("its storage quota of {} bytes is full", call.quota_bytes);
-            call.broke.get_or_insert_with(|| why.clone());
+            call.refused = Some(why.clone());
             return Ok(Err(why));
         }
         if let Err(error) = call.txn.put(Tier::Extensions, full_key, value) {
             let why = format!("{error:?}");
-            call.broke.get_or_insert_with(|| why.clone());
+            call.refused = Some(why.clone());
             return Ok(Err(why));
         }
         call.used_bytes = Some(after);
@@ -235,13 +267,13 @@ impl muc::extension::clock::Host for ExtensionContext {
     }
 }
 
-impl muc::extension::logging::Host for ExtensionContext {
-    fn log(
+impl muc::extension::log::Host for ExtensionContext {
+    fn write(
         &mut self,
-        level: muc::extension::logging::Level,
+        level: muc::extension::log::Level,
         message: String,
     ) -> wasmtime::Result<()> {
-        use muc::extension::logging::Level;
+        use muc::extension::log::Level;
         let call = self.call()?;
         call.logged += 1;
         if call.logged > MAX_LOG_LINES {

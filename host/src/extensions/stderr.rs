@@ -31,7 +31,13 @@ impl StderrTail {
     /// message (not std's hint about backtraces after it), a JavaScript error (StarlingMonkey
     /// prints it, then `Stack:` and the frames, then its abort).
     pub fn last_line(&self) -> Option<String> {
-        let bytes: Vec<u8> = self.0.lock().expect("stderr lock").iter().copied().collect();
+        let bytes: Vec<u8> = self
+            .0
+            .lock()
+            .expect("stderr lock")
+            .iter()
+            .copied()
+            .collect();
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         let before_stack = match lines.iter().rposition(|line| *line == "Stack:") {
@@ -92,7 +98,11 @@ impl OutputStream for StderrTail {
 }
 
 impl AsyncWrite for StderrTail {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.keep(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -117,11 +127,15 @@ mod tests {
         tail.keep(&vec![b'x'; 5000]);
         tail.keep(b"\nTraceback (most recent call last):\n  File \"app.py\"\nValueError: bad\n\n");
         assert_eq!(tail.last_line().as_deref(), Some("ValueError: bad"));
-        tail.keep(b"\nthread '<unnamed>' panicked at src/lib.rs:80:25:\nhostile panic\nnote: run with \
-            `RUST_BACKTRACE=1` environment variable to display a backtrace\n");
+        tail.keep(
+            b"\nthread '<unnamed>' panicked at src/lib.rs:80:25:\nhostile panic\nnote: run with \
+            `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
+        );
         assert_eq!(tail.last_line().as_deref(), Some("hostile panic"));
-        tail.keep(b"Error: no such option\nStack:\n  onCommand@poll.js:27:33\n\
-            Redirecting call to abort() to mozalloc_abort\n");
+        tail.keep(
+            b"Error: no such option\nStack:\n  onCommand@poll.js:27:33\n\
+            Redirecting call to abort() to mozalloc_abort\n",
+        );
         assert_eq!(tail.last_line().as_deref(), Some("Error: no such option"));
         assert_eq!(tail.0.lock().unwrap().len(), KEPT_BYTES);
         tail.clear();

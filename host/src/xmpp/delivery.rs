@@ -87,7 +87,9 @@ impl SessionSink for ClientSink {
     }
 
     fn close(&self, condition: DefinedCondition) {
-        let _ = self.queue.send(Outgoing::Error(stream_error(condition, "")));
+        let _ = self
+            .queue
+            .send(Outgoing::Error(stream_error(condition, "")));
     }
 }
 

@@ -9,8 +9,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use jid::BareJid;
 use minidom::Element;
-use xmpp_parsers::websocket::Open;
 use tokio_rustls::rustls::ServerConfig;
+use xmpp_parsers::websocket::Open;
 
 use super::c2s::CLIENT_NS;
 use super::framing::{FramedReader, FRAMING_NS};

@@ -194,7 +194,10 @@ mod tests {
             "{xml}"
         );
         assert!(xml.ends_with("</stream:error>"), "{xml}");
-        assert!(xml.contains("xml:lang='en'>too &lt;big&gt;</text>"), "{xml}");
+        assert!(
+            xml.contains("xml:lang='en'>too &lt;big&gt;</text>"),
+            "{xml}"
+        );
         let declared = prefixed(&error, true);
         assert!(
             declared.starts_with(&format!("<stream:error xmlns:stream='{STREAMS_NS}'>")),
