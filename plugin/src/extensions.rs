@@ -114,7 +114,11 @@ pub fn filter_message(
     let outcome = host.extension_hook(&view, HookEvent::Message { sender, body });
     schedule(host, &room.jid, outcome.next_tick);
     match outcome.verdict {
-        Verdict::Refuse(why) => return Ok(Err(why)),
+        Verdict::Refuse(why) => {
+            // What they said still reaches the room (a warning with the refusal, typically).
+            say(host, room, outcome.said)?;
+            return Ok(Err(why));
+        }
         Verdict::Rewrite(body) => {
             if let Some(old) = message.get_child_mut("body", ns::JABBER_CLIENT) {
                 *old = Element::builder("body", ns::JABBER_CLIENT)

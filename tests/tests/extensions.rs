@@ -141,11 +141,12 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
         ("memory", "memory cap of 16 MiB"),
         (
             "storage",
-            "it did not handle a refusal: its storage quota of 262144 bytes is full",
+            // Its panic's message (the error), then the refusal it did not handle.
+            "} (after a refusal: its storage quota of 262144 bytes is full)",
         ),
         (
             "occupants",
-            "it called room.occupants without reads-occupants in its manifest",
+            "it called room.occupants without the read-occupants capability",
         ),
         // With what the guest printed on stderr last: Rust's panic message, a Python traceback.
         (

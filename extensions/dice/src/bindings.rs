@@ -20,7 +20,7 @@ impl Guest for Dice {
             command: Some("!roll".into()),
             settings: vec![],
             tick_seconds: None,
-            reads_occupants: false,
+            capabilities: vec![],
         }
     }
 
@@ -28,7 +28,7 @@ impl Guest for Dice {
         MessageVerdict::Pass
     }
 
-    fn on_join(_joiner: Occupant, _previous_nick: Option<String>) -> JoinVerdict {
+    fn on_join(_joiner: Occupant) -> JoinVerdict {
         JoinVerdict::Allow
     }
 

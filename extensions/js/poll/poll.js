@@ -3,19 +3,21 @@
  *
  *   !poll open QUESTION | A | B | C   opens a poll with 2 to `max-options` options (default 5),
  *                                     if none is open
- *   !poll vote N                      votes for option N; one vote per nick, a later vote
- *                                     replaces the earlier one
+ *   !poll vote N                      votes for option N; one vote per person (occupant id:
+ *                                     renaming does not vote twice), a later vote replaces
+ *                                     the earlier one
  *   !poll close                       closes it (whoever opened it, or a moderator): the bot
  *                                     says the results
  *   !poll                             says the open poll and its counts, or the usage
  *
  * A valid vote is counted silently: a line per vote would crowd the room and soon run into the
  * host's cap on the messages an extension says per minute (past it, `say` is refused).
- * Mistakes are answered, naming the sender. The opener and the voters are known by nick.
+ * Mistakes are answered, naming the sender. The opener and the voters are known by occupant id
+ * (the opener's nick is kept to name them).
  *
  * The open poll is one JSON value in the store under `poll` ({question, options, opener,
- * votes: [[nick, option], ...]}), read and written by every command, so a fresh instance of the
- * extension carries on where the last one stopped.
+ * openerId, votes: [[occupant id, option], ...]}), read and written by every command, so a
+ * fresh instance of the extension carries on where the last one stopped.
  *
  * An ES module for the `room-extension` world of wit/extension, built by
  * scripts/build-js-extensions with componentize-js: it exports `hooks`, an object with the
@@ -84,7 +86,7 @@ function open(sender, text) {
   if (question.length > MAX_QUESTION || options.some((o) => o.length > MAX_OPTION)) {
     return `${sender.nick}: a question may have ${MAX_QUESTION} characters, an option ${MAX_OPTION}`;
   }
-  savePoll({ question, options, opener: sender.nick, votes: [] });
+  savePoll({ question, options, opener: sender.nick, openerId: sender.id, votes: [] });
   const list = options.map((o, i) => `${i + 1}) ${o}`).join(', ');
   return `${sender.nick} opened a poll: ${question} ${list}. Vote with !poll vote N`;
 }
@@ -97,7 +99,7 @@ function vote(sender, choice) {
     return `${sender.nick}: there is no option '${choice}': vote with a number from 1 to ${poll.options.length}`;
   }
   const votes = new Map(poll.votes);
-  votes.set(sender.nick, number - 1);
+  votes.set(sender.id, number - 1);
   savePoll({ ...poll, votes: [...votes] });
   return undefined;
 }
@@ -105,7 +107,7 @@ function vote(sender, choice) {
 function close(sender) {
   const poll = loadPoll();
   if (poll === undefined) return `${sender.nick}: no poll is open`;
-  if (sender.nick !== poll.opener && sender.role !== 'moderator') {
+  if (sender.id !== poll.openerId && sender.role !== 'moderator') {
     return `${sender.nick}: only ${poll.opener}, who opened the poll, or a moderator may close it`;
   }
   remove(KEY);
@@ -158,7 +160,7 @@ export const hooks = {
         },
       ],
       tickSeconds: undefined,
-      readsOccupants: false,
+      capabilities: [],
     };
   },
 
@@ -181,7 +183,7 @@ export const hooks = {
   onMessage(sender, body) {
     return { tag: 'pass' };
   },
-  onJoin(joiner, previousNick) {
+  onJoin(joiner) {
     return { tag: 'allow' };
   },
   onJoined(occupant) {},

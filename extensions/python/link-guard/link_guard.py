@@ -6,10 +6,10 @@ refusal is logged. Moderators, owners and admins are exempt. A link is anything 
 `http://`, `https://` or `www.`, up to the next space.
 
 Join times (milliseconds since the epoch, as decimal text) are kept in the store under
-`joined/<nick>`: written in `on-joined`, deleted in `on-left`, and pruned every minute by
-`on-tick` once they are older than the newcomer window, and moved with a nickname change (so a
-newcomer cannot shed the limit by renaming). A nick without an entry (pruned, or in the room
-before the extension was switched on) is no newcomer.
+`joined/<occupant id>` (the id stays with a person through nickname changes, so a newcomer
+cannot shed the limit by renaming): written in `on-joined`, deleted in `on-left`, and pruned
+every minute by `on-tick` once they are older than the newcomer window. Someone without an
+entry (pruned, or in the room before the extension was switched on) is no newcomer.
 
 A `componentize-py` module for the `room-extension` world of wit/extension (built by
 scripts/build-python-extensions): the hooks are the methods of the class `Hooks`.
@@ -58,21 +58,21 @@ def exempt(occupant):
     )
 
 
-def joined_at(nick):
-    value = store.get(PREFIX + nick)
+def joined_at(occupant_id):
+    value = store.get(PREFIX + occupant_id)
     try:
         return int(value.decode()) if value is not None else None
     except ValueError:
         return None
 
 
-def remember_join(nick, since):
+def remember_join(occupant):
     try:
-        store.put(PREFIX + nick, str(since).encode())
+        store.put(PREFIX + occupant.id, str(clock.now()).encode())
     except Err as refused:
         # The quota is full (a crowd of newcomers): this one goes unguarded rather than the
         # call failing.
-        log.write(log.Level.WARN, f"cannot remember when {nick!r} joined: {refused.value}")
+        log.write(log.Level.WARN, f"cannot remember when {occupant.nick!r} joined: {refused.value}")
 
 
 class Hooks(exports.Hooks):
@@ -100,7 +100,7 @@ class Hooks(exports.Hooks):
                 ),
             ],
             tick_seconds=60,
-            reads_occupants=False,
+            capabilities=[],
         )
 
     def on_message(self, sender, body):
@@ -111,7 +111,7 @@ class Hooks(exports.Hooks):
         if links <= max_links:
             return MessageVerdict_Pass()
         minutes = whole_number(room.setting("newcomer-minutes"), DEFAULT_MINUTES)
-        since = joined_at(sender.nick)
+        since = joined_at(sender.id)
         if since is None:
             return MessageVerdict_Pass()
         age_ms = clock.now() - since
@@ -127,18 +127,14 @@ class Hooks(exports.Hooks):
             f"newcomers may post at most {plural(max_links, 'link')} per message"
         )
 
-    def on_join(self, joiner, previous_nick):
-        since = joined_at(previous_nick) if previous_nick is not None else None
-        if since is not None:
-            store.delete(PREFIX + previous_nick)
-            remember_join(joiner.nick, since)
+    def on_join(self, joiner):
         return JoinVerdict_Allow()
 
     def on_joined(self, occupant):
-        remember_join(occupant.nick, clock.now())
+        remember_join(occupant)
 
     def on_left(self, occupant):
-        store.delete(PREFIX + occupant.nick)
+        store.delete(PREFIX + occupant.id)
 
     def on_command(self, sender, arguments):
         pass
@@ -150,4 +146,4 @@ class Hooks(exports.Hooks):
             since = joined_at(key[len(PREFIX):])
             if since is None or now - since >= window_ms:
                 store.delete(key)
-                log.write(log.Level.DEBUG, f"forgot the join time of {key[len(PREFIX):]!r}")
+                log.write(log.Level.DEBUG, f"forgot a join time of {(now - since) // 1000} s ago")

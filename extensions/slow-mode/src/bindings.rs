@@ -19,12 +19,12 @@ impl Guest for SlowMode {
             settings: vec![Setting {
                 name: "seconds".into(),
                 label: "Seconds between two messages of one occupant".into(),
-                kind: SettingKind::TextSingle,
+                kind: SettingKind::Integer,
                 default: vec![crate::DEFAULT_SECONDS.to_string()],
                 options: vec![],
             }],
             tick_seconds: None,
-            reads_occupants: false,
+            capabilities: vec![],
         }
     }
 
@@ -32,7 +32,7 @@ impl Guest for SlowMode {
         if sender.role == Role::Moderator {
             return MessageVerdict::Pass;
         }
-        let key = crate::last_message_key(&sender.nick);
+        let key = crate::last_message_key(&sender.id);
         let last = store::get(&key).and_then(|bytes| crate::decode_timestamp(&bytes));
         let now = clock::now();
         let seconds = crate::parse_seconds(&room::setting("seconds"));
@@ -46,14 +46,14 @@ impl Guest for SlowMode {
         }
     }
 
-    fn on_join(_joiner: Occupant, _previous_nick: Option<String>) -> JoinVerdict {
+    fn on_join(_joiner: Occupant) -> JoinVerdict {
         JoinVerdict::Allow
     }
 
     fn on_joined(_occupant: Occupant) {}
 
     fn on_left(occupant: Occupant) {
-        store::delete(&crate::last_message_key(&occupant.nick));
+        store::delete(&crate::last_message_key(&occupant.id));
     }
 
     fn on_command(_sender: Occupant, _arguments: String) {}

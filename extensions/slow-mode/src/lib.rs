@@ -1,12 +1,13 @@
 //! Slow mode: each occupant may send one groupchat message every `seconds` seconds; a message
 //! sent sooner is rejected with the time left to wait. Moderators are exempt.
 //!
-//! The time of each occupant's last accepted message is kept in the store under `last/<nick>`
-//! (milliseconds since the epoch, as decimal text), and forgotten when they leave.
+//! The time of each occupant's last accepted message is kept in the store under
+//! `last/<occupant id>` (so a nickname change does not reset it; milliseconds since the epoch, as
+//! decimal text), and forgotten when they leave.
 //!
 //! Settings:
-//! - `seconds` (text-single, default `10`): the interval; a value that is not a whole number of
-//!   seconds counts as 10, and 0 switches the limit off.
+//! - `seconds` (integer, default `10`): the interval; a negative value counts as 10, and 0
+//!   switches the limit off.
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
@@ -21,8 +22,8 @@ pub fn parse_seconds(values: &[String]) -> u64 {
         .unwrap_or(DEFAULT_SECONDS)
 }
 
-pub fn last_message_key(nick: &str) -> String {
-    format!("last/{nick}")
+pub fn last_message_key(occupant_id: &str) -> String {
+    format!("last/{occupant_id}")
 }
 
 /// A stored timestamp: decimal text, or a u64 in little-endian bytes.

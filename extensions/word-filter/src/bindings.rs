@@ -33,7 +33,7 @@ impl Guest for WordFilter {
                 },
             ],
             tick_seconds: None,
-            reads_occupants: false,
+            capabilities: vec![],
         }
     }
 
@@ -46,7 +46,7 @@ impl Guest for WordFilter {
         }
     }
 
-    fn on_join(joiner: Occupant, _previous_nick: Option<String>) -> JoinVerdict {
+    fn on_join(joiner: Occupant) -> JoinVerdict {
         if crate::nick_is_filtered(&joiner.nick, &words()) {
             JoinVerdict::Refuse(crate::NICK_REFUSAL.into())
         } else {

@@ -16,6 +16,9 @@ const MAX_SETTINGS: usize = 16;
 const MAX_OPTIONS: usize = 32;
 /// Field names every extension gets in the configuration form beside its own settings.
 pub const RESERVED_SETTINGS: &[&str] = &["nick", "fail-closed"];
+/// What a manifest may ask for in `capabilities`.
+const READ_OCCUPANTS: &str = "read-occupants";
+const CAPABILITIES: &[&str] = &[READ_OCCUPANTS];
 
 /// One installed extension.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +103,17 @@ impl Entry {
                 ));
             }
         }
+        if let Some(unknown) = manifest
+            .capabilities
+            .iter()
+            .find(|asked| !CAPABILITIES.contains(&asked.as_str()))
+        {
+            return Err(format!(
+                "it asks for the capability '{}', which this host does not offer (it offers: {})",
+                unknown.escape_debug(),
+                CAPABILITIES.join(", ")
+            ));
+        }
         let mut settings: Vec<Setting> = Vec::new();
         for declared in manifest.settings {
             if !is_name(&declared.name) || RESERVED_SETTINGS.contains(&declared.name.as_str()) {
@@ -150,7 +164,7 @@ impl Entry {
             settings,
             // A tick of zero would be a busy loop: one second is the floor.
             tick_seconds: manifest.tick_seconds.map(|seconds| seconds.max(1)),
-            reads_occupants: manifest.reads_occupants,
+            reads_occupants: manifest.capabilities.iter().any(|c| c == READ_OCCUPANTS),
             rooms: None,
             on_by_default: false,
         })
@@ -236,8 +250,23 @@ mod tests {
                 options: vec!["loud".into(), "louder".into()],
             }],
             tick_seconds: None,
-            reads_occupants: false,
+            capabilities: vec![],
         }
+    }
+
+    #[test]
+    fn a_capability_the_host_does_not_offer_is_refused_by_name() {
+        let mut reading = manifest();
+        reading.capabilities = vec!["read-occupants".into()];
+        assert!(
+            Entry::from_manifest(reading, String::new())
+                .unwrap()
+                .reads_occupants
+        );
+        let mut greedy = manifest();
+        greedy.capabilities = vec!["read-occupants".into(), "kick".into()];
+        let refused = Entry::from_manifest(greedy, String::new()).unwrap_err();
+        assert!(refused.contains("'kick'"), "{refused}");
     }
 
     /// Everything of a manifest that a configuration form shows goes into XML: a character XML

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use super::catalog::Entry;
+use super::occupant_ids::OccupantIds;
 use super::rooms::{Choice, RoomRecord};
 use super::sandbox::{
-    self, HookCall, JoinVerdict, MessageVerdict, RoomInfo, SeenRoom, MAX_SAID_BYTES,
+    self, HookCall, JoinVerdict, MessageVerdict, Person, RoomInfo, SeenRoom, MAX_SAID_BYTES,
 };
 use super::text::unfit_for_xml;
 use super::{load, notify_owners, save, store_prefix, Call, Extensions, MAX_REWRITE_BYTES};
@@ -47,12 +48,9 @@ impl Extensions {
         let before = record.clone();
         let non_anonymous = room.non_anonymous;
         record.owners = std::mem::take(&mut room.owners);
-        let previous_nick = match &event {
-            wit::Event::Join(joiner) => previous_nick(&room, joiner),
-            _ => None,
-        };
+        let ids = OccupantIds::of_room(call, &room.jid);
         // Made once for every extension the event reaches; most never ask for it.
-        let seen = Arc::new(seen_room(room));
+        let seen = Arc::new(seen_room(room, ids));
         let room_jid = &seen.info.jid;
         let enabled = self.enabled(&record, room_jid);
         let mut outcome = wit::Outcome {
@@ -66,25 +64,21 @@ impl Extensions {
             room: &seen,
             outcome: &mut outcome,
         };
-        let visible = |who: wit::Occupant| occupant(who, non_anonymous);
+        let visible = |who: wit::Occupant| person(who, non_anonymous);
         let mut ticked = false;
         match event {
             wit::Event::Message(message) => {
                 self.on_message(&mut turn, &enabled, &visible(message.sender), message.body)
             }
-            wit::Event::Join(joiner) => {
-                self.on_join(&mut turn, &enabled, &visible(joiner), previous_nick)
-            }
+            wit::Event::Join(joiner) => self.on_join(&mut turn, &enabled, &visible(joiner)),
             wit::Event::Joined(who) => {
-                let who = visible(who);
-                self.tell_each(&mut turn, &enabled, |e, s| {
-                    e.muc_extension_hooks().call_on_joined(s, &who)
+                self.tell_each(&mut turn, &enabled, &visible(who), |e, s, who| {
+                    e.muc_extension_hooks().call_on_joined(s, who)
                 })
             }
             wit::Event::Left(who) => {
-                let who = visible(who);
-                self.tell_each(&mut turn, &enabled, |e, s| {
-                    e.muc_extension_hooks().call_on_left(s, &who)
+                self.tell_each(&mut turn, &enabled, &visible(who), |e, s, who| {
+                    e.muc_extension_hooks().call_on_left(s, who)
                 })
             }
             wit::Event::Tick => {
@@ -110,13 +104,14 @@ impl Extensions {
         &mut self,
         turn: &mut Turn,
         enabled: &[(Entry, Choice)],
-        sender: &sandbox::Occupant,
+        sender: &Person,
         mut body: String,
     ) {
         let mut rewritten = false;
         for (entry, choice) in enabled {
+            let sender = turn.room.shown_to(&entry.name, sender);
             let ran = self.run(turn, entry, |e, s: &mut Store| {
-                e.muc_extension_hooks().call_on_message(s, sender, &body)
+                e.muc_extension_hooks().call_on_message(s, &sender, &body)
             });
             match ran {
                 Ran::Done(MessageVerdict::Pass) => {}
@@ -139,9 +134,10 @@ impl Extensions {
             let Some(arguments) = command_arguments(entry, &body) else {
                 continue;
             };
+            let sender = turn.room.shown_to(&entry.name, sender);
             self.run(turn, entry, |e, s: &mut Store| {
                 e.muc_extension_hooks()
-                    .call_on_command(s, sender, &arguments)
+                    .call_on_command(s, &sender, &arguments)
             });
         }
         if rewritten {
@@ -150,27 +146,22 @@ impl Extensions {
     }
 
     /// Nobody takes an extension's nick; then each extension may refuse.
-    fn on_join(
-        &mut self,
-        turn: &mut Turn,
-        enabled: &[(Entry, Choice)],
-        joiner: &sandbox::Occupant,
-        previous_nick: Option<String>,
-    ) {
-        let taken = enabled.iter().find(|(entry, choice)| {
-            entry.nick.is_some() && choice.nick.as_deref() == Some(joiner.nick.as_str())
-        });
+    fn on_join(&mut self, turn: &mut Turn, enabled: &[(Entry, Choice)], joiner: &Person) {
+        let nick = joiner.shown.nick.as_str();
+        let taken = enabled
+            .iter()
+            .find(|(entry, choice)| entry.nick.is_some() && choice.nick.as_deref() == Some(nick));
         if let Some((entry, _)) = taken {
             turn.outcome.verdict = wit::Verdict::Refuse(format!(
-                "The nickname '{}' belongs to the room's extension {}",
-                joiner.nick, entry.name
+                "The nickname '{nick}' belongs to the room's extension {}",
+                entry.name
             ));
             return;
         }
         for (entry, choice) in enabled {
+            let joiner = turn.room.shown_to(&entry.name, joiner);
             let ran = self.run(turn, entry, |e, s: &mut Store| {
-                e.muc_extension_hooks()
-                    .call_on_join(s, joiner, previous_nick.as_deref())
+                e.muc_extension_hooks().call_on_join(s, &joiner)
             });
             match ran {
                 Ran::Done(JoinVerdict::Allow) => {}
@@ -192,10 +183,12 @@ impl Extensions {
         &mut self,
         turn: &mut Turn,
         enabled: &[(Entry, Choice)],
-        hook: impl Fn(&sandbox::RoomExtension, &mut Store) -> wasmtime::Result<()>,
+        who: &Person,
+        hook: impl Fn(&sandbox::RoomExtension, &mut Store, &sandbox::Occupant) -> wasmtime::Result<()>,
     ) {
         for (entry, _) in enabled {
-            self.run(turn, entry, &hook);
+            let who = turn.room.shown_to(&entry.name, who);
+            self.run(turn, entry, |e, s: &mut Store| hook(e, s, &who));
         }
     }
 
@@ -282,6 +275,7 @@ impl Extensions {
         instance.store.data_mut().call = Some(HookCall {
             txn: std::mem::take(call.txn),
             prefix: store_prefix(&entry.name, &room.info.jid),
+            extension: entry.name.clone(),
             quota_bytes: limits.quota_bytes,
             used_bytes: None,
             room: Arc::clone(room),
@@ -318,18 +312,23 @@ impl Extensions {
                     "it ran past its time budget of {} ms",
                     limits.call_budget.as_millis()
                 ),
-                // A runtime traps on the error of a refused import it had no handler for.
-                _ => match (&done.refused, context.stderr.last_line()) {
-                    (Some(refused), _) => format!("it did not handle a refusal: {refused}"),
-                    (None, Some(said)) => format!("it crashed ({}): {said}", first_line(error)),
+                // What its runtime wrote last says why (an exception, a panic); a refused
+                // import it did not handle is the likely cause of a trap without it.
+                _ => match (context.stderr.last_line(), &done.refused) {
+                    (Some(said), None) => format!("it crashed ({}): {said}", first_line(error)),
+                    (Some(said), Some(refused)) => format!(
+                        "it crashed ({}): {said} (after a refusal: {refused})",
+                        first_line(error)
+                    ),
+                    (None, Some(refused)) => format!("it did not handle a refusal: {refused}"),
                     (None, None) => format!("it crashed ({})", first_line(error)),
                 },
             }),
             (Ok(value), None) => value.rule_broken(),
         };
-        let impersonating = speaking_as
-            .as_deref()
-            .filter(|nick| !done.said.is_empty() && room.occupants.iter().any(|o| o.nick == *nick));
+        let impersonating = speaking_as.as_deref().filter(|nick| {
+            !done.said.is_empty() && room.occupants.iter().any(|o| o.shown.nick == *nick)
+        });
         let fault = fault.or(impersonating
             .map(|nick| format!("it tried to speak as '{nick}', which is an occupant's nickname")));
         if let Some(why) = fault {
@@ -495,7 +494,7 @@ fn first_line(error: &wasmtime::Error) -> String {
 }
 
 /// The room as an extension may see it: real JIDs only when the room shows them to everyone.
-fn seen_room(room: wit::Room) -> SeenRoom {
+fn seen_room(room: wit::Room, ids: OccupantIds) -> SeenRoom {
     let non_anonymous = room.non_anonymous;
     SeenRoom {
         info: RoomInfo {
@@ -507,22 +506,15 @@ fn seen_room(room: wit::Room) -> SeenRoom {
         occupants: room
             .occupants
             .into_iter()
-            .map(|o| occupant(o, non_anonymous))
+            .map(|o| person(o, non_anonymous))
             .collect(),
+        ids,
     }
 }
 
-/// The nick a joiner holds already, when the join is a nickname change: an occupant with the
-/// same real JID under another nick (the same nick is another session joining as them).
-fn previous_nick(room: &wit::Room, joiner: &wit::Occupant) -> Option<String> {
-    room.occupants
-        .iter()
-        .find(|o| o.jid == joiner.jid && o.nick != joiner.nick)
-        .map(|o| o.nick.clone())
-}
-
-fn occupant(occupant: wit::Occupant, non_anonymous: bool) -> sandbox::Occupant {
-    sandbox::Occupant {
+fn person(occupant: wit::Occupant, non_anonymous: bool) -> Person {
+    let shown = sandbox::Occupant {
+        id: String::new(),
         nick: occupant.nick,
         role: match occupant.role {
             wit::Role::Moderator => sandbox::Role::Moderator,
@@ -535,6 +527,10 @@ fn occupant(occupant: wit::Occupant, non_anonymous: bool) -> sandbox::Occupant {
             wit::Affiliation::Member => sandbox::Affiliation::Member,
             wit::Affiliation::None => sandbox::Affiliation::None,
         },
-        jid: non_anonymous.then_some(occupant.jid),
+        jid: non_anonymous.then(|| occupant.jid.clone()),
+    };
+    Person {
+        shown,
+        real_jid: occupant.jid,
     }
 }

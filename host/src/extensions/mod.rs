@@ -12,6 +12,7 @@ pub mod catalog;
 mod compiler;
 mod hooks;
 mod loading;
+mod occupant_ids;
 pub mod rooms;
 mod sandbox;
 mod stderr;

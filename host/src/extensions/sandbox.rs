@@ -13,6 +13,7 @@ use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::call_clock::CallClock;
+use super::occupant_ids::OccupantIds;
 use super::stderr::StderrTail;
 use super::text::{log_line, unfit_for_xml};
 use crate::lending::Place;
@@ -30,10 +31,13 @@ pub use exports::muc::extension::hooks::{JoinVerdict, Manifest, MessageVerdict};
 pub use muc::extension::model::{
     Affiliation, Occupant, Role, Setting as DeclaredSetting, SettingKind,
 };
-pub use muc::extension::room::RoomInfo;
+pub use muc::extension::room::{RoomInfo, SayError};
+use muc::extension::store::PutError;
 
 /// Caps on one said body (the room's own message cap applies to people, this one to code).
 pub const MAX_SAID_BYTES: usize = 4096;
+/// The longest key an extension may store under.
+const MAX_KEY_BYTES: usize = 1024;
 /// WASI resources one instance may hold at once.
 const MAX_HANDLES: usize = 1000;
 /// Log lines one hook call may write, and their length (the rest is cut).
@@ -44,10 +48,11 @@ const MAX_LOG_BYTES: usize = 1024;
 pub struct HookCall {
     /// The MUC call's transaction, lent to the extension for the duration of its hook.
     pub txn: Transaction,
-    /// `store/<extension>/<room>/`: the extension's keys in the extensions tier.
+    /// `store/<room>/<extension>/`: the extension's keys in the extensions tier.
     pub prefix: String,
+    pub extension: String,
     pub quota_bytes: usize,
-    /// Bytes stored under `prefix`, counted on the first write of the call.
+    /// Bytes of its keys (without `prefix`) and values, counted on the first write of the call.
     pub used_bytes: Option<usize>,
     pub room: Arc<SeenRoom>,
     /// Whether its manifest declared `reads-occupants`.
@@ -144,7 +149,26 @@ pub struct SeenRoom {
     pub info: RoomInfo,
     /// Everyone, when an extension enabled in the room reads occupants; otherwise only those
     /// holding a nick an extension speaks as.
-    pub occupants: Vec<Occupant>,
+    pub occupants: Vec<Person>,
+    pub ids: OccupantIds,
+}
+
+/// An occupant as every extension sees them but for the id, which is each extension's own.
+#[derive(Clone)]
+pub struct Person {
+    /// With an empty `id`.
+    pub shown: Occupant,
+    pub real_jid: String,
+}
+
+impl SeenRoom {
+    /// `person` as `extension` sees them.
+    pub fn shown_to(&self, extension: &str, person: &Person) -> Occupant {
+        Occupant {
+            id: self.ids.id(extension, &person.real_jid),
+            ..person.shown.clone()
+        }
+    }
 }
 
 impl muc::extension::model::Host for ExtensionContext {}
@@ -158,11 +182,16 @@ impl muc::extension::room::Host for ExtensionContext {
         let call = self.call()?;
         if !call.reads_occupants {
             call.broke.get_or_insert_with(|| {
-                "it called room.occupants without reads-occupants in its manifest".to_string()
+                "it called room.occupants without the read-occupants capability".to_string()
             });
             return Ok(Vec::new());
         }
-        Ok(call.room.occupants.clone())
+        Ok(call
+            .room
+            .occupants
+            .iter()
+            .map(|person| call.room.shown_to(&call.extension, person))
+            .collect())
     }
 
     fn setting(&mut self, name: String) -> wasmtime::Result<Vec<String>> {
@@ -174,23 +203,25 @@ impl muc::extension::room::Host for ExtensionContext {
             .unwrap_or_default())
     }
 
-    fn say(&mut self, body: String) -> wasmtime::Result<Result<(), String>> {
+    fn say(&mut self, body: String) -> wasmtime::Result<Result<(), SayError>> {
         let call = self.call()?;
         let refusal = if call.nick.is_none() {
-            Some("it has no approved nick to speak under".to_string())
-        } else if body.len() > MAX_SAID_BYTES {
-            Some(format!(
-                "a message of {} bytes, over {MAX_SAID_BYTES}",
-                body.len()
+            Some((
+                SayError::NoNick,
+                "it has no approved nick to speak under".to_string(),
             ))
+        } else if body.len() > MAX_SAID_BYTES {
+            let why = format!("a message of {} bytes, over {MAX_SAID_BYTES}", body.len());
+            Some((SayError::TooLong, why))
         } else if call.say_allowance == 0 {
-            Some("it sent more messages than its cap per minute".to_string())
+            let why = "it sent more messages than its cap per minute".to_string();
+            Some((SayError::RateLimited, why))
         } else {
-            unfit_for_xml(&body).map(|what| format!("a message with {what}"))
+            unfit_for_xml(&body).map(|what| (SayError::UnfitText, format!("a message with {what}")))
         };
-        if let Some(why) = refusal {
-            call.refused = Some(why.clone());
-            return Ok(Err(why));
+        if let Some((error, why)) = refusal {
+            call.refused = Some(why);
+            return Ok(Err(error));
         }
         call.say_allowance -= 1;
         call.said.push(body);
@@ -206,32 +237,43 @@ impl muc::extension::store::Host for ExtensionContext {
             .get(storage, Tier::Extensions, &format!("{}{key}", call.prefix)))
     }
 
-    fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+    fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), PutError>> {
         let (call, storage) = self.call_and_store()?;
+        if key.len() > MAX_KEY_BYTES {
+            call.refused = Some(format!(
+                "a key of {} bytes, over {MAX_KEY_BYTES}",
+                key.len()
+            ));
+            return Ok(Err(PutError::KeyTooLong));
+        }
+        let prefix = call.prefix.len();
         let full_key = format!("{}{key}", call.prefix);
         let used = *call.used_bytes.get_or_insert_with(|| {
             call.txn
                 .scan(storage, Tier::Extensions, &call.prefix, None, usize::MAX)
                 .iter()
-                .map(|(key, value)| key.len() + value.len())
+                .map(|(key, value)| key.len() - prefix + value.len())
                 .sum()
         });
         let replaced = call
             .txn
             .get(storage, Tier::Extensions, &full_key)
-            .map_or(0, |old| full_key.len() + old.len());
-        let after = used - replaced + full_key.len() + value.len();
-        call.written_bytes += full_key.len() + value.len();
-        if after > call.quota_bytes || call.written_bytes > call.quota_bytes {
-            let why = format!("its storage quota of {} bytes is full", call.quota_bytes);
-            call.refused = Some(why.clone());
-            return Ok(Err(why));
+            .map_or(0, |old| key.len() + old.len());
+        let size = key.len() + value.len();
+        let after = used - replaced + size;
+        if after > call.quota_bytes || call.written_bytes + size > call.quota_bytes {
+            call.refused = Some(format!(
+                "its storage quota of {} bytes is full",
+                call.quota_bytes
+            ));
+            return Ok(Err(PutError::QuotaFull));
         }
         if let Err(error) = call.txn.put(Tier::Extensions, full_key, value) {
-            let why = format!("{error:?}");
-            call.refused = Some(why.clone());
-            return Ok(Err(why));
+            // The store's own bound on one value, past a quota the operator raised.
+            call.refused = Some(format!("the store refused it: {error:?}"));
+            return Ok(Err(PutError::QuotaFull));
         }
+        call.written_bytes += size;
         call.used_bytes = Some(after);
         Ok(Ok(()))
     }
@@ -243,7 +285,7 @@ impl muc::extension::store::Host for ExtensionContext {
             call.used_bytes,
             call.txn.get(storage, Tier::Extensions, &full_key),
         ) {
-            call.used_bytes = Some(used - full_key.len() - old.len());
+            call.used_bytes = Some(used - key.len() - old.len());
         }
         call.txn.delete(Tier::Extensions, full_key);
         Ok(())
@@ -294,6 +336,7 @@ impl muc::extension::log::Host for ExtensionContext {
             Level::Debug => tracing::debug!(extension, "{message}"),
             Level::Info => tracing::info!(extension, "{message}"),
             Level::Warn => tracing::warn!(extension, "{message}"),
+            Level::Error => tracing::error!(extension, "{message}"),
         }
         Ok(())
     }
