@@ -112,11 +112,19 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
     let mut extensions = Extensions::new(compiler.clone());
     extensions.load(storage.held_mut());
     let change = match request {
-        Request::ExtAdd { path, rooms } => {
+        Request::ExtAdd {
+            path,
+            rooms,
+            limits,
+        } => {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             Change::Install {
-                compiled: Box::new(compiler.compile(&bytes).context("not installed")?),
+                compiled: Box::new(
+                    compiler
+                        .compile_asking(&bytes, limits)
+                        .context("not installed")?,
+                ),
                 rooms,
             }
         }

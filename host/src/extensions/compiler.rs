@@ -13,7 +13,7 @@ use wasmtime::{Engine, Store};
 
 use super::catalog::Entry;
 use super::sandbox::{ExtensionContext, Instance, RoomExtension, RoomExtensionPre};
-use super::ExtensionLimits;
+use super::limits::{AskedLimits, ExtensionLimits, Granted};
 use crate::wasm::{budget_ticks, compile_cached};
 
 /// The WASI poll interface of wasmtime-wasi 48 (guests importing an older 0.2 match it).
@@ -39,6 +39,8 @@ pub struct Compiled {
     /// Whether it imports `room.info`, so may read the room's occupants (a component imports
     /// only the functions its code calls).
     pub reads_room: bool,
+    /// What each of its instances gets (`entry.limits` within the operator's ceilings).
+    pub limits: Granted,
     pre: RoomExtensionPre<ExtensionContext>,
 }
 
@@ -76,8 +78,16 @@ impl ExtensionCompiler {
         self.limits
     }
 
-    /// Compiles, links and describes the component in `bytes`.
+    /// Compiles, links and describes the component in `bytes`, under the operator's default
+    /// limits.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
+        self.compile_asking(bytes, AskedLimits::default())
+    }
+
+    /// Compiles, links and describes the component in `bytes` under the limits it asks for, or
+    /// says which ceiling of the operator's they are over.
+    pub fn compile_asking(&self, bytes: &[u8], asked: AskedLimits) -> Result<Compiled> {
+        let limits = self.limits.grant(&asked).map_err(anyhow::Error::msg)?;
         let hash = format!("{:x}", Sha256::digest(bytes));
         let component = compile_cached(&self.engine, self.cache_dir.as_deref(), bytes, &hash)
             .context("not a WebAssembly component this host can compile")?;
@@ -93,12 +103,13 @@ impl ExtensionCompiler {
             entry: Entry::default(),
             bytes: Arc::new(bytes.to_vec()),
             reads_room: imports_room_info(&self.engine, &component),
+            limits,
             pre,
         };
-        let mut instance = compiled.instantiate(&self.limits)?;
+        let mut instance = compiled.instantiate()?;
         instance
             .store
-            .set_epoch_deadline(budget_ticks(self.limits.call_budget));
+            .set_epoch_deadline(budget_ticks(limits.call_budget));
         let manifest = instance
             .bindings
             .muc_extension_hooks()
@@ -110,7 +121,8 @@ impl ExtensionCompiler {
                     None => "describe".to_string(),
                 })
             })?;
-        let entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
+        let mut entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
+        entry.limits = asked;
         Ok(Compiled { entry, ..compiled })
     }
 }
@@ -129,7 +141,9 @@ fn imports_room_info(engine: &Engine, component: &Component) -> bool {
 }
 
 impl Compiled {
-    pub fn instantiate(&self, limits: &ExtensionLimits) -> Result<Instance> {
+    /// A new instance under its granted limits.
+    pub fn instantiate(&self) -> Result<Instance> {
+        let limits = self.limits;
         let mut store = Store::new(
             self.pre.engine(),
             ExtensionContext::new(limits.memory_bytes),
