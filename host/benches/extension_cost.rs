@@ -47,7 +47,11 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// The example extension of each language: its component and what builds it.
 const LANGUAGES: [(&str, &str, &str); 3] = [
     ("Rust", "ext_word_filter", "scripts/build-all"),
-    ("Python", "ext_link_guard", "scripts/build-python-extensions"),
+    (
+        "Python",
+        "ext_link_guard",
+        "scripts/build-python-extensions",
+    ),
     ("JavaScript", "ext_poll", "scripts/build-js-extensions"),
 ];
 
@@ -137,7 +141,8 @@ fn median(times: &mut [f64]) -> f64 {
 
 /// The process's resident memory, in bytes.
 fn resident_bytes() -> f64 {
-    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").expect("/proc/self/smaps_rollup");
+    let rollup =
+        std::fs::read_to_string("/proc/self/smaps_rollup").expect("/proc/self/smaps_rollup");
     let kib: f64 = rollup
         .lines()
         .find_map(|line| line.strip_prefix("Rss:"))
@@ -148,7 +153,11 @@ fn resident_bytes() -> f64 {
 
 /// [`ROOMS`] new rooms, each created by one owner with `extension` (if any) on in every room:
 /// the median time of a creator's join, and the resident memory the rooms added, per room.
-fn new_rooms(plugin: &CompiledPlugin, compiler: &ExtensionCompiler, extension: Option<&Compiled>) -> (f64, f64) {
+fn new_rooms(
+    plugin: &CompiledPlugin,
+    compiler: &ExtensionCompiler,
+    extension: Option<&Compiled>,
+) -> (f64, f64) {
     let mut extensions = Extensions::new(compiler.clone());
     if let Some(extension) = extension {
         extensions.install_everywhere(extension.clone());
@@ -180,21 +189,18 @@ fn main() {
         .compile(&components.join("muc_plugin.wasm"))
         .expect("the component (bash scripts/build)");
     let limits = ExtensionLimits::default();
-    let compiler = ExtensionCompiler::new(
-        engine.engine(),
-        Some(root.join("target/bench-cache")),
-        limits,
-    )
-    .unwrap();
+    let compiler = ExtensionCompiler::new(Some(root.join("target/bench-cache")), limits).unwrap();
     let read = |name: &str, built_by: &str| -> Vec<u8> {
         let path: PathBuf = components.join(format!("{name}.wasm"));
         std::fs::read(&path).unwrap_or_else(|error| {
-            panic!("{}: {error}: build it first with {built_by}", path.display())
+            panic!(
+                "{}: {error}: build it first with {built_by}",
+                path.display()
+            )
         })
     };
     let compile = |name: &str, built_by: &str| compiler.compile(&read(name, built_by)).unwrap();
-    let [rust, python, javascript] =
-        LANGUAGES.map(|(_, name, built_by)| compile(name, built_by));
+    let [rust, python, javascript] = LANGUAGES.map(|(_, name, built_by)| compile(name, built_by));
     let slow_mode = compile("ext_slow_mode", "scripts/build-all");
     let dice = compile("ext_dice", "scripts/build-all");
 
@@ -244,7 +250,10 @@ fn main() {
         let label = match *name {
             "none" => "no extension".to_string(),
             "three" => "word-filter, slow-mode, dice (Rust)".to_string(),
-            _ => format!("{name} ({})", language(installed[0], &[&rust, &python, &javascript])),
+            _ => format!(
+                "{name} ({})",
+                language(installed[0], &[&rust, &python, &javascript])
+            ),
         };
         let micros = median(times);
         match baseline {
@@ -267,9 +276,11 @@ fn main() {
         "extension", "instantiation µs", "resident MiB/room", "install ms"
     );
     let (join_alone, resident_alone) = new_rooms(&plugin, &compiler, None);
-    let uncached = ExtensionCompiler::new(engine.engine(), None, limits).unwrap();
+    let uncached = ExtensionCompiler::new(None, limits).unwrap();
     let mut python_per_room = 0.0;
-    for ((language, name, built_by), compiled) in LANGUAGES.iter().zip([&rust, &python, &javascript]) {
+    for ((language, name, built_by), compiled) in
+        LANGUAGES.iter().zip([&rust, &python, &javascript])
+    {
         let (join, resident) = new_rooms(&plugin, &compiler, Some(compiled));
         let bytes = read(name, built_by);
         let started = Instant::now();

@@ -271,7 +271,6 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
                 ),
                 None => {
                     let compiler = ExtensionCompiler::new(
-                        engine.engine(),
                         Some(data.join("cache")),
                         ExtensionLimits::default(),
                     )?;
@@ -286,7 +285,7 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
                         })
                         .collect::<Result<Vec<_>>>()?;
                     let plugin = engine.compile(&plugin_path(plugin)?)?;
-                    check::run_scripts(&plugin, &extensions, &scripts)
+                    check::run_scripts(&plugin, Some((&compiler, &extensions)), &scripts)
                 }
             };
             let report = check::report(&results, expectations.as_ref());

@@ -42,7 +42,7 @@ fn limits() -> ExtensionLimits {
 /// A test host with `extensions` installed (switched off until an owner switches them on).
 fn host_with(extensions: &[&str], limits: ExtensionLimits) -> TestHost {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits).unwrap();
     let mut host =
         TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
     for name in extensions {
@@ -136,7 +136,7 @@ fn hostile_host(limits: ExtensionLimits) -> TestHost {
 /// As [`hostile_host`], the hostile extension installed asking for `asked`.
 fn hostile_host_asking(limits: ExtensionLimits, asked: AskedLimits) -> TestHost {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits).unwrap();
     let mut host =
         TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
     install_asking(&mut host, &compiler, "hostile_extension", asked);
@@ -163,7 +163,10 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
         ("storage", "storage quota of 262144 bytes"),
         ("flood", "more messages than its cap per minute"),
         // With what the guest printed on stderr last: Rust's panic message, a Python traceback.
-        ("panic", "it crashed (wasm trap: wasm `unreachable` instruction executed): hostile panic"),
+        (
+            "panic",
+            "it crashed (wasm trap: wasm `unreachable` instruction executed): hostile panic",
+        ),
         ("sleep", "may not wait"),
         ("log", ""),
     ];
@@ -297,7 +300,12 @@ fn an_extension_keeps_at_most_its_granted_instances_alive() {
         let mut host = hostile_host_asking(limits(), asked);
         // A second room with it on, owned by the calm room's owner.
         join(&mut host, "calm-owner", LOBBY, "calm");
-        submit(&mut host, "calm-owner", LOBBY, &[("extension#hostile", "1")]);
+        submit(
+            &mut host,
+            "calm-owner",
+            LOBBY,
+            &[("extension#hostile", "1")],
+        );
         join(&mut host, "guest", LOBBY, "guest");
         drain(&mut host, "calm-owner");
         let mut said = Vec::new();
@@ -329,12 +337,11 @@ fn an_extension_keeps_at_most_its_granted_instances_alive() {
 
 #[test]
 fn limits_over_the_operator_s_ceilings_are_refused_naming_the_ceiling() {
-    let plugin = compile("muc_plugin");
     let operator = ExtensionLimits {
         max_memory_bytes: 24 << 20,
         ..limits()
     };
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, operator).unwrap();
+    let compiler = ExtensionCompiler::new(None, operator).unwrap();
     let bytes = std::fs::read(component("hostile_extension")).unwrap();
     let asked = |memory_mib| AskedLimits {
         memory_mib: Some(memory_mib),
@@ -469,7 +476,7 @@ fn ticks_come_at_the_extension_s_interval() {
 #[test]
 fn a_new_version_takes_over_with_the_room_s_settings_and_storage_and_removal_tells_owners() {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let mut host =
         TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
     install(&mut host, &compiler, "probe_extension");
@@ -552,7 +559,7 @@ fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let start = || {
         let plugin = compile("muc_plugin");
-        let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+        let compiler = ExtensionCompiler::new(None, limits()).unwrap();
         let mut storage = Storage::open(&StoreLocation::Sqlite(dir.path().into())).unwrap();
         let mut extensions = Extensions::new(compiler.clone());
         extensions.load(&mut storage);
@@ -680,12 +687,12 @@ fn a_kicked_occupant_leaves_for_the_extensions_too() {
 #[test]
 fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let probe = compiler
         .compile(&std::fs::read(component("probe_extension")).unwrap())
         .unwrap();
     // Switched on in every room, new ones included, as `muc-host check --extension` does.
-    let mut host = TestHost::with_extensions(plugin, &[probe]).unwrap();
+    let mut host = TestHost::with_extensions(plugin, &compiler, &[probe]).unwrap();
     host.connect("intruder", "intruder@localhost/x", "")
         .unwrap();
     let refused = join(&mut host, "intruder", ROOM, "intruder");
@@ -704,8 +711,7 @@ fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
 /// per message, not per occupant.
 #[test]
 fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
-    let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let compiled = |name| {
         let bytes = std::fs::read(component(name)).unwrap();
         compiler.compile(&bytes).unwrap()
@@ -747,7 +753,7 @@ fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
 #[test]
 fn an_extension_never_speaks_under_an_occupant_s_nickname() {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let extensions = Extensions::new(compiler.clone());
     let mut host = TestHost::with_installed_extensions(plugin, extensions).unwrap();
     room(&mut host, ROOM, &[]);

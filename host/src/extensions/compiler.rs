@@ -12,8 +12,9 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use super::catalog::Entry;
-use super::sandbox::{ExtensionContext, Instance, RoomExtension, RoomExtensionPre};
+use super::engine::extension_engine;
 use super::limits::{AskedLimits, ExtensionLimits, Granted};
+use super::sandbox::{ExtensionContext, Instance, RoomExtension, RoomExtensionPre};
 use crate::wasm::{budget_ticks, compile_cached};
 
 /// The WASI poll interface of wasmtime-wasi 48 (guests importing an older 0.2 match it).
@@ -21,8 +22,8 @@ const WASI_POLL: &str = "wasi:io/poll@0.2.12";
 /// The extension world's `room` interface (any version).
 const ROOM_INTERFACE: &str = "muc:extension/room@";
 
-/// Compiles extensions for one engine; cheap to clone, usable from any thread (so a new version
-/// is compiled off the core thread).
+/// Compiles extensions for their own engine (see [`super::engine`]); cheap to clone, usable from
+/// any thread (so a new version is compiled off the core thread).
 #[derive(Clone)]
 pub struct ExtensionCompiler {
     engine: Engine,
@@ -45,13 +46,10 @@ pub struct Compiled {
 }
 
 impl ExtensionCompiler {
-    /// `engine` must have epoch interruption on, with a ticker (the plugin engine's does).
-    pub fn new(
-        engine: &Engine,
-        cache_dir: Option<PathBuf>,
-        limits: ExtensionLimits,
-    ) -> Result<ExtensionCompiler> {
-        let mut linker = Linker::new(engine);
+    /// A compiler, and the engine its extensions run in, for the operator's `limits`.
+    pub fn new(cache_dir: Option<PathBuf>, limits: ExtensionLimits) -> Result<ExtensionCompiler> {
+        let engine = extension_engine(&limits)?;
+        let mut linker = Linker::new(&engine);
         // Rust's std on wasip2 imports WASI: linked with an empty context (no files, sockets or
         // environment), so those calls fail inside the sandbox.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -67,7 +65,7 @@ impl ExtensionCompiler {
         linker.allow_shadowing(false);
         RoomExtension::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |ctx| ctx)?;
         Ok(ExtensionCompiler {
-            engine: engine.clone(),
+            engine,
             linker: Arc::new(linker),
             cache_dir,
             limits,

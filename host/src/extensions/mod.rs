@@ -9,6 +9,7 @@
 
 pub mod catalog;
 mod compiler;
+mod engine;
 mod hooks;
 mod limits;
 mod loading;
@@ -17,9 +18,9 @@ mod sandbox;
 mod stderr;
 mod text;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use minidom::rxml::xml_ncname;
 use minidom::Element;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::lending::Place;
 use crate::storage::{extension_tier, Storage, Tier, Transaction};
