@@ -21,8 +21,10 @@ const SPARE_INSTANCES: u32 = 16;
 const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MEMORIES_PER_COMPONENT: u32 = 16;
 const TABLES_PER_COMPONENT: u32 = 64;
-/// Slots of the pool for all live instances' memories and tables: a few per instance on average
-/// (a Rust component has one memory; each slot is address space, not memory, until used).
+/// Slots of the pool for all live instances' core instances, memories and tables: a few per
+/// instance on average (a Rust component has one memory; each slot is address space, not
+/// memory, until used).
+const CORE_INSTANCES_PER_INSTANCE: u32 = 16;
 const MEMORIES_PER_INSTANCE: u32 = 4;
 const TABLES_PER_INSTANCE: u32 = 8;
 /// Elements of one table (Python's function table has tens of thousands).
@@ -36,7 +38,7 @@ pub fn extension_engine(limits: &ExtensionLimits) -> Result<Engine> {
     let instances = MAX_INSTANCES as u32 + SPARE_INSTANCES;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
-        .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT / 4)
+        .total_core_instances(instances * CORE_INSTANCES_PER_INSTANCE)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .total_memories(instances * MEMORIES_PER_INSTANCE)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
