@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::extensions::Compiled;
+use crate::extensions::{Compiled, ExtensionCompiler};
 use crate::runtime::CompiledPlugin;
 use crate::scansion::network::NetworkHarness;
 use crate::scansion::{runner, script};
@@ -24,11 +24,11 @@ pub struct ScriptResult {
     pub outcome: Result<(), String>,
 }
 
-/// Runs each script in a fresh test host (fresh store, fresh clock), with `extensions` switched
-/// on in every room.
+/// Runs each script in a fresh test host (fresh store, fresh clock), with `extensions` (compiled
+/// by the compiler beside them) switched on in every room.
 pub fn run_scripts(
     plugin: &CompiledPlugin,
-    extensions: &[Compiled],
+    extensions: Option<(&ExtensionCompiler, &[Compiled])>,
     scripts: &[PathBuf],
 ) -> Vec<ScriptResult> {
     scripts
@@ -40,10 +40,19 @@ pub fn run_scripts(
         .collect()
 }
 
-fn run_one(plugin: &CompiledPlugin, extensions: &[Compiled], path: &Path) -> Result<(), String> {
+fn run_one(
+    plugin: &CompiledPlugin,
+    extensions: Option<(&ExtensionCompiler, &[Compiled])>,
+    path: &Path,
+) -> Result<(), String> {
     let script = script::load(path).map_err(|e| format!("{}: {e:#}", path.display()))?;
-    let mut host = TestHost::with_extensions(plugin.clone(), extensions)
-        .map_err(|e| format!("starting the test host: {e:#}"))?;
+    let host = match extensions {
+        Some((compiler, extensions)) => {
+            TestHost::with_extensions(plugin.clone(), compiler, extensions)
+        }
+        None => TestHost::new(plugin.clone()),
+    };
+    let mut host = host.map_err(|e| format!("starting the test host: {e:#}"))?;
     let options = runner::Options {
         wait: Duration::ZERO,
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::extensions::ExtensionLimits;
+use crate::extensions::{ExtensionLimits, MAX_CALL_BUDGET};
 use crate::message_rate::MessageRateLimit;
 use crate::runtime::GuestRooms;
 use crate::storage::{Retention, StoreLocation};
@@ -151,12 +151,22 @@ pub struct ServeArgs {
     /// Faults after which a room extension is switched off in a room (default 3).
     #[arg(long)]
     pub extension_faults: Option<u32>,
-    /// Time a room extension may take per hook call, in ms (default 50, at most 100).
+    /// Time a room extension may take per hook call, in ms (default 50, at most 100), unless
+    /// `ext add --call-ms` granted it other.
     #[arg(long)]
     pub extension_call_ms: Option<u64>,
-    /// Memory of one room extension instance, in MiB (default 16).
+    /// Memory of one room extension instance, in MiB (default 16), unless `ext add
+    /// --memory-mib` granted it other.
     #[arg(long)]
     pub extension_memory_mib: Option<usize>,
+    /// The most memory `ext add --memory-mib` may grant one extension's instances, in MiB
+    /// (default 64).
+    #[arg(long)]
+    pub extension_max_memory_mib: Option<usize>,
+    /// The most time `ext add --call-ms` may grant one extension's hook calls, in ms (default
+    /// 100, at most 100).
+    #[arg(long)]
+    pub extension_max_call_ms: Option<u64>,
     /// Storage of one room extension in one room, in KiB (default 256).
     #[arg(long)]
     pub extension_storage_kib: Option<usize>,
@@ -214,6 +224,8 @@ struct ConfigFile {
     extension_faults: Option<u32>,
     extension_call_ms: Option<u64>,
     extension_memory_mib: Option<usize>,
+    extension_max_memory_mib: Option<usize>,
+    extension_max_call_ms: Option<u64>,
     extension_storage_kib: Option<usize>,
     extension_messages_per_minute: Option<usize>,
     store: Option<StoreSection>,
@@ -381,12 +393,21 @@ impl ServeConfig {
                 .extension_call_ms
                 .or(file.extension_call_ms)
                 .map_or(defaults.call_budget, Duration::from_millis)
-                // Up to 4 extensions, two calls each per message, inside the MUC call's second.
-                .min(Duration::from_millis(100)),
+                .min(MAX_CALL_BUDGET),
             memory_bytes: args
                 .extension_memory_mib
                 .or(file.extension_memory_mib)
                 .map_or(defaults.memory_bytes, |mib| mib << 20),
+            instances: defaults.instances,
+            max_call_budget: args
+                .extension_max_call_ms
+                .or(file.extension_max_call_ms)
+                .map_or(defaults.max_call_budget, Duration::from_millis)
+                .min(MAX_CALL_BUDGET),
+            max_memory_bytes: args
+                .extension_max_memory_mib
+                .or(file.extension_max_memory_mib)
+                .map_or(defaults.max_memory_bytes, |mib| mib << 20),
             quota_bytes: args
                 .extension_storage_kib
                 .or(file.extension_storage_kib)
@@ -401,6 +422,12 @@ impl ServeConfig {
                 .unwrap_or(defaults.faults_before_off)
                 .max(1),
         };
+        anyhow::ensure!(
+            extension_limits.memory_bytes <= extension_limits.max_memory_bytes
+                && extension_limits.call_budget <= extension_limits.max_call_budget,
+            "--extension-memory-mib and --extension-call-ms, the defaults, must be within \
+             --extension-max-memory-mib and --extension-max-call-ms, the ceilings"
+        );
         let client_read_rate = match args
             .client_bytes_per_second
             .or(file.client_bytes_per_second)

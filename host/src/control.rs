@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
 use crate::core_event::{CoreEvent, Reply};
-use crate::extensions::{Change, Entry, ExtensionCompiler};
+use crate::extensions::{AskedLimits, Change, Entry, ExtensionCompiler};
 use crate::inbox::Lane;
 use crate::runtime::Status;
 use crate::swap::{short, Swapper};
@@ -32,6 +32,9 @@ pub enum Request {
     ExtAdd {
         path: PathBuf,
         rooms: Option<Vec<String>>,
+        /// Within the operator's ceilings; what it leaves out is the operator's default.
+        #[serde(default)]
+        limits: AskedLimits,
     },
     ExtRemove {
         name: String,
@@ -131,7 +134,11 @@ impl Control {
                 .map(|status| describe_status(&status)),
             Request::Swap { path } => self.swapper.swap(path).await,
             Request::Rollback => self.swapper.rollback().await,
-            Request::ExtAdd { path, rooms } => self.add_extension(path, rooms).await,
+            Request::ExtAdd {
+                path,
+                rooms,
+                limits,
+            } => self.add_extension(path, rooms, limits).await,
             Request::ExtRemove { name } => self.change_extensions(Change::Remove(name)).await,
             Request::ExtList => self
                 .ask(|reply| CoreEvent::ExtensionList { reply })
@@ -149,12 +156,13 @@ impl Control {
         &self,
         path: PathBuf,
         rooms: Option<Vec<String>>,
+        limits: AskedLimits,
     ) -> Result<String, String> {
         let compiler = self.compiler.clone();
         let compiled = tokio::task::spawn_blocking(move || {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            compiler.compile(&bytes)
+            compiler.compile_asking(&bytes, limits)
         })
         .await;
         match compiled {
@@ -201,12 +209,13 @@ pub fn describe_catalog(entries: &[(Entry, Option<String>)]) -> String {
         .iter()
         .map(|(entry, broken)| {
             let mut line = format!(
-                "{} {} ({}): {} [allowed in {}]",
+                "{} {} ({}): {} [allowed in {}] [{}]",
                 entry.name,
                 entry.version,
                 short(&entry.hash),
                 entry.description,
-                entry.allowed_rooms()
+                entry.allowed_rooms(),
+                entry.limits
             );
             if let Some(why) = broken {
                 line.push_str(&format!(" NOT LOADED: {why}"));

@@ -12,7 +12,7 @@ use muc_host::auth::Accounts;
 use muc_host::check::{self, Expectations};
 use muc_host::config::{ServeArgs, ServeConfig};
 use muc_host::control::{self, Request};
-use muc_host::extensions::{ExtensionCompiler, ExtensionLimits};
+use muc_host::extensions::{AskedLimits, ExtensionCompiler, ExtensionLimits};
 use muc_host::runtime::{host_contract, PluginEngine};
 use muc_host::serve;
 
@@ -75,6 +75,10 @@ enum Command {
         /// in-process only). Its settings are at their defaults until a script configures them.
         #[arg(long = "extension", conflicts_with = "server")]
         extensions: Vec<PathBuf>,
+        /// The limits each --extension runs under, as `ext add` grants them (within the default
+        /// ceilings).
+        #[command(flatten)]
+        limits: AskedLimits,
         /// Scansion scripts (.scs).
         #[arg(required = true)]
         scripts: Vec<PathBuf>,
@@ -106,6 +110,11 @@ enum ExtCommand {
         /// A room (bare JID) whose owners may switch it on (repeatable); default: every room.
         #[arg(long = "room")]
         rooms: Vec<String>,
+        /// What its instances get, within the ceilings of the running service (`serve
+        /// --extension-max-memory-mib`, `--extension-max-call-ms`; with no service running, the
+        /// default ceilings).
+        #[command(flatten)]
+        limits: AskedLimits,
     },
     /// The installed extensions.
     List,
@@ -177,10 +186,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ext { command } => {
             let request = match command {
-                ExtCommand::Add { path, rooms } => Request::ExtAdd {
+                ExtCommand::Add {
+                    path,
+                    rooms,
+                    limits,
+                } => Request::ExtAdd {
                     path: std::fs::canonicalize(&path)
                         .with_context(|| format!("{}", path.display()))?,
                     rooms: (!rooms.is_empty()).then_some(rooms),
+                    limits,
                 },
                 ExtCommand::List => Request::ExtList,
                 ExtCommand::Remove { name } => Request::ExtRemove { name },
@@ -241,6 +255,7 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
             muc_domain,
             wait_ms,
             extensions,
+            limits,
             scripts,
         } => {
             let expectations = expectations
@@ -256,7 +271,6 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
                 ),
                 None => {
                     let compiler = ExtensionCompiler::new(
-                        engine.engine(),
                         Some(data.join("cache")),
                         ExtensionLimits::default(),
                     )?;
@@ -266,12 +280,12 @@ fn run_tool(command: Command, data: &Path) -> Result<ExitCode> {
                             let bytes = std::fs::read(path)
                                 .with_context(|| format!("reading {}", path.display()))?;
                             compiler
-                                .compile(&bytes)
+                                .compile_asking(&bytes, limits)
                                 .with_context(|| format!("extension {}", path.display()))
                         })
                         .collect::<Result<Vec<_>>>()?;
                     let plugin = engine.compile(&plugin_path(plugin)?)?;
-                    check::run_scripts(&plugin, &extensions, &scripts)
+                    check::run_scripts(&plugin, Some((&compiler, &extensions)), &scripts)
                 }
             };
             let report = check::report(&results, expectations.as_ref());

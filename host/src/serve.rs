@@ -38,16 +38,9 @@ const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
 /// The catalog's extensions, compiled, and those of `--extension-dir` installed (or replaced, when
 /// the file changed) before anything is served.
-fn load_extensions(
-    config: &ServeConfig,
-    engine: &PluginEngine,
-    storage: &mut Storage,
-) -> Result<Extensions> {
-    let compiler = ExtensionCompiler::new(
-        engine.engine(),
-        Some(config.data.join("cache")),
-        config.extension_limits,
-    )?;
+fn load_extensions(config: &ServeConfig, storage: &mut Storage) -> Result<Extensions> {
+    let compiler =
+        ExtensionCompiler::new(Some(config.data.join("cache")), config.extension_limits)?;
     let mut extensions = Extensions::new(compiler.clone());
     extensions.load(storage);
     if let Some(dir) = &config.extension_dir {
@@ -103,20 +96,23 @@ pub fn change_extensions_offline(data: &Path, request: Request) -> Result<Answer
             message: control::describe_catalog(&catalog),
         });
     }
-    let engine = PluginEngine::new(Some(data.join("cache")))?;
-    let compiler = ExtensionCompiler::new(
-        engine.engine(),
-        Some(data.join("cache")),
-        Default::default(),
-    )?;
+    let compiler = ExtensionCompiler::new(Some(data.join("cache")), Default::default())?;
     let mut extensions = Extensions::new(compiler.clone());
     extensions.load(storage.held_mut());
     let change = match request {
-        Request::ExtAdd { path, rooms } => {
+        Request::ExtAdd {
+            path,
+            rooms,
+            limits,
+        } => {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             Change::Install {
-                compiled: Box::new(compiler.compile(&bytes).context("not installed")?),
+                compiled: Box::new(
+                    compiler
+                        .compile_asking(&bytes, limits)
+                        .context("not installed")?,
+                ),
                 rooms,
             }
         }
@@ -164,7 +160,7 @@ pub fn serve(
     storage.enable_group_commit();
     storage.set_idle_eviction(config.room_idle);
     storage.set_archive_retention(config.archive_retention);
-    let extensions = load_extensions(&config, &engine, &mut storage)?;
+    let extensions = load_extensions(&config, &mut storage)?;
     let compiler = extensions.compiler().clone();
     let settings = Settings {
         service: config.muc_domain.clone(),

@@ -11,7 +11,7 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 
 use crate::clock::ManualClock;
-use crate::extensions::{Compiled, ExtensionCompiler, ExtensionLimits, Extensions};
+use crate::extensions::{Compiled, ExtensionCompiler, Extensions};
 use crate::router::{QueueSink, Router};
 use crate::runtime::{CompiledPlugin, Limits, PluginRuntime, Settings};
 use crate::scansion::Harness;
@@ -49,11 +49,14 @@ impl TestHost {
         TestHost::with_settings(plugin, settings)
     }
 
-    /// A fresh service with `extensions` switched on in every room (with none, as `new`).
-    pub fn with_extensions(plugin: CompiledPlugin, extensions: &[Compiled]) -> Result<TestHost> {
-        let compiler =
-            ExtensionCompiler::new(plugin.pre.engine(), None, ExtensionLimits::default())?;
-        let mut installed = Extensions::new(compiler);
+    /// A fresh service with `extensions` (compiled by `compiler`) switched on in every room
+    /// (with none, as `new`).
+    pub fn with_extensions(
+        plugin: CompiledPlugin,
+        compiler: &ExtensionCompiler,
+        extensions: &[Compiled],
+    ) -> Result<TestHost> {
+        let mut installed = Extensions::new(compiler.clone());
         for extension in extensions {
             installed.install_everywhere(extension.clone());
         }

@@ -21,7 +21,7 @@ fn prosody_scripts_match_their_expectations() {
     assert_eq!(scripts.len(), 18, "Prosody's corpus has 18 scripts");
     let expectations =
         Expectations::load(&repo_root().join("tests/conformance/expectations.txt")).unwrap();
-    let results = check::run_scripts(&compile("muc_plugin"), &[], &scripts);
+    let results = check::run_scripts(&compile("muc_plugin"), None, &scripts);
     let report = check::report(&results, Some(&expectations));
     println!("{}", report.text);
     assert!(

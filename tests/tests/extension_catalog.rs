@@ -60,19 +60,26 @@ fn operators_install_replace_and_remove_extensions_while_rooms_use_them() {
     send(&mut harness, "guest", "<presence xmlns='jabber:client' to='lab@conference.localhost/guest'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
     until(&mut harness, "guest", "hello guest (participant)");
 
+    let v2 = component("probe_extension_v2").display().to_string();
+    let (ok, refused) = ext(&server, &["add", &v2, "--memory-mib", "65"]);
+    assert!(
+        !ok && refused.contains("ceiling of 64 MiB (--extension-max-memory-mib)"),
+        "{refused}"
+    );
     let (ok, replaced) = ext(
         &server,
-        &[
-            "add",
-            &component("probe_extension_v2").display().to_string(),
-        ],
+        &["add", &v2, "--memory-mib", "24", "--instances", "8"],
     );
     assert!(
         ok && replaced.contains("replaced probe 1.0.0 by 2.0.0"),
         "{replaced}"
     );
     let (_, listed) = ext(&server, &["list"]);
-    assert!(listed.contains("probe 2.0.0"), "{listed}");
+    assert!(
+        listed.contains("probe 2.0.0")
+            && listed.contains("[memory 24 MiB, call time default, 8 instances]"),
+        "{listed}"
+    );
     send(&mut harness, "guest", "<message xmlns='jabber:client' type='groupchat' to='lab@conference.localhost'><body>!probe count</body></message>");
     until(&mut harness, "guest", "count 1");
 
@@ -90,4 +97,36 @@ fn operators_install_replace_and_remove_extensions_while_rooms_use_them() {
     until(&mut harness, "owner", "uninstalled");
     let (_, listed) = ext(&server, &["list"]);
     assert!(listed.contains("no room extensions"), "{listed}");
+}
+
+/// With no service running, `ext add` changes the store directly, with the same limits and the
+/// default ceilings; the catalog keeps the limits for the next start.
+#[test]
+fn limits_asked_at_install_are_kept_in_the_catalog_offline() {
+    let data = tempfile::tempdir().unwrap();
+    let ext = |args: &[&str]| {
+        let output = Command::new(repo_root().join("target/release/muc-host"))
+            .arg("--data")
+            .arg(data.path())
+            .arg("ext")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let probe = component("probe_extension").display().to_string();
+    let (ok, refused) = ext(&["add", &probe, "--call-ms", "101"]);
+    assert!(
+        !ok && refused.contains("ceiling of 100 ms (--extension-max-call-ms)"),
+        "{refused}"
+    );
+    let (ok, added) = ext(&["add", &probe, "--call-ms", "80", "--memory-mib", "20"]);
+    assert!(ok, "{added}");
+    let (_, listed) = ext(&["list"]);
+    assert!(
+        listed.contains("[memory 20 MiB, 80 ms per call, instances default]"),
+        "{listed}"
+    );
 }

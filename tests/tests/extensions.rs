@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use minidom::Element;
-use muc_host::extensions::{Call, Change, ExtensionCompiler, ExtensionLimits, Extensions};
+use muc_host::extensions::{
+    AskedLimits, Call, Change, ExtensionCompiler, ExtensionLimits, Extensions,
+};
 use muc_host::lending::Place;
 use muc_host::scansion::Harness;
 use muc_host::storage::{Storage, Tier, Transaction};
@@ -40,7 +42,7 @@ fn limits() -> ExtensionLimits {
 /// A test host with `extensions` installed (switched off until an owner switches them on).
 fn host_with(extensions: &[&str], limits: ExtensionLimits) -> TestHost {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits).unwrap();
     let mut host =
         TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
     for name in extensions {
@@ -50,8 +52,18 @@ fn host_with(extensions: &[&str], limits: ExtensionLimits) -> TestHost {
 }
 
 fn install(host: &mut TestHost, compiler: &ExtensionCompiler, name: &str) -> String {
+    install_asking(host, compiler, name, AskedLimits::default())
+}
+
+/// Installs `name` under the limits it asks for, as `ext add --memory-mib ...` does.
+fn install_asking(
+    host: &mut TestHost,
+    compiler: &ExtensionCompiler,
+    name: &str,
+    asked: AskedLimits,
+) -> String {
     let bytes = std::fs::read(component(name)).unwrap();
-    let compiled = compiler.compile(&bytes).unwrap();
+    let compiled = compiler.compile_asking(&bytes, asked).unwrap();
     let message = host
         .service()
         .change_extensions(Change::Install {
@@ -118,7 +130,16 @@ fn room(host: &mut TestHost, room: &str, fields: &[(&str, &str)]) {
 
 /// Both rooms: `lab` with the hostile extension on, `calm` without it.
 fn hostile_host(limits: ExtensionLimits) -> TestHost {
-    let mut host = host_with(&["hostile_extension"], limits);
+    hostile_host_asking(limits, AskedLimits::default())
+}
+
+/// As [`hostile_host`], the hostile extension installed asking for `asked`.
+fn hostile_host_asking(limits: ExtensionLimits, asked: AskedLimits) -> TestHost {
+    let plugin = compile("muc_plugin");
+    let compiler = ExtensionCompiler::new(None, limits).unwrap();
+    let mut host =
+        TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
+    install_asking(&mut host, &compiler, "hostile_extension", asked);
     room(&mut host, ROOM, &[("extension#hostile", "1")]);
     host.connect("calm-owner", "calm@localhost/c", "").unwrap();
     join(&mut host, "calm-owner", CALM, "calm");
@@ -206,8 +227,7 @@ fn every_escape_of_the_hostile_extension_is_contained_in_its_room() {
 /// names both versions (linking alone would only say an interface is missing).
 #[test]
 fn an_extension_built_against_the_0_1_contract_is_refused_naming_both_versions() {
-    let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let bytes = std::fs::read(component("contract_v0_1_extension")).unwrap();
     let Err(error) = compiler.compile(&bytes) else {
         panic!("a 0.1 component was accepted");
@@ -283,6 +303,97 @@ fn nobody_speaks_as_an_occupant_and_nobody_takes_an_extension_s_nick() {
         refused[0].contains("not-allowed") && refused[0].contains("extension hostile"),
         "{refused:?}"
     );
+}
+
+/// What `guest` saw of `!hostile <command>` in `room` (the command echoed, then what it said),
+/// and the owners' notices of faults.
+fn hostile_command(host: &mut TestHost, room: &str, command: &str) -> (Vec<String>, Vec<String>) {
+    say(host, "guest", room, &format!("!hostile {command}"));
+    let guest = drain(host, "guest");
+    let owner = drain(host, "owner");
+    let told = notices(&owner).into_iter().cloned().collect();
+    (guest, told)
+}
+
+#[test]
+fn an_extension_s_instances_get_the_memory_granted_it_at_install() {
+    let mut strict = hostile_host(limits());
+    let (_, told) = hostile_command(&mut strict, ROOM, "grow");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("memory cap of 16 MiB"), "{}", told[0]);
+
+    let asked = AskedLimits {
+        memory_mib: Some(32),
+        ..AskedLimits::default()
+    };
+    let mut granted = hostile_host_asking(limits(), asked);
+    let (guest, told) = hostile_command(&mut granted, ROOM, "grow");
+    assert!(told.is_empty(), "{told:?}");
+    assert!(guest.iter().any(|s| s.contains("grew 20 MiB")), "{guest:?}");
+}
+
+#[test]
+fn an_extension_keeps_at_most_its_granted_instances_alive() {
+    const LOBBY: &str = "lobby@conference.localhost";
+    let instance_calls = |asked: AskedLimits| {
+        let mut host = hostile_host_asking(limits(), asked);
+        // A second room with it on, owned by the calm room's owner.
+        join(&mut host, "calm-owner", LOBBY, "calm");
+        submit(
+            &mut host,
+            "calm-owner",
+            LOBBY,
+            &[("extension#hostile", "1")],
+        );
+        join(&mut host, "guest", LOBBY, "guest");
+        drain(&mut host, "calm-owner");
+        let mut said = Vec::new();
+        for room in [ROOM, LOBBY, ROOM] {
+            let (guest, told) = hostile_command(&mut host, room, "instance");
+            assert!(told.is_empty(), "{told:?}");
+            said.extend(guest.into_iter().filter_map(|s| {
+                s.find("instance call ")
+                    .map(|at| s[at..at + "instance call 1".len()].to_string())
+            }));
+        }
+        said
+    };
+    // Each room's instance lives on: the lab's answers its second call.
+    assert_eq!(
+        instance_calls(AskedLimits::default()),
+        ["instance call 1", "instance call 1", "instance call 2"]
+    );
+    // One instance at a time: the lobby's replaced the lab's, which starts over.
+    let one = AskedLimits {
+        instances: Some(1),
+        ..AskedLimits::default()
+    };
+    assert_eq!(
+        instance_calls(one),
+        ["instance call 1", "instance call 1", "instance call 1"]
+    );
+}
+
+#[test]
+fn limits_over_the_operator_s_ceilings_are_refused_naming_the_ceiling() {
+    let operator = ExtensionLimits {
+        max_memory_bytes: 24 << 20,
+        ..limits()
+    };
+    let compiler = ExtensionCompiler::new(None, operator).unwrap();
+    let bytes = std::fs::read(component("hostile_extension")).unwrap();
+    let asked = |memory_mib| AskedLimits {
+        memory_mib: Some(memory_mib),
+        ..AskedLimits::default()
+    };
+    let refused = compiler.compile_asking(&bytes, asked(32)).err().unwrap();
+    assert!(
+        format!("{refused:#}").contains("ceiling of 24 MiB (--extension-max-memory-mib)"),
+        "{refused:#}"
+    );
+    let compiled = compiler.compile_asking(&bytes, asked(24)).unwrap();
+    assert_eq!(compiled.entry.limits, asked(24));
+    assert_eq!(compiled.limits.memory_bytes, 24 << 20);
 }
 
 #[test]
@@ -404,7 +515,7 @@ fn ticks_come_at_the_extension_s_interval() {
 #[test]
 fn a_new_version_takes_over_with_the_room_s_settings_and_storage_and_removal_tells_owners() {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let mut host =
         TestHost::with_installed_extensions(plugin, Extensions::new(compiler.clone())).unwrap();
     install(&mut host, &compiler, "probe_extension");
@@ -487,7 +598,7 @@ fn the_catalog_and_the_owner_s_choices_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let start = || {
         let plugin = compile("muc_plugin");
-        let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+        let compiler = ExtensionCompiler::new(None, limits()).unwrap();
         let mut storage = Storage::open(&StoreLocation::Sqlite(dir.path().into())).unwrap();
         let mut extensions = Extensions::new(compiler.clone());
         extensions.load(&mut storage);
@@ -615,12 +726,12 @@ fn a_kicked_occupant_leaves_for_the_extensions_too() {
 #[test]
 fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let probe = compiler
         .compile(&std::fs::read(component("probe_extension")).unwrap())
         .unwrap();
     // Switched on in every room, new ones included, as `muc-host check --extension` does.
-    let mut host = TestHost::with_extensions(plugin, &[probe]).unwrap();
+    let mut host = TestHost::with_extensions(plugin, &compiler, &[probe]).unwrap();
     host.connect("intruder", "intruder@localhost/x", "")
         .unwrap();
     let refused = join(&mut host, "intruder", ROOM, "intruder");
@@ -638,8 +749,7 @@ fn a_creator_refused_by_an_extension_leaves_no_room_behind() {
 /// per message, not per occupant.
 #[test]
 fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
-    let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let compiled = |name| {
         let bytes = std::fs::read(component(name)).unwrap();
         compiler.compile(&bytes).unwrap()
@@ -681,7 +791,7 @@ fn only_extensions_that_read_the_room_make_each_message_carry_every_occupant() {
 #[test]
 fn an_extension_never_speaks_under_an_occupant_s_nickname() {
     let plugin = compile("muc_plugin");
-    let compiler = ExtensionCompiler::new(plugin.pre.engine(), None, limits()).unwrap();
+    let compiler = ExtensionCompiler::new(None, limits()).unwrap();
     let extensions = Extensions::new(compiler.clone());
     let mut host = TestHost::with_installed_extensions(plugin, extensions).unwrap();
     room(&mut host, ROOM, &[]);

@@ -8,7 +8,7 @@ fn the_seed_script_passes() {
     let plugin = compile("muc_plugin");
     let results = check::run_scripts(
         &plugin,
-        &[],
+        None,
         &[repo_root().join("tests/scripts/seed-first-exchange.scs")],
     );
     let report = check::report(&results, None);
@@ -25,7 +25,7 @@ fn a_script_that_expects_the_wrong_thing_fails_with_its_line() {
         "# Expects a member where the creator is owner\n\n[Client] A\n\tjid: a@localhost/r\n\tpassword: x\n\n-----\n\nA connects\n\nA sends:\n\t<presence to=\"r@conference.localhost/a\"><x xmlns=\"http://jabber.org/protocol/muc\"/></presence>\n\nA receives:\n\t<presence from=\"r@conference.localhost/a\"><x xmlns=\"http://jabber.org/protocol/muc#user\"><item affiliation=\"member\" role=\"participant\"/></x></presence>\n",
     )
     .unwrap();
-    let results = check::run_scripts(&compile("muc_plugin"), &[], &[script]);
+    let results = check::run_scripts(&compile("muc_plugin"), None, &[script]);
     let report = check::report(&results, None);
     assert!(!report.ok);
     assert!(

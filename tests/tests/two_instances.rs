@@ -107,8 +107,7 @@ fn instance_of(
     storage.enable_group_commit();
     storage.join_cluster(name).unwrap();
     let plugin = compile(plugin);
-    let compiler =
-        ExtensionCompiler::new(plugin.pre.engine(), None, ExtensionLimits::default()).unwrap();
+    let compiler = ExtensionCompiler::new(None, ExtensionLimits::default()).unwrap();
     let mut extensions = Extensions::new(compiler);
     extensions.load(&mut storage);
     let settings = Settings {
@@ -439,9 +438,7 @@ fn an_extension_installed_through_one_instance_serves_on_the_other_and_a_room_ta
     let (mut a, alice) = instance(&schema, "a", "alice");
     let (mut b, bob) = instance(&schema, "b", "bob");
     let dice = std::fs::read(component("ext_dice")).unwrap();
-    let compiler =
-        ExtensionCompiler::new(compile("muc_plugin").pre.engine(), None, Default::default())
-            .unwrap();
+    let compiler = ExtensionCompiler::new(None, Default::default()).unwrap();
     a.change_extensions(Change::Install {
         compiled: Box::new(compiler.compile(&dice).unwrap()),
         rooms: None,

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::limits::AskedLimits;
 use super::sandbox::{DeclaredSetting, Manifest, SettingKind};
 use super::text::unfit_for_xml;
 use crate::storage::extension_tier;
@@ -39,6 +40,10 @@ pub struct Entry {
     pub rooms: Option<Vec<String>>,
     /// Switched on in rooms whose owners did not decide (for `muc-host check --extension`).
     pub on_by_default: bool,
+    /// What the operator granted it at install (`ext add --memory-mib ...`); absent from
+    /// entries written before these existed, which get the operator's defaults.
+    #[serde(default)]
+    pub limits: AskedLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,6 +172,7 @@ impl Entry {
             reads_occupants: manifest.capabilities.iter().any(|c| c == READ_OCCUPANTS),
             rooms: None,
             on_by_default: false,
+            limits: AskedLimits::default(),
         })
     }
 
@@ -301,6 +307,27 @@ mod tests {
                 "{spoilt:?}"
             );
         }
+    }
+
+    /// An entry stored before extensions had limits of their own loads, with the operator's
+    /// defaults; one with limits keeps them.
+    #[test]
+    fn a_catalog_entry_without_limits_loads_with_the_operator_s_defaults() {
+        let old = r#"{"name":"shout","version":"0.1.0","description":"Says things loudly",
+            "hash":"ab","nick":null,"command":null,"settings":[],"tick_seconds":null,
+            "rooms":null,"on_by_default":false}"#;
+        let entry: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(entry.limits, AskedLimits::default());
+        let asked = Entry {
+            limits: AskedLimits {
+                memory_mib: Some(32),
+                call_ms: None,
+                instances: Some(8),
+            },
+            ..entry
+        };
+        let stored = serde_json::to_string(&asked).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&stored).unwrap(), asked);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use super::catalog::Entry;
+use super::engine::extension_engine;
+use super::limits::{AskedLimits, ExtensionLimits, Granted};
 use super::sandbox::{ExtensionContext, Instance, RoomExtension, RoomExtensionPre};
-use super::ExtensionLimits;
 use crate::wasm::{budget_ticks, compile_cached};
 
 /// The WASI poll interface of wasmtime-wasi 48 (guests importing an older 0.2 match it).
@@ -22,8 +23,8 @@ const CONTRACT: &str = "muc:extension@1.0.0";
 const CONTRACT_PACKAGE: &str = "muc:extension/";
 const CONTRACT_MAJOR: &str = "1.";
 
-/// Compiles extensions for one engine; cheap to clone, usable from any thread (so a new version
-/// is compiled off the core thread).
+/// Compiles extensions for their own engine (see [`super::engine`]); cheap to clone, usable from
+/// any thread (so a new version is compiled off the core thread).
 #[derive(Clone)]
 pub struct ExtensionCompiler {
     engine: Engine,
@@ -37,17 +38,16 @@ pub struct ExtensionCompiler {
 pub struct Compiled {
     pub entry: Entry,
     pub bytes: Arc<Vec<u8>>,
+    /// What each of its instances gets (`entry.limits` within the operator's ceilings).
+    pub limits: Granted,
     pre: RoomExtensionPre<ExtensionContext>,
 }
 
 impl ExtensionCompiler {
-    /// `engine` must have epoch interruption on, with a ticker (the plugin engine's does).
-    pub fn new(
-        engine: &Engine,
-        cache_dir: Option<PathBuf>,
-        limits: ExtensionLimits,
-    ) -> Result<ExtensionCompiler> {
-        let mut linker = Linker::new(engine);
+    /// A compiler, and the engine its extensions run in, for the operator's `limits`.
+    pub fn new(cache_dir: Option<PathBuf>, limits: ExtensionLimits) -> Result<ExtensionCompiler> {
+        let engine = extension_engine(&limits)?;
+        let mut linker = Linker::new(&engine);
         // Rust's std on wasip2 imports WASI: linked with an empty context (no files, sockets or
         // environment), so those calls fail inside the sandbox.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -63,7 +63,7 @@ impl ExtensionCompiler {
         linker.allow_shadowing(false);
         RoomExtension::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |ctx| ctx)?;
         Ok(ExtensionCompiler {
-            engine: engine.clone(),
+            engine,
             linker: Arc::new(linker),
             cache_dir,
             limits,
@@ -74,8 +74,16 @@ impl ExtensionCompiler {
         self.limits
     }
 
-    /// Compiles, links and describes the component in `bytes`.
+    /// Compiles, links and describes the component in `bytes`, under the operator's default
+    /// limits.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
+        self.compile_asking(bytes, AskedLimits::default())
+    }
+
+    /// Compiles, links and describes the component in `bytes` under the limits it asks for, or
+    /// says which ceiling of the operator's they are over.
+    pub fn compile_asking(&self, bytes: &[u8], asked: AskedLimits) -> Result<Compiled> {
+        let limits = self.limits.grant(&asked).map_err(anyhow::Error::msg)?;
         let hash = format!("{:x}", Sha256::digest(bytes));
         let component = compile_cached(&self.engine, self.cache_dir.as_deref(), bytes, &hash)
             .context("not a WebAssembly component this host can compile")?;
@@ -91,12 +99,13 @@ impl ExtensionCompiler {
         let compiled = Compiled {
             entry: Entry::default(),
             bytes: Arc::new(bytes.to_vec()),
+            limits,
             pre,
         };
-        let mut instance = compiled.instantiate(&self.limits)?;
+        let mut instance = compiled.instantiate()?;
         instance
             .store
-            .set_epoch_deadline(budget_ticks(self.limits.call_budget));
+            .set_epoch_deadline(budget_ticks(limits.call_budget));
         let manifest = instance
             .bindings
             .muc_extension_hooks()
@@ -108,7 +117,8 @@ impl ExtensionCompiler {
                     None => "describe".to_string(),
                 })
             })?;
-        let entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
+        let mut entry = Entry::from_manifest(manifest, hash).map_err(anyhow::Error::msg)?;
+        entry.limits = asked;
         Ok(Compiled { entry, ..compiled })
     }
 }
@@ -140,7 +150,9 @@ fn refuse_other_contracts(engine: &Engine, component: &Component) -> Result<()> 
 }
 
 impl Compiled {
-    pub fn instantiate(&self, limits: &ExtensionLimits) -> Result<Instance> {
+    /// A new instance under its granted limits.
+    pub fn instantiate(&self) -> Result<Instance> {
+        let limits = self.limits;
         let mut store = Store::new(
             self.pre.engine(),
             ExtensionContext::new(limits.memory_bytes),

@@ -255,12 +255,14 @@ impl Extensions {
         room: &Arc<SeenRoom>,
         hook: impl FnOnce(&sandbox::RoomExtension, &mut Store) -> wasmtime::Result<T>,
     ) -> Result<(T, Vec<String>), Fault> {
-        let limits = self.limits();
+        let operator = self.limits();
+        let compiled = &self.installed[&entry.name];
+        let limits = compiled.limits;
         let key = (entry.name.clone(), room.info.jid.clone());
         let mut instance = match self.instances.remove(&key) {
             Some((instance, _)) => instance,
-            None => self.installed[&entry.name]
-                .instantiate(&limits)
+            None => compiled
+                .instantiate()
                 .map_err(|error| Fault(format!("it could not be started: {error:#}")))?,
         };
         let window = self.said_at.entry(key.clone()).or_default();
@@ -276,13 +278,13 @@ impl Extensions {
             txn: std::mem::take(call.txn),
             prefix: store_prefix(&entry.name, &room.info.jid),
             extension: entry.name.clone(),
-            quota_bytes: limits.quota_bytes,
+            quota_bytes: operator.quota_bytes,
             used_bytes: None,
             room: Arc::clone(room),
             reads_occupants: entry.reads_occupants,
             settings: choice.all_settings(entry),
             nick: speaking_as.clone(),
-            say_allowance: limits.messages_per_minute.saturating_sub(window.len()),
+            say_allowance: operator.messages_per_minute.saturating_sub(window.len()),
             said: Vec::new(),
             logged: 0,
             written_bytes: 0,
@@ -336,24 +338,39 @@ impl Extensions {
             return Err(Fault(why));
         }
         window.extend(std::iter::repeat_n(call.now_ms, done.said.len()));
-        self.keep(key, instance);
+        self.keep(key, instance, limits.instances);
         Ok((result.expect("checked above"), done.said))
     }
 
-    /// Keeps an instance for the next call, dropping the least recently used past the cap.
-    fn keep(&mut self, key: (String, String), instance: sandbox::Instance) {
+    /// Keeps an instance for the next call, dropping the least recently used of its extension
+    /// past that extension's cap (`own_cap`), and the least recently used of all past theirs.
+    fn keep(&mut self, key: (String, String), instance: sandbox::Instance, own_cap: usize) {
         self.calls += 1;
+        let own = self
+            .instances
+            .keys()
+            .filter(|(extension, _)| *extension == key.0)
+            .count();
+        if own >= own_cap {
+            self.drop_least_recently_used(|extension| extension == key.0);
+        }
         if self.instances.len() >= super::MAX_INSTANCES {
-            let oldest = self
-                .instances
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                self.instances.remove(&oldest);
-            }
+            self.drop_least_recently_used(|_| true);
         }
         self.instances.insert(key, (instance, self.calls));
+    }
+
+    /// Drops the least recently used instance of the extensions `among` chooses.
+    fn drop_least_recently_used(&mut self, among: impl Fn(&str) -> bool) {
+        let oldest = self
+            .instances
+            .iter()
+            .filter(|((extension, _), _)| among(extension))
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(key, _)| key.clone());
+        if let Some(oldest) = oldest {
+            self.instances.remove(&oldest);
+        }
     }
 
     /// Counts a fault and tells the owners. At the limit a fail-open extension stops running

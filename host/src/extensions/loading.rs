@@ -12,12 +12,13 @@ use crate::storage::{Storage, Tier};
 
 impl Extensions {
     /// Compiles the stored component of `entry` (the compile cache makes this a load when it
-    /// was compiled before), with the rooms the catalog allows it in.
+    /// was compiled before), with the rooms the catalog allows it in and the limits it was
+    /// granted (refused if the operator's ceilings are now below them).
     pub(super) fn compile_stored(&self, entry: &Entry, storage: &mut Storage) -> Result<Compiled> {
         let bytes = storage
             .get(Tier::Extensions, &component_key(&entry.name))
             .context("its component is missing")?;
-        let mut compiled = self.compiler.compile(bytes)?;
+        let mut compiled = self.compiler.compile_asking(bytes, entry.limits)?;
         if compiled.entry.name != entry.name {
             bail!("it now calls itself '{}'", compiled.entry.name);
         }
@@ -72,14 +73,14 @@ impl Extensions {
         }
         for entry in catalog {
             if let Some(compiled) = self.installed.get_mut(&entry.name) {
-                if compiled.entry.hash == entry.hash {
+                if compiled.entry.hash == entry.hash && compiled.entry.limits == entry.limits {
                     compiled.entry.rooms = entry.rooms;
                     compiled.entry.on_by_default = entry.on_by_default;
                     continue;
                 }
             }
             if let Some((broken, _)) = self.broken.get_mut(&entry.name) {
-                if broken.hash == entry.hash {
+                if broken.hash == entry.hash && broken.limits == entry.limits {
                     *broken = entry;
                     continue;
                 }

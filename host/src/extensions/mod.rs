@@ -10,7 +10,9 @@
 mod call_clock;
 pub mod catalog;
 mod compiler;
+mod engine;
 mod hooks;
+mod limits;
 mod loading;
 mod occupant_ids;
 pub mod rooms;
@@ -18,45 +20,18 @@ mod sandbox;
 mod stderr;
 mod text;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Duration;
-
 use minidom::rxml::xml_ncname;
 use minidom::Element;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::lending::Place;
 use crate::storage::{extension_tier, Storage, Tier, Transaction};
 use crate::wasm::plugin_world::muc::plugin::extensions as wit;
 pub use catalog::Entry;
 pub use compiler::{Compiled, ExtensionCompiler};
+pub use limits::{AskedLimits, ExtensionLimits, Granted, MAX_CALL_BUDGET};
 use rooms::{Choice, RoomRecord};
 use sandbox::Instance;
-
-/// What the host allows each extension, in each room.
-#[derive(Clone, Copy, Debug)]
-pub struct ExtensionLimits {
-    /// Wall time for one hook call (epoch interruption, to within one tick).
-    pub call_budget: Duration,
-    pub memory_bytes: usize,
-    /// Bytes of keys and values in its storage, per room.
-    pub quota_bytes: usize,
-    /// Messages it may say in one room per minute.
-    pub messages_per_minute: usize,
-    /// Faults after which it is switched off in the room.
-    pub faults_before_off: u32,
-}
-
-impl Default for ExtensionLimits {
-    fn default() -> ExtensionLimits {
-        ExtensionLimits {
-            call_budget: Duration::from_millis(50),
-            memory_bytes: 16 << 20,
-            quota_bytes: 256 << 10,
-            messages_per_minute: 20,
-            faults_before_off: 3,
-        }
-    }
-}
 
 /// The MUC call a hook runs inside: the store lent to it, the call's transaction, its instant.
 pub struct Call<'a> {
@@ -107,8 +82,9 @@ pub struct Extensions {
     catalog_followed: u64,
 }
 
-/// Live instances kept at once: memory is capped per instance, this caps their number.
-const MAX_INSTANCES: usize = 256;
+/// Live instances kept at once: memory is capped per instance, this caps their number (and
+/// each extension's own cap, [`Granted::instances`], is within it).
+pub const MAX_INSTANCES: usize = 256;
 /// Extensions one room may have on at once: each may take two hook calls per message, and all
 /// of them run inside one MUC call, with its own time budget.
 pub const MAX_PER_ROOM: usize = 4;
@@ -223,12 +199,13 @@ impl Extensions {
                     .map(|c| c.entry.version.clone());
                 self.install(*compiled, call.txn)?;
                 let allowed = entry.allowed_rooms();
+                let limits = entry.limits;
                 Ok(match replaced {
                     Some(old) => format!(
-                        "replaced {} {old} by {}: rooms that use it keep their settings and storage (allowed in {allowed})",
+                        "replaced {} {old} by {}: rooms that use it keep their settings and storage (allowed in {allowed}; {limits})",
                         entry.name, entry.version
                     ),
-                    None => format!("installed {} {} (allowed in {allowed})", entry.name, entry.version),
+                    None => format!("installed {} {} (allowed in {allowed}; {limits})", entry.name, entry.version),
                 })
             }
             Change::Remove(name) => {

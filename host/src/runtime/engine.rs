@@ -9,7 +9,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{CallContext, MucPlugin, MucPluginPre};
-use crate::wasm::{compile_cached, EPOCH_TICK};
+use crate::wasm::{compile_cached, spawn_epoch_ticker};
 
 /// The contract this host implements (`wit/muc-plugin.wit`).
 pub const CONTRACT_PACKAGE: &str = "muc:plugin";
@@ -106,19 +106,4 @@ impl PluginEngine {
 pub fn host_contract() -> String {
     let (major, minor, patch) = CONTRACT_VERSION;
     format!("{major}.{minor}.{patch}")
-}
-
-/// Advances the engine's epoch every tick for as long as the engine lives.
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("epoch-ticker".into())
-        .spawn(move || loop {
-            std::thread::sleep(EPOCH_TICK);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
-            }
-        })
-        .expect("spawning the epoch ticker");
 }
