@@ -95,7 +95,11 @@ impl ExtensionCompiler {
             reads_room: imports_room_info(&self.engine, &component),
             pre,
         };
-        let mut instance = compiled.instantiate(&self.limits)?;
+        // A component whose initial memory is past the cap (a Python or JavaScript module that
+        // kept a hoard at its top level, which Wizer ran at build time) is refused here.
+        let mut instance = compiled
+            .instantiate(&self.limits)
+            .context("it cannot be started under the host's limits")?;
         instance
             .store
             .set_epoch_deadline(budget_ticks(self.limits.call_budget));
