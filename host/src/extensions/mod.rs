@@ -14,6 +14,7 @@ mod loading;
 pub mod rooms;
 mod sandbox;
 mod stderr;
+pub mod template;
 mod text;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
