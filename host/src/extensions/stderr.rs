@@ -45,7 +45,8 @@ impl StderrTail {
             !line.is_empty()
                 && !line.starts_with("note: run with `RUST_BACKTRACE")
                 && !line.starts_with("Redirecting call to abort()")
-                && !(line.starts_with("thread '") && line.contains("' panicked at "))
+                // `thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:`
+                && !(line.starts_with("thread '") && line.contains(" panicked at "))
                 && **line != PYTHON_THREW
         })?;
         Some(line.chars().take(QUOTED_CHARS).collect())
@@ -123,7 +124,7 @@ mod tests {
         tail.keep(b"\nTraceback (most recent call last):\n  File \"app.py\"\nValueError: bad\n\n");
         assert_eq!(tail.last_line().as_deref(), Some("ValueError: bad"));
         tail.keep(b"Traceback (most recent call last):\n  File \"hostile_python.py\", line 52\n\
-            ValueError: hostile exception\nthread '<unnamed>' panicked at src/lib.rs:122:13:\n\
+            ValueError: hostile exception\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\n\
             Python function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` \
             environment variable to display a backtrace\n");
         assert_eq!(tail.last_line().as_deref(), Some("ValueError: hostile exception"));
