@@ -12,6 +12,7 @@ use muc_host::auth::Accounts;
 use muc_host::check::{self, Expectations};
 use muc_host::config::{ServeArgs, ServeConfig};
 use muc_host::control::{self, Request};
+use muc_host::extensions::template::{self, Language};
 use muc_host::extensions::{AskedLimits, ExtensionCompiler, ExtensionLimits};
 use muc_host::runtime::{host_contract, PluginEngine};
 use muc_host::serve;
@@ -120,6 +121,17 @@ enum ExtCommand {
     List,
     /// Uninstall an extension: it is switched off in every room, and their owners are told.
     Remove { name: String },
+    /// Write a small, working extension to start from: its source, a build script, a
+    /// conversation script that passes as generated and the WIT it is built against.
+    New {
+        /// Its name, in the catalog and as its command word (`!NAME`).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: Language,
+        /// The folder to write (created; must be empty) [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +198,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ext { command } => {
             let request = match command {
+                // Needs no service and no store.
+                ExtCommand::New { name, lang, dir } => return new_extension(&name, lang, dir),
                 ExtCommand::Add {
                     path,
                     rooms,
@@ -231,6 +245,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         command => run_tool(command, &data),
     }
+}
+
+/// `ext new`: writes the template into `dir` (default `./NAME`) and says what to do next.
+fn new_extension(name: &str, lang: Language, dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    template::generate(name, lang, &dir)?;
+    println!(
+        "wrote {name} in {dir}: build it with {dir}/build.sh, then check it with \
+         muc-host check --extension {dir}/{name}.wasm {dir}/{name}.scs",
+        dir = dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the service's answer, and says whether it was a success.

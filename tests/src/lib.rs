@@ -49,8 +49,13 @@ pub struct Server {
 impl Server {
     /// Starts the release binary (built by `scripts/build`) with `args` after `serve`.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// As [`Server::start`], on a data directory the caller prepared (its compile cache seeded,
+    /// say).
+    pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Server {
         use std::io::BufRead;
-        let data = tempfile::tempdir().unwrap();
         let binary = repo_root().join("target/release/muc-host");
         assert!(
             binary.exists(),

@@ -102,7 +102,11 @@ impl ExtensionCompiler {
             limits,
             pre,
         };
-        let mut instance = compiled.instantiate()?;
+        // A component whose initial memory is past the cap (a Python or JavaScript module that
+        // kept a hoard at its top level, which Wizer ran at build time) is refused here.
+        let mut instance = compiled
+            .instantiate()
+            .context("it cannot be started under the host's limits")?;
         instance
             .store
             .set_epoch_deadline(budget_ticks(limits.call_budget));

@@ -18,6 +18,7 @@ mod occupant_ids;
 pub mod rooms;
 mod sandbox;
 mod stderr;
+pub mod template;
 mod text;
 
 use minidom::rxml::xml_ncname;

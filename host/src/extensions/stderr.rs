@@ -16,6 +16,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 const KEPT_BYTES: usize = 2048;
 /// Characters of the line a fault quotes.
 const QUOTED_CHARS: usize = 300;
+/// What componentize-py's runtime panics with after CPython printed the traceback.
+const PYTHON_THREW: &str = "Python function threw an unexpected exception";
 
 /// The last [`KEPT_BYTES`] an instance wrote to stderr since its current call began; older bytes
 /// are dropped, so writing never fails and costs the host no more than that.
@@ -27,9 +29,10 @@ impl StderrTail {
         self.0.lock().expect("stderr lock").clear();
     }
 
-    /// The last line that says what went wrong: a Python traceback's exception, a Rust panic's
-    /// message (not std's hint about backtraces after it), a JavaScript error (StarlingMonkey
-    /// prints it, then `Stack:` and the frames, then its abort).
+    /// The last line that says what went wrong: a Python traceback's exception (componentize-py
+    /// then panics, saying only that Python threw), a Rust panic's message (not std's hint about
+    /// backtraces after it), a JavaScript error (StarlingMonkey prints it, then `Stack:` and the
+    /// frames, then its abort).
     pub fn last_line(&self) -> Option<String> {
         let bytes: Vec<u8> = self
             .0
@@ -48,6 +51,9 @@ impl StderrTail {
             !line.is_empty()
                 && !line.starts_with("note: run with `RUST_BACKTRACE")
                 && !line.starts_with("Redirecting call to abort()")
+                // `thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:`
+                && !(line.starts_with("thread '") && line.contains(" panicked at "))
+                && **line != PYTHON_THREW
         })?;
         Some(line.chars().take(QUOTED_CHARS).collect())
     }
@@ -127,6 +133,14 @@ mod tests {
         tail.keep(&vec![b'x'; 5000]);
         tail.keep(b"\nTraceback (most recent call last):\n  File \"app.py\"\nValueError: bad\n\n");
         assert_eq!(tail.last_line().as_deref(), Some("ValueError: bad"));
+        tail.keep(b"Traceback (most recent call last):\n  File \"hostile_python.py\", line 52\n\
+            ValueError: hostile exception\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\n\
+            Python function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` \
+            environment variable to display a backtrace\n");
+        assert_eq!(
+            tail.last_line().as_deref(),
+            Some("ValueError: hostile exception")
+        );
         tail.keep(
             b"\nthread '<unnamed>' panicked at src/lib.rs:80:25:\nhostile panic\nnote: run with \
             `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
